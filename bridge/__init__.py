@@ -1,0 +1,4 @@
+"""The bubble side of Sealgate: envelopes, keys, the signed directory and relays.
+
+This package never imports `gateway`.
+"""

@@ -1,0 +1,231 @@
+"""Account keys, the bubble root key and gateway credentials.
+
+An account is one random 32-byte seed. Every key it uses is derived from the seed
+with keyed BLAKE2b and a distinct personalisation, so each purpose has its own key:
+
+    encryption  X25519     envelopes are sealed to its public half
+    signing     Ed25519    the sender's signature inside every envelope
+    mailbox     Ed25519    signs relay requests that read the mailbox; the relay's
+                           opaque mailbox id is a hash of its public half
+    storage     32 bytes   symmetric key for the gateway's local mailbox store
+    message_id  32 bytes   keyed hash for rewriting Message-ID host parts
+
+At rest the seed is sealed under a key derived from the passphrase with Argon2id
+(`seal_seed` / `unseal_seed`). This module never writes files.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+
+import nacl.bindings
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+from nacl.public import PrivateKey
+
+from bridge.errors import CannotOpen, WrongPassphrase
+
+SEED_LEN = 32
+MAILBOX_ID_LEN = 32
+SEALED_SEED_MAGIC = b"SGK1"
+_SEALED_SEED_HEADER = struct.Struct(">4sQQ16s")  # magic, opslimit, memlimit, salt
+
+
+def derive(seed: bytes, purpose: bytes, length: int = 32) -> bytes:
+    """Derive a purpose-specific key from a seed (keyed BLAKE2b, 16-byte personalisation)."""
+    if len(purpose) > 16:
+        raise ValueError("purpose label is at most 16 bytes")
+    return nacl.hash.blake2b(
+        b"", digest_size=length, key=seed, person=purpose.ljust(16, b"\0"),
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+def mailbox_id_for(mailbox_verify_key: bytes) -> bytes:
+    """The opaque mailbox id the relay knows: a hash of the mailbox key, nothing else."""
+    return nacl.hash.blake2b(
+        mailbox_verify_key, digest_size=MAILBOX_ID_LEN,
+        person=b"sg-mailbox-id".ljust(16, b"\0"), encoder=nacl.encoding.RawEncoder,
+    )
+
+
+@dataclass(frozen=True)
+class AccountPublic:
+    """The public halves of an account's keys, as the directory publishes them."""
+
+    encryption_key: bytes  # X25519, 32 bytes
+    signing_key: bytes  # Ed25519 verify key, 32 bytes
+    mailbox_key: bytes  # Ed25519 verify key, 32 bytes
+
+    def __post_init__(self) -> None:
+        for name in ("encryption_key", "signing_key", "mailbox_key"):
+            if len(getattr(self, name)) != 32:
+                raise ValueError(f"{name} must be 32 bytes")
+
+    @property
+    def mailbox_id(self) -> bytes:
+        return mailbox_id_for(self.mailbox_key)
+
+
+class AccountKeys:
+    """An unlocked account: the seed and every key derived from it. Memory only."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_LEN:
+            raise ValueError("account seed must be 32 bytes")
+        self._seed = seed
+
+    @classmethod
+    def generate(cls) -> AccountKeys:
+        return cls(nacl.utils.random(SEED_LEN))
+
+    @property
+    def seed(self) -> bytes:
+        return self._seed
+
+    @cached_property
+    def encryption(self) -> PrivateKey:
+        return PrivateKey(derive(self._seed, b"sg-encryption"))
+
+    @cached_property
+    def signing(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(derive(self._seed, b"sg-signing"))
+
+    @cached_property
+    def mailbox(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(derive(self._seed, b"sg-mailbox"))
+
+    @cached_property
+    def storage_key(self) -> bytes:
+        return derive(self._seed, b"sg-storage")
+
+    @cached_property
+    def message_id_key(self) -> bytes:
+        return derive(self._seed, b"sg-message-id")
+
+    @cached_property
+    def public(self) -> AccountPublic:
+        return AccountPublic(
+            encryption_key=bytes(self.encryption.public_key),
+            signing_key=bytes(self.signing.verify_key),
+            mailbox_key=bytes(self.mailbox.verify_key),
+        )
+
+
+@dataclass(frozen=True)
+class KdfCost:
+    """Argon2id cost. `interactive` is the default; tests may pass `minimum`."""
+
+    opslimit: int
+    memlimit: int
+
+    @classmethod
+    def interactive(cls) -> KdfCost:
+        return cls(nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE)
+
+    @classmethod
+    def minimum(cls) -> KdfCost:
+        return cls(nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_MIN)
+
+
+def seal_seed(seed: bytes, passphrase: bytes, cost: KdfCost | None = None) -> bytes:
+    """Seal a seed under Argon2id(passphrase): magic, cost, salt, then a SecretBox."""
+    cost = cost or KdfCost.interactive()
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    key = nacl.pwhash.argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
+        opslimit=cost.opslimit, memlimit=cost.memlimit,
+    )
+    header = _SEALED_SEED_HEADER.pack(SEALED_SEED_MAGIC, cost.opslimit, cost.memlimit, salt)
+    return header + bytes(nacl.secret.SecretBox(key).encrypt(seed))
+
+
+def unseal_seed(blob: bytes, passphrase: bytes) -> bytes:
+    """Open a sealed seed; `WrongPassphrase` if the passphrase is wrong."""
+    if len(blob) < _SEALED_SEED_HEADER.size:
+        raise CannotOpen("sealed keys")
+    magic, opslimit, memlimit, salt = _SEALED_SEED_HEADER.unpack_from(blob)
+    if magic != SEALED_SEED_MAGIC:
+        raise CannotOpen("sealed keys")
+    key = nacl.pwhash.argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit,
+    )
+    try:
+        seed = nacl.secret.SecretBox(key).decrypt(blob[_SEALED_SEED_HEADER.size :])
+    except nacl.exceptions.CryptoError:
+        raise WrongPassphrase() from None
+    if len(seed) != SEED_LEN:
+        raise CannotOpen("sealed keys")
+    return seed
+
+
+# Domain-separation prefixes for everything the root signs.
+GATEWAY_CERT_CONTEXT = b"sealgate-gateway-v1\0"
+
+
+class RootKey:
+    """The bubble administrator's Ed25519 root key."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = nacl.signing.SigningKey(seed)
+
+    @classmethod
+    def generate(cls) -> RootKey:
+        return cls(nacl.utils.random(32))
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self._key)
+
+    @property
+    def public(self) -> bytes:
+        return bytes(self._key.verify_key)
+
+    def sign(self, context: bytes, message: bytes) -> bytes:
+        """Detached signature over context || message."""
+        return bytes(self._key.sign(context + message).signature)
+
+    def certify_gateway(self, gateway_verify_key: bytes) -> bytes:
+        """A gateway certificate: the root's signature over the gateway's verify key."""
+        return self.sign(GATEWAY_CERT_CONTEXT, gateway_verify_key)
+
+
+def verify_root_signature(
+    trusted_roots: tuple[bytes, ...], context: bytes, message: bytes, signature: bytes
+) -> bytes | None:
+    """Return the trusted root that made `signature` over context || message, else None."""
+    for root in trusted_roots:
+        try:
+            nacl.signing.VerifyKey(root).verify(context + message, signature)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            continue
+        return root
+    return None
+
+
+@dataclass(frozen=True)
+class GatewayCredential:
+    """What a gateway presents to relays when it deposits: its key and the root's cert."""
+
+    seed: bytes  # Ed25519 seed of the gateway's own key
+    certificate: bytes  # RootKey.certify_gateway(verify key)
+
+    @classmethod
+    def issue(cls, root: RootKey) -> GatewayCredential:
+        key = nacl.signing.SigningKey.generate()
+        return cls(seed=bytes(key), certificate=root.certify_gateway(bytes(key.verify_key)))
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(self.seed)
+
+    @property
+    def verify_key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)

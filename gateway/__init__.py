@@ -1,0 +1,1 @@
+"""The legacy-facing side of Sealgate: SMTP and IMAP listeners, the local store, the CLI."""

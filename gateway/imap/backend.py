@@ -1,0 +1,106 @@
+"""What the IMAP server needs from storage, as Protocols (no implementation here).
+
+The IMAP layers (`wire`, `state`, `server`) depend only on these; the SQLModel store
+(`gateway.store.mailbox`) implements them. Calls are synchronous and fast (local
+SQLite); `login` is slow (Argon2id) and the server runs it in an executor.
+
+Errors the store raises for the IMAP layer to render:
+    MailboxNotFound   -> NO [TRYCREATE] / NO [NONEXISTENT]
+    AuthenticationFailed -> NO [AUTHENTICATIONFAILED]
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class BackendError(Exception):
+    """Root of the errors storage raises toward the IMAP layer."""
+
+
+class MailboxNotFound(BackendError):
+    def __init__(self, name: str) -> None:
+        super().__init__("no such mailbox")
+        self.name = name
+
+
+class AuthenticationFailed(BackendError):
+    def __init__(self) -> None:
+        super().__init__("authentication failed")
+
+
+class FlagMode(enum.Enum):
+    REPLACE = "replace"  # FLAGS
+    ADD = "add"  # +FLAGS
+    REMOVE = "remove"  # -FLAGS
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str  # e.g. "INBOX", "Sent"; hierarchy delimiter is "/"
+    attributes: tuple[str, ...] = ()  # e.g. ("\\HasNoChildren", "\\Sent")
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    flags: frozenset[str]  # system flags with backslash ("\\Seen"), keywords without
+    internal_date: datetime  # timezone-aware
+    size: int  # RFC822.SIZE: octets of the full message
+    modseq: int
+
+
+@dataclass(frozen=True)
+class FolderSnapshot:
+    """A folder's state at one moment, messages in UID order."""
+
+    name: str
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+    messages: tuple[MessageMeta, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    meta: MessageMeta
+    body: bytes  # the full RFC 5322 message, CRLF line ends, decrypted in memory only
+
+
+class MailSession(Protocol):
+    """One logged-in account. Closed on LOGOUT or connection loss."""
+
+    @property
+    def address(self) -> str: ...
+
+    def list_folders(self) -> Sequence[FolderInfo]: ...
+
+    def snapshot(self, folder: str) -> FolderSnapshot:
+        """Current state of a folder; raises MailboxNotFound."""
+        ...
+
+    def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
+        """Decrypted messages for these UIDs (missing UIDs are skipped), in UID order."""
+        ...
+
+    def store_flags(
+        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+    ) -> Sequence[MessageMeta]:
+        """Change flags; returns the new metadata of every message that exists."""
+        ...
+
+    def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
+        """Remove messages flagged \\Deleted (only those in `uids` if given); returns their UIDs."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Authenticator(Protocol):
+    def login(self, username: str, password: str) -> MailSession:
+        """Unlock the account; raises AuthenticationFailed (wrong user or password alike)."""
+        ...
