@@ -5,6 +5,7 @@
     ├── EnvelopeFormatError   bytes are not an envelope (relay-side structural check)
     ├── WrongPassphrase       sealed account keys did not open with that passphrase
     ├── DirectoryError        a directory record is missing, unsigned or does not match
+    ├── HeaderTooLarge        (also a ValueError) a header block over the sanitizer's limit
     └── RelayError            a relay could not be used
         ├── RelayUnavailable  connection refused, timeout, 5xx: try again or another relay
         └── RelayRejected     4xx: the relay refused this request; retrying will not help

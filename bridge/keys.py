@@ -36,6 +36,9 @@ SEED_LEN = 32
 MAILBOX_ID_LEN = 32
 SEALED_SEED_MAGIC = b"SGK1"
 _SEALED_SEED_HEADER = struct.Struct(">4sQQ16s")  # magic, opslimit, memlimit, salt
+SEALED_SEED_BODY_LEN = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + SEED_LEN
+MAX_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
+MAX_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
 
 
 def derive(seed: bytes, purpose: bytes, length: int = 32) -> bytes:
@@ -43,7 +46,10 @@ def derive(seed: bytes, purpose: bytes, length: int = 32) -> bytes:
     if len(purpose) > 16:
         raise ValueError("purpose label is at most 16 bytes")
     return nacl.hash.blake2b(
-        b"", digest_size=length, key=seed, person=purpose.ljust(16, b"\0"),
+        b"",
+        digest_size=length,
+        key=seed,
+        person=purpose.ljust(16, b"\0"),
         encoder=nacl.encoding.RawEncoder,
     )
 
@@ -51,8 +57,10 @@ def derive(seed: bytes, purpose: bytes, length: int = 32) -> bytes:
 def mailbox_id_for(mailbox_verify_key: bytes) -> bytes:
     """The opaque mailbox id the relay knows: a hash of the mailbox key, nothing else."""
     return nacl.hash.blake2b(
-        mailbox_verify_key, digest_size=MAILBOX_ID_LEN,
-        person=b"sg-mailbox-id".ljust(16, b"\0"), encoder=nacl.encoding.RawEncoder,
+        mailbox_verify_key,
+        digest_size=MAILBOX_ID_LEN,
+        person=b"sg-mailbox-id".ljust(16, b"\0"),
+        encoder=nacl.encoding.RawEncoder,
     )
 
 
@@ -128,7 +136,9 @@ class KdfCost:
 
     @classmethod
     def interactive(cls) -> KdfCost:
-        return cls(nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE)
+        return cls(
+            nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+        )
 
     @classmethod
     def minimum(cls) -> KdfCost:
@@ -140,8 +150,11 @@ def seal_seed(seed: bytes, passphrase: bytes, cost: KdfCost | None = None) -> by
     cost = cost or KdfCost.interactive()
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     key = nacl.pwhash.argon2id.kdf(
-        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
-        opslimit=cost.opslimit, memlimit=cost.memlimit,
+        nacl.secret.SecretBox.KEY_SIZE,
+        passphrase,
+        salt,
+        opslimit=cost.opslimit,
+        memlimit=cost.memlimit,
     )
     header = _SEALED_SEED_HEADER.pack(SEALED_SEED_MAGIC, cost.opslimit, cost.memlimit, salt)
     return header + bytes(nacl.secret.SecretBox(key).encrypt(seed))
@@ -152,10 +165,20 @@ def unseal_seed(blob: bytes, passphrase: bytes) -> bytes:
     if len(blob) < _SEALED_SEED_HEADER.size:
         raise CannotOpen("sealed keys")
     magic, opslimit, memlimit, salt = _SEALED_SEED_HEADER.unpack_from(blob)
-    if magic != SEALED_SEED_MAGIC:
+    if magic != SEALED_SEED_MAGIC or len(blob) < _SEALED_SEED_HEADER.size + SEALED_SEED_BODY_LEN:
+        raise CannotOpen("sealed keys")
+    # The cost is read from the blob: bound it so a crafted blob cannot exhaust memory.
+    if not (
+        nacl.pwhash.argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
+        and nacl.pwhash.argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT
+    ):
         raise CannotOpen("sealed keys")
     key = nacl.pwhash.argon2id.kdf(
-        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit,
+        nacl.secret.SecretBox.KEY_SIZE,
+        passphrase,
+        salt,
+        opslimit=opslimit,
+        memlimit=memlimit,
     )
     try:
         seed = nacl.secret.SecretBox(key).decrypt(blob[_SEALED_SEED_HEADER.size :])

@@ -1,0 +1,134 @@
+"""Account keys, sealed seeds, the root key and gateway credentials (bridge/keys.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.errors import CannotOpen, WrongPassphrase
+from bridge.keys import (
+    GATEWAY_CERT_CONTEXT,
+    SEALED_SEED_MAGIC,
+    AccountKeys,
+    AccountPublic,
+    GatewayCredential,
+    KdfCost,
+    RootKey,
+    derive,
+    mailbox_id_for,
+    seal_seed,
+    unseal_seed,
+    verify_root_signature,
+)
+
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "envelope_vectors.json").read_text("utf-8")
+)
+FAST = KdfCost.minimum()
+HEADER_LEN = 4 + 8 + 8 + 16
+
+
+@pytest.mark.parametrize("row", VECTORS["accounts"], ids=lambda r: r["label"])
+def test_derived_key_vectors(row: dict[str, str]) -> None:
+    keys = AccountKeys(bytes.fromhex(row["seed"]))
+    assert keys.public.encryption_key.hex() == row["encryption_public"]
+    assert keys.public.signing_key.hex() == row["signing_public"]
+    assert keys.public.mailbox_key.hex() == row["mailbox_public"]
+    assert keys.public.mailbox_id.hex() == row["mailbox_id"]
+    assert keys.storage_key.hex() == row["storage_key"]
+    assert keys.message_id_key.hex() == row["message_id_key"]
+
+
+def test_derived_keys_are_distinct_per_purpose_and_account() -> None:
+    keys = AccountKeys(bytes(32))
+    secrets = [
+        keys.seed, bytes(keys.encryption), bytes(keys.signing), bytes(keys.mailbox),
+        keys.storage_key, keys.message_id_key,
+    ]
+    publics = [keys.public.encryption_key, keys.public.signing_key, keys.public.mailbox_key,
+               keys.public.mailbox_id]
+    assert len(set(secrets + publics)) == len(secrets) + len(publics)
+    other = AccountKeys(bytes(31) + b"\x01")
+    assert not set(secrets[1:] + publics) & {
+        bytes(other.encryption), bytes(other.signing), bytes(other.mailbox), other.storage_key,
+        other.message_id_key, other.public.encryption_key, other.public.mailbox_id,
+    }
+    assert AccountKeys(bytes(32)).public == keys.public  # deterministic
+
+
+def test_derive_and_key_shapes() -> None:
+    assert derive(bytes(32), b"a") != derive(bytes(32), b"b")
+    assert len(derive(bytes(32), b"a", 64)) == 64
+    with pytest.raises(ValueError, match="16 bytes"):
+        derive(bytes(32), b"x" * 17)
+    with pytest.raises(ValueError, match="32 bytes"):
+        AccountKeys(bytes(31))
+    with pytest.raises(ValueError, match="signing_key"):
+        AccountPublic(encryption_key=bytes(32), signing_key=bytes(31), mailbox_key=bytes(32))
+    pub = AccountKeys.generate().public
+    assert pub.mailbox_id == mailbox_id_for(pub.mailbox_key)
+    assert AccountKeys.generate().seed != AccountKeys.generate().seed
+
+
+def test_sealed_seed_round_trip() -> None:
+    seed = AccountKeys.generate().seed
+    blob = seal_seed(seed, "correct horse ✓".encode(), FAST)
+    assert blob.startswith(SEALED_SEED_MAGIC)
+    assert seed not in blob
+    assert unseal_seed(blob, "correct horse ✓".encode()) == seed
+    assert seal_seed(seed, b"pw", FAST) != seal_seed(seed, b"pw", FAST)  # fresh salt and nonce
+
+
+def test_wrong_passphrase() -> None:
+    blob = seal_seed(bytes(32), b"right", FAST)
+    for wrong in (b"wrong", b"", b"right ", b"Right"):
+        with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+            unseal_seed(blob, wrong)
+
+
+def test_truncated_or_foreign_blob_cannot_open() -> None:
+    blob = seal_seed(bytes(32), b"pw", FAST)
+    for length in (0, 3, 4, HEADER_LEN - 1):
+        with pytest.raises(CannotOpen, match="cannot open sealed keys"):
+            unseal_seed(blob[:length], b"pw")
+    with pytest.raises(CannotOpen, match="cannot open sealed keys"):
+        unseal_seed(b"SGK2" + blob[4:], b"pw")
+
+
+def test_damaged_box_never_opens() -> None:
+    # Past the header a damaged box is indistinguishable from a wrong passphrase.
+    blob = seal_seed(bytes(32), b"pw", FAST)
+    for length in (HEADER_LEN, HEADER_LEN + 24, len(blob) - 1):
+        with pytest.raises((WrongPassphrase, CannotOpen)):
+            unseal_seed(blob[:length], b"pw")
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1
+    with pytest.raises(WrongPassphrase):
+        unseal_seed(bytes(flipped), b"pw")
+
+
+def test_root_signatures_are_context_bound() -> None:
+    root, other = RootKey(bytes(range(32))), RootKey.generate()
+    assert RootKey(root.seed).public == root.public
+    signature = root.sign(b"ctx\0", b"message")
+    trusted = (other.public, root.public)
+    assert verify_root_signature(trusted, b"ctx\0", b"message", signature) == root.public
+    assert verify_root_signature(trusted, b"ctx2\0", b"message", signature) is None
+    assert verify_root_signature(trusted, b"ctx\0", b"messagE", signature) is None
+    assert verify_root_signature((other.public,), b"ctx\0", b"message", signature) is None
+    assert verify_root_signature((b"short",), b"ctx\0", b"message", signature) is None
+
+
+def test_gateway_credential_is_certified_by_the_root() -> None:
+    root = RootKey.generate()
+    credential = GatewayCredential.issue(root)
+    assert verify_root_signature(
+        (root.public,), GATEWAY_CERT_CONTEXT, credential.verify_key, credential.certificate
+    ) == root.public
+    assert verify_root_signature(
+        (RootKey.generate().public,), GATEWAY_CERT_CONTEXT, credential.verify_key,
+        credential.certificate,
+    ) is None
