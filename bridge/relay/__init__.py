@@ -1,0 +1,20 @@
+"""The relay: an HTTP store of sealed envelopes by opaque mailbox id, and its client.
+
+    auth      request signatures and the checks built on them (pure, no I/O)
+    config    `RelayConfig`, the one frozen settings object, and `load_root_public`
+    storage   the `EnvelopeStorage` Protocol and the SQLite-plus-files backend
+    server    the aiohttp application, `RelayServer` and `serve_forever`
+    client    `RelayClient`, what a gateway uses to deposit, fetch and publish
+
+Errors the relay answers with (their HTTP status travels with them):
+
+    BridgeError
+    └── RequestError          4xx: the relay refuses this request (auth.py)
+        └── RequestAuthError  401: signature missing, malformed, stale or wrong;
+                              403: a valid key that is not allowed to do this
+
+The client raises `bridge.errors.RelayUnavailable` / `RelayRejected`.
+
+A relay never sees an address or any plaintext, and nothing in this package
+writes one to disk or to a log.
+"""

@@ -1,0 +1,246 @@
+"""`RelayClient`: what a gateway calls to deposit, list, fetch, ack and publish.
+
+One client talks to one relay. Failures come out as two errors only:
+
+    RelayUnavailable   connection refused, timeout, 5xx, an answer that makes no
+                       sense (wrong envelope, malformed JSON, too large): another
+                       try, or another relay, may work
+    RelayRejected      4xx with the relay's short reason: the same request will fail
+
+Requests are signed with `bridge.relay.auth`; redirects are never followed (the
+signature covers the path). Answers are read up to `max_response_bytes`. This
+module keeps nothing on disk and logs nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+import nacl.signing
+import yarl
+
+from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
+from bridge.envelope import ENVELOPE_ID_LEN, parse_outer
+from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailable
+from bridge.keys import GatewayCredential, mailbox_id_for
+from bridge.relay.auth import sign_deposit, sign_request
+from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
+
+_REASON_MAX = 200
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EnvelopeInfo:
+    """One envelope waiting in a mailbox, as the relay lists it."""
+
+    envelope_id: bytes
+    size: int
+    received: int  # unix time rounded down to the hour
+
+
+class RelayClient:
+    """An HTTP client for one relay; its aiohttp session is created on first use."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+    ) -> None:
+        base = yarl.URL(url)
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError("relay url must be http:// or https:// with a host")
+        if base.query_string or base.fragment:
+            raise ValueError("relay url must not have a query or fragment")
+        if timeout <= 0 or max_response_bytes <= 0:
+            raise ValueError("timeout and max_response_bytes must be positive")
+        self.url = url
+        self._base = base
+        self._prefix = base.path.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_response = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RelayClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def health(self) -> bool:
+        """True if the relay answers its health check; never raises a RelayError."""
+        try:
+            _, body = await self._call("GET", "/v1/health", expect=(200,))
+            return bool(_json(body) == {"status": "ok"})
+        except RelayError:
+            return False
+
+    async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None:
+        """Hand one envelope to the relay; returns once the relay has stored it durably."""
+        url = self._url("/v1/envelopes")
+        headers = sign_deposit(credential, url.raw_path_qs, envelope, time.time())
+        headers["Content-Type"] = "application/octet-stream"
+        await self._call("POST", url, body=envelope, headers=headers, expect=(200, 201))
+
+    async def list(self, mailbox_key: nacl.signing.SigningKey) -> builtins.list[EnvelopeInfo]:
+        """The envelopes waiting in this key's mailbox, oldest first (at most the relay's cap)."""
+        _, body = await self._signed(mailbox_key, "GET", "", expect=(200,))
+        data = _json(body)
+        items = data.get("envelopes") if isinstance(data, dict) else None
+        if not isinstance(items, builtins.list):
+            raise RelayUnavailable("malformed relay answer")
+        try:
+            return [_envelope_info(item) for item in items]
+        except (KeyError, TypeError, ValueError):
+            raise RelayUnavailable("malformed relay answer") from None
+
+    async def fetch(self, mailbox_key: nacl.signing.SigningKey, envelope_id: bytes) -> bytes:
+        """One envelope's bytes; RelayRejected(404) if the mailbox does not hold it."""
+        _check_len(envelope_id, ENVELOPE_ID_LEN, "envelope id")
+        _, body = await self._signed(mailbox_key, "GET", "/" + envelope_id.hex(), expect=(200,))
+        try:
+            header = parse_outer(body)
+        except BridgeError:
+            raise RelayUnavailable("relay returned something that is not an envelope") from None
+        if (header.envelope_id, header.mailbox_id) != (
+            envelope_id, mailbox_id_for(bytes(mailbox_key.verify_key))
+        ):
+            raise RelayUnavailable("relay returned a different envelope")
+        return body
+
+    async def ack(self, mailbox_key: nacl.signing.SigningKey, envelope_id: bytes) -> None:
+        """Tell the relay to delete an envelope (done also if it was already gone)."""
+        _check_len(envelope_id, ENVELOPE_ID_LEN, "envelope id")
+        await self._signed(mailbox_key, "DELETE", "/" + envelope_id.hex(), expect=(204,))
+
+    async def publish(self, record: DirectoryRecord) -> None:
+        """Store a root-signed directory record (the record's signature authorizes it)."""
+        body = json.dumps(record.to_json()).encode("ascii")
+        await self._call(
+            "PUT", f"/v1/directory/{record.lookup_id.hex()}", body=body,
+            headers={"Content-Type": "application/json"}, expect=(204,),
+        )
+
+    async def lookup(self, lookup_id: bytes) -> DirectoryRecord | None:
+        """The record stored under `lookup_id`, or None. The caller verifies its signature."""
+        _check_len(lookup_id, LOOKUP_ID_LEN, "lookup id")
+        status, body = await self._call(
+            "GET", f"/v1/directory/{lookup_id.hex()}", expect=(200, 404),
+        )
+        if status == 404:
+            return None
+        record = _record(_json(body))
+        if record.lookup_id != lookup_id:
+            raise RelayUnavailable("relay returned a different directory record")
+        return record
+
+    async def directory(self) -> builtins.list[DirectoryRecord]:
+        """Every record the relay holds (for a gateway's replica). Signatures unchecked."""
+        _, body = await self._call("GET", "/v1/directory", expect=(200,))
+        data = _json(body)
+        if not isinstance(data, dict) or not isinstance(data.get("records"), builtins.list):
+            raise RelayUnavailable("malformed relay answer")
+        return [_record(item) for item in data["records"]]
+
+    # internals
+
+    def _url(self, path: str) -> yarl.URL:
+        return self._base.with_path(self._prefix + path, encoded=True)
+
+    async def _signed(
+        self, key: nacl.signing.SigningKey, method: str, suffix: str, expect: tuple[int, ...]
+    ) -> tuple[int, bytes]:
+        mailbox_id = mailbox_id_for(bytes(key.verify_key))
+        url = self._url(f"/v1/mailboxes/{mailbox_id.hex()}/envelopes{suffix}")
+        headers = sign_request(key, method, url.raw_path_qs, b"", time.time())
+        return await self._call(method, url, headers=headers, expect=expect)
+
+    async def _call(
+        self, method: str, target: str | yarl.URL, *, body: bytes | None = None,
+        headers: dict[str, str] | None = None, expect: tuple[int, ...],
+    ) -> tuple[int, bytes]:
+        url = self._url(target) if isinstance(target, str) else target
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.request(
+                method, url, data=None if body is None else io.BytesIO(body), headers=headers,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = await self._read(response)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise RelayUnavailable(f"relay request failed ({type(exc).__name__})") from None
+        if status in expect:
+            return status, payload
+        if 400 <= status < 500:
+            raise RelayRejected(status, _reason(payload, status))
+        raise RelayUnavailable(f"relay answered {status}")
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_response
+        if response.content_length is not None and response.content_length > limit:
+            raise RelayUnavailable("relay answer too large")
+        chunks: builtins.list[bytes] = []
+        total = 0
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise RelayUnavailable("relay answer too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise RelayUnavailable("malformed relay answer") from None
+
+
+def _reason(payload: bytes, status: int) -> str:
+    """The relay's `{"error": ...}` text, printable and short; a generic one otherwise."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        data = None
+    text = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text:
+        return f"HTTP {status}"
+    return "".join(c if c.isprintable() else "?" for c in text[:_REASON_MAX])
+
+
+def _envelope_info(item: object) -> EnvelopeInfo:
+    """One listing entry; KeyError, TypeError or ValueError if it is malformed."""
+    if not isinstance(item, dict):
+        raise TypeError("listing entry is not an object")
+    envelope_id = bytes.fromhex(item["id"])
+    size, received = item["size"], item["received"]
+    if len(envelope_id) != ENVELOPE_ID_LEN or type(size) is not int or type(received) is not int:
+        raise ValueError("malformed envelope listing")
+    return EnvelopeInfo(envelope_id=envelope_id, size=size, received=received)
+
+
+def _record(data: object) -> DirectoryRecord:
+    try:
+        return DirectoryRecord.from_json(data)
+    except BridgeError:
+        raise RelayUnavailable("relay returned a malformed directory record") from None
+
+
+def _check_len(value: bytes, length: int, name: str) -> None:
+    if len(value) != length:
+        raise ValueError(f"{name} must be {length} bytes")

@@ -1,0 +1,67 @@
+"""The relay's settings: one frozen object with every limit explicit, checked on creation.
+
+Also `load_root_public`, which reads a trusted root's public key from a file.
+This module reads that one file and nothing else; it never writes.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.envelope import MAX_ENVELOPE_LEN, OUTER_HEADER_LEN
+
+MIB = 1024 * 1024
+DEFAULT_MAX_ENVELOPE_BYTES = MAX_ENVELOPE_LEN  # the largest envelope the format allows
+ROOT_KEY_LEN = 32
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything a relay process needs; built once (by the CLI or a test) and passed down."""
+
+    home: Path  # relay.db and envelopes/ live here
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: let the OS choose (RelayServer.port tells which)
+    trusted_roots: tuple[bytes, ...] = ()  # Ed25519 root public keys, 32 bytes each
+    max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES  # larger deposits get 413
+    max_clock_skew: int = 300  # seconds between a request's Sealgate-Time and ours
+    max_list: int = 1000  # envelopes in one list answer (oldest first)
+    max_record_bytes: int = 256 * 1024  # a directory record's JSON body
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.home, Path):
+            raise ValueError("home must be a pathlib.Path")
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError("host must be a non-empty string")
+        _check_int("port", self.port, 0, 65535)
+        if not isinstance(self.trusted_roots, tuple) or not all(
+            isinstance(root, bytes) and len(root) == ROOT_KEY_LEN for root in self.trusted_roots
+        ):
+            raise ValueError("trusted_roots must be a tuple of 32-byte public keys")
+        _check_int("max_envelope_bytes", self.max_envelope_bytes, OUTER_HEADER_LEN, 2**31)
+        _check_int("max_clock_skew", self.max_clock_skew, 1, 86400)
+        _check_int("max_list", self.max_list, 1, 100_000)
+        _check_int("max_record_bytes", self.max_record_bytes, 256, 16 * MIB)
+
+
+def load_root_public(path: Path) -> bytes:
+    """Read a root public key: 32 raw bytes, or 64 hex digits (whitespace around is fine)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read root public key {path}: {exc.strerror}") from None
+    if len(data) == ROOT_KEY_LEN:
+        return data
+    text = data.strip()
+    if len(text) == 2 * ROOT_KEY_LEN and all(chr(c) in string.hexdigits for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    raise ValueError(
+        f"{path} is not a root public key: expected 32 raw bytes or 64 hex digits"
+    )
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}")

@@ -1,0 +1,287 @@
+"""The relay's HTTP side: the aiohttp application, `RelayServer` and `serve_forever`.
+
+This is the only relay module that owns a socket. Policy lives in `RelayHandler`
+(one `handle_*` method per route), which calls the pure checks of `auth` and runs
+every storage call in a worker thread (`asyncio.to_thread`) so that fsync and
+SQLite never stall the event loop. Every refusal is a JSON body `{"error": reason}`
+with its status; an unexpected failure is a bare 500 `{"error": "internal error"}`,
+never a traceback. Log lines name the route template (`/v1/mailboxes/{mailbox_id}/…`),
+never an id, a body or an address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
+from bridge.envelope import ENVELOPE_ID_LEN, parse_outer
+from bridge.errors import DirectoryError, EnvelopeFormatError
+from bridge.keys import MAILBOX_ID_LEN
+from bridge.relay.auth import (
+    RequestError,
+    check_fresh,
+    check_gateway_credential,
+    check_mailbox_owner,
+    read_signed_headers,
+    verify_request,
+)
+from bridge.relay.config import RelayConfig
+from bridge.relay.storage import EnvelopeStorage, PutOutcome, SqliteFileStorage, coarse_hour
+
+logger = logging.getLogger("sealgate.relay")
+access_logger = logging.getLogger("sealgate.relay.access")
+
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+_MAX_SIGNED_QUERY_BODY = 4096  # list/fetch/ack carry no body; allow a little slack
+_ROUTE = web.RequestKey("sealgate_route", str)  # the route template, for log lines
+_STATUS_REASONS = {
+    400: "bad request",
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+class RelayHandler:
+    """Every relay decision, one method per route. Holds no per-request state."""
+
+    def __init__(self, config: RelayConfig, storage: EnvelopeStorage) -> None:
+        self.config = config
+        self.storage = storage
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def handle_deposit(self, request: web.Request) -> web.Response:
+        config = self.config
+        arrived = time.time()  # freshness is judged at arrival, however long the upload
+        # Everything that does not need the body first, so a stranger cannot make
+        # the relay buffer a large one.
+        signed = read_signed_headers(request.headers)
+        check_fresh(signed, arrived, config.max_clock_skew)
+        check_gateway_credential(request.headers, signed.verify_key, config.trusted_roots)
+        body = await _read_body(request, config.max_envelope_bytes)
+        await asyncio.to_thread(
+            verify_request, request.headers, request.method, request.raw_path, body,
+            arrived, config.max_clock_skew,
+        )
+        try:
+            header = parse_outer(body)
+        except EnvelopeFormatError as exc:
+            raise RequestError(400, str(exc)) from None
+        outcome = await asyncio.to_thread(
+            self.storage.put, header.mailbox_id, header.envelope_id, body, coarse_hour(time.time())
+        )
+        if outcome is PutOutcome.CONFLICT:
+            raise RequestError(409, "a different envelope is stored under this id")
+        status = 201 if outcome is PutOutcome.CREATED else 200
+        return web.json_response({"id": header.envelope_id.hex()}, status=status)
+
+    async def handle_list(self, request: web.Request) -> web.Response:
+        mailbox_id = await self._authorize_mailbox(request)
+        stored = await asyncio.to_thread(self.storage.list, mailbox_id, self.config.max_list)
+        return web.json_response({"envelopes": [
+            {"id": item.envelope_id.hex(), "size": item.size, "received": item.received}
+            for item in stored
+        ]})
+
+    async def handle_fetch(self, request: web.Request) -> web.Response:
+        mailbox_id = await self._authorize_mailbox(request)
+        envelope_id = _path_id(request, "envelope_id", ENVELOPE_ID_LEN)
+        data = await asyncio.to_thread(self.storage.get, mailbox_id, envelope_id)
+        if data is None:
+            raise RequestError(404, "no such envelope")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def handle_ack(self, request: web.Request) -> web.Response:
+        mailbox_id = await self._authorize_mailbox(request)
+        envelope_id = _path_id(request, "envelope_id", ENVELOPE_ID_LEN)
+        await asyncio.to_thread(self.storage.delete, mailbox_id, envelope_id)
+        return web.Response(status=204)
+
+    async def handle_publish(self, request: web.Request) -> web.Response:
+        lookup_id = _path_id(request, "lookup_id", LOOKUP_ID_LEN)
+        body = await _read_body(request, self.config.max_record_bytes)
+        try:
+            record = DirectoryRecord.from_json(json.loads(body))
+        except (ValueError, RecursionError):
+            raise RequestError(400, "malformed JSON") from None
+        except DirectoryError as exc:
+            raise RequestError(400, str(exc)) from None
+        if record.lookup_id != lookup_id:
+            raise RequestError(400, "lookup id does not match the path")
+        try:
+            record.verify_publisher(self.config.trusted_roots)
+        except DirectoryError as exc:
+            raise RequestError(403, str(exc)) from None
+        await asyncio.to_thread(self.storage.put_directory, record)
+        return web.Response(status=204)
+
+    async def handle_lookup(self, request: web.Request) -> web.Response:
+        lookup_id = _path_id(request, "lookup_id", LOOKUP_ID_LEN)
+        record = await asyncio.to_thread(self.storage.get_directory, lookup_id)
+        if record is None:
+            raise RequestError(404, "no such directory record")
+        return web.json_response(record.to_json())
+
+    async def handle_directory(self, request: web.Request) -> web.Response:
+        records = await asyncio.to_thread(self.storage.all_directory)
+        return web.json_response({"records": [record.to_json() for record in records]})
+
+    async def _authorize_mailbox(self, request: web.Request) -> bytes:
+        """The path's mailbox id, once the request is signed by that mailbox's key."""
+        mailbox_id = _path_id(request, "mailbox_id", MAILBOX_ID_LEN)
+        body = await _read_body(request, _MAX_SIGNED_QUERY_BODY)
+        verify_key = verify_request(
+            request.headers, request.method, request.raw_path, body, time.time(),
+            self.config.max_clock_skew,
+        )
+        check_mailbox_owner(verify_key, mailbox_id)
+        return mailbox_id
+
+
+def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
+    """The relay's aiohttp application over `storage`."""
+    handler = RelayHandler(config, storage)
+    app = web.Application(
+        middlewares=[_json_errors],
+        client_max_size=max(config.max_envelope_bytes, config.max_record_bytes),
+    )
+    mailbox = "/v1/mailboxes/{mailbox_id}/envelopes"
+    router = app.router
+    router.add_get("/v1/health", handler.handle_health)
+    router.add_post("/v1/envelopes", handler.handle_deposit)
+    router.add_get(mailbox, handler.handle_list, allow_head=False)
+    router.add_get(mailbox + "/{envelope_id}", handler.handle_fetch, allow_head=False)
+    router.add_delete(mailbox + "/{envelope_id}", handler.handle_ack)
+    router.add_put("/v1/directory/{lookup_id}", handler.handle_publish)
+    router.add_get("/v1/directory/{lookup_id}", handler.handle_lookup)
+    router.add_get("/v1/directory", handler.handle_directory)
+    return app
+
+
+class RelayServer:
+    """A relay listening on `config.host:config.port` (port 0: the OS picks; see `.port`).
+
+    Without a `storage`, it opens `SqliteFileStorage(config.home)` on start and
+    closes it on stop.
+    """
+
+    def __init__(self, config: RelayConfig, storage: EnvelopeStorage | None = None) -> None:
+        self.config = config
+        self._storage = storage
+        self._owns_storage = storage is None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("relay server already started")
+        if self._storage is None:
+            self._storage = await asyncio.to_thread(SqliteFileStorage, self.config.home)
+        runner = web.AppRunner(
+            build_app(self.config, self._storage),
+            access_log_class=_TerseAccessLogger, access_log=access_logger,
+        )
+        try:
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, self.config.host, self.config.port).start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+        except BaseException:
+            await self.stop()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("relay server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop listening, let running requests finish, close owned storage."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._port = None
+        if self._owns_storage and self._storage is not None:
+            await asyncio.to_thread(self._storage.close)
+            self._storage = None
+
+
+async def serve_forever(config: RelayConfig) -> None:
+    """Run a relay until the task is cancelled."""
+    server = RelayServer(config)
+    await server.start()
+    logger.info("relay listening on %s", server.url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+        logger.info("relay stopped")
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    request[_ROUTE] = "-" if resource is None else resource.canonical
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = web.json_response(
+            {"error": _STATUS_REASONS.get(exc.status, exc.reason.lower())}, status=exc.status
+        )
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        logger.exception("relay request failed on %s %s", request.method, request[_ROUTE])
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+class _TerseAccessLogger(AbstractAccessLogger):
+    """One line per request: method, route template, status, duration. No ids, no peer."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %.3fs", request.method, request.get(_ROUTE, "-"), response.status, time
+        )
+
+
+def _path_id(request: web.Request, name: str, length: int) -> bytes:
+    text = request.match_info[name]
+    if len(text) != 2 * length or not _LOWER_HEX.fullmatch(text):
+        raise RequestError(400, f"malformed {name.replace('_', ' ')}")
+    return bytes.fromhex(text)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or 413 once it is known to exceed `limit` bytes."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestError(413, "request body too large")
+    body = await request.read()  # bounded by the application's client_max_size
+    if len(body) > limit:
+        raise RequestError(413, "request body too large")
+    return body

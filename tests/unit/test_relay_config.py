@@ -1,0 +1,70 @@
+"""RelayConfig validation and reading a root public key from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.envelope import MAX_ENVELOPE_LEN
+from bridge.keys import RootKey
+from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES, RelayConfig, load_root_public
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = RelayConfig(home=tmp_path)
+    assert (config.host, config.port, config.trusted_roots) == ("127.0.0.1", 0, ())
+    assert config.max_envelope_bytes == DEFAULT_MAX_ENVELOPE_BYTES == MAX_ENVELOPE_LEN
+    assert (config.max_clock_skew, config.max_list) == (300, 1000)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("home", "relay-home"),
+        ("host", ""),
+        ("port", -1),
+        ("port", 65536),
+        ("port", True),
+        ("trusted_roots", [b"\x01" * 32]),
+        ("trusted_roots", (b"\x01" * 31,)),
+        ("trusted_roots", ("01" * 32,)),
+        ("max_envelope_bytes", 55),
+        ("max_envelope_bytes", 1.5),
+        ("max_clock_skew", 0),
+        ("max_list", 0),
+        ("max_record_bytes", 10),
+    ],
+)
+def test_invalid_setting_is_named(tmp_path: Path, setting: str, value: object) -> None:
+    settings: dict[str, object] = {"home": tmp_path, setting: value}
+    with pytest.raises(ValueError, match=f"^{setting} "):
+        RelayConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_root_public_key_raw_or_hex(tmp_path: Path) -> None:
+    root = RootKey.generate().public
+    raw, text, upper = tmp_path / "raw", tmp_path / "hex", tmp_path / "HEX"
+    raw.write_bytes(root)
+    text.write_text(root.hex() + "\n")
+    upper.write_text("  " + root.hex().upper() + "\r\n")
+    assert load_root_public(raw) == load_root_public(text) == load_root_public(upper) == root
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"", b"\x01" * 31, b"\x01" * 33, b"zz" * 32, b"ab" * 31, b"ab" * 33,
+        ("ab" * 32).encode("utf-16"),
+    ],
+)
+def test_anything_else_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "root.pub"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a root public key"):
+        load_root_public(path)
+
+
+def test_missing_file_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read root public key"):
+        load_root_public(tmp_path / "absent")

@@ -1,0 +1,183 @@
+"""SqliteFileStorage on a real temporary directory: durability order, races, crash debris."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bridge.directory import DirectoryRecord
+from bridge.envelope import OuterHeader
+from bridge.relay.storage import (
+    EnvelopeStorage,
+    PutOutcome,
+    SqliteFileStorage,
+    StoredEnvelope,
+    coarse_hour,
+)
+
+HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
+
+
+def envelope(mailbox_id: bytes, envelope_id: bytes, size: int = 100) -> bytes:
+    ciphertext = os.urandom(size)
+    return OuterHeader(envelope_id, mailbox_id, len(ciphertext)).pack() + ciphertext
+
+
+def envelope_file(home: Path, mailbox_id: bytes, envelope_id: bytes) -> Path:
+    return home / "envelopes" / mailbox_id[:1].hex() / envelope_id.hex()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[SqliteFileStorage]:
+    store = SqliteFileStorage(tmp_path)
+    yield store
+    store.close()
+
+
+def test_is_an_envelope_storage(storage: SqliteFileStorage) -> None:
+    backend: EnvelopeStorage = storage
+    assert backend.list(b"\0" * 32, 10) == []
+
+
+def test_coarse_hour() -> None:
+    assert coarse_hour(HOUR_START + 3599.9) == HOUR_START
+    assert coarse_hour(HOUR_START) == HOUR_START
+
+
+def test_put_list_get_delete(tmp_path: Path, storage: SqliteFileStorage) -> None:
+    mailbox = b"\x7f" * 32
+    # Deposit order differs from id order: listing must follow deposit order.
+    ids = [bytes([255 - n]) * 16 for n in range(4)]
+    data = [envelope(mailbox, envelope_id, 10 * n) for n, envelope_id in enumerate(ids)]
+    for envelope_id, blob in zip(ids, data, strict=True):
+        assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
+    assert storage.list(mailbox, 10) == [
+        StoredEnvelope(envelope_id, len(blob), HOUR_START)
+        for envelope_id, blob in zip(ids, data, strict=True)
+    ]
+    assert [item.envelope_id for item in storage.list(mailbox, 2)] == ids[:2]
+    assert storage.get(mailbox, ids[1]) == data[1]
+    assert envelope_file(tmp_path, mailbox, ids[1]).read_bytes() == data[1]
+    assert storage.delete(mailbox, ids[1]) is True
+    assert storage.delete(mailbox, ids[1]) is False
+    assert storage.get(mailbox, ids[1]) is None
+    assert not envelope_file(tmp_path, mailbox, ids[1]).exists()
+    assert [item.envelope_id for item in storage.list(mailbox, 10)] == [ids[0], ids[2], ids[3]]
+
+
+def test_files_are_private(tmp_path: Path, storage: SqliteFileStorage) -> None:
+    mailbox, envelope_id = b"\x01" * 32, b"\x02" * 16
+    storage.put(mailbox, envelope_id, envelope(mailbox, envelope_id), HOUR_START)
+    mode = envelope_file(tmp_path, mailbox, envelope_id).stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "envelopes").stat().st_mode) == 0o700
+
+
+def test_other_mailbox_cannot_reach_an_envelope(storage: SqliteFileStorage) -> None:
+    # Same first byte: both mailboxes share a shard directory, so only the row can tell.
+    alice, bob, envelope_id = b"\xaa" * 32, b"\xaa" + b"\xbb" * 31, b"\x05" * 16
+    blob = envelope(alice, envelope_id)
+    storage.put(alice, envelope_id, blob, HOUR_START)
+    assert storage.get(bob, envelope_id) is None
+    assert storage.delete(bob, envelope_id) is False
+    assert storage.get(alice, envelope_id) == blob
+
+
+def test_duplicate_and_conflict(storage: SqliteFileStorage) -> None:
+    mailbox, other, envelope_id = b"\x10" * 32, b"\x20" * 32, b"\x03" * 16
+    blob = envelope(mailbox, envelope_id)
+    assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
+    assert storage.put(mailbox, envelope_id, blob, HOUR_START + 3600) is PutOutcome.DUPLICATE
+    changed = envelope(mailbox, envelope_id)
+    assert storage.put(mailbox, envelope_id, changed, HOUR_START) is PutOutcome.CONFLICT
+    elsewhere = envelope(other, envelope_id)
+    assert storage.put(other, envelope_id, elsewhere, HOUR_START) is PutOutcome.CONFLICT
+    assert storage.get(mailbox, envelope_id) == blob
+    assert storage.list(other, 10) == []
+    assert storage.list(mailbox, 10) == [StoredEnvelope(envelope_id, len(blob), HOUR_START)]
+
+
+def test_concurrent_puts_of_one_id_store_one_envelope(
+    tmp_path: Path, storage: SqliteFileStorage
+) -> None:
+    mailbox, envelope_id = b"\x33" * 32, b"\x44" * 16
+    candidates = [envelope(mailbox, envelope_id, 5000) for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(
+            pool.map(lambda b: storage.put(mailbox, envelope_id, b, HOUR_START), candidates)
+        )
+    assert sorted(o.value for o in outcomes) == ["conflict"] * 7 + ["created"]
+    winner = candidates[outcomes.index(PutOutcome.CREATED)]
+    assert storage.get(mailbox, envelope_id) == winner
+    assert envelope_file(tmp_path, mailbox, envelope_id).read_bytes() == winner
+
+    same_id = b"\x45" * 16
+    same = envelope(mailbox, same_id)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(
+            pool.map(lambda _: storage.put(mailbox, same_id, same, HOUR_START), range(8))
+        )
+    assert sorted(o.value for o in outcomes) == ["created"] + ["duplicate"] * 7
+
+
+def test_reopening_removes_crash_debris_and_keeps_envelopes(tmp_path: Path) -> None:
+    store = SqliteFileStorage(tmp_path)
+    kept_mailbox, kept_id = b"\xff" * 32, b"\x06" * 16
+    kept = envelope(kept_mailbox, kept_id)
+    store.put(kept_mailbox, kept_id, kept, HOUR_START)
+    store.close()
+    shard = tmp_path / "envelopes" / "ff"
+    orphan = shard / ("07" * 16)  # written, then the process died before the row
+    temporary = shard / f".{'08' * 16}.0123456789abcdef.tmp"  # died before the rename
+    unrelated = shard / "README"
+    for path in (orphan, temporary, unrelated):
+        path.write_bytes(b"debris")
+
+    store = SqliteFileStorage(tmp_path)
+    try:
+        assert not orphan.exists() and not temporary.exists()
+        assert unrelated.exists()
+        assert store.get(kept_mailbox, kept_id) == kept
+        assert envelope_file(tmp_path, kept_mailbox, kept_id).read_bytes() == kept
+    finally:
+        store.close()
+
+
+def test_debris_under_a_new_id_is_replaced(tmp_path: Path, storage: SqliteFileStorage) -> None:
+    mailbox, envelope_id = b"\x09" * 32, b"\x0a" * 16
+    path = envelope_file(tmp_path, mailbox, envelope_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"left over from a deposit never acknowledged")
+    blob = envelope(mailbox, envelope_id)
+    assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
+    assert storage.get(mailbox, envelope_id) == blob
+    assert path.read_bytes() == blob
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path, storage: SqliteFileStorage) -> None:
+    storage.put_directory(DirectoryRecord(b"\x01" * 32, b"sealed", b"\x02" * 64))
+    with sqlite3.connect(tmp_path / "relay.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with storage._engine.connect() as conn:  # synchronous is a per-connection setting
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_directory_records(storage: SqliteFileStorage) -> None:
+    first = DirectoryRecord(b"\x02" * 32, b"sealed one", b"\x03" * 64)
+    second = DirectoryRecord(b"\x01" * 32, b"sealed two", b"\x04" * 64)
+    assert storage.get_directory(first.lookup_id) is None
+    storage.put_directory(first)
+    storage.put_directory(second)
+    assert storage.get_directory(first.lookup_id) == first
+    assert storage.all_directory() == [second, first]
+    replaced = DirectoryRecord(first.lookup_id, b"sealed again", b"\x05" * 64)
+    storage.put_directory(replaced)
+    assert storage.get_directory(first.lookup_id) == replaced
+    assert storage.all_directory() == [second, replaced]
