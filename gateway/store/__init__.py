@@ -1,0 +1,46 @@
+"""The gateway's local store: accounts, sealed mailboxes, the outbox, the directory replica.
+
+    db               open_engine, transactions, the error tree (StoreError …)
+    models           the SQLModel tables (nothing in clear that is message content)
+    accounts         AccountStore: addresses, sealed seeds, public keys, relays
+    mailbox          MailboxStore (deliver, dedup, sessions), StoreAuthenticator
+    outbox           Outbox: sealed envelopes until a relay acknowledges them
+    directory_cache  DirectoryCache: replica of signed directory records
+
+The unlocked keys live in `gateway.keyring.KeyRing`, never here. This package never
+writes or logs message content in clear.
+"""
+
+from gateway.store.accounts import AccountRow, AccountStore
+from gateway.store.db import (
+    AccountExists,
+    DuplicateEnvelope,
+    InvalidValue,
+    KeyMismatch,
+    SessionClosed,
+    StoreError,
+    UnknownAccount,
+    open_engine,
+)
+from gateway.store.directory_cache import DirectoryCache
+from gateway.store.mailbox import MailboxStore, StoreAuthenticator, StoreSession
+from gateway.store.outbox import Outbox, OutboxEntry
+
+__all__ = [
+    "AccountExists",
+    "AccountRow",
+    "AccountStore",
+    "DirectoryCache",
+    "DuplicateEnvelope",
+    "InvalidValue",
+    "KeyMismatch",
+    "MailboxStore",
+    "Outbox",
+    "OutboxEntry",
+    "SessionClosed",
+    "StoreAuthenticator",
+    "StoreError",
+    "StoreSession",
+    "UnknownAccount",
+    "open_engine",
+]

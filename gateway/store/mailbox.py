@@ -1,0 +1,513 @@
+"""The mailbox store: sealed messages, flags, UIDs, modseq and envelope dedup.
+
+Every message is sealed before it reaches the database and opened only in memory,
+by the session of a logged-in account:
+
+    sealed = nonce(24, random) || XChaCha20-Poly1305(storage_key, message, ad)
+    ad     = b"sealgate-store-v1\\0" || account id (8, big-endian) || seal_id (16) || size (8)
+
+`storage_key` comes from the account's unlocked seed (`AccountKeys.storage_key`).
+The associated data binds a message to its account, to a random per-message
+`seal_id` kept in its row (swapping sealed blobs between rows is detected) and to
+its size (RFC822.SIZE cannot disagree with the body). It deliberately does not
+bind the folder or UID: a MOVE or COPY moves or copies the row without re-sealing.
+
+A message that fails to open is skipped and its row id logged; the IMAP client sees
+no error. Snapshots read only metadata columns, never the sealed blob.
+
+`MailboxStore.session` and `StoreAuthenticator` implement the Protocols in
+`gateway.imap.backend`. This module never logs or raises with message content or
+addresses.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.utils
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
+
+from bridge.keys import AccountKeys
+from gateway.imap.backend import (
+    AuthenticationFailed,
+    FlagMode,
+    FolderInfo,
+    FolderSnapshot,
+    MailboxNotFound,
+    MailSession,
+    MessageMeta,
+    StoredMessage,
+)
+from gateway.store.accounts import find_account, normalize_address
+from gateway.store.db import (
+    InvalidValue,
+    KeyMismatch,
+    SessionClosed,
+    UnknownAccount,
+    reading,
+    utc,
+    utc_now,
+    writing,
+)
+from gateway.store.models import Folder, Message, SeenEnvelope
+
+if TYPE_CHECKING:
+    from gateway.keyring import KeyRing
+
+log = logging.getLogger(__name__)
+
+DELIVERED = "delivered"
+REJECTED = "rejected"
+SEAL_ID_LEN = 16
+NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_AD_PREFIX = b"sealgate-store-v1\0"
+_AD_NUMBERS = struct.Struct(">Q")
+_IN_CHUNK = 500  # bound parameters per IN (...) list
+_SYSTEM_FLAGS = {
+    flag.lower(): flag for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+}
+_DELETED = "\\Deleted"
+
+
+# -- sealing ---------------------------------------------------------------------------
+
+
+def _associated_data(account_id: int, seal_id: bytes, size: int) -> bytes:
+    return _AD_PREFIX + _AD_NUMBERS.pack(account_id) + seal_id + _AD_NUMBERS.pack(size)
+
+
+def seal_message(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
+    nonce = nacl.utils.random(NONCE_LEN)
+    ad = _associated_data(account_id, seal_id, len(message))
+    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        message, ad, nonce, storage_key
+    )
+
+
+def open_message(
+    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
+) -> bytes | None:
+    """The message, or None if the blob does not open under this key and binding."""
+    if len(sealed) < NONCE_LEN:
+        return None
+    ad = _associated_data(account_id, seal_id, size)
+    try:
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            sealed[NONCE_LEN:], ad, sealed[:NONCE_LEN], storage_key
+        )
+    except nacl.exceptions.CryptoError:
+        return None
+
+
+# -- flags -----------------------------------------------------------------------------
+
+
+def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical case; `\\Recent` (session-only) dropped."""
+    result: set[str] = set()
+    for flag in flags:
+        if not flag or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in flag):
+            raise InvalidValue("flag is empty or holds a space or control character")
+        lowered = flag.lower()
+        if lowered == "\\recent":
+            continue
+        result.add(_SYSTEM_FLAGS.get(lowered, flag))
+    return frozenset(result)
+
+
+def _flags_text(flags: frozenset[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+class _FlagCache:
+    """Parses flag columns, sharing one frozenset per distinct value (most repeat)."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, frozenset[str]] = {}
+
+    def __call__(self, text: str) -> frozenset[str]:
+        parsed = self._parsed.get(text)
+        if parsed is None:
+            parsed = self._parsed[text] = frozenset(text.split())
+        return parsed
+
+
+# -- statements (built once: building a statement costs more than running it here) ------
+
+_ID, _FOLDER_ID, _UID, _FLAGS, _DATE, _SIZE, _MODSEQ = (
+    col(Message.id),
+    col(Message.folder_id),
+    col(Message.uid),
+    col(Message.flags),
+    col(Message.internal_date),
+    col(Message.size),
+    col(Message.modseq),
+)
+_SELECT_FOLDER = select(
+    col(Folder.id),
+    col(Folder.name),
+    col(Folder.uid_validity),
+    col(Folder.uid_next),
+    col(Folder.highest_modseq),
+).where(col(Folder.account_id) == bindparam("account_id"), col(Folder.name) == bindparam("name"))
+# Writers lock the folder row first (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes).
+_LOCK_FOLDER = _SELECT_FOLDER.with_for_update()
+_SELECT_FOLDERS = (
+    select(col(Folder.name), col(Folder.special_use))
+    .where(col(Folder.account_id) == bindparam("account_id"))
+    .order_by(col(Folder.id))
+)
+_TAKE_MODSEQ = (
+    update(Folder)
+    .where(col(Folder.id) == bindparam("folder_id"))
+    .values(highest_modseq=col(Folder.highest_modseq) + 1)
+    .returning(col(Folder.highest_modseq))
+)
+_TAKE_UID_AND_MODSEQ = (
+    update(Folder)
+    .where(col(Folder.id) == bindparam("folder_id"))
+    .values(uid_next=col(Folder.uid_next) + 1, highest_modseq=col(Folder.highest_modseq) + 1)
+    .returning(col(Folder.uid_next), col(Folder.highest_modseq))
+)
+_SELECT_SEEN = select(col(SeenEnvelope.outcome)).where(
+    col(SeenEnvelope.account_id) == bindparam("account_id"),
+    col(SeenEnvelope.envelope_id) == bindparam("envelope_id"),
+)
+_INSERT_SEEN = insert(SeenEnvelope)
+_INSERT_MESSAGE = insert(Message)
+_IN_FOLDER = _FOLDER_ID == bindparam("folder_id")
+_UID_IN = _UID.in_(bindparam("uids", expanding=True))
+_SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
+_SELECT_SEALED = (
+    select(_ID, col(Message.seal_id), col(Message.sealed), _UID, _FLAGS, _DATE, _SIZE, _MODSEQ)
+    .where(_IN_FOLDER, _UID_IN)
+    .order_by(_UID)
+)
+_SELECT_FOR_STORE = (
+    select(_ID, _UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER, _UID_IN).order_by(_UID)
+)
+_UPDATE_FLAGS = (
+    update(Message)
+    .where(_ID == bindparam("row_id"))
+    .values(flags=bindparam("new_flags"), modseq=bindparam("new_modseq"))
+)
+_SELECT_FLAGS = select(_ID, _UID, _FLAGS).where(_IN_FOLDER)
+_SELECT_FLAGS_OF = _SELECT_FLAGS.where(_UID_IN)
+_DELETE_MESSAGES = delete(Message).where(_ID.in_(bindparam("ids", expanding=True)))
+
+
+# -- shared queries --------------------------------------------------------------------
+
+
+def canonical_folder_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 5.1); other names are kept as given."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _account_id(connection: Connection, address: str, keys: AccountKeys | None = None) -> int:
+    """The account's id; `UnknownAccount`, or `KeyMismatch` if `keys` are not the account's."""
+    account = find_account(connection, address)
+    if account is None:
+        raise UnknownAccount()
+    if keys is not None and keys.public != account.public:
+        raise KeyMismatch()
+    return account.id
+
+
+@dataclass(frozen=True)
+class _Folder:
+    id: int
+    name: str
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+
+
+def _folder(connection: Connection, account_id: int, name: str, *, lock: bool = False) -> _Folder:
+    params = {"account_id": account_id, "name": canonical_folder_name(name)}
+    row = connection.execute(_LOCK_FOLDER if lock else _SELECT_FOLDER, params).first()
+    if row is None:
+        raise MailboxNotFound(name)
+    folder_id, folder_name, uid_validity, uid_next, highest_modseq = row
+    assert folder_id is not None  # noqa: S101 - a primary key read back is never NULL
+    return _Folder(folder_id, folder_name, uid_validity, uid_next, highest_modseq)
+
+
+def _take_modseq(connection: Connection, folder_id: int) -> int:
+    """The folder's next modseq, taken."""
+    return connection.execute(_TAKE_MODSEQ, {"folder_id": folder_id}).scalar_one()
+
+
+def _take_uid(connection: Connection, folder_id: int) -> tuple[int, int]:
+    """The folder's next UID and next modseq, both taken."""
+    uid_next, modseq = connection.execute(_TAKE_UID_AND_MODSEQ, {"folder_id": folder_id}).one()
+    return uid_next - 1, modseq
+
+
+def _seen(connection: Connection, account_id: int, envelope_id: bytes) -> bool:
+    params = {"account_id": account_id, "envelope_id": envelope_id}
+    return connection.execute(_SELECT_SEEN, params).first() is not None
+
+
+def _record_seen(connection: Connection, account_id: int, envelope_id: bytes, outcome: str) -> None:
+    connection.execute(
+        _INSERT_SEEN,
+        {"account_id": account_id, "envelope_id": envelope_id, "outcome": outcome, "at": utc_now()},
+    )
+
+
+def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
+    ordered = sorted(set(uids))
+    for start in range(0, len(ordered), _IN_CHUNK):
+        yield ordered[start : start + _IN_CHUNK]
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class MailboxStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def deliver(
+        self,
+        address: str,
+        keys: AccountKeys,
+        folder: str,
+        message: bytes,
+        *,
+        internal_date: datetime,
+        envelope_id: bytes | None = None,
+        flags: frozenset[str] = frozenset(),
+    ) -> int | None:
+        """Seal and store a message; its new UID, or None if `envelope_id` was seen before.
+
+        The message row and the envelope's "delivered" record commit together.
+        Raises `UnknownAccount`, `KeyMismatch`, `MailboxNotFound`, `InvalidValue`.
+        """
+        when = utc(internal_date)
+        flags_text = _flags_text(canonical_flags(flags))
+        with reading(self._engine) as connection:
+            account_id = _account_id(connection, address, keys)
+        seal_id = nacl.utils.random(SEAL_ID_LEN)
+        sealed = seal_message(keys.storage_key, account_id, seal_id, message)
+        try:
+            with writing(self._engine) as connection:
+                target = _folder(connection, account_id, folder, lock=True)
+                if envelope_id is not None:
+                    if _seen(connection, account_id, envelope_id):
+                        return None
+                    _record_seen(connection, account_id, envelope_id, DELIVERED)
+                uid, modseq = _take_uid(connection, target.id)
+                connection.execute(
+                    _INSERT_MESSAGE,
+                    {
+                        "folder_id": target.id,
+                        "uid": uid,
+                        "envelope_id": envelope_id,
+                        "seal_id": seal_id,
+                        "internal_date": when,
+                        "size": len(message),
+                        "flags": flags_text,
+                        "modseq": modseq,
+                        "sealed": sealed,
+                    },
+                )
+        except IntegrityError:
+            # PostgreSQL: a concurrent delivery of the same envelope committed first.
+            if envelope_id is not None and self.seen_envelope(address, envelope_id):
+                return None
+            raise
+        return uid
+
+    def record_rejected(self, address: str, envelope_id: bytes) -> bool:
+        """Remember an envelope that was refused; False if it had been seen already."""
+        try:
+            with writing(self._engine) as connection:
+                account_id = _account_id(connection, address)
+                if _seen(connection, account_id, envelope_id):
+                    return False
+                _record_seen(connection, account_id, envelope_id, REJECTED)
+        except IntegrityError:
+            return False
+        return True
+
+    def seen_envelope(self, address: str, envelope_id: bytes) -> bool:
+        with reading(self._engine) as connection:
+            return _seen(connection, _account_id(connection, address), envelope_id)
+
+    def session(self, address: str, keys: AccountKeys) -> MailSession:
+        """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise."""
+        with reading(self._engine) as connection:
+            account_id = _account_id(connection, address, keys)
+        return StoreSession(self._engine, account_id, normalize_address(address), keys)
+
+
+class StoreSession:
+    """One logged-in account's view of its folders (implements `MailSession`)."""
+
+    def __init__(self, engine: Engine, account_id: int, address: str, keys: AccountKeys) -> None:
+        self._engine = engine
+        self._account_id = account_id
+        self._address = address
+        self._keys: AccountKeys | None = keys
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def _storage_key(self) -> bytes:
+        if self._keys is None:
+            raise SessionClosed()
+        return self._keys.storage_key
+
+    def list_folders(self) -> Sequence[FolderInfo]:
+        self._storage_key()
+        with reading(self._engine) as connection:
+            rows = connection.execute(_SELECT_FOLDERS, {"account_id": self._account_id}).all()
+        names = [name for name, _ in rows]
+        folders = []
+        for name, special_use in rows:
+            has_children = any(other.startswith(name + "/") for other in names)
+            attributes = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+            if special_use:
+                attributes.append(special_use)
+            folders.append(FolderInfo(name=name, attributes=tuple(attributes)))
+        return folders
+
+    def snapshot(self, folder: str) -> FolderSnapshot:
+        self._storage_key()
+        parse_flags = _FlagCache()
+        with reading(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder)
+            rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
+        return FolderSnapshot(
+            name=target.name,
+            uid_validity=target.uid_validity,
+            uid_next=target.uid_next,
+            highest_modseq=target.highest_modseq,
+            messages=tuple(
+                MessageMeta(
+                    uid=uid, flags=parse_flags(flags), internal_date=date, size=size, modseq=modseq
+                )
+                for uid, flags, date, size, modseq in rows
+            ),
+        )
+
+    def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
+        """Messages opened in memory, in UID order; missing or unopenable ones are skipped."""
+        storage_key = self._storage_key()
+        parse_flags = _FlagCache()
+        result: list[StoredMessage] = []
+        with reading(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder)
+            for chunk in _chunks(uids):
+                rows = connection.execute(_SELECT_SEALED, {"folder_id": target.id, "uids": chunk})
+                for row_id, seal_id, sealed, uid, flags, date, size, modseq in rows:
+                    body = open_message(storage_key, self._account_id, seal_id, size, sealed)
+                    if body is None:
+                        log.warning("stored message %s cannot be opened; skipped", row_id)
+                        continue
+                    meta = MessageMeta(
+                        uid=uid, flags=parse_flags(flags), internal_date=date, size=size,
+                        modseq=modseq,
+                    )
+                    result.append(StoredMessage(meta=meta, body=body))
+        return result
+
+    def store_flags(
+        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+    ) -> Sequence[MessageMeta]:
+        """Change flags; messages whose flags change share the folder's next modseq."""
+        self._storage_key()
+        given = canonical_flags(flags)
+        parse_flags = _FlagCache()
+        with writing(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder, lock=True)
+            current: list[tuple[int, MessageMeta]] = []
+            for chunk in _chunks(uids):
+                rows = connection.execute(
+                    _SELECT_FOR_STORE, {"folder_id": target.id, "uids": chunk}
+                )
+                current.extend(
+                    (row_id, MessageMeta(uid, parse_flags(text), date, size, modseq))
+                    for row_id, uid, text, date, size, modseq in rows
+                    if row_id is not None
+                )
+            changed: dict[int, frozenset[str]] = {}
+            for row_id, meta in current:
+                if mode is FlagMode.REPLACE:
+                    new = given
+                elif mode is FlagMode.ADD:
+                    new = meta.flags | given
+                else:
+                    new = meta.flags - given
+                if new != meta.flags:
+                    changed[row_id] = new
+            if not changed:
+                return [meta for _, meta in current]
+            modseq = _take_modseq(connection, target.id)
+            connection.execute(
+                _UPDATE_FLAGS,
+                [
+                    {"row_id": row_id, "new_flags": _flags_text(new), "new_modseq": modseq}
+                    for row_id, new in changed.items()
+                ],
+            )
+        return [
+            MessageMeta(meta.uid, changed[row_id], meta.internal_date, meta.size, modseq)
+            if row_id in changed
+            else meta
+            for row_id, meta in current
+        ]
+
+    def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
+        """Delete messages flagged \\Deleted (only among `uids` if given); their UIDs, ascending."""
+        self._storage_key()
+        with writing(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder, lock=True)
+            if uids is None:
+                rows = connection.execute(_SELECT_FLAGS, {"folder_id": target.id}).all()
+            else:
+                rows = []
+                for chunk in _chunks(uids):
+                    params = {"folder_id": target.id, "uids": chunk}
+                    rows.extend(connection.execute(_SELECT_FLAGS_OF, params))
+            doomed = sorted(
+                (uid, row_id) for row_id, uid, text in rows if _DELETED in text.split()
+            )
+            if not doomed:
+                return []
+            for start in range(0, len(doomed), _IN_CHUNK):
+                ids = [row_id for _, row_id in doomed[start : start + _IN_CHUNK]]
+                connection.execute(_DELETE_MESSAGES, {"ids": ids})
+            _take_modseq(connection, target.id)
+        return [uid for uid, _ in doomed]
+
+    def close(self) -> None:
+        """Forget the keys; every later call raises `SessionClosed`."""
+        self._keys = None
+
+
+class StoreAuthenticator:
+    """IMAP LOGIN: unlock the account's keys, then open its mail session."""
+
+    def __init__(self, keyring: KeyRing, mailboxes: MailboxStore) -> None:
+        self._keyring = keyring
+        self._mailboxes = mailboxes
+
+    def login(self, username: str, password: str) -> MailSession:
+        keys = self._keyring.unlock(username, password)
+        try:
+            return self._mailboxes.session(username, keys)
+        except (UnknownAccount, KeyMismatch):
+            raise AuthenticationFailed() from None

@@ -1,0 +1,138 @@
+"""The gateway store's tables (SQLModel), portable between SQLite and PostgreSQL.
+
+Nothing here holds message content in clear. What is in clear, and why:
+account addresses and public keys (the gateway routes by them), folder names,
+per-message metadata an IMAP server must answer without a key (UID, flags, size,
+internal date, modseq), envelope ids (random, used to drop duplicates), relay URLs.
+Everything else is sealed: the account seed under the user's passphrase, each
+message under the account's storage key, each outbox envelope to its recipient,
+each directory record under the bubble's directory key.
+
+Modseq: every change of a message's flags or presence takes the folder's next
+`highest_modseq` and stamps it on the changed messages, so CONDSTORE/QRESYNC can be
+served from these columns. Expunged messages are deleted rows.
+
+The tables have their own SQLModel registry (`StoreTable.metadata`), so creating
+them never creates tables other modules declare. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+# 64-bit ids on PostgreSQL; on SQLite "INTEGER PRIMARY KEY" (the rowid) is already 64-bit.
+_ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as naive UTC (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("datetime must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)  # noqa: S101 - the column type guarantees it
+        return value.replace(tzinfo=UTC)
+
+
+class StoreTable(SQLModel, registry=registry()):
+    """Base of the store's tables (own metadata)."""
+
+
+class Account(StoreTable, table=True):
+    __tablename__ = "account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(unique=True, max_length=320)  # normalized lower-case
+    sealed_seed: bytes  # bridge.keys.seal_seed(seed, passphrase)
+    encryption_key: bytes  # public X25519
+    signing_key: bytes  # public Ed25519
+    mailbox_key: bytes  # public Ed25519
+    relays: str  # JSON list of URLs, priority order
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Folder(StoreTable, table=True):
+    __tablename__ = "folder"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    name: str = Field(max_length=512)
+    special_use: str | None = Field(default=None, max_length=32)  # "\\Sent", "\\Drafts", …
+    uid_validity: int = Field(sa_type=BigInteger)  # set at creation, never changed
+    uid_next: int = Field(sa_type=BigInteger)
+    highest_modseq: int = Field(sa_type=BigInteger)
+
+
+class Message(StoreTable, table=True):
+    """One stored message. `sealed` = nonce(24) || XChaCha20-Poly1305(storage_key, message).
+
+    The associated data binds the account id, `seal_id` (random, per message) and the
+    size, not the folder or UID, so a later MOVE/COPY moves the row without re-sealing.
+    """
+
+    __tablename__ = "message"
+    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+
+    id: int | None = Field(default=None, sa_type=_ROW_ID, primary_key=True)
+    folder_id: int = Field(foreign_key="folder.id", ondelete="CASCADE")
+    uid: int = Field(sa_type=BigInteger)
+    envelope_id: bytes | None = None
+    seal_id: bytes
+    internal_date: datetime = Field(sa_type=UTCDateTime)
+    size: int = Field(sa_type=BigInteger)  # octets of the plaintext message
+    flags: str = ""  # space-separated
+    modseq: int = Field(sa_type=BigInteger)
+    sealed: bytes
+
+
+class SeenEnvelope(StoreTable, table=True):
+    """An envelope id already handled for an account, so a second copy is dropped."""
+
+    __tablename__ = "seen_envelope"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    envelope_id: bytes = Field(primary_key=True)
+    outcome: str = Field(max_length=16)  # "delivered" | "rejected"
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OutboxItem(StoreTable, table=True):
+    """A sealed envelope waiting for one relay to acknowledge it."""
+
+    __tablename__ = "outbox_item"
+
+    id: int | None = Field(default=None, sa_type=_ROW_ID, primary_key=True)
+    envelope_id: bytes = Field(unique=True)
+    envelope: bytes  # sealed, opaque
+    relays: str  # JSON list of URLs, priority order
+    attempts: int = 0
+    next_attempt: datetime = Field(sa_type=UTCDateTime, index=True)
+    last_error: str | None = Field(default=None, max_length=200)  # never content
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class DirectoryRecordRow(StoreTable, table=True):
+    """A replica of one signed directory record (sealed; no address in clear)."""
+
+    __tablename__ = "directory_record"
+
+    lookup_id: bytes = Field(primary_key=True)
+    sealed: bytes
+    signature: bytes
+    fetched_at: datetime = Field(sa_type=UTCDateTime)
