@@ -1,0 +1,64 @@
+"""The IMAP server's one configuration object: every limit it enforces, validated once.
+
+Holds `ImapConfig` only. It never reads files or the environment: the CLI builds it once
+and passes it down; tests override single fields with `dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """Limits and policy of one IMAP listener.
+
+    max_line            octets in one command line (literals not counted); RFC 7162 asks
+                        servers to accept at least 8,192
+    max_literal         octets in one literal `{n}` / `{n+}` (the message size limit once
+                        APPEND exists)
+    max_command         octets in one command, lines and literals together (APPEND's
+                        message literal will be bounded by max_literal alone); a literal
+                        that would cross it is refused with [TOOBIG] like one over max_literal
+    max_nesting         depth of parenthesised lists and search keys
+    bad_command_limit   consecutive BAD responses before the server says BYE
+    max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE
+    max_connections     simultaneous connections per server; more are greeted with BYE
+    fetch_batch         messages decrypted per storage call while answering FETCH/SEARCH
+    idle_timeout        seconds without a complete command before BYE (RFC 3501: >= 30 min
+                        for logged-in clients; shorter values are for tests)
+    tls_handshake_timeout  seconds a STARTTLS or implicit-TLS handshake may take
+    require_tls_for_login  LOGINDISABLED and no AUTH=PLAIN until TLS is active
+    server_name         the name in the greeting and in the ID response
+    """
+
+    max_line: int = 65_536
+    max_literal: int = 65_536
+    max_command: int = 262_144
+    max_nesting: int = 16
+    bad_command_limit: int = 10
+    max_login_failures: int = 3
+    max_connections: int = 512
+    fetch_batch: int = 64
+    idle_timeout: float = 1800.0
+    tls_handshake_timeout: float = 30.0
+    require_tls_for_login: bool = True
+    server_name: str = "Sealgate"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float"):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"ImapConfig.{f.name} must be a number, not {value!r}")
+                if value <= 0:
+                    raise ValueError(f"ImapConfig.{f.name} must be positive, not {value!r}")
+        if self.max_line < 1024:
+            raise ValueError("ImapConfig.max_line must be at least 1024 octets")
+        if self.max_command < self.max_line:
+            raise ValueError("ImapConfig.max_command must be at least max_line")
+        if not isinstance(self.require_tls_for_login, bool):
+            raise ValueError("ImapConfig.require_tls_for_login must be a bool")
+        name = self.server_name
+        if not name or not name.isascii() or not name.isprintable() or len(name) > 64:
+            raise ValueError("ImapConfig.server_name must be 1-64 printable ASCII characters")

@@ -1,0 +1,189 @@
+"""SEARCH keys evaluated against messages of the selected mailbox.
+
+Holds `compile_search` (a parsed `SearchKey` plus its CHARSET to a predicate) and
+`Candidate` (one message: its number, metadata and, when a key looks inside, its parsed
+content). Pure functions over data in memory: it never calls storage (the state layer
+fetches message bodies, in batches, only when `needs_content` says a key looks inside).
+"""
+
+from __future__ import annotations
+
+import email.utils
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+
+from gateway.imap.backend import MessageMeta
+from gateway.imap.fetch import MimePart, decoded_header, decoded_text, header_text
+from gateway.imap.wire import (
+    Code,
+    CommandFailed,
+    DateField,
+    DateRelation,
+    Raw,
+    SearchAll,
+    SearchAnd,
+    SearchDate,
+    SearchFlag,
+    SearchHeader,
+    SearchKey,
+    SearchNot,
+    SearchOr,
+    SearchRecent,
+    SearchSet,
+    SearchSize,
+    SearchText,
+    Status,
+)
+
+CHARSETS = ("US-ASCII", "UTF-8")
+
+
+class Candidate:
+    """One message as SEARCH sees it; decoded text is worked out once, on first use."""
+
+    def __init__(self, number: int, meta: MessageMeta, message: MimePart | None = None) -> None:
+        self.number = number
+        self.meta = meta
+        self.message = message
+
+    @cached_property
+    def lower_flags(self) -> frozenset[str]:
+        return frozenset(f.lower() for f in self.meta.flags)
+
+    @cached_property
+    def body_text(self) -> str:
+        return decoded_text(self.message).casefold() if self.message else ""
+
+    @cached_property
+    def header_text(self) -> str:
+        return header_text(self.message).casefold() if self.message else ""
+
+    @cached_property
+    def sent_date(self) -> date | None:
+        value = self.message.field("date") if self.message else None
+        parsed = email.utils.parsedate_tz(value) if value else None
+        if parsed is None:
+            return None
+        try:
+            return date(parsed[0], parsed[1], parsed[2])
+        except ValueError:
+            return None
+
+
+Predicate = Callable[[Candidate], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What `*` means while searching: the highest message number and the highest UID."""
+
+    last_number: int
+    last_uid: int
+
+
+def needs_content(key: SearchKey) -> bool:
+    """True when evaluating `key` needs the message itself, not only its metadata."""
+    if isinstance(key, SearchHeader | SearchText):
+        return True
+    if isinstance(key, SearchDate):
+        return key.field is DateField.SENT
+    if isinstance(key, SearchNot):
+        return needs_content(key.key)
+    if isinstance(key, SearchOr):
+        return needs_content(key.left) or needs_content(key.right)
+    if isinstance(key, SearchAnd):
+        return any(needs_content(k) for k in key.keys)
+    return False
+
+
+def _decode(value: bytes, charset: str) -> str:
+    try:
+        return value.decode("ascii" if charset == "US-ASCII" else "utf-8").casefold()
+    except UnicodeDecodeError as exc:
+        raise CommandFailed(Status.BAD, f"Search string is not {charset}") from exc
+
+
+def _in_set(intervals: list[tuple[int, int]]) -> Callable[[int], bool]:
+    starts = [lo for lo, _ in intervals]
+
+    def contains(n: int) -> bool:
+        i = bisect_right(starts, n) - 1
+        return i >= 0 and n <= intervals[i][1]
+
+    return contains
+
+
+def _compare(relation: DateRelation, day: date) -> Callable[[date], bool]:
+    if relation is DateRelation.BEFORE:
+        return lambda d: d < day
+    if relation is DateRelation.ON:
+        return lambda d: d == day
+    return lambda d: d >= day
+
+
+def compile_search(key: SearchKey, charset: str | None, scope: Scope) -> Predicate:
+    """A predicate for `key`; raises CommandFailed for an unsupported CHARSET."""
+    charset = (charset or "US-ASCII").upper()
+    if charset not in CHARSETS:
+        raise CommandFailed(
+            Status.NO, "Unsupported charset.", Code("BADCHARSET", (tuple(map(Raw.of, CHARSETS)),))
+        )
+    return _compile(key, charset, scope)
+
+
+def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
+    if isinstance(key, SearchAll):
+        return lambda c: True
+    if isinstance(key, SearchFlag):
+        flag, present = key.flag.lower(), key.present
+        return lambda c: (flag in c.lower_flags) == present
+    if isinstance(key, SearchRecent):
+        recent = key.present  # nothing is \Recent here: RECENT matches none, OLD all
+        return lambda c: not recent
+    if isinstance(key, SearchSet):
+        if key.uid:
+            has_uid = _in_set(key.sequence_set.intervals(scope.last_uid))
+            return lambda c: has_uid(c.meta.uid)
+        has_number = _in_set(key.sequence_set.intervals(scope.last_number))
+        return lambda c: has_number(c.number)
+    if isinstance(key, SearchSize):
+        size, larger = key.size, key.larger
+        return lambda c: c.meta.size > size if larger else c.meta.size < size
+    if isinstance(key, SearchDate):
+        test = _compare(key.relation, key.day)
+        if key.field is DateField.INTERNAL:
+            return lambda c: test(c.meta.internal_date.date())
+
+        def sent(c: Candidate) -> bool:
+            day = c.sent_date
+            return day is not None and test(day)
+
+        return sent
+    if isinstance(key, SearchHeader):
+        name, needle = key.name.lower(), _decode(key.value, charset)
+
+        def header(c: Candidate) -> bool:
+            if c.message is None:
+                return False
+            for field_name, raw in c.message.fields:
+                if field_name == name:
+                    value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
+                    if needle in decoded_header(" ".join(value.split())).casefold():
+                        return True
+            return False
+
+        return header
+    if isinstance(key, SearchText):
+        needle, with_headers = _decode(key.value, charset), key.with_headers
+        return lambda c: needle in c.body_text or (with_headers and needle in c.header_text)
+    if isinstance(key, SearchNot):
+        inner = _compile(key.key, charset, scope)
+        return lambda c: not inner(c)
+    if isinstance(key, SearchOr):
+        left, right = _compile(key.left, charset, scope), _compile(key.right, charset, scope)
+        return lambda c: left(c) or right(c)
+    parts = [_compile(k, charset, scope) for k in key.keys]
+    return lambda c: all(p(c) for p in parts)

@@ -1,0 +1,278 @@
+"""The IMAP listener: the only module here that owns sockets.
+
+Holds `ImapServer` (asyncio streams; STARTTLS and implicit TLS; connection limit; idle
+timeout; BYE to everyone on stop). Per connection it pumps bytes between the socket and
+`wire.ImapServerConnection`, hands commands to `state.ImapState`, and carries out what the
+state asks for: login (Argon2id, slow) in an executor, the TLS upgrade.
+
+It never parses IMAP itself and never decides what a command means. Log lines carry a
+connection number and event names, never message content, user names or addresses; an
+unexpected exception is logged by type and stack frames (no message text) and the client
+gets `* BYE`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+import traceback
+from collections.abc import Iterable
+
+from gateway.imap import wire
+from gateway.imap.backend import AuthenticationFailed, Authenticator, MailSession
+from gateway.imap.config import ImapConfig
+from gateway.imap.state import (
+    ImapState,
+    LoginFailure,
+    LoginRequest,
+    Reply,
+    StartTlsRequest,
+    State,
+)
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65_536
+_BYE_TIMEOUT = 2.0  # seconds to flush a last BYE before closing anyway
+
+
+class _Closed(Exception):
+    """The peer went away or the connection must end now."""
+
+
+class _Connection:
+    """One client: its streams, its wire framing and its state machine."""
+
+    def __init__(
+        self,
+        number: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        config: ImapConfig,
+        *,
+        tls_available: bool,
+        tls_active: bool,
+    ) -> None:
+        self.number = number
+        self.reader = reader
+        self.writer = writer
+        self.wire = wire.ImapServerConnection(
+            max_line=config.max_line,
+            max_literal=config.max_literal,
+            max_command=config.max_command,
+            max_depth=config.max_nesting,
+        )
+        self.state = ImapState(config, tls_available=tls_available, tls_active=tls_active)
+        self.idle_timeout = config.idle_timeout
+
+    async def send(self, responses: Iterable[wire.Response]) -> None:
+        """Write responses as they are produced (FETCH yields them message by message); a
+        client that stops reading for idle_timeout is dropped."""
+        try:
+            for response in responses:
+                self.writer.write(self.wire.send(response))
+                if self.writer.transport.get_write_buffer_size() > _READ_SIZE:
+                    async with asyncio.timeout(self.idle_timeout):
+                        await self.writer.drain()
+            async with asyncio.timeout(self.idle_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise _Closed from None
+
+
+class ImapServer:
+    """IMAP4rev1 over asyncio streams for one `Authenticator`."""
+
+    def __init__(
+        self,
+        config: ImapConfig,
+        authenticator: Authenticator,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        if config.require_tls_for_login and ssl_context is None:
+            raise ValueError("require_tls_for_login needs an ssl_context")
+        self.config = config
+        self.authenticator = authenticator
+        self.ssl_context = ssl_context
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._numbers = itertools.count(1)
+
+    async def start(self, host: str, port: int, *, implicit_tls: bool = False) -> int:
+        """Listen on host:port (0 picks a free port); return the port. Call again to add a
+        listener, e.g. one with implicit TLS (port 993 style)."""
+        if implicit_tls and self.ssl_context is None:
+            raise ValueError("implicit_tls needs an ssl_context")
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, tls_active=implicit_tls)
+
+        server = await asyncio.start_server(
+            accept,
+            host,
+            port,
+            ssl=self.ssl_context if implicit_tls else None,
+            ssl_handshake_timeout=self.config.tls_handshake_timeout if implicit_tls else None,
+            limit=_READ_SIZE,
+        )
+        self._servers.append(server)
+        bound: int = server.sockets[0].getsockname()[1]
+        log.info("imap listening port=%d implicit_tls=%s", bound, implicit_tls)
+        return bound
+
+    async def stop(self) -> None:
+        """Stop listening, say BYE to every connection, wait for them to close."""
+        for server in self._servers:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # -- one connection
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls_active: bool
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 -- always inside the streams' task
+        number = next(self._numbers)
+        conn = _Connection(
+            number,
+            reader,
+            writer,
+            self.config,
+            tls_available=self.ssl_context is not None,
+            tls_active=tls_active,
+        )
+        self._tasks.add(task)
+        log.debug("imap connection=%d opened", number)
+        try:
+            if len(self._tasks) > self.config.max_connections:
+                await conn.send(conn.state.bye("Too many connections; try later.").responses)
+                return
+            await self._run(conn)
+        except asyncio.CancelledError:
+            await self._last_words(conn, "Server shutting down.")
+        except (_Closed, ConnectionError, ssl.SSLError):
+            pass
+        except Exception as exc:  # every other failure: log it without content, say BYE
+            log.error(
+                "imap connection=%d failed: %s at %s", number, type(exc).__name__, _where(exc)
+            )
+            await self._last_words(conn, "Internal server error.")
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            try:
+                conn.state.close()
+            except Exception as exc:
+                log.error(
+                    "imap connection=%d: closing the mail session failed: %s",
+                    number,
+                    type(exc).__name__,
+                )
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_BYE_TIMEOUT):
+                    await writer.wait_closed()
+            log.debug("imap connection=%d closed", number)
+
+    async def _last_words(self, conn: _Connection, text: str) -> None:
+        if conn.state.state is State.LOGOUT or conn.writer.is_closing():
+            return
+        with contextlib.suppress(Exception):
+            for response in conn.state.bye(text).responses:
+                conn.writer.write(conn.wire.send(response))
+            async with asyncio.timeout(_BYE_TIMEOUT):
+                await conn.writer.drain()
+
+    async def _run(self, conn: _Connection) -> None:
+        await conn.send(conn.state.greeting().responses)
+        while conn.state.state is not State.LOGOUT:
+            try:
+                event = conn.wire.next_event()
+            except wire.RemoteProtocolError as error:
+                await conn.send(conn.state.reject(error).responses)
+                continue
+            if isinstance(event, wire.NeedData):
+                await self._read(conn)
+            elif isinstance(event, wire.ConnectionClosed):
+                return
+            elif isinstance(event, wire.LiteralContinuation):
+                await conn.send([wire.Continuation("Ready for literal data.")])
+            elif isinstance(event, wire.ContinuationLine):
+                await self._carry_out(conn, conn.state.handle_continuation(event.data))
+            else:
+                await self._carry_out(conn, conn.state.handle(event))
+
+    async def _read(self, conn: _Connection) -> None:
+        try:
+            async with asyncio.timeout(self.config.idle_timeout):
+                data = await conn.reader.read(_READ_SIZE)
+        except TimeoutError:
+            await conn.send(conn.state.bye("Autologout; idle for too long.").responses)
+            raise _Closed from None
+        conn.wire.receive_data(data)
+
+    async def _carry_out(self, conn: _Connection, reply: Reply) -> None:
+        await conn.send(reply.responses)
+        action = reply.action
+        if isinstance(action, LoginRequest):
+            result = await self._login(action)
+            await self._carry_out(conn, conn.state.finish_login(action, result))
+        elif isinstance(action, StartTlsRequest):
+            await self._start_tls(conn)
+
+    async def _login(self, request: LoginRequest) -> MailSession | LoginFailure:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            None, self.authenticator.login, request.username, request.password
+        )
+        try:
+            return await asyncio.shield(future)
+        except AuthenticationFailed:
+            return LoginFailure.BAD_CREDENTIALS
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_orphan_session)
+            raise
+        except Exception as exc:
+            log.error("imap login failed in storage: %s", type(exc).__name__)
+            return LoginFailure.UNAVAILABLE
+
+    async def _start_tls(self, conn: _Connection) -> None:
+        """Upgrade to TLS; plaintext the client sent after STARTTLS is an attack: hang up."""
+        if conn.wire.buffered or _stream_buffered(conn.reader):
+            raise _Closed
+        assert self.ssl_context is not None  # noqa: S101 -- the state checked tls_available
+        await conn.writer.start_tls(
+            self.ssl_context, ssl_handshake_timeout=self.config.tls_handshake_timeout
+        )
+        conn.state.tls_started()
+
+
+def _where(exc: BaseException) -> str:
+    """Where an exception came from, as file:line:function frames: no source text, no
+    exception message (either could quote message content)."""
+    return " < ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__))
+    )
+
+
+def _stream_buffered(reader: asyncio.StreamReader) -> int:
+    """Octets the StreamReader holds that were not read yet (CPython keeps them in
+    `_buffer`); STARTTLS must not let them through as if they had come over TLS."""
+    buffer = getattr(reader, "_buffer", b"")
+    return len(buffer)
+
+
+def _close_orphan_session(future: asyncio.Future[MailSession]) -> None:
+    """A login finished after its connection was gone: close the session it opened."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()

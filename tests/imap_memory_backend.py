@@ -1,0 +1,207 @@
+"""An in-memory mail store implementing the Protocols of `gateway.imap.backend`.
+
+A real backend, like pymap's `backend/dict`: folders with UIDVALIDITY, UIDNEXT and modseqs,
+flags, expunge, sessions that close. Thread-safe, because integration tests deliver mail
+from the test thread while the server's loop runs in another. It keeps mail in memory
+only; it is for tests and never touches a disk.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from gateway.imap.backend import (
+    AuthenticationFailed,
+    FlagMode,
+    FolderInfo,
+    FolderSnapshot,
+    MailboxNotFound,
+    MessageMeta,
+    StoredMessage,
+)
+
+DEFAULT_FOLDERS = (
+    FolderInfo("INBOX"),
+    FolderInfo("Sent", ("\\Sent",)),
+    FolderInfo("Drafts", ("\\Drafts",)),
+    FolderInfo("Trash", ("\\Trash",)),
+)
+
+
+@dataclass
+class _Folder:
+    info: FolderInfo
+    uid_validity: int
+    uid_next: int = 1
+    highest_modseq: int = 1
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+
+    def snapshot(self) -> FolderSnapshot:
+        return FolderSnapshot(
+            name=self.info.name,
+            uid_validity=self.uid_validity,
+            uid_next=self.uid_next,
+            highest_modseq=self.highest_modseq,
+            messages=tuple(self.messages[uid].meta for uid in sorted(self.messages)),
+        )
+
+
+@dataclass
+class _Account:
+    address: str
+    password: str
+    folders: dict[str, _Folder]
+
+
+class MemoryStore:
+    """Accounts and their folders. `deliver` adds mail as the fetcher would."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.accounts: dict[str, _Account] = {}
+        self.sessions: list[MemorySession] = []
+        self.fetch_calls: list[int] = []  # number of UIDs asked for, per MailSession.fetch
+        self._validity = 1000
+
+    def add_account(
+        self, address: str, password: str, folders: Iterable[FolderInfo] = DEFAULT_FOLDERS
+    ) -> None:
+        with self.lock:
+            made = {}
+            for info in folders:
+                self._validity += 1
+                made[info.name] = _Folder(info, self._validity)
+            self.accounts[address] = _Account(address, password, made)
+
+    def folder(self, address: str, name: str) -> _Folder:
+        with self.lock:
+            try:
+                return self.accounts[address].folders[name]
+            except KeyError:
+                raise MailboxNotFound(name) from None
+
+    def deliver(
+        self,
+        address: str,
+        folder: str,
+        body: bytes,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> int:
+        with self.lock:
+            f = self.folder(address, folder)
+            uid = f.uid_next
+            f.uid_next += 1
+            f.highest_modseq += 1
+            meta = MessageMeta(
+                uid=uid,
+                flags=frozenset(flags),
+                internal_date=internal_date or datetime.now(UTC),
+                size=len(body),
+                modseq=f.highest_modseq,
+            )
+            f.messages[uid] = StoredMessage(meta, body)
+            return uid
+
+    def remove_folder(self, address: str, name: str) -> None:
+        with self.lock:
+            del self.accounts[address].folders[name]
+
+
+class MemorySession:
+    """One logged-in account (implements `MailSession`)."""
+
+    def __init__(self, store: MemoryStore, address: str) -> None:
+        self._store = store
+        self._address = address
+        self.closed = False
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def _folder(self, name: str) -> _Folder:
+        if self.closed:
+            raise RuntimeError("session used after close")
+        return self._store.folder(self._address, name)
+
+    def list_folders(self) -> Sequence[FolderInfo]:
+        with self._store.lock:
+            if self.closed:
+                raise RuntimeError("session used after close")
+            return [f.info for f in self._store.accounts[self._address].folders.values()]
+
+    def snapshot(self, folder: str) -> FolderSnapshot:
+        with self._store.lock:
+            return self._folder(folder).snapshot()
+
+    def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
+        with self._store.lock:
+            f = self._folder(folder)
+            self._store.fetch_calls.append(len(uids))
+            return [f.messages[uid] for uid in sorted(set(uids)) if uid in f.messages]
+
+    def store_flags(
+        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+    ) -> Sequence[MessageMeta]:
+        with self._store.lock:
+            f = self._folder(folder)
+            out = []
+            for uid in sorted(set(uids)):
+                message = f.messages.get(uid)
+                if message is None:
+                    continue
+                old = message.meta.flags
+                new = {
+                    FlagMode.REPLACE: flags,
+                    FlagMode.ADD: old | flags,
+                    FlagMode.REMOVE: old - flags,
+                }[mode]
+                if new != old:
+                    f.highest_modseq += 1
+                    meta = replace(message.meta, flags=frozenset(new), modseq=f.highest_modseq)
+                    f.messages[uid] = StoredMessage(meta, message.body)
+                out.append(f.messages[uid].meta)
+            return out
+
+    def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
+        with self._store.lock:
+            f = self._folder(folder)
+            allowed = None if uids is None else set(uids)
+            gone = [
+                uid
+                for uid, m in sorted(f.messages.items())
+                if "\\Deleted" in m.meta.flags and (allowed is None or uid in allowed)
+            ]
+            for uid in gone:
+                del f.messages[uid]
+            if gone:
+                f.highest_modseq += 1
+            return gone
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MemoryAuthenticator:
+    """Implements `Authenticator` over a MemoryStore; `delay` imitates Argon2id's cost."""
+
+    def __init__(self, store: MemoryStore, delay: float = 0.0) -> None:
+        self.store = store
+        self.delay = delay
+
+    def login(self, username: str, password: str) -> MemorySession:
+        if self.delay:
+            threading.Event().wait(self.delay)
+        with self.store.lock:
+            account = self.store.accounts.get(username)
+            expected = account.password if account else "\0no account"
+            if not hmac.compare_digest(expected.encode(), password.encode()) or account is None:
+                raise AuthenticationFailed()
+            session = MemorySession(self.store, username)
+            self.store.sessions.append(session)
+            return session
