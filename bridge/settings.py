@@ -1,0 +1,106 @@
+"""Build a frozen, typed settings dataclass from a TOML file plus command-line overrides.
+
+Every service (relay, gateway) has one frozen dataclass; this module fills it and
+turns any bad value into a one-line `SettingsError` naming the setting. It knows the
+field types int, float, bool, str, Path and tuple[str, ...]; the dataclass's own
+`__post_init__` checks ranges and raises ValueError, which is reported the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """A setting is unknown or has a bad value; the message is one line for the operator."""
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"setting '{name}': expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise SettingsError(f"setting '{name}': expected a whole number, got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SettingsError(f"setting '{name}': expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise SettingsError(f"setting '{name}': expected text, got {value!r}")
+    if kind is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise SettingsError(f"setting '{name}': expected a path, got {value!r}")
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"setting '{name}': expected a list of text, got {value!r}")
+    raise SettingsError(f"setting '{name}': unsupported type")  # a programming error
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise SettingsError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def load_settings(
+    cls: type[T],
+    file_values: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    source: str = "config",
+) -> T:
+    """Merge file values and overrides (overrides win; None means "not given")."""
+    assert dataclasses.is_dataclass(cls)  # noqa: S101 - programming error only
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    values: dict[str, Any] = {}
+    for key, value in (file_values or {}).items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise SettingsError(f"unknown setting '{key}' in {source}")
+        values[name] = _coerce(name, hints[name], value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, hints[name], value)
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
+    except TypeError as e:  # a required setting is missing
+        raise SettingsError(f"missing setting: {e}") from None
+
+
+def parse_host_port(text: str, name: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); SettingsError otherwise."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"setting '{name}': expected HOST:PORT, got {text!r}")
+    return host, int(port)

@@ -1,0 +1,57 @@
+"""The gateway's one frozen settings object, built once by the CLI and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.envelope import MAX_MESSAGE_BYTES
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    home: Path
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2587
+    imap_host: str = "127.0.0.1"
+    imap_port: int = 2143
+    hostname: str = "sealgate.localhost"  # SMTP greeting and certificate name
+    max_message_bytes: int = 50 * MiB
+    max_recipients: int = 100
+    smtp_timeout: float = 300.0
+    poll_interval: float = 5.0  # how often unlocked mailboxes are fetched from relays
+    directory_sync_interval: float = 60.0
+    relay_timeout: float = 120.0  # a whole request, large deposits included
+    retry_initial: float = 1.0  # first delay after a failed deposit; doubles up to retry_max
+    retry_max: float = 300.0
+    strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
+    imap_idle_timeout: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("smtp_port", "imap_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"setting '{name}': must be a port number 0-65535")
+        for name in ("max_message_bytes", "max_recipients"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting '{name}': must be positive")
+        for name in (
+            "smtp_timeout",
+            "poll_interval",
+            "directory_sync_interval",
+            "relay_timeout",
+            "retry_initial",
+            "retry_max",
+            "imap_idle_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting '{name}': must be a positive number of seconds")
+        if self.max_message_bytes > MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"setting 'max_message_bytes': at most {MAX_MESSAGE_BYTES} (the envelope limit)"
+            )
+        if self.retry_max < self.retry_initial:
+            raise ValueError("setting 'retry_max': must not be below retry_initial")
+        if not self.hostname or any(c.isspace() for c in self.hostname):
+            raise ValueError("setting 'hostname': must be a host name without spaces")

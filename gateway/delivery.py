@@ -1,0 +1,79 @@
+"""The delivery worker: pushes sealed envelopes from the durable outbox to relays.
+
+An outbox entry is removed only after a relay has acknowledged the deposit (201 or
+200 for a repeat), so a crash or a dead relay never loses an accepted message; a
+deposit repeated after a crash is harmless because relays store envelopes by id.
+Relays are tried in the recipient's priority order; when all fail, the entry is
+retried later with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bridge.errors import RelayError, RelayRejected
+from bridge.keys import GatewayCredential
+from bridge.relay.client import RelayClient
+from gateway.store.outbox import Outbox, OutboxEntry
+from gateway.worker import PeriodicJob
+
+log = logging.getLogger(__name__)
+
+
+def backoff(attempts: int, initial: float, maximum: float) -> float:
+    """Seconds to wait after the `attempts`-th failure (1, 2, 3, ...)."""
+    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
+
+
+class DeliveryWorker(PeriodicJob):
+    def __init__(
+        self,
+        outbox: Outbox,
+        credential: GatewayCredential,
+        client_for: Callable[[str], RelayClient],
+        *,
+        retry_initial: float,
+        retry_max: float,
+    ) -> None:
+        super().__init__(retry_initial)
+        self._outbox = outbox
+        self._credential = credential
+        self._client_for = client_for
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+
+    async def run_once(self) -> bool:
+        """Try every entry that is due once; True if the batch was full (more may wait)."""
+        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), 100)
+        for entry in due:
+            await self._deliver(entry)
+        return len(due) == 100
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
+        errors = []
+        for url in entry.relays:
+            try:
+                await self._client_for(url).deposit(entry.envelope, self._credential)
+            except RelayRejected as e:
+                errors.append(f"{url}: {e.status}")
+                continue
+            except RelayError as e:
+                errors.append(f"{url}: {type(e).__name__}")
+                continue
+            await asyncio.to_thread(self._outbox.delivered, entry.id)
+            log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
+            return
+        attempts = entry.attempts + 1
+        delay = backoff(attempts, self._retry_initial, self._retry_max)
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        reason = "; ".join(errors) or "no relay known"
+        await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
+        log.info(
+            "delivery: envelope %s not deposited (%s); retry in %.0fs",
+            entry.envelope_id.hex()[:8],
+            reason,
+            delay,
+        )

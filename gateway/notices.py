@@ -1,0 +1,59 @@
+"""Notices the gateway puts in a user's INBOX, rendered from templates/notices/.
+
+A notice is an ordinary RFC 5322 message from the gateway itself; it never
+contains content of the message it reports on.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from importlib.resources import files
+
+import jinja2
+import nacl.utils
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(files("sealgate_templates") / "notices")),
+    autoescape=False,  # noqa: S701 - plain-text mail bodies, not HTML
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+CANNOT_OPEN_REASONS = {
+    "cannot-open": "the envelope failed its integrity check",
+    "sender-mismatch": "the sender's signature does not match the bubble directory",
+    "unknown-sender": "the sender is not in the bubble directory",
+}
+
+
+def render_notice(
+    template: str, *, account: str, domain: str, subject: str, when: datetime, **values: str
+) -> bytes:
+    body = _env.get_template(template).render(account=account, **values)
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = f"Sealgate <postmaster@{domain}>"
+    msg["To"] = account
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.format_datetime(when)
+    msg["Message-ID"] = f"<notice.{nacl.utils.random(12).hex()}@{domain}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def cannot_open_notice(
+    *, account: str, domain: str, envelope_id: bytes, reason: str, when: datetime
+) -> bytes:
+    return render_notice(
+        "cannot_open.txt.j2",
+        account=account,
+        domain=domain,
+        subject="A sealed message could not be opened",
+        when=when,
+        envelope_id=envelope_id.hex(),
+        arrived=email.utils.format_datetime(when),
+        reason=CANNOT_OPEN_REASONS[reason],
+    )

@@ -1,0 +1,100 @@
+"""Who is in the bubble: recipient and sender lookups against the signed directory.
+
+The gateway keeps a replica of the relays' sealed directory records in its store,
+so RCPT needs no network and a relay outage does not stop submission. A miss in
+the replica asks the relays live. Every record is verified against the pinned
+root before it is used; nothing unsigned is ever trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bridge.directory import DirectoryEntry, lookup_id, normalize_address, open_record
+from bridge.errors import DirectoryError, RelayError
+from bridge.relay.client import RelayClient
+from gateway.store.directory_cache import DirectoryCache
+from gateway.worker import PeriodicJob
+
+log = logging.getLogger(__name__)
+
+
+class UnknownAddress(Exception):
+    """No trusted directory entry exists for this address."""
+
+
+class DirectoryUnavailable(Exception):
+    """The replica has no entry and no relay could be asked."""
+
+
+class Recipients(PeriodicJob):
+    def __init__(
+        self,
+        cache: DirectoryCache,
+        relays: Sequence[RelayClient],
+        directory_key: bytes,
+        trusted_roots: tuple[bytes, ...],
+        sync_interval: float = 60.0,
+    ) -> None:
+        super().__init__(sync_interval)
+        self._cache = cache
+        self._relays = list(relays)
+        self._key = directory_key
+        self._roots = trusted_roots
+
+    async def run_once(self) -> bool:
+        await self.sync()
+        return False
+
+    async def sync(self) -> int:
+        """Refresh the replica from the first relay that answers; returns records kept."""
+        for relay in self._relays:
+            try:
+                records = await relay.directory()
+            except RelayError as e:
+                log.info("directory sync: relay %s unavailable (%s)", relay.url, type(e).__name__)
+                continue
+            good = []
+            for record in records:
+                try:
+                    record.verify_publisher(self._roots)
+                except DirectoryError:
+                    log.warning("directory sync: dropped a record not signed by the pinned root")
+                    continue
+                good.append(record)
+            self._cache.put_many(good)
+            return len(good)
+        return 0
+
+    async def resolve(self, address: str) -> DirectoryEntry:
+        """The verified entry for `address`; UnknownAddress or DirectoryUnavailable otherwise."""
+        try:
+            lid = lookup_id(self._key, normalize_address(address))
+        except ValueError:
+            raise UnknownAddress(address) from None
+        cached = self._cache.get(lid)
+        if cached is not None:
+            try:
+                return open_record(cached, self._key, self._roots)
+            except DirectoryError:
+                log.warning("directory replica holds a record that does not verify; asking relays")
+        reached = False
+        for relay in self._relays:
+            try:
+                record = await relay.lookup(lid)
+            except RelayError:
+                continue
+            reached = True
+            if record is None:
+                continue
+            try:
+                entry = open_record(record, self._key, self._roots)
+            except DirectoryError:
+                log.warning("relay %s served a directory record that does not verify", relay.url)
+                continue
+            self._cache.put_many([record])
+            return entry
+        if not reached:
+            raise DirectoryUnavailable(address)
+        raise UnknownAddress(address)

@@ -1,0 +1,166 @@
+"""One gateway process: SMTP submission, IMAP, delivery and fetch on one asyncio loop.
+
+This module wires the parts together and owns their lifetimes; it holds no policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from bridge.relay.client import RelayClient
+from bridge.sanitize import SanitizePolicy
+from gateway.config import GatewayConfig
+from gateway.delivery import DeliveryWorker
+from gateway.fetcher import Fetcher
+from gateway.homes import Membership, gateway_database_url
+from gateway.imap.backend import MailSession
+from gateway.imap.config import ImapConfig
+from gateway.imap.server import ImapServer
+from gateway.keyring import KeyRing
+from gateway.recipients import Recipients
+from gateway.smtp.handler import SubmissionHandler
+from gateway.smtp.server import SubmissionSMTP
+from gateway.store.accounts import AccountStore
+from gateway.store.db import open_engine
+from gateway.store.directory_cache import DirectoryCache
+from gateway.store.mailbox import MailboxStore, StoreAuthenticator
+from gateway.store.outbox import Outbox
+from gateway.tls import ensure_certificate, server_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    smtp_port: int = 0
+    imap_port: int = 0
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _servers: list[asyncio.base_events.Server] = field(default_factory=list)
+    _imap: ImapServer | None = None
+    _clients: dict[str, RelayClient] = field(default_factory=dict)
+
+    def client_for(self, url: str) -> RelayClient:
+        if url not in self._clients:
+            self._clients[url] = RelayClient(url, timeout=self.config.relay_timeout)
+        return self._clients[url]
+
+    async def start(self) -> None:
+        cfg = self.config
+        membership = Membership.load(cfg.home)
+        engine = open_engine(gateway_database_url(cfg.home))
+        accounts = AccountStore(engine)
+        keyring = KeyRing(accounts)
+        mailboxes = MailboxStore(engine)
+        outbox = Outbox(engine)
+        relay_urls = list(membership.relays)
+        for account in accounts.all():
+            relay_urls += [u for u in account.relays if u not in relay_urls]
+        recipients = Recipients(
+            DirectoryCache(engine),
+            [self.client_for(u) for u in relay_urls],
+            membership.directory_key,
+            (membership.root_public,),
+            sync_interval=cfg.directory_sync_interval,
+        )
+        delivery = DeliveryWorker(
+            outbox,
+            membership.credential,
+            self.client_for,
+            retry_initial=cfg.retry_initial,
+            retry_max=cfg.retry_max,
+        )
+        fetcher = Fetcher(
+            accounts=accounts,
+            keyring=keyring,
+            mailboxes=mailboxes,
+            recipients=recipients,
+            client_for=self.client_for,
+            domain=membership.domain,
+            poll_interval=cfg.poll_interval,
+        )
+        handler = SubmissionHandler(
+            keyring=keyring,
+            recipients=recipients,
+            outbox=outbox,
+            domain=membership.domain,
+            policy=SanitizePolicy(
+                extra_headers=cfg.strip_headers,
+                message_id_domain=membership.domain,
+            ),
+            max_recipients=cfg.max_recipients,
+            wake_delivery=delivery.wake,
+            on_unlock=fetcher.wake,
+        )
+        cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
+        tls = server_context(cert, key)
+
+        loop = asyncio.get_running_loop()
+        smtp_server = await loop.create_server(
+            lambda: SubmissionSMTP(
+                handler,
+                verify=handler.verify,
+                hostname=cfg.hostname,
+                ident="Sealgate ESMTP",
+                tls_context=tls,
+                require_starttls=True,
+                auth_required=True,
+                auth_require_tls=True,
+                data_size_limit=cfg.max_message_bytes,
+                enable_SMTPUTF8=True,
+                timeout=cfg.smtp_timeout,
+            ),
+            cfg.smtp_host,
+            cfg.smtp_port,
+        )
+        self._servers.append(smtp_server)
+        self.smtp_port = smtp_server.sockets[0].getsockname()[1]
+
+        imap_config = ImapConfig(idle_timeout=cfg.imap_idle_timeout, server_name="Sealgate")
+        authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)
+        self._imap = ImapServer(imap_config, authenticator, tls)
+        self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
+
+        self._tasks += [
+            asyncio.create_task(delivery.run(), name="delivery"),
+            asyncio.create_task(fetcher.run(), name="fetcher"),
+            asyncio.create_task(recipients.run(), name="directory-sync"),
+        ]
+        log.info(
+            "gateway: smtp on %s:%d, imap on %s:%d",
+            cfg.smtp_host,
+            self.smtp_port,
+            cfg.imap_host,
+            self.imap_port,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        if self._imap is not None:
+            await self._imap.stop()
+        for client in self._clients.values():
+            await client.close()
+
+
+class UnlockingAuthenticator:
+    """An IMAP login also starts fetching that account's mail at once."""
+
+    def __init__(self, inner: StoreAuthenticator, fetcher: Fetcher) -> None:
+        self._inner = inner
+        self._fetcher = fetcher
+        self._loop = asyncio.get_running_loop()
+
+    def login(self, username: str, password: str) -> MailSession:
+        session = self._inner.login(username, password)
+        self._loop.call_soon_threadsafe(self._fetcher.wake)
+        return session

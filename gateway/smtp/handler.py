@@ -1,0 +1,174 @@
+"""The submission handler: all SMTP policy of the gateway in one object.
+
+MAIL checks the sender is the authenticated account; RCPT resolves each recipient
+in the signed directory; DATA sanitizes the message, seals one envelope per
+recipient and commits them all to the durable outbox before answering 250.
+Plaintext exists only in memory for the duration of DATA. Log lines never carry
+addresses, subjects or content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+
+from bridge.directory import DirectoryEntry, normalize_address
+from bridge.envelope import new_envelope_id, seal
+from bridge.keys import AccountKeys
+from bridge.sanitize import HeaderTooLarge, SanitizePolicy, sanitize
+from gateway.imap.backend import AuthenticationFailed
+from gateway.keyring import KeyRing
+from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
+from gateway.smtp.policy import (
+    SmtpRefusal,
+    address_domain,
+    check_envelope_sender,
+    check_header_from,
+    complete_headers,
+)
+from gateway.store.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class SubmissionHandler:
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        recipients: Recipients,
+        outbox: Outbox,
+        domain: str,
+        policy: SanitizePolicy,
+        max_recipients: int,
+        wake_delivery: Callable[[], None],
+        on_unlock: Callable[[], None],
+    ) -> None:
+        self._keyring = keyring
+        self._recipients = recipients
+        self._outbox = outbox
+        self._domain = domain.lower()
+        self._policy = policy
+        self._max_recipients = max_recipients
+        self._wake_delivery = wake_delivery
+        self._on_unlock = on_unlock
+        # Per-transaction state: the directory entry of every accepted recipient.
+        self._resolved: weakref.WeakKeyDictionary[Envelope, dict[str, DirectoryEntry]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def verify(self, credentials: LoginPassword) -> str | None:
+        """The account these AUTH credentials unlock, or None; runs Argon2id off the loop."""
+        try:
+            login = normalize_address(credentials.login.decode("utf-8"))
+            password = credentials.password.decode("utf-8")
+            await asyncio.to_thread(self._keyring.unlock, login, password)
+        except (UnicodeDecodeError, ValueError, AuthenticationFailed):
+            log.info("smtp: authentication failed")
+            return None
+        self._on_unlock()
+        return login
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        account = session.auth_data
+        try:
+            check_envelope_sender(address, str(account))
+        except SmtpRefusal as refusal:
+            return refusal.reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self._resolved[envelope] = {}
+        return "250 2.1.0 Sender ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        resolved = self._resolved.setdefault(envelope, {})
+        try:
+            key = normalize_address(address)
+        except ValueError:
+            return "501 5.1.3 Bad recipient address syntax"
+        if key in resolved:
+            return "250 2.1.5 Recipient ok (duplicate)"
+        if len(resolved) >= self._max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if address_domain(key) != self._domain:
+            return "550 5.7.1 Recipient is outside the bubble; refusing to send in clear"
+        try:
+            entry = await self._recipients.resolve(key)
+        except UnknownAddress:
+            return "550 5.1.1 No such recipient in this bubble"
+        except DirectoryUnavailable:
+            return "451 4.4.3 Directory unavailable; try again later"
+        resolved[key] = entry
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient ok"
+
+    def _seal_and_queue(
+        self,
+        message: bytes,
+        account: str,
+        keys: AccountKeys,
+        resolved: dict[str, DirectoryEntry],
+    ) -> int:
+        """Seal one envelope per recipient and commit them all in one durable transaction."""
+        items = []
+        for entry in resolved.values():
+            envelope_id = new_envelope_id()
+            sealed = seal(
+                message,
+                sender=account,
+                sender_keys=keys,
+                recipient=entry.keys,
+                envelope_id=envelope_id,
+            )
+            items.append((envelope_id, sealed, tuple(entry.relays)))
+        self._outbox.put(items)
+        return len(items)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        account = str(session.auth_data)
+        keys = self._keyring.get(account)
+        resolved = self._resolved.pop(envelope, {})
+        raw = envelope.original_content
+        if keys is None or not resolved or not isinstance(raw, bytes):
+            return "451 4.3.0 Session state lost; please resubmit"
+        try:
+            check_header_from(raw, account)
+            cleaned = sanitize(raw, policy=self._policy, message_id_key=keys.message_id_key)
+        except SmtpRefusal as refusal:
+            return refusal.reply
+        except HeaderTooLarge:
+            return "552 5.3.4 Message header block too large"
+        except ValueError:
+            return "554 5.6.0 Message header is malformed"
+        message = complete_headers(cleaned.message, self._domain)
+        # Sealing costs ~2 ms/MB per recipient and the commit waits for fsync; libsodium
+        # and SQLite release the GIL, so a worker thread keeps other sessions answered.
+        try:
+            count = await asyncio.to_thread(self._seal_and_queue, message, account, keys, resolved)
+        except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
+            log.error(
+                "smtp: sealing or queueing failed (%s); message not accepted", type(e).__name__
+            )
+            return "451 4.3.0 Cannot queue the message now; try again later"
+        self._wake_delivery()
+        log.info("smtp: accepted a message, %d sealed envelope(s) queued", count)
+        return f"250 2.0.0 Sealed for {count} recipient(s) and queued"

@@ -1,0 +1,222 @@
+"""A whole bubble run the way an operator runs it: one OS process per part.
+
+`Bubble` drives the `sealgate` command (bubble init, relay serve, account add,
+gateway serve) as subprocesses on 127.0.0.1, captures every process's output in
+files under its directory (so canary scans cover logs too), and stops them with
+SIGTERM, checking the exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAIN = "test.bubble"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def sealgate(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"sealgate {args[:2]} failed: {result.stderr}")
+    return result
+
+
+@dataclass
+class Service:
+    name: str
+    args: list[str]
+    log: Path
+    ports: list[int]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        for port in self.ports:
+            wait_for_port(port)
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@dataclass
+class Account:
+    address: str
+    password: str
+    home: Path
+    smtp_port: int
+    imap_port: int
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Trust exactly this gateway's self-signed certificate."""
+        ctx = ssl.create_default_context(cafile=str(self.home / "tls" / "cert.pem"))
+        return ctx
+
+
+@dataclass
+class Bubble:
+    root: Path
+    relay_port: int = field(default_factory=free_port)
+    services: dict[str, Service] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> Path:
+        return self.root / "admin"
+
+    @property
+    def relay_home(self) -> Path:
+        return self.root / "relay"
+
+    @property
+    def relay_url(self) -> str:
+        return f"http://127.0.0.1:{self.relay_port}"
+
+    @property
+    def state_dirs(self) -> list[Path]:
+        return [self.admin, self.relay_home, self.root / "gateways", self.root / "logs"]
+
+    def init(self) -> None:
+        sealgate("bubble", "init", "--home", self.admin, "--domain", DOMAIN)
+        self.services["relay"] = Service(
+            "relay",
+            [
+                "relay",
+                "serve",
+                "--home",
+                str(self.relay_home),
+                "--listen",
+                f"127.0.0.1:{self.relay_port}",
+                "--trust-root",
+                str(self.admin / "root.pub"),
+            ],
+            self.root / "logs" / "relay.log",
+            [self.relay_port],
+        )
+        self.start_relay()
+
+    def start_relay(self) -> None:
+        self.services["relay"].start()
+        with urllib.request.urlopen(f"{self.relay_url}/v1/health", timeout=5) as r:  # noqa: S310
+            assert r.status == 200
+
+    def stop_relay(self) -> None:
+        assert self.services["relay"].stop() == 0
+
+    def add_account(self, user: str, password: str) -> Account:
+        home = self.root / "gateways" / user
+        pw_file = self.root / f"{user}.password"
+        pw_file.write_text(password + "\n")
+        os.chmod(pw_file, 0o600)
+        sealgate(
+            "account",
+            "add",
+            f"{user}@{DOMAIN}",
+            "--gateway",
+            home,
+            "--bubble",
+            self.admin,
+            "--relay",
+            self.relay_url,
+            "--password-file",
+            pw_file,
+        )
+        pw_file.unlink()
+        account = Account(f"{user}@{DOMAIN}", password, home, free_port(), free_port())
+        self.accounts[user] = account
+        self.services[user] = Service(
+            user,
+            [
+                "gateway",
+                "serve",
+                "--home",
+                str(home),
+                "--smtp",
+                f"127.0.0.1:{account.smtp_port}",
+                "--imap",
+                f"127.0.0.1:{account.imap_port}",
+                "--poll-interval",
+                "0.3",
+            ],
+            self.root / "logs" / f"{user}.log",
+            [account.smtp_port, account.imap_port],
+        )
+        return account
+
+    def start_gateway(self, user: str) -> None:
+        self.services[user].start()
+
+    def stop_gateway(self, user: str) -> int:
+        return self.services[user].stop()
+
+    def stop_all(self) -> dict[str, int]:
+        return {name: service.stop() for name, service in self.services.items()}
+
+    def kill_all(self) -> None:
+        for service in self.services.values():
+            service.kill()
+
+    def log_text(self, name: str) -> str:
+        path = self.services[name].log
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def files_containing(roots: list[Path], needles: list[bytes]) -> list[tuple[Path, bytes]]:
+    """Every (file, needle) where a file under `roots` contains a needle, byte for byte."""
+    found = []
+    for root in roots:
+        if not root.exists():
+            continue
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            found += [(path, n) for n in needles if n in data]
+    return found
