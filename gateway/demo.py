@@ -67,6 +67,8 @@ def _ports(base: int | None) -> dict[str, int]:
 
 async def run_demo(directory: Path, *, port_base: int | None, run: Runner) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    # clients.json means "every listener is up": never leave one from an earlier run.
+    (directory / "clients.json").unlink(missing_ok=True)
     plan_path = directory / "demo.json"
     plan = _plan(plan_path, port_base)
     write_private(plan_path, json.dumps(plan, indent=2).encode())

@@ -1,0 +1,163 @@
+"""The `sealgate` command as an operator meets it: contracts, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.bubble_processes import free_port, sealgate, wait_for_port
+from tests.integration.test_end_to_end import fetch_all
+
+pytestmark = pytest.mark.integration
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sealgate: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def start_demo(directory: Path, *extra: str) -> subprocess.Popen[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "clients.json").unlink(missing_ok=True)  # wait for this run's file
+    with (directory.parent / "demo.log").open("a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory), *extra],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+    deadline = time.monotonic() + 60
+    while not (directory / "clients.json").exists():
+        assert proc.poll() is None, "demo exited early"
+        assert time.monotonic() < deadline, "clients.json never appeared"
+        time.sleep(0.1)
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def test_demo_contract_and_reuse(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    proc = start_demo(directory)
+    clients = json.loads((directory / "clients.json").read_text())
+    alice, bob = clients["accounts"]
+    assert (alice["address"], bob["address"]) == ("alice@demo.bubble", "bob@demo.bubble")
+    for acc in clients["accounts"]:
+        for proto in ("smtp", "imap"):
+            assert acc[proto]["host"] == "127.0.0.1" and acc[proto]["security"] == "starttls"
+            wait_for_port(acc[proto]["port"])
+    assert clients["relays"][0]["url"].startswith("http://127.0.0.1:")
+    for part in ("relay", "gateways/alice", "gateways/bob", "admin"):
+        assert (directory / part).is_dir()
+
+    ctx = ssl.create_default_context(cafile=str(directory / "gateways/alice/tls/cert.pem"))
+    with smtplib.SMTP("127.0.0.1", alice["smtp"]["port"], timeout=30) as smtp:
+        smtp.starttls(context=ctx)
+        smtp.login(alice["address"], alice["password"])
+        smtp.sendmail(alice["address"], [bob["address"]],
+                      f"From: {alice['address']}\r\nTo: {bob['address']}\r\n"
+                      "Subject: demo\r\n\r\nkept across runs\r\n")
+    assert stop(proc) == 0
+
+    proc = start_demo(directory)
+    assert json.loads((directory / "clients.json").read_text()) == clients  # same ports, passwords
+    imap = imaplib.IMAP4("127.0.0.1", bob["imap"]["port"], timeout=30)
+    imap.starttls(ssl_context=ssl.create_default_context(
+        cafile=str(directory / "gateways/bob/tls/cert.pem")))
+    imap.login(bob["address"], bob["password"])
+    deadline = time.monotonic() + 20
+    while not (bodies := fetch_all(imap)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    imap.logout()
+    assert len(bodies) == 1 and b"kept across runs" in bodies[0]
+    assert stop(proc) == 0
+
+
+def test_demo_port_base(tmp_path: Path) -> None:
+    base = free_port()  # a hint only: the demo needs base..base+4
+    proc = start_demo(tmp_path / "demo", "--port-base", str(base))
+    try:
+        clients = json.loads((tmp_path / "demo" / "clients.json").read_text())
+        ports = {clients["accounts"][0]["smtp"]["port"], clients["accounts"][0]["imap"]["port"],
+                 clients["accounts"][1]["smtp"]["port"], clients["accounts"][1]["imap"]["port"]}
+        assert clients["relays"][0]["url"] == f"http://127.0.0.1:{base}"
+        assert ports == {base + 1, base + 2, base + 3, base + 4}
+    finally:
+        assert stop(proc) == 0
+
+
+def test_operator_errors_are_one_line(tmp_path: Path) -> None:
+    admin = tmp_path / "admin"
+    sealgate("bubble", "init", "--home", admin, "--domain", "err.bubble")
+    assert_one_line_error(
+        sealgate("bubble", "init", "--home", admin, "--domain", "err.bubble", check=False),
+        "already holds a bubble",
+    )
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(
+        sealgate("account", "add", "a@err.bubble", "--gateway", tmp_path / "gw", "--bubble", admin,
+                 "--relay", dead, "--password-file", pw, check=False),
+        "cannot publish",
+    )
+    assert_one_line_error(
+        sealgate("account", "add", "a@elsewhere.example", "--gateway", tmp_path / "gw",
+                 "--bubble", admin, "--relay", dead, "--password-file", pw, check=False),
+        "not in the bubble's domain",
+    )
+    assert_one_line_error(
+        sealgate("account", "add", "a@err.bubble", "--gateway", tmp_path / "gw", "--bubble", admin,
+                 "--relay", dead, "--password-file", tmp_path / "missing", check=False),
+        "cannot read password file",
+    )
+    assert_one_line_error(
+        sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen", "127.0.0.1:0",
+                 check=False),
+        "--trust-root",
+    )
+    assert_one_line_error(
+        sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen", "nowhere",
+                 "--trust-root", admin / "root.pub", check=False),
+        "setting 'listen'",
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text("max_recipients = 0\n")
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
+        "setting 'max_recipients'",
+    )
+    config.write_text("poll_intervall = 3\n")
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
+        "unknown setting 'poll_intervall'",
+    )
+    config.write_text("this is not toml [\n")
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
+        "not valid TOML",
+    )
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "nothing-here", check=False),
+        "membership.json does not exist",
+    )
+
+
+def test_help_lists_every_command() -> None:
+    out = sealgate("--help").stdout
+    for command in ("bubble", "relay", "account", "gateway", "demo"):
+        assert command in out
+    assert "--password-file" in sealgate("account", "add", "--help").stdout
