@@ -61,8 +61,9 @@ class Service:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
+            # DEBUG: the canary scans then cover the most verbose logs there are.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", *self.args],
+                [sys.executable, "-m", "gateway.cli", "--log-level", "DEBUG", *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
