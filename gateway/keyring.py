@@ -51,8 +51,12 @@ class KeyRing:
 
     def unlock(self, address: str, password: str) -> AccountKeys:
         """The account's keys; `AuthenticationFailed` for an unknown address or wrong passphrase."""
-        normalized = normalize_address(address)
         secret = password.encode("utf-8")
+        try:
+            normalized = normalize_address(address)
+        except ValueError:
+            self._spend_like_unseal(secret)
+            raise AuthenticationFailed() from None
         verifier = self._verifier(normalized, secret)
         with self._lock:
             held = self._unlocked.get(normalized)
@@ -77,8 +81,12 @@ class KeyRing:
         return keys
 
     def get(self, address: str) -> AccountKeys | None:
+        try:
+            normalized = normalize_address(address)
+        except ValueError:
+            return None
         with self._lock:
-            held = self._unlocked.get(normalize_address(address))
+            held = self._unlocked.get(normalized)
         return None if held is None else held.keys
 
     def unlocked(self) -> dict[str, AccountKeys]:

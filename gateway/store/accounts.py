@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from bridge.directory import normalize_address as bubble_normalize_address
 from bridge.keys import AccountPublic
 from gateway.store.db import (
     AccountExists,
@@ -44,7 +45,14 @@ _ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 
 
 def normalize_address(address: str) -> str:
-    return address.strip().lower()
+    """The bubble's one address form (`bridge.directory.normalize_address`).
+
+    Raises InvalidValue for a malformed address.
+    """
+    try:
+        return bubble_normalize_address(address)
+    except ValueError as e:
+        raise InvalidValue(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,17 @@ def test_wrong_password_and_unknown_user_fail_alike_after_the_same_work(store_en
     assert ring.unlocked() == {}
 
 
+def test_malformed_login_fails_like_a_wrong_password(store_engine, argon2_calls):
+    accounts = AccountStore(store_engine)
+    add_account(accounts, ALICE, "pw-alice")
+    ring = KeyRing(accounts)
+    for login in ("no-at-sign", "a b@example.org", "", "x\x00@example.org"):
+        with pytest.raises(AuthenticationFailed):
+            ring.unlock(login, "pw-alice")
+        assert ring.get(login) is None
+    assert len(argon2_calls) == 4  # the same work as for a real account
+
+
 def test_unknown_user_fails_when_no_account_exists(store_engine):
     with pytest.raises(AuthenticationFailed):
         KeyRing(AccountStore(store_engine)).unlock(ALICE, "anything")
