@@ -56,7 +56,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise SettingsError(f"setting '{name}': expected a list of text, got {value!r}")
-    raise SettingsError(f"setting '{name}': unsupported type")  # a programming error
+    raise SettingsError(f"setting '{name}' cannot be set in a config file; use its flag")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
