@@ -50,7 +50,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if isinstance(value, str | Path):
             return Path(value)
         raise SettingsError(f"setting '{name}': expected a path, got {value!r}")
-    if typing.get_origin(kind) is tuple:
+    if typing.get_origin(kind) is tuple and typing.get_args(kind)[0] is str:
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
