@@ -2,14 +2,15 @@
 
 Every service (relay, gateway) has one frozen dataclass; this module fills it and
 turns any bad value into a one-line `SettingsError` naming the setting. It knows the
-field types int, float, bool, str, Path and tuple[str, ...]; the dataclass's own
-`__post_init__` checks ranges and raises ValueError, which is reported the same way.
+field types int, float, bool, str, Path, tuple[str, ...] and `X | None` of those; the
+dataclass's own `__post_init__` checks ranges and raises ValueError, reported the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,10 @@ class SettingsError(Exception):
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: an optional X
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(options) == 1:
+            kind = options[0]
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -75,7 +75,13 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         source=str(args.config),
     )
     roots = tuple(load_root_public(Path(p)) for p in args.trust_root)
-    return dataclasses.replace(base, trusted_roots=base.trusted_roots + roots)
+    tls = {}
+    if args.tls_cert or args.tls_key:
+        tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    try:
+        return dataclasses.replace(base, trusted_roots=base.trusted_roots + roots, **tls)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
 
 
 def cmd_relay_serve(args: argparse.Namespace) -> None:
@@ -101,6 +107,7 @@ def cmd_account_add(args: argparse.Namespace) -> None:
             admin=admin,
             relays=args.relay,
             password=password,
+            relay_ca_file=args.relay_ca,
         )
     )
     mailbox = entry.keys.mailbox_id.hex()[:16]
@@ -176,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a bubble root public key (ADMIN/root.pub) whose gateways may deposit; repeatable",
     )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="PEM certificate chain: serve HTTPS (needs --tls-key)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
     p.add_argument("--config", type=Path, help="TOML file with relay settings")
     p.set_defaults(func=cmd_relay_serve)
 
@@ -198,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         help="file whose first line is the account's password",
+    )
+    p.add_argument(
+        "--relay-ca", type=Path, metavar="FILE",
+        help="for https relays: trust only the certificates in FILE",
     )
     p.set_defaults(func=cmd_account_add)
 

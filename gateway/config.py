@@ -24,6 +24,7 @@ class GatewayConfig:
     poll_interval: float = 5.0  # how often unlocked mailboxes are fetched from relays
     directory_sync_interval: float = 60.0
     relay_timeout: float = 120.0  # a whole request, large deposits included
+    relay_ca_file: Path | None = None  # trust only these certificates for https relays
     retry_initial: float = 1.0  # first delay after a failed deposit; doubles up to retry_max
     retry_max: float = 300.0
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy

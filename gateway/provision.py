@@ -39,6 +39,7 @@ async def add_account(
     relays: Sequence[str],
     password: str,
     cost: KdfCost | None = None,
+    relay_ca_file: Path | None = None,
 ) -> DirectoryEntry:
     try:
         address = normalize_address(address)
@@ -65,7 +66,7 @@ async def add_account(
     )
     record = make_record(entry, admin.root, admin.directory_key)
     for url in urls:
-        client = RelayClient(url)
+        client = RelayClient(url, ca_file=relay_ca_file)
         try:
             await client.publish(record)
         except RelayError as e:

@@ -45,7 +45,9 @@ class Gateway:
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
-            self._clients[url] = RelayClient(url, timeout=self.config.relay_timeout)
+            self._clients[url] = RelayClient(
+                url, timeout=self.config.relay_timeout, ca_file=self.config.relay_ca_file
+            )
         return self._clients[url]
 
     async def start(self) -> None:

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.tls import ensure_certificate
+
 DOMAIN = "test.bubble"
 
 
@@ -107,6 +109,7 @@ class Account:
 class Bubble:
     root: Path
     relay_port: int = field(default_factory=free_port)
+    https: bool = False  # the relay serves HTTPS with its own certificate, which gateways pin
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -120,7 +123,11 @@ class Bubble:
 
     @property
     def relay_url(self) -> str:
-        return f"http://127.0.0.1:{self.relay_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.relay_port}"
+
+    @property
+    def relay_cert(self) -> Path:
+        return self.root / "relay-tls" / "cert.pem"
 
     @property
     def state_dirs(self) -> list[Path]:
@@ -128,18 +135,15 @@ class Bubble:
 
     def init(self) -> None:
         sealgate("bubble", "init", "--home", self.admin, "--domain", DOMAIN)
+        tls: list[str] = []
+        if self.https:
+            cert, key = ensure_certificate(self.relay_cert.parent, "relay.test")
+            tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
         self.services["relay"] = Service(
             "relay",
-            [
-                "relay",
-                "serve",
-                "--home",
-                str(self.relay_home),
-                "--listen",
-                f"127.0.0.1:{self.relay_port}",
-                "--trust-root",
-                str(self.admin / "root.pub"),
-            ],
+            ["relay", "serve", "--home", str(self.relay_home),
+             "--listen", f"127.0.0.1:{self.relay_port}",
+             "--trust-root", str(self.admin / "root.pub"), *tls],
             self.root / "logs" / "relay.log",
             [self.relay_port],
         )
@@ -147,7 +151,9 @@ class Bubble:
 
     def start_relay(self) -> None:
         self.services["relay"].start()
-        with urllib.request.urlopen(f"{self.relay_url}/v1/health", timeout=5) as r:  # noqa: S310
+        context = ssl.create_default_context(cafile=self.relay_cert) if self.https else None
+        health = f"{self.relay_url}/v1/health"
+        with urllib.request.urlopen(health, timeout=5, context=context) as r:  # noqa: S310
             assert r.status == 200
 
     def stop_relay(self) -> None:
@@ -158,36 +164,22 @@ class Bubble:
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
         os.chmod(pw_file, 0o600)
+        pin = ["--relay-ca", str(self.relay_cert)] if self.https else []
         sealgate(
-            "account",
-            "add",
-            f"{user}@{DOMAIN}",
-            "--gateway",
-            home,
-            "--bubble",
-            self.admin,
-            "--relay",
-            self.relay_url,
-            "--password-file",
-            pw_file,
+            "account", "add", f"{user}@{DOMAIN}", "--gateway", home, "--bubble", self.admin,
+            "--relay", self.relay_url, "--password-file", pw_file, *pin,
         )
         pw_file.unlink()
+        config = self.root / f"{user}.toml"
+        config.write_text(f'relay_ca_file = "{self.relay_cert}"\n' if self.https else "")
         account = Account(f"{user}@{DOMAIN}", password, home, free_port(), free_port())
         self.accounts[user] = account
         self.services[user] = Service(
             user,
-            [
-                "gateway",
-                "serve",
-                "--home",
-                str(home),
-                "--smtp",
-                f"127.0.0.1:{account.smtp_port}",
-                "--imap",
-                f"127.0.0.1:{account.imap_port}",
-                "--poll-interval",
-                "0.3",
-            ],
+            ["gateway", "serve", "--home", str(home),
+             "--smtp", f"127.0.0.1:{account.smtp_port}",
+             "--imap", f"127.0.0.1:{account.imap_port}",
+             "--poll-interval", "0.3", "--config", str(config)],
             self.root / "logs" / f"{user}.log",
             [account.smtp_port, account.imap_port],
         )

@@ -17,8 +17,10 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import aiohttp
@@ -51,6 +53,7 @@ class RelayClient:
     def __init__(
         self, url: str, *, timeout: float = 10.0,
         max_response_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        ca_file: Path | None = None,
     ) -> None:
         base = yarl.URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -65,6 +68,8 @@ class RelayClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_response = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        # https: the system's trust store, or only the certificates in ca_file (pinning).
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -174,7 +179,9 @@ class RelayClient:
     ) -> tuple[int, bytes]:
         url = self._url(target) if isinstance(target, str) else target
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl),
+            )
         try:
             async with self._session.request(
                 method, url, data=None if body is None else io.BytesIO(body), headers=headers,

@@ -29,6 +29,8 @@ class RelayConfig:
     max_clock_skew: int = 300  # seconds between a request's Sealgate-Time and ours
     max_list: int = 1000  # envelopes in one list answer (oldest first)
     max_record_bytes: int = 256 * 1024  # a directory record's JSON body
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the relay speaks HTTPS
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
@@ -40,6 +42,8 @@ class RelayConfig:
             isinstance(root, bytes) and len(root) == ROOT_KEY_LEN for root in self.trusted_roots
         ):
             raise ValueError("trusted_roots must be a tuple of 32-byte public keys")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
         _check_int("max_envelope_bytes", self.max_envelope_bytes, OUTER_HEADER_LEN, 2**31)
         _check_int("max_clock_skew", self.max_clock_skew, 1, 86400)
         _check_int("max_list", self.max_list, 1, 100_000)

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 import time
 
 from aiohttp import web
@@ -194,7 +195,9 @@ class RelayServer:
         try:
             await runner.setup()
             try:
-                await web.TCPSite(runner, self.config.host, self.config.port).start()
+                await web.TCPSite(
+                    runner, self.config.host, self.config.port, ssl_context=self._tls_context(),
+                ).start()
             except BaseException:
                 await runner.cleanup()
                 raise
@@ -203,6 +206,14 @@ class RelayServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
 
     @property
     def port(self) -> int:

@@ -245,23 +245,31 @@ def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
+_CHILD_ATTRIBUTES = frozenset({"\\haschildren", "\\hasnochildren"})
+
+
 def _tree(folders: Sequence[FolderInfo]) -> dict[str, tuple[str, ...]]:
-    """Every folder and every missing parent (\\Noselect) with its LIST attributes."""
-    names = {f.name: f.attributes for f in folders}
+    """Every folder and every missing parent (\\Noselect) with its LIST attributes.
+
+    Whether a folder has children is decided here, from the whole tree, and always comes
+    last; what storage said about it is dropped, so every backend lists alike.
+    """
+    names = {
+        f.name: tuple(a for a in f.attributes if a.lower() not in _CHILD_ATTRIBUTES)
+        for f in folders
+    }
     parents = {
         DELIMITER.join(name.split(DELIMITER)[:i])
         for name in names
         for i in range(1, name.count(DELIMITER) + 1)
     }
-    tree: dict[str, tuple[str, ...]] = {}
-    for name in sorted(names.keys() | parents, key=lambda n: (n != "INBOX", n)):
-        attributes = names.get(name, ("\\Noselect",))
-        lowered = {a.lower() for a in attributes}
-        if not lowered & {"\\haschildren", "\\hasnochildren"}:
-            has = name in parents
-            attributes = (*attributes, "\\HasChildren" if has else "\\HasNoChildren")
-        tree[name] = attributes
-    return tree
+    return {
+        name: (
+            *names.get(name, ("\\Noselect",)),
+            "\\HasChildren" if name in parents else "\\HasNoChildren",
+        )
+        for name in sorted(names.keys() | parents, key=lambda n: (n != "INBOX", n))
+    }
 
 
 # ---------------------------------------------------------------------------------------

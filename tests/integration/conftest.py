@@ -9,13 +9,17 @@ import pytest
 from tests.bubble_processes import Bubble
 
 
-def start_bubble(root: Path, users: tuple[str, ...]) -> Bubble:
-    bubble = Bubble(root)
-    bubble.init()
-    for user in users:
-        bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
-    for user in users:
-        bubble.start_gateway(user)
+def start_bubble(root: Path, users: tuple[str, ...], *, https: bool = False) -> Bubble:
+    bubble = Bubble(root, https=https)
+    try:
+        bubble.init()
+        for user in users:
+            bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
+        for user in users:
+            bubble.start_gateway(user)
+    except BaseException:
+        bubble.kill_all()
+        raise
     return bubble
 
 

@@ -11,10 +11,12 @@ import smtplib
 import sqlite3
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from tests.bubble_processes import Account, Bubble, files_containing
+from tests.integration.conftest import start_bubble
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +86,19 @@ def wait_for_messages(
     finally:
         with contextlib.suppress(OSError):
             imap.shutdown()
+
+
+def test_alice_to_bob_over_an_https_relay(tmp_path: Path) -> None:
+    """The same exchange with a relay that serves HTTPS and a certificate the parts pin."""
+    bubble = start_bubble(tmp_path, ("alice", "bob"), https=True)
+    try:
+        alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
+        canary = "https-" + secrets.token_hex(6)
+        assert submit(alice, compose(alice, bob.address, canary, "über TLS")) == {}
+        assert len(wait_for_messages(bob, token=canary)) == 1
+        assert "deposited" in bubble.log_text("alice")
+    finally:
+        bubble.kill_all()
 
 
 def test_alice_to_bob_and_nothing_in_clear_at_rest(bubble: Bubble) -> None:
