@@ -1,9 +1,12 @@
 """An in-memory mail store implementing the Protocols of `gateway.imap.backend`.
 
 A real backend, like pymap's `backend/dict`: folders with UIDVALIDITY, UIDNEXT and modseqs,
-flags, expunge, sessions that close. Thread-safe, because integration tests deliver mail
-from the test thread while the server's loop runs in another. It keeps mail in memory
-only; it is for tests and never touches a disk.
+flags, expunge, sessions that close. It keeps the SQL store's contract where the IMAP layer
+can see it (addresses normalized as `gateway.store.accounts` does; one new modseq per
+flag change, shared by the messages it changed), so the same tests run on both
+(tests/imap_backends.py). Thread-safe, because integration tests deliver mail from the
+test thread while the server's loop runs in another. It keeps mail in memory only; it
+is for tests and never touches a disk.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gateway.imap.backend import (
     MessageMeta,
     StoredMessage,
 )
+from gateway.store.accounts import normalize_address
 
 DEFAULT_FOLDERS = (
     FolderInfo("INBOX"),
@@ -63,8 +67,6 @@ class MemoryStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.accounts: dict[str, _Account] = {}
-        self.sessions: list[MemorySession] = []
-        self.fetch_calls: list[int] = []  # number of UIDs asked for, per MailSession.fetch
         self._validity = 1000
 
     def add_account(
@@ -75,12 +77,13 @@ class MemoryStore:
             for info in folders:
                 self._validity += 1
                 made[info.name] = _Folder(info, self._validity)
+            address = normalize_address(address)
             self.accounts[address] = _Account(address, password, made)
 
     def folder(self, address: str, name: str) -> _Folder:
         with self.lock:
             try:
-                return self.accounts[address].folders[name]
+                return self.accounts[normalize_address(address)].folders[name]
             except KeyError:
                 raise MailboxNotFound(name) from None
 
@@ -109,7 +112,7 @@ class MemoryStore:
 
     def remove_folder(self, address: str, name: str) -> None:
         with self.lock:
-            del self.accounts[address].folders[name]
+            del self.accounts[normalize_address(address)].folders[name]
 
 
 class MemorySession:
@@ -142,7 +145,6 @@ class MemorySession:
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         with self._store.lock:
             f = self._folder(folder)
-            self._store.fetch_calls.append(len(uids))
             return [f.messages[uid] for uid in sorted(set(uids)) if uid in f.messages]
 
     def store_flags(
@@ -150,23 +152,24 @@ class MemorySession:
     ) -> Sequence[MessageMeta]:
         with self._store.lock:
             f = self._folder(folder)
-            out = []
-            for uid in sorted(set(uids)):
-                message = f.messages.get(uid)
-                if message is None:
-                    continue
-                old = message.meta.flags
+            present = [uid for uid in sorted(set(uids)) if uid in f.messages]
+            changed: dict[int, frozenset[str]] = {}
+            for uid in present:
+                old = f.messages[uid].meta.flags
                 new = {
                     FlagMode.REPLACE: flags,
                     FlagMode.ADD: old | flags,
                     FlagMode.REMOVE: old - flags,
                 }[mode]
                 if new != old:
-                    f.highest_modseq += 1
-                    meta = replace(message.meta, flags=frozenset(new), modseq=f.highest_modseq)
-                    f.messages[uid] = StoredMessage(meta, message.body)
-                out.append(f.messages[uid].meta)
-            return out
+                    changed[uid] = frozenset(new)
+            if changed:
+                f.highest_modseq += 1  # one modseq for the whole change, as the SQL store does
+            for uid, new in changed.items():
+                message = f.messages[uid]
+                meta = replace(message.meta, flags=new, modseq=f.highest_modseq)
+                f.messages[uid] = StoredMessage(meta, message.body)
+            return [f.messages[uid].meta for uid in present]
 
     def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
         with self._store.lock:
@@ -188,20 +191,19 @@ class MemorySession:
 
 
 class MemoryAuthenticator:
-    """Implements `Authenticator` over a MemoryStore; `delay` imitates Argon2id's cost."""
+    """Implements `Authenticator` over a MemoryStore."""
 
-    def __init__(self, store: MemoryStore, delay: float = 0.0) -> None:
+    def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self.delay = delay
 
     def login(self, username: str, password: str) -> MemorySession:
-        if self.delay:
-            threading.Event().wait(self.delay)
+        try:
+            address = normalize_address(username)
+        except ValueError:
+            raise AuthenticationFailed() from None
         with self.store.lock:
-            account = self.store.accounts.get(username)
+            account = self.store.accounts.get(address)
             expected = account.password if account else "\0no account"
             if not hmac.compare_digest(expected.encode(), password.encode()) or account is None:
                 raise AuthenticationFailed()
-            session = MemorySession(self.store, username)
-            self.store.sessions.append(session)
-            return session
+            return MemorySession(self.store, account.address)

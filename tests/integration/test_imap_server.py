@@ -1,4 +1,10 @@
-"""ImapServer on 127.0.0.1:0, driven by real clients (imaplib, aioimaplib) and raw sockets."""
+"""ImapServer on 127.0.0.1:0, driven by real clients (imaplib, aioimaplib) and raw sockets.
+
+Each test that reaches storage runs on the in-memory store, the SQL store on SQLite and
+the SQL store on PostgreSQL (tests/imap_backends.py); mail "from elsewhere" arrives
+through the backend's own delivery path while the server runs. Tests of the listener
+alone (TLS, framing, limits) run once, on the memory store.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import imaplib
 import logging
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -19,10 +26,11 @@ from typing import Any, TypeVar
 import aioimaplib
 import pytest
 
+from gateway.imap.backend import Authenticator, FolderSnapshot, MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.tls import ensure_certificate, server_context
-from tests.imap_memory_backend import MemoryAuthenticator, MemorySession, MemoryStore
+from tests.imap_backends import MailBackend, ObservedSession, memory_only
 
 pytestmark = pytest.mark.integration
 
@@ -92,32 +100,32 @@ def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    store = MemoryStore()
-    store.add_account(USER, PASSWORD)
-    store.deliver(USER, "INBOX", LUNCH)
-    store.deliver(USER, "INBOX", NEWS, flags=("\\Seen",))
-    return store
+def backend(mail_backend: MailBackend) -> MailBackend:
+    """Each backend in turn: USER's account with LUNCH (unseen) and NEWS (seen) in INBOX."""
+    mail_backend.add_account(USER, PASSWORD)
+    mail_backend.deliver(USER, "INBOX", LUNCH)
+    mail_backend.deliver(USER, "INBOX", NEWS, flags=("\\Seen",))
+    return mail_backend
 
 
 def make_server(
-    store: MemoryStore, certificate: tuple[Path, Path] | None, **config: Any
+    backend: MailBackend, certificate: tuple[Path, Path] | None, **config: Any
 ) -> ServerThread:
     context = server_context(*certificate) if certificate else None
-    return ServerThread(ImapConfig(**config), MemoryAuthenticator(store), context)
+    return ServerThread(ImapConfig(**config), backend.authenticator, context)
 
 
 @pytest.fixture
-def server(store: MemoryStore, certificate: tuple[Path, Path]) -> Iterator[ServerThread]:
-    running = make_server(store, certificate)
+def server(backend: MailBackend, certificate: tuple[Path, Path]) -> Iterator[ServerThread]:
+    running = make_server(backend, certificate)
     yield running
     running.close()
 
 
 @pytest.fixture
-def plain_server(store: MemoryStore) -> Iterator[ServerThread]:
+def plain_server(backend: MailBackend) -> Iterator[ServerThread]:
     """No TLS at all (require_tls_for_login off), for raw-socket protocol tests."""
-    running = make_server(store, None, require_tls_for_login=False, bad_command_limit=5)
+    running = make_server(backend, None, require_tls_for_login=False, bad_command_limit=5)
     yield running
     running.close()
 
@@ -156,7 +164,7 @@ class Raw:
 # -- imaplib: a whole session
 
 
-def test_imaplib_session(server: ServerThread, store: MemoryStore, client_tls: ssl.SSLContext):
+def test_imaplib_session(server: ServerThread, backend: MailBackend, client_tls: ssl.SSLContext):
     with imaplib.IMAP4("127.0.0.1", server.port) as client:
         assert "STARTTLS" in client.capabilities and "LOGINDISABLED" in client.capabilities
         with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
@@ -173,7 +181,7 @@ def test_imaplib_session(server: ServerThread, store: MemoryStore, client_tls: s
 
         assert client.select("INBOX") == ("OK", [b"2"])
         assert client.response("UIDVALIDITY")[1] == [
-            str(store.folder(USER, "INBOX").uid_validity).encode()
+            str(backend.snapshot(USER, "INBOX").uid_validity).encode()
         ]
 
         typ, data = client.fetch("1:2", "(UID FLAGS INTERNALDATE RFC822.SIZE)")
@@ -215,7 +223,7 @@ def test_imaplib_session(server: ServerThread, store: MemoryStore, client_tls: s
         assert data[2] == (b" BODY[HEADER] {%d}" % (len(header) + 4), header + b"\r\n\r\n")
         typ, data = client.fetch("1", "(RFC822.HEADER)")
         assert data[0][1] == header + b"\r\n\r\n"
-        assert "\\Seen" not in store.folder(USER, "INBOX").messages[1].meta.flags
+        assert backend.flags(USER, "INBOX", 1) == frozenset()
 
         assert client.uid("SEARCH", "UNSEEN") == ("OK", [b"1"])
         typ, data = client.fetch("1", "(BODY[])")  # no PEEK: sets \Seen, reported with FLAGS
@@ -234,7 +242,7 @@ def test_imaplib_session(server: ServerThread, store: MemoryStore, client_tls: s
         assert client.fetch("1", "(UID)")[1] == [b"1 (UID 2)"]
 
         client.response("EXISTS")  # forget what SELECT said
-        store.deliver(USER, "INBOX", NEWS)
+        backend.deliver(USER, "INBOX", NEWS)
         assert client.noop()[0] == "OK"
         assert client.response("EXISTS")[1] == [b"2"]
         assert client.uid("SEARCH", "ALL") == ("OK", [b"2 3"])
@@ -244,7 +252,7 @@ def test_imaplib_session(server: ServerThread, store: MemoryStore, client_tls: s
         )
         assert client.close()[0] == "OK"
         assert client.logout()[0] == "BYE"
-    assert store.sessions[0].closed
+    assert [s.closed for s in backend.sessions] == [True]
 
 
 def test_imaplib_wrong_password_and_authenticate_plain(
@@ -261,6 +269,7 @@ def test_imaplib_wrong_password_and_authenticate_plain(
         client.logout()
 
 
+@memory_only
 def test_login_is_disabled_before_starttls(server: ServerThread):
     raw = Raw(server.port)
     assert raw.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
@@ -321,6 +330,42 @@ def test_malformed_commands_get_bad_and_the_connection_goes_on(plain_server: Ser
     raw.close()
 
 
+def test_two_clients_of_one_account_see_each_other(
+    plain_server: ServerThread, backend: MailBackend
+):
+    first, second = Raw(plain_server.port), Raw(plain_server.port)
+    for raw in (first, second):
+        raw.send(f'l LOGIN {USER} "{PASSWORD}"\r\ns SELECT INBOX\r\n'.encode())
+        assert raw.until_tagged(b"l")[-1].startswith(b"l OK")
+        assert b"* 2 EXISTS\r\n" in raw.until_tagged(b"s")
+    first.send(b"a STORE 2 +FLAGS.SILENT (\\Deleted)\r\nb EXPUNGE\r\n")
+    assert first.until_tagged(b"a") == [b"a OK STORE completed.\r\n"]
+    assert first.until_tagged(b"b") == [b"* 2 EXPUNGE\r\n", b"b OK EXPUNGE completed.\r\n"]
+    second.send(b"c STORE 1 +FLAGS ($Later)\r\n")
+    assert second.until_tagged(b"c") == [
+        b"* FLAGS ($Later \\Answered \\Deleted \\Draft \\Flagged \\Seen)\r\n",
+        b"* OK [PERMANENTFLAGS ($Later \\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]"
+        b" Flags permitted.\r\n",
+        b"* 1 FETCH (UID 1 FLAGS ($Later))\r\n",
+        b"c OK STORE completed.\r\n",
+    ]
+    assert backend.deliver(USER, "INBOX", NEWS) == 3
+    second.send(b"d NOOP\r\n")
+    assert second.until_tagged(b"d") == [
+        b"* 2 EXPUNGE\r\n",
+        b"* 2 EXISTS\r\n",
+        b"d OK NOOP completed.\r\n",
+    ]
+    first.send(b"e NOOP\r\n")
+    assert first.until_tagged(b"e")[2:] == [  # after FLAGS and PERMANENTFLAGS with $Later
+        b"* 1 FETCH (UID 1 FLAGS ($Later))\r\n",
+        b"* 2 EXISTS\r\n",
+        b"e OK NOOP completed.\r\n",
+    ]
+    for raw in (first, second):
+        raw.close()
+
+
 def test_oversize_literals(plain_server: ServerThread):
     raw = Raw(plain_server.port)
     raw.send(b"a LOGIN {999999}\r\n")
@@ -338,6 +383,7 @@ def test_oversize_literals(plain_server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_line_too_long_closes(plain_server: ServerThread):
     raw = Raw(plain_server.port)
     raw.send(b"a NOOP " + b"x" * 70_000)
@@ -347,6 +393,7 @@ def test_line_too_long_closes(plain_server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_too_many_bad_commands_say_bye(plain_server: ServerThread):
     raw = Raw(plain_server.port)
     raw.send(b"x\r\n" * 5)
@@ -357,6 +404,7 @@ def test_too_many_bad_commands_say_bye(plain_server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_starttls_with_pipelined_plaintext_hangs_up(server: ServerThread):
     raw = Raw(server.port)
     raw.send(b"a STARTTLS\r\nb LOGIN injected by a man in the middle\r\n")
@@ -368,9 +416,23 @@ def test_starttls_with_pipelined_plaintext_hangs_up(server: ServerThread):
 # -- the server side of things
 
 
-def test_login_runs_off_the_event_loop(store: MemoryStore, certificate: tuple[Path, Path]):
+class _SlowAuthenticator:
+    """Logs in as `inner` does, `delay` seconds later (Argon2id at a production cost)."""
+
+    def __init__(self, inner: Authenticator, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    def login(self, username: str, password: str) -> MailSession:
+        time.sleep(self.delay)
+        return self.inner.login(username, password)
+
+
+def test_login_runs_off_the_event_loop(backend: MailBackend):
     running = ServerThread(
-        ImapConfig(require_tls_for_login=False), MemoryAuthenticator(store, delay=1.0), None
+        ImapConfig(require_tls_for_login=False),
+        _SlowAuthenticator(backend.authenticator, delay=0.6),
+        None,
     )
     try:
         slow = Raw(running.port)
@@ -380,7 +442,8 @@ def test_login_runs_off_the_event_loop(store: MemoryStore, certificate: tuple[Pa
         started = time.monotonic()
         fast.send(b"b NOOP\r\n")
         assert fast.line() == b"b OK NOOP completed.\r\n"
-        assert time.monotonic() - started < 0.5  # not stuck behind the 1 s login
+        assert time.monotonic() - started < 0.3  # not stuck behind the 0.6 s login
+        assert select.select([slow.sock], [], [], 0)[0] == []  # which is still running
         assert slow.line().startswith(b"a OK [CAPABILITY")
         slow.close()
         fast.close()
@@ -388,8 +451,9 @@ def test_login_runs_off_the_event_loop(store: MemoryStore, certificate: tuple[Pa
         running.close()
 
 
-def test_idle_timeout_says_bye(store: MemoryStore):
-    running = make_server(store, None, require_tls_for_login=False, idle_timeout=0.3)
+@memory_only
+def test_idle_timeout_says_bye(backend: MailBackend):
+    running = make_server(backend, None, require_tls_for_login=False, idle_timeout=0.3)
     try:
         raw = Raw(running.port)
         raw.send(b"a NOOP\r\n")
@@ -401,8 +465,8 @@ def test_idle_timeout_says_bye(store: MemoryStore):
         running.close()
 
 
-def test_stop_says_bye_to_every_connection(store: MemoryStore):
-    running = make_server(store, None, require_tls_for_login=False)
+def test_stop_says_bye_to_every_connection(backend: MailBackend):
+    running = make_server(backend, None, require_tls_for_login=False)
     clients = [Raw(running.port) for _ in range(3)]
     clients[0].send(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
     assert clients[0].line().startswith(b"a OK")
@@ -411,11 +475,12 @@ def test_stop_says_bye_to_every_connection(store: MemoryStore):
         assert raw.line() == b"* BYE Server shutting down.\r\n"
         assert raw.closed()
         raw.close()
-    assert all(s.closed for s in store.sessions)
+    assert [s.closed for s in backend.sessions] == [True]
 
 
-def test_connection_limit(store: MemoryStore):
-    running = make_server(store, None, require_tls_for_login=False, max_connections=2)
+@memory_only
+def test_connection_limit(backend: MailBackend):
+    running = make_server(backend, None, require_tls_for_login=False, max_connections=2)
     try:
         first, second = Raw(running.port), Raw(running.port)
         third = Raw(running.port)
@@ -427,23 +492,28 @@ def test_connection_limit(store: MemoryStore):
         running.close()
 
 
-class _BrokenSession(MemorySession):
-    def snapshot(self, folder: str) -> Any:
+class _BrokenSession(ObservedSession):
+    """A real session whose snapshot fails with an error that quotes mail."""
+
+    def snapshot(self, folder: str) -> FolderSnapshot:
         raise RuntimeError("Subject: secret plans for alice@example.org")
 
 
-class _BrokenAuthenticator(MemoryAuthenticator):
-    def login(self, username: str, password: str) -> MemorySession:
-        super().login(username, password)
-        return _BrokenSession(self.store, username)
+class _BrokenAuthenticator:
+    def __init__(self, inner: Authenticator) -> None:
+        self.inner = inner
+        self.sessions: list[_BrokenSession] = []
+
+    def login(self, username: str, password: str) -> MailSession:
+        self.sessions.append(_BrokenSession(self.inner.login(username, password), []))
+        return self.sessions[-1]
 
 
 def test_unexpected_errors_say_bye_and_log_no_content(
-    store: MemoryStore, caplog: pytest.LogCaptureFixture
+    backend: MailBackend, caplog: pytest.LogCaptureFixture
 ):
-    running = ServerThread(
-        ImapConfig(require_tls_for_login=False), _BrokenAuthenticator(store), None
-    )
+    broken = _BrokenAuthenticator(backend.authenticator)
+    running = ServerThread(ImapConfig(require_tls_for_login=False), broken, None)
     try:
         with caplog.at_level(logging.DEBUG, logger="gateway.imap"):
             raw = Raw(running.port)
@@ -458,6 +528,7 @@ def test_unexpected_errors_say_bye_and_log_no_content(
             raw.close()
     finally:
         running.close()
+    assert [s.closed for s in broken.sessions] == [True]
     text = caplog.text
     assert "RuntimeError" in text
     assert "secret" not in text and "example.org" not in text and PASSWORD not in text
@@ -467,7 +538,7 @@ def test_unexpected_errors_say_bye_and_log_no_content(
 
 
 def test_mbsync_pulls_mail_and_pushes_flags(
-    server: ServerThread, store: MemoryStore, certificate: tuple[Path, Path], tmp_path: Path
+    server: ServerThread, backend: MailBackend, certificate: tuple[Path, Path], tmp_path: Path
 ):
     mbsync = shutil.which("mbsync")
     if mbsync is None:
@@ -510,4 +581,4 @@ def test_mbsync_pulls_mail_and_pushes_flags(
     flagged = lunch.parent.parent / "cur" / (lunch.name.split(":2,")[0] + ":2,FS")
     lunch.rename(flagged)
     sync()
-    assert store.folder(USER, "INBOX").messages[1].meta.flags == {"\\Seen", "\\Flagged"}
+    assert backend.flags(USER, "INBOX", 1) == {"\\Seen", "\\Flagged"}

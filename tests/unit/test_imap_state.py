@@ -1,19 +1,25 @@
-"""ImapState against the in-memory backend: command bytes in, response bytes out."""
+"""ImapState on every storage backend: command bytes in, response bytes out.
+
+Each test that reaches storage runs on the in-memory store, the SQL store on SQLite and
+the SQL store on PostgreSQL (tests/imap_backends.py); tests that never reach storage
+run once, on the memory store.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from gateway.imap import wire
-from gateway.imap.backend import AuthenticationFailed, FlagMode, FolderInfo
+from gateway.imap.backend import AuthenticationFailed, FlagMode
 from gateway.imap.config import ImapConfig
 from gateway.imap.state import ImapState, LoginFailure, LoginRequest, Reply, StartTlsRequest, State
-from tests.imap_memory_backend import MemoryAuthenticator, MemoryStore
+from tests.imap_backends import BACKEND_PARAMS, MailBackend, make_backend, memory_only
 
 USER = "alice@example.org"
 PASSWORD = "correct horse"
@@ -51,17 +57,40 @@ def mixed(subject: str = "Report", text: bytes = b"See the attachment.") -> byte
     )
 
 
-class Harness:
-    """One connection's state, fed command lines; answers as bytes."""
+@pytest.fixture
+def backend(mail_backend: MailBackend) -> MailBackend:
+    """Each backend in turn, holding USER's account with its standard folders and no mail."""
+    mail_backend.add_account(USER, PASSWORD)
+    return mail_backend
 
-    def __init__(self, *, config: ImapConfig | None = None, tls: bool = True) -> None:
-        self.store = MemoryStore()
-        self.store.add_account(USER, PASSWORD)
-        self.auth = MemoryAuthenticator(self.store)
+
+class Harness:
+    """One connection's state over a backend, fed command lines; answers as bytes."""
+
+    def __init__(
+        self, backend: MailBackend, *, config: ImapConfig | None = None, tls: bool = True
+    ) -> None:
+        self.backend = backend
+        self.auth = backend.authenticator
         self.state = ImapState(config or ImapConfig(), tls_available=True, tls_active=tls)
 
-    def deliver(self, body: bytes = PLAIN, flags: tuple[str, ...] = (), **kw: object) -> int:
-        return self.store.deliver(USER, "INBOX", body, flags, **kw)  # type: ignore[arg-type]
+    def deliver(
+        self,
+        body: bytes = PLAIN,
+        flags: tuple[str, ...] = (),
+        internal_date: datetime | None = None,
+    ) -> int:
+        return self.backend.deliver(USER, "INBOX", body, flags, internal_date)
+
+    def flags(self, uid: int) -> frozenset[str]:
+        """What storage holds now for this INBOX message."""
+        return self.backend.flags(USER, "INBOX", uid)
+
+    def uids(self) -> list[int]:
+        return self.backend.uids(USER, "INBOX")
+
+    def uid_validity(self) -> int:
+        return self.backend.snapshot(USER, "INBOX").uid_validity
 
     def carry_out(self, reply: Reply) -> bytes:
         out = b"".join(wire.serialize(r) for r in reply.responses)
@@ -95,8 +124,9 @@ def lines(data: bytes) -> list[bytes]:
 # -- capabilities, STARTTLS, login
 
 
-def test_capabilities_before_tls_disable_login():
-    h = Harness(tls=False)
+@memory_only
+def test_capabilities_before_tls_disable_login(backend: MailBackend):
+    h = Harness(backend, tls=False)
     caps = h(b"c CAPABILITY")
     assert b"STARTTLS" in caps and b"LOGINDISABLED" in caps and b"AUTH=PLAIN" not in caps
     assert b"IMAP4rev1" in caps and b"LITERAL+" in caps and b"SASL-IR" in caps
@@ -107,8 +137,9 @@ def test_capabilities_before_tls_disable_login():
     assert h(f"p AUTHENTICATE PLAIN {ir}".encode()).startswith(b"p NO [PRIVACYREQUIRED]")
 
 
-def test_starttls_asks_the_server_then_capabilities_change():
-    h = Harness(tls=False)
+@memory_only
+def test_starttls_asks_the_server_then_capabilities_change(backend: MailBackend):
+    h = Harness(backend, tls=False)
     reply = h.state.handle(wire.parse_command(b"t STARTTLS\r\n"))
     assert isinstance(reply.action, StartTlsRequest)
     assert [wire.serialize(r) for r in reply.responses] == [b"t OK Begin TLS negotiation now.\r\n"]
@@ -118,30 +149,37 @@ def test_starttls_asks_the_server_then_capabilities_change():
     assert h(b"t2 STARTTLS") == b"t2 BAD TLS is already active.\r\n"
 
 
-def test_login_without_tls_when_not_required():
-    h = Harness(config=ImapConfig(require_tls_for_login=False), tls=False)
+def test_login_without_tls_when_not_required(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(require_tls_for_login=False), tls=False)
     assert b"AUTH=PLAIN" in h(b"c CAPABILITY")
     h.login()
     assert h.state.state is State.AUTHENTICATED
 
 
-def test_login_ok_reports_capabilities_and_hides_auth():
-    h = Harness()
+def test_login_ok_reports_capabilities_and_hides_auth(backend: MailBackend):
+    h = Harness(backend)
     out = h(f'a LOGIN {USER} "{PASSWORD}"'.encode())
     assert out.startswith(b"a OK [CAPABILITY IMAP4rev1 ") and out.endswith(b"] Logged in.\r\n")
     assert b"AUTH=PLAIN" not in out
     assert h(b"b LOGIN x y") == b"b BAD Already logged in.\r\n"
 
 
-def test_wrong_password_and_unknown_user_look_alike():
-    h = Harness()
+def test_wrong_password_and_unknown_user_look_alike(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(max_login_failures=4))
     expected = b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
     assert h(f"a LOGIN {USER} wrong".encode()) == expected
     assert h(b"a LOGIN nobody@example.org wrong") == expected
+    assert h(b"a LOGIN not-an-address wrong") == expected
 
 
-def test_too_many_login_failures_say_bye():
-    h = Harness(config=ImapConfig(max_login_failures=2))
+def test_login_name_is_the_normalized_address(backend: MailBackend):
+    h = Harness(backend)
+    assert h(f'a LOGIN " Alice@Example.ORG " "{PASSWORD}"'.encode()).startswith(b"a OK ")
+    assert [s.address for s in backend.sessions] == [USER]
+
+
+def test_too_many_login_failures_say_bye(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(max_login_failures=2))
     h(b"a LOGIN x y")
     out = h(b"b LOGIN x y")
     assert lines(out) == [
@@ -151,30 +189,32 @@ def test_too_many_login_failures_say_bye():
     assert h.state.state is State.LOGOUT
 
 
-def test_login_unavailable_is_not_a_credential_failure():
-    h = Harness(config=ImapConfig(max_login_failures=1))
+@memory_only
+def test_login_unavailable_is_not_a_credential_failure(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(max_login_failures=1))
     request = LoginRequest("a", "u", "p")
     out = h.carry_out(h.state.finish_login(request, LoginFailure.UNAVAILABLE))
     assert out == b"a NO [UNAVAILABLE] Login is unavailable; try again later.\r\n"
     assert h.state.state is State.NOT_AUTHENTICATED
 
 
-def test_authenticate_plain_with_initial_response():
-    h = Harness()
+def test_authenticate_plain_with_initial_response(backend: MailBackend):
+    h = Harness(backend)
     ir = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
     assert h(f"a AUTHENTICATE PLAIN {ir}".encode()).startswith(b"a OK [CAPABILITY")
     assert h.state.state is State.AUTHENTICATED
 
 
-def test_authenticate_plain_continuation_form():
-    h = Harness()
+def test_authenticate_plain_continuation_form(backend: MailBackend):
+    h = Harness(backend)
     assert h(b"a AUTHENTICATE plain") == b"+ \r\n"
     response = base64.b64encode(f"{USER}\0{USER}\0{PASSWORD}".encode())
     assert h.carry_out(h.state.handle_continuation(response)).startswith(b"a OK ")
 
 
-def test_authenticate_cancel_and_garbage():
-    h = Harness()
+@memory_only
+def test_authenticate_cancel_and_garbage(backend: MailBackend):
+    h = Harness(backend)
     h(b"a AUTHENTICATE PLAIN")
     assert h.carry_out(h.state.handle_continuation(b"*")) == b"a BAD Authentication cancelled.\r\n"
     h(b"b AUTHENTICATE PLAIN")
@@ -192,8 +232,8 @@ def test_authenticate_cancel_and_garbage():
 # -- the state table and bad commands
 
 
-def test_commands_in_the_wrong_state_are_bad():
-    h = Harness()
+def test_commands_in_the_wrong_state_are_bad(backend: MailBackend):
+    h = Harness(backend)
     assert h(b"a SELECT INBOX") == b"a BAD Log in first.\r\n"
     h.login()
     assert h(b"b FETCH 1 FLAGS") == b"b BAD No mailbox selected.\r\n"
@@ -201,8 +241,9 @@ def test_commands_in_the_wrong_state_are_bad():
     assert h(b"c ENABLE CONDSTORE") == b"c BAD Command not allowed in the selected state.\r\n"
 
 
-def test_bad_command_limit_says_bye():
-    h = Harness(config=ImapConfig(bad_command_limit=3))
+@memory_only
+def test_bad_command_limit_says_bye(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(bad_command_limit=3))
     h(b"a FOO")
     assert h(b"b NOOP") == b"b OK NOOP completed.\r\n"  # a good command resets the count
     h(b"c FOO")
@@ -211,8 +252,9 @@ def test_bad_command_limit_says_bye():
     assert h.state.state is State.LOGOUT
 
 
-def test_fatal_protocol_error_says_bye():
-    h = Harness()
+@memory_only
+def test_fatal_protocol_error_says_bye(backend: MailBackend):
+    h = Harness(backend)
     error = wire.RemoteProtocolError(
         wire.Tagged("a", wire.Status.BAD, "Command line too long", wire.Code("TOOBIG")), fatal=True
     )
@@ -220,16 +262,16 @@ def test_fatal_protocol_error_says_bye():
     assert lines(out) == [b"a BAD [TOOBIG] Command line too long", b"* BYE Protocol error."]
 
 
-def test_logout_closes_the_session():
-    h = Harness()
+def test_logout_closes_the_session(backend: MailBackend):
+    h = Harness(backend)
     h.login()
     assert lines(h(b"z LOGOUT")) == [b"* BYE Logging out.", b"z OK LOGOUT completed."]
     assert h.state.state is State.LOGOUT
-    assert h.store.sessions[0].closed
+    assert [s.closed for s in backend.sessions] == [True]
 
 
-def test_id_enable_namespace():
-    h = Harness()
+def test_id_enable_namespace(backend: MailBackend):
+    h = Harness(backend)
     assert lines(h(b'i ID ("name" "imaplib")')) == [
         b'* ID ("name" "Sealgate")',
         b"i OK ID completed.",
@@ -242,18 +284,10 @@ def test_id_enable_namespace():
 # -- LIST, STATUS, SELECT
 
 
-def test_list_patterns():
-    h = Harness()
-    h.store.add_account(
-        "b@x.org",
-        "pw",
-        [
-            FolderInfo("INBOX"),
-            FolderInfo("Archive/2023"),
-            FolderInfo("Archive/2024/Q1"),
-            FolderInfo("Ünïcode"),
-        ],
-    )
+def test_list_patterns(backend: MailBackend):
+    h = Harness(backend)
+    extra = ["Archive/2023", "Archive/2024/Q1", "Sent/2023", "Ünïcode"]
+    backend.add_account("b@x.org", "pw", extra)
     h(b"a LOGIN b@x.org pw")
     everything = h(b'l LIST "" "*"')
     assert lines(everything) == [
@@ -262,6 +296,10 @@ def test_list_patterns():
         b'* LIST (\\HasNoChildren) "/" "Archive/2023"',
         b'* LIST (\\Noselect \\HasChildren) "/" "Archive/2024"',
         b'* LIST (\\HasNoChildren) "/" "Archive/2024/Q1"',
+        b'* LIST (\\Drafts \\HasNoChildren) "/" "Drafts"',
+        b'* LIST (\\Sent \\HasChildren) "/" "Sent"',
+        b'* LIST (\\HasNoChildren) "/" "Sent/2023"',
+        b'* LIST (\\Trash \\HasNoChildren) "/" "Trash"',
         b'* LIST (\\HasNoChildren) "/" "&ANw-n&AO8-code"',
         b"l OK LIST completed.",
     ]
@@ -269,6 +307,9 @@ def test_list_patterns():
     assert [x.rsplit(b" ", 1)[1] for x in top[:-1]] == [
         b'"INBOX"',
         b'"Archive"',
+        b'"Drafts"',
+        b'"Sent"',
+        b'"Trash"',
         b'"&ANw-n&AO8-code"',
     ]
     assert lines(h(b'l LIST "Archive/" "%"'))[:-1] == [
@@ -283,19 +324,19 @@ def test_list_patterns():
     assert h(b'l LSUB "" "*"').replace(b"LSUB", b"LIST") == everything
 
 
-def test_list_shows_special_use():
-    h = Harness()
+def test_list_shows_special_use(backend: MailBackend):
+    h = Harness(backend)
     h.login()
     assert b'* LIST (\\Sent \\HasNoChildren) "/" "Sent"' in h(b'l LIST "" "*"')
 
 
-def test_status():
-    h = Harness()
+def test_status(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(flags=("\\Seen",))
     h.deliver()
     h.login()
     out = h(b"s STATUS inbox (MESSAGES UNSEEN UIDNEXT UIDVALIDITY RECENT HIGHESTMODSEQ)")
-    validity = h.store.folder(USER, "INBOX").uid_validity
+    validity = h.uid_validity()
     assert lines(out) == [
         f'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1 UIDNEXT 3 UIDVALIDITY {validity} RECENT 0 '
         f"HIGHESTMODSEQ 3)".encode(),
@@ -305,12 +346,12 @@ def test_status():
     assert h(b"s STATUS Nope (MESSAGES)") == b"s NO [NONEXISTENT] No such mailbox.\r\n"
 
 
-def test_select_and_examine():
-    h = Harness()
+def test_select_and_examine(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(flags=("\\Seen", "$Important"))
     h.deliver()
     out = h.select()
-    validity = h.store.folder(USER, "INBOX").uid_validity
+    validity = h.uid_validity()
     assert lines(out) == [
         b"* FLAGS ($Important \\Answered \\Deleted \\Draft \\Flagged \\Seen)",
         b"* OK [PERMANENTFLAGS ($Important \\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]"
@@ -329,15 +370,15 @@ def test_select_and_examine():
     assert out[-1] == b"e OK [READ-ONLY] EXAMINE completed."
 
 
-def test_select_missing_mailbox_leaves_selected_state():
-    h = Harness()
+def test_select_missing_mailbox_leaves_selected_state(backend: MailBackend):
+    h = Harness(backend)
     h.select()
     assert h(b"s SELECT Nope") == b"s NO [NONEXISTENT] No such mailbox.\r\n"
     assert h.state.state is State.AUTHENTICATED
 
 
-def test_folder_management_is_refused_politely():
-    h = Harness()
+def test_folder_management_is_refused_politely(backend: MailBackend):
+    h = Harness(backend)
     h.login()
     assert h(b"c CREATE INBOX").startswith(b"c NO [ALREADYEXISTS]")
     assert h(b"c CREATE New").startswith(b"c NO [CANNOT]")
@@ -351,22 +392,24 @@ def test_folder_management_is_refused_politely():
 # -- FETCH
 
 
-def test_fetch_simple_items():
-    h = Harness()
+def test_fetch_simple_items(backend: MailBackend):
+    h = Harness(backend)
     when = datetime(2024, 1, 2, 11, 0, 5, tzinfo=timezone(timedelta(hours=2)))
     h.deliver(flags=("\\Flagged",), internal_date=when)
     h.select()
     out = h(b"f FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+    # one instant; the SQL store keeps it in UTC (see keeps_date_zone, tests/imap_backends.py)
+    date = b"11:00:05 +0200" if backend.keeps_date_zone else b"09:00:05 +0000"
     assert lines(out) == [
-        b'* 1 FETCH (UID 1 FLAGS (\\Flagged) INTERNALDATE " 2-Jan-2024 11:00:05 +0200" '
-        b"RFC822.SIZE %d)" % len(PLAIN),
+        b'* 1 FETCH (UID 1 FLAGS (\\Flagged) INTERNALDATE " 2-Jan-2024 %s" RFC822.SIZE %d)'
+        % (date, len(PLAIN)),
         b"f OK FETCH completed.",
     ]
-    assert h.store.fetch_calls == []  # metadata only: nothing was decrypted
+    assert h.backend.fetch_calls == []  # metadata only: nothing was decrypted
 
 
-def test_fetch_macros():
-    h = Harness()
+def test_fetch_macros(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
     fast = h(b"f FETCH 1 FAST")
@@ -376,8 +419,8 @@ def test_fetch_macros():
     assert b'BODY ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 24 1))' in full
 
 
-def test_fetch_envelope():
-    h = Harness()
+def test_fetch_envelope(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
     out = h(b"f FETCH 1 ENVELOPE")
@@ -389,8 +432,8 @@ def test_fetch_envelope():
     )
 
 
-def test_fetch_body_sets_seen_and_reports_flags():
-    h = Harness()
+def test_fetch_body_sets_seen_and_reports_flags(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
     out = h(b"f FETCH 1 BODY[]")
@@ -398,24 +441,24 @@ def test_fetch_body_sets_seen_and_reports_flags():
         b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN + b" FLAGS (\\Seen))\r\n"
         b"f OK FETCH completed.\r\n"
     )
-    assert "\\Seen" in h.store.folder(USER, "INBOX").messages[1].meta.flags
+    assert h.flags(1) == {"\\Seen"}
     # already seen: no FLAGS this time
     assert b"FLAGS" not in h(b"f FETCH 1 RFC822")
 
 
-def test_peek_and_examine_do_not_set_seen():
-    h = Harness()
+def test_peek_and_examine_do_not_set_seen(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
     h(b"f FETCH 1 (BODY.PEEK[] RFC822.HEADER)")
     h(b"e EXAMINE INBOX")
     out = h(b"f FETCH 1 (BODY[TEXT] RFC822.TEXT)")
     assert b"FLAGS" not in out
-    assert h.store.folder(USER, "INBOX").messages[1].meta.flags == frozenset()
+    assert h.flags(1) == frozenset()
 
 
-def test_fetch_sections_and_partials():
-    h = Harness()
+def test_fetch_sections_and_partials(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(mixed())
     h.select()
 
@@ -445,8 +488,8 @@ def test_fetch_sections_and_partials():
     assert one(b"RFC822.HEADER") == header.replace(b"BODY[HEADER]", b"RFC822.HEADER")
 
 
-def test_fetch_bodystructure():
-    h = Harness()
+def test_fetch_bodystructure(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(mixed())
     h.select()
     out = lines(h(b"f FETCH 1 BODYSTRUCTURE"))[0]
@@ -457,8 +500,8 @@ def test_fetch_bodystructure():
     )
 
 
-def test_uid_fetch_always_returns_uid_and_skips_missing():
-    h = Harness()
+def test_uid_fetch_always_returns_uid_and_skips_missing(backend: MailBackend):
+    h = Harness(backend)
     for _ in range(3):
         h.deliver()
     h.select()
@@ -471,42 +514,53 @@ def test_uid_fetch_always_returns_uid_and_skips_missing():
     assert lines(h(b"f UID FETCH 7:* UID")) == [b"* 3 FETCH (UID 3)", b"f OK FETCH completed."]
 
 
-def test_fetch_bad_sequence_numbers():
-    h = Harness()
+def test_fetch_bad_sequence_numbers(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
     assert h(b"f FETCH 2 FLAGS") == b"f BAD No such message sequence number\r\n"
-    h2 = Harness()
-    h2.select()
-    assert h2(b"f FETCH 1:* FLAGS") == b"f BAD No such message sequence number\r\n"
-    assert h2(b"f UID FETCH 1:* FLAGS") == b"f OK FETCH completed.\r\n"
+    h(b"s SELECT Drafts")  # empty
+    assert h(b"f FETCH 1:* FLAGS") == b"f BAD No such message sequence number\r\n"
+    assert h(b"f UID FETCH 1:* FLAGS") == b"f OK FETCH completed.\r\n"
 
 
-def test_fetch_decrypts_in_batches():
-    h = Harness(config=ImapConfig(fetch_batch=2))
+def test_fetch_decrypts_in_batches(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(fetch_batch=2))
     for _ in range(5):
         h.deliver()
     h.select()
     out = h(b"f FETCH 1:* BODY.PEEK[]")
     assert out.count(b" FETCH (BODY[] {") == 5
-    assert h.store.fetch_calls == [2, 2, 1]
+    assert h.backend.fetch_calls == [2, 2, 1]
 
 
 # -- SEARCH
 
 
-def search_harness() -> Harness:
-    h = Harness()
-    day = datetime(2024, 3, 10, 23, 30, tzinfo=UTC)
-    h.deliver(PLAIN, ("\\Seen",), internal_date=day)  # 1
-    h.deliver(mixed("Quarterly report"), ("\\Flagged",), internal_date=day + timedelta(days=1))
-    h.deliver(
-        mixed("Notes", b"caf\xc3\xa9 au lait"),
-        ("\\Deleted", "$Work"),
-        internal_date=day + timedelta(days=2),
-    )  # 3
+def search_harness(backend: MailBackend, *, seed: bool = True) -> Harness:
+    h = Harness(backend)
+    if seed:
+        day = datetime(2024, 3, 10, 23, 30, tzinfo=UTC)
+        h.deliver(PLAIN, ("\\Seen",), internal_date=day)  # 1
+        h.deliver(mixed("Quarterly report"), ("\\Flagged",), internal_date=day + timedelta(days=1))
+        h.deliver(
+            mixed("Notes", b"caf\xc3\xa9 au lait"),
+            ("\\Deleted", "$Work"),
+            internal_date=day + timedelta(days=2),
+        )  # 3
     h.select()
     return h
+
+
+@pytest.fixture(scope="module", params=BACKEND_PARAMS)
+def search_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MailBackend]:
+    """Each backend once for the module, seeded by `search_harness`, for tests that only read."""
+    with make_backend(request.param, tmp_path_factory.mktemp("search")) as backend:
+        backend.add_account(USER, PASSWORD)
+        search_harness(backend)
+        yield backend
 
 
 @pytest.mark.parametrize(
@@ -549,8 +603,8 @@ def search_harness() -> Harness:
         (b"CHARSET UTF-8 BODY {5}\r\ncaf\xc3\xa9", b"3"),
     ],
 )
-def test_search(criteria: bytes, expected: bytes):
-    h = search_harness()
+def test_search(search_backend: MailBackend, criteria: bytes, expected: bytes):
+    h = search_harness(search_backend, seed=False)
     out = h(b"s SEARCH " + criteria)
     assert lines(out) == [
         b"* SEARCH" + (b" " + expected if expected else b""),
@@ -558,29 +612,29 @@ def test_search(criteria: bytes, expected: bytes):
     ]
 
 
-def test_uid_search_answers_uids():
-    h = search_harness()
+def test_uid_search_answers_uids(backend: MailBackend):
+    h = search_harness(backend)
     h(b"s STORE 1 +FLAGS (\\Deleted)")
     h(b"x EXPUNGE")
     assert lines(h(b"s UID SEARCH UNSEEN"))[0] == b"* SEARCH 2"
     assert lines(h(b"s SEARCH UNSEEN"))[0] == b"* SEARCH 1"
 
 
-def test_search_charset_and_metadata_only():
-    h = search_harness()
+def test_search_charset_and_metadata_only(backend: MailBackend):
+    h = search_harness(backend)
     assert h(b"s SEARCH CHARSET KOI8-R ALL") == (
         b"s NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset.\r\n"
     )
-    h.store.fetch_calls.clear()
+    h.backend.fetch_calls.clear()
     h(b"s SEARCH UNSEEN LARGER 1 UID 1:*")
-    assert h.store.fetch_calls == []  # flags and sizes need no decryption
+    assert h.backend.fetch_calls == []  # flags and sizes need no decryption
 
 
 # -- STORE
 
 
-def test_store_variants():
-    h = Harness()
+def test_store_variants(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.deliver()
     h.select()
@@ -597,12 +651,31 @@ def test_store_variants():
         b"s OK STORE completed.",
     ]
     assert h(b"s UID STORE 1 FLAGS.SILENT (\\Answered)") == b"s OK STORE completed.\r\n"
-    assert h.store.folder(USER, "INBOX").messages[1].meta.flags == {"\\Answered"}
+    assert h.flags(1) == {"\\Answered"}
     assert h(b"s STORE 1 +FLAGS \\Recent").startswith(b"s BAD Unknown or read-only system flag")
 
 
-def test_store_in_examined_mailbox_is_refused():
-    h = Harness()
+def test_modseq_moves_once_per_change(backend: MailBackend):
+    h = Harness(backend)
+    for _ in range(3):
+        h.deliver()
+    h.select()
+
+    def highest() -> bytes:
+        return lines(h(b"t STATUS INBOX (HIGHESTMODSEQ)"))[0]
+
+    assert highest() == b'* STATUS "INBOX" (HIGHESTMODSEQ 4)'
+    h(b"s STORE 1:3 +FLAGS.SILENT (\\Seen \\Deleted)")
+    assert highest() == b'* STATUS "INBOX" (HIGHESTMODSEQ 5)'  # three messages, one change
+    h(b"s STORE 1:3 +FLAGS.SILENT (\\Seen)")
+    assert highest() == b'* STATUS "INBOX" (HIGHESTMODSEQ 5)'  # nothing changed
+    h(b"x EXPUNGE")
+    assert highest() == b'* STATUS "INBOX" (HIGHESTMODSEQ 6)'
+    assert h.backend.snapshot(USER, "INBOX").uid_next == 4
+
+
+def test_store_in_examined_mailbox_is_refused(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.login()
     h(b"e EXAMINE INBOX")
@@ -613,8 +686,8 @@ def test_store_in_examined_mailbox_is_refused():
 # -- EXPUNGE and message numbers
 
 
-def test_expunge_keeps_message_numbers_right():
-    h = Harness()
+def test_expunge_keeps_message_numbers_right(backend: MailBackend):
+    h = Harness(backend)
     for _ in range(5):
         h.deliver()
     h.select()
@@ -629,8 +702,8 @@ def test_expunge_keeps_message_numbers_right():
     assert h(b"f FETCH 4 UID") == b"f BAD No such message sequence number\r\n"
 
 
-def test_uid_expunge_only_touches_named_uids():
-    h = Harness()
+def test_uid_expunge_only_touches_named_uids(backend: MailBackend):
+    h = Harness(backend)
     for _ in range(3):
         h.deliver(flags=("\\Deleted",))
     h.select()
@@ -639,20 +712,20 @@ def test_uid_expunge_only_touches_named_uids():
         b"* 1 EXPUNGE",
         b"x OK EXPUNGE completed.",
     ]
-    assert sorted(h.store.folder(USER, "INBOX").messages) == [2]
+    assert h.uids() == [2]
     assert b"UIDPLUS" in h(b"c CAPABILITY")
 
 
-def test_close_expunges_silently_unselect_does_not():
-    h = Harness()
+def test_close_expunges_silently_unselect_does_not(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(flags=("\\Deleted",))
     h.select()
     assert h(b"u UNSELECT") == b"u OK UNSELECT completed.\r\n"
     assert h.state.state is State.AUTHENTICATED
-    assert len(h.store.folder(USER, "INBOX").messages) == 1
+    assert h.uids() == [1]
     h(b"s SELECT INBOX")
     assert h(b"c CLOSE") == b"c OK CLOSE completed.\r\n"
-    assert len(h.store.folder(USER, "INBOX").messages) == 0
+    assert h.uids() == []
     h(b"e EXAMINE INBOX")
     assert h(b"c CLOSE") == b"c OK CLOSE completed.\r\n"
 
@@ -660,12 +733,12 @@ def test_close_expunges_silently_unselect_does_not():
 # -- what other sessions did, reported at the right time
 
 
-def test_noop_reports_new_mail_flag_changes_and_expunges():
-    h = Harness()
+def test_noop_reports_new_mail_flag_changes_and_expunges(backend: MailBackend):
+    h = Harness(backend)
     for _ in range(3):
         h.deliver()
     h.select()
-    other = MemoryAuthenticator(h.store).login(USER, PASSWORD)
+    other = backend.other_session(USER)
     other.store_flags("INBOX", [1, 3], frozenset({"\\Deleted"}), FlagMode.ADD)
     other.store_flags("INBOX", [2], frozenset({"\\Flagged"}), FlagMode.ADD)
     h.deliver()
@@ -687,12 +760,12 @@ def test_noop_reports_new_mail_flag_changes_and_expunges():
     ]
 
 
-def test_uid_commands_may_report_expunges():
-    h = Harness()
+def test_uid_commands_may_report_expunges(backend: MailBackend):
+    h = Harness(backend)
     h.deliver(flags=("\\Deleted",))
     h.deliver()
     h.select()
-    MemoryAuthenticator(h.store).login(USER, PASSWORD).expunge("INBOX")
+    backend.other_session(USER).expunge("INBOX")
     assert lines(h(b"f UID FETCH 1:* FLAGS")) == [
         b"* 1 EXPUNGE",
         b"* 1 FETCH (UID 2 FLAGS ())",
@@ -700,22 +773,21 @@ def test_uid_commands_may_report_expunges():
     ]
 
 
-def test_new_keyword_from_elsewhere_updates_flags():
-    h = Harness()
+def test_new_keyword_from_elsewhere_updates_flags(backend: MailBackend):
+    h = Harness(backend)
     h.deliver()
     h.select()
-    MemoryAuthenticator(h.store).login(USER, PASSWORD).store_flags(
-        "INBOX", [1], frozenset({"$Junk"}), FlagMode.ADD
-    )
+    backend.other_session(USER).store_flags("INBOX", [1], frozenset({"$Junk"}), FlagMode.ADD)
     out = lines(h(b"n NOOP"))
     assert out[0] == b"* FLAGS ($Junk \\Answered \\Deleted \\Draft \\Flagged \\Seen)"
     assert out[2] == b"* 1 FETCH (UID 1 FLAGS ($Junk))"
 
 
-def test_selected_mailbox_vanishing_says_bye():
-    h = Harness()
+def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):
+    h = Harness(backend)
+    h.deliver()
     h.select()
-    h.store.remove_folder(USER, "INBOX")
+    backend.remove_folder(USER, "INBOX")
     assert h(b"n NOOP") == b"* BYE The selected mailbox no longer exists.\r\n"
     assert h.state.state is State.LOGOUT
 
