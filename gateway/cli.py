@@ -241,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiosmtpd logs every command and DATA line at DEBUG: message text must never
-    # reach a log, whatever level the operator asks for.
-    logging.getLogger("mail.log").setLevel(max(logging.getLevelName(args.log_level), logging.INFO))
+    # aiosmtpd logs every command line (addresses) at INFO and every DATA line at
+    # DEBUG: neither may reach a log, whatever level the operator asks for.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         args.func(args)
     except (CliError, SettingsError, HomeError, ProvisionError, BridgeError, OSError) as e:
