@@ -1,12 +1,13 @@
-"""A whole bubble in this process for the socket benchmarks: one relay and one gateway.
+"""A bubble for the socket benchmarks: a gateway in this process, a relay in its own.
 
-Built the way `gateway.demo` builds one (`AdminHome.create`, a real `RelayServer`,
-`add_account`, `Gateway`), on 127.0.0.1 with ports chosen by the OS, and with the
-cheapest Argon2id cost so that AUTH and LOGIN do not dominate start-up. Logging goes
-to a file under the bubble's directory at INFO, the level `sealgate` runs with by
-default, so the gateway pays for its log lines as it would in service; aiosmtpd's
-logger ("mail.log") is kept at WARNING, because at INFO it logs every command line,
-MAIL FROM and RCPT TO addresses included.
+Built the way `gateway.demo` builds one (`AdminHome.create`, `add_account`,
+`Gateway`), with the relay as a `sealgate relay serve` process as operators run it,
+on 127.0.0.1 with ports chosen by the OS, and with the cheapest Argon2id cost so
+that AUTH and LOGIN do not dominate start-up. Logging goes to a file under the
+bubble's directory at INFO, the level `sealgate` runs with by default, so the
+gateway pays for its log lines as it would in service; aiosmtpd's logger
+("mail.log") is kept at WARNING, because at INFO it logs every command line, MAIL
+FROM and RCPT TO addresses included.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +27,6 @@ from typing import Any
 
 from bench.common import BenchError
 from bridge.keys import KdfCost
-from bridge.relay.config import RelayConfig
-from bridge.relay.server import RelayServer
 from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, gateway_database_url
 from gateway.provision import add_account
@@ -50,10 +52,45 @@ def log_to_file(path: Path) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # INFO would log addresses
 
 
+class RelayProcess:
+    """A relay as operators run it: its own `sealgate relay serve` process."""
+
+    def __init__(self, home: Path, root_public: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+            [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "relay", "serve",
+             "--home", str(home), "--listen", f"127.0.0.1:{self.port}",
+             "--trust-root", str(root_public)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self._proc.poll() is not None:
+                raise BenchError("the relay process exited at start")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+        raise BenchError("the relay did not start listening")
+
+    async def stop(self) -> None:
+        self._proc.terminate()
+        await asyncio.to_thread(self._proc.wait, 20)
+
+
 @dataclass
 class Bubble:
     root: Path
-    relay: RelayServer
+    relay: RelayProcess
     gateway: Gateway
     passwords: dict[str, str]  # address -> password
 
@@ -95,11 +132,8 @@ class Bubble:
 async def start_bubble(root: Path, users: Sequence[str], **gateway_settings: Any) -> Bubble:
     """Create and start a relay and a gateway holding `users` (local parts) in `root`."""
     admin = AdminHome.create(root / "admin", DOMAIN)
-    relay = RelayServer(
-        RelayConfig(home=root / "relay", host="127.0.0.1", port=0,
-                    trusted_roots=(admin.root.public,))
-    )
-    await relay.start()
+    relay = RelayProcess(root / "relay", admin.root_public_file)
+    await relay.wait_ready()
     home = root / "gateway"
     passwords: dict[str, str] = {}
     try:

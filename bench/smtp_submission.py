@@ -1,12 +1,14 @@
 """smtp_submission: messages per second accepted by the gateway's SMTP submission.
 
 Ours: a real `gateway.service.Gateway` in this process on 127.0.0.1 (a bubble made
-with `AdminHome.create`, a real `RelayServer` and `add_account`), the sender alice and
+with `AdminHome.create`, a relay in its own `sealgate relay serve` process, as operators
+run it, and `add_account`), the sender alice and
 the recipient bob both its accounts. Each accepted message is checked against the
 From policy, sanitized, sealed for bob and committed to the SQLite outbox
-(synchronous=FULL, so fsynced) before the 250. The delivery worker deposits the
-envelopes on the relay meanwhile, in the same process and on the same event loop:
-that is real load and it is in the figure. bob is never unlocked, so nothing is
+(synchronous=FULL, so fsynced; concurrent sessions share commits) before the 250. The
+delivery worker deposits the envelopes on the relay meanwhile, from the same process
+and event loop, and the relay process competes for the same two cores: that is real
+load and it is in the figure. bob is never unlocked, so nothing is
 fetched back. Logging runs at INFO into a file, as `sealgate` runs by default
 (aiosmtpd's own logger at WARNING: see `bench.bubble`).
 
@@ -141,7 +143,7 @@ async def _measure(settings: Settings) -> list[Result]:
         await baseline_server.wait_closed()
         await bubble.stop()
     case = f"10 KB x {SESSIONS} sessions, {total} msgs"
-    note = "delivery worker + relay run in the same process and loop"
+    note = "delivery worker in the gateway's loop; relay in its own process on the same cores"
     return [
         Result(NAME, f"{case}: accepted (250)", "msg/s", rates["sealgate"],
                "aiosmtpd do-nothing", rates["baseline"],

@@ -27,6 +27,7 @@ class GatewayConfig:
     relay_ca_file: Path | None = None  # trust only these certificates for https relays
     retry_initial: float = 1.0  # first delay after a failed deposit; doubles up to retry_max
     retry_max: float = 300.0
+    delivery_concurrency: int = 8  # deposits in flight at once
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
     imap_idle_timeout: float = 1800.0
 
@@ -34,7 +35,7 @@ class GatewayConfig:
         for name in ("smtp_port", "imap_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
-        for name in ("max_message_bytes", "max_recipients"):
+        for name in ("max_message_bytes", "max_recipients", "delivery_concurrency"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
         for name in (

@@ -37,6 +37,8 @@ class DeliveryWorker(PeriodicJob):
         *,
         retry_initial: float,
         retry_max: float,
+        concurrency: int = 8,
+        batch: int = 200,
     ) -> None:
         super().__init__(retry_initial)
         self._outbox = outbox
@@ -44,15 +46,27 @@ class DeliveryWorker(PeriodicJob):
         self._client_for = client_for
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._slots = asyncio.Semaphore(concurrency)
+        self._batch = batch
 
     async def run_once(self) -> bool:
-        """Try every entry that is due once; True if the batch was full (more may wait)."""
-        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), 100)
-        for entry in due:
-            await self._deliver(entry)
-        return len(due) == 100
+        """Try every entry that is due once; True if the batch was full (more may wait).
 
-    async def _deliver(self, entry: OutboxEntry) -> None:
+        Up to `concurrency` deposits run at once; the entries the relays took are
+        removed from the outbox together, in one transaction.
+        """
+        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch)
+        taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
+        done = [entry.id for entry, ok in zip(due, taken, strict=True) if ok]
+        await asyncio.to_thread(self._outbox.delivered, *done)
+        return len(due) == self._batch
+
+    async def _deliver(self, entry: OutboxEntry) -> bool:
+        """Deposit on the first relay that takes it; True if one did."""
+        async with self._slots:
+            return await self._deposit(entry)
+
+    async def _deposit(self, entry: OutboxEntry) -> bool:
         errors = []
         for url in entry.relays:
             try:
@@ -63,9 +77,8 @@ class DeliveryWorker(PeriodicJob):
             except RelayError as e:
                 errors.append(f"{url}: {type(e).__name__}")
                 continue
-            await asyncio.to_thread(self._outbox.delivered, entry.id)
             log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
-            return
+            return True
         attempts = entry.attempts + 1
         delay = backoff(attempts, self._retry_initial, self._retry_max)
         at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -77,3 +90,4 @@ class DeliveryWorker(PeriodicJob):
             reason,
             delay,
         )
+        return False

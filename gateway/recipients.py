@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from bridge.directory import DirectoryEntry, lookup_id, normalize_address, open_record
+from bridge.directory import (
+    DirectoryEntry,
+    DirectoryRecord,
+    lookup_id,
+    normalize_address,
+    open_record,
+)
 from bridge.errors import DirectoryError, RelayError
 from bridge.relay.client import RelayClient
 from gateway.store.directory_cache import DirectoryCache
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+
+MAX_OPENED = 10_000  # opened entries kept in memory; the cache starts over beyond this
 
 
 class UnknownAddress(Exception):
@@ -39,6 +47,9 @@ class Recipients(PeriodicJob):
     ) -> None:
         super().__init__(sync_interval)
         self._cache = cache
+        # Opened entries by record: verifying a record costs two signature checks and a
+        # decryption, and RCPT needs the same few entries again and again.
+        self._opened: dict[DirectoryRecord, DirectoryEntry] = {}
         self._relays = list(relays)
         self._key = directory_key
         self._roots = trusted_roots
@@ -67,6 +78,15 @@ class Recipients(PeriodicJob):
             return len(good)
         return 0
 
+    def _open(self, record: DirectoryRecord) -> DirectoryEntry:
+        entry = self._opened.get(record)
+        if entry is None:
+            entry = open_record(record, self._key, self._roots)
+            if len(self._opened) >= MAX_OPENED:
+                self._opened.clear()
+            self._opened[record] = entry
+        return entry
+
     async def resolve(self, address: str) -> DirectoryEntry:
         """The verified entry for `address`; UnknownAddress or DirectoryUnavailable otherwise."""
         try:
@@ -76,7 +96,7 @@ class Recipients(PeriodicJob):
         cached = self._cache.get(lid)
         if cached is not None:
             try:
-                return open_record(cached, self._key, self._roots)
+                return self._open(cached)
             except DirectoryError:
                 log.warning("directory replica holds a record that does not verify; asking relays")
         reached = False
@@ -89,7 +109,7 @@ class Recipients(PeriodicJob):
             if record is None:
                 continue
             try:
-                entry = open_record(record, self._key, self._roots)
+                entry = self._open(record)
             except DirectoryError:
                 log.warning("relay %s served a directory record that does not verify", relay.url)
                 continue

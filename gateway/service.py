@@ -22,6 +22,7 @@ from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
 from gateway.recipients import Recipients
 from gateway.smtp.handler import SubmissionHandler
+from gateway.smtp.queueing import OutboxWriter
 from gateway.smtp.server import SubmissionSMTP
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
@@ -74,6 +75,7 @@ class Gateway:
             self.client_for,
             retry_initial=cfg.retry_initial,
             retry_max=cfg.retry_max,
+            concurrency=cfg.delivery_concurrency,
         )
         fetcher = Fetcher(
             accounts=accounts,
@@ -87,7 +89,7 @@ class Gateway:
         handler = SubmissionHandler(
             keyring=keyring,
             recipients=recipients,
-            outbox=outbox,
+            outbox=OutboxWriter(outbox),
             domain=membership.domain,
             policy=SanitizePolicy(
                 extra_headers=cfg.strip_headers,

@@ -29,8 +29,9 @@ from gateway.smtp.policy import (
     check_envelope_sender,
     check_header_from,
     complete_headers,
+    header_facts,
 )
-from gateway.store.outbox import Outbox
+from gateway.smtp.queueing import Item, OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SubmissionHandler:
         *,
         keyring: KeyRing,
         recipients: Recipients,
-        outbox: Outbox,
+        outbox: OutboxWriter,
         domain: str,
         policy: SanitizePolicy,
         max_recipients: int,
@@ -121,15 +122,15 @@ class SubmissionHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient ok"
 
-    def _seal_and_queue(
-        self,
+    @staticmethod
+    def _seal_all(
         message: bytes,
         account: str,
         keys: AccountKeys,
         resolved: dict[str, DirectoryEntry],
-    ) -> int:
-        """Seal one envelope per recipient and commit them all in one durable transaction."""
-        items = []
+    ) -> list[Item]:
+        """One envelope per recipient, each with its own random id."""
+        items: list[Item] = []
         for entry in resolved.values():
             envelope_id = new_envelope_id()
             sealed = seal(
@@ -140,8 +141,7 @@ class SubmissionHandler:
                 envelope_id=envelope_id,
             )
             items.append((envelope_id, sealed, tuple(entry.relays)))
-        self._outbox.put(items)
-        return len(items)
+        return items
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         account = str(session.auth_data)
@@ -151,7 +151,8 @@ class SubmissionHandler:
         if keys is None or not resolved or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
         try:
-            check_header_from(raw, account)
+            facts = header_facts(raw)
+            check_header_from(facts, account)
             cleaned = sanitize(raw, policy=self._policy, message_id_key=keys.message_id_key)
         except SmtpRefusal as refusal:
             return refusal.reply
@@ -159,16 +160,18 @@ class SubmissionHandler:
             return "552 5.3.4 Message header block too large"
         except ValueError:
             return "554 5.6.0 Message header is malformed"
-        message = complete_headers(cleaned.message, self._domain)
-        # Sealing costs ~2 ms/MB per recipient and the commit waits for fsync; libsodium
-        # and SQLite release the GIL, so a worker thread keeps other sessions answered.
+        message = complete_headers(cleaned.message, facts, self._domain)
+        # Sealing costs ~2 ms/MB per recipient; libsodium releases the GIL, so a worker
+        # thread keeps other sessions answered. The commit is shared with concurrent
+        # sessions (group commit) and durable before the 250.
         try:
-            count = await asyncio.to_thread(self._seal_and_queue, message, account, keys, resolved)
+            items = await asyncio.to_thread(self._seal_all, message, account, keys, resolved)
+            await self._outbox.put(items)
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(
                 "smtp: sealing or queueing failed (%s); message not accepted", type(e).__name__
             )
             return "451 4.3.0 Cannot queue the message now; try again later"
         self._wake_delivery()
-        log.info("smtp: accepted a message, %d sealed envelope(s) queued", count)
-        return f"250 2.0.0 Sealed for {count} recipient(s) and queued"
+        log.info("smtp: accepted a message, %d sealed envelope(s) queued", len(items))
+        return f"250 2.0.0 Sealed for {len(items)} recipient(s) and queued"

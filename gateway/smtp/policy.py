@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
@@ -36,17 +37,28 @@ def header_block(message: bytes) -> bytes:
     return message if end < 0 else message[: end + 2]
 
 
-def from_addresses(message: bytes) -> list[str]:
-    """The addresses in the From header(s), lower-case."""
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What submission policy needs to know of a message's header block (parsed once)."""
+
+    from_addresses: tuple[str, ...]  # lower-case, in order
+    has_date: bool
+    has_message_id: bool
+
+
+def header_facts(message: bytes) -> HeaderFacts:
     headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
     values = [str(v) for v in headers.get_all("From", [])]
-    return [a.lower() for _, a in email.utils.getaddresses(values) if a]
+    return HeaderFacts(
+        from_addresses=tuple(a.lower() for _, a in email.utils.getaddresses(values) if a),
+        has_date=headers.get("Date") is not None,
+        has_message_id=headers.get("Message-ID") is not None,
+    )
 
 
-def check_header_from(message: bytes, account: str) -> None:
+def check_header_from(facts: HeaderFacts, account: str) -> None:
     """The From header must name exactly the authenticated account."""
-    found = from_addresses(message)
-    if found != [account.lower()]:
+    if facts.from_addresses != (account.lower(),):
         raise SmtpRefusal("550 5.7.1 From header must be the authenticated account")
 
 
@@ -55,13 +67,14 @@ def check_envelope_sender(mail_from: str, account: str) -> None:
         raise SmtpRefusal("553 5.7.1 Sender address is not the authenticated account")
 
 
-def complete_headers(message: bytes, domain: str, now: float | None = None) -> bytes:
+def complete_headers(
+    message: bytes, facts: HeaderFacts, domain: str, now: float | None = None
+) -> bytes:
     """Add Date and Message-ID when the client left them out (RFC 6409 section 8)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
     added = b""
-    if headers.get("Date") is None:
+    if not facts.has_date:
         stamp = email.utils.formatdate(now if now is not None else time.time(), localtime=False)
         added += f"Date: {stamp}\r\n".encode("ascii")
-    if headers.get("Message-ID") is None:
+    if not facts.has_message_id:
         added += f"Message-ID: <{nacl.utils.random(16).hex()}@{domain}>\r\n".encode("ascii")
     return added + message

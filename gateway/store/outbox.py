@@ -126,10 +126,15 @@ class Outbox:
             if entry_id is not None
         ]
 
-    def delivered(self, entry_id: int) -> None:
-        """A relay acknowledged the envelope: forget it (no effect if already gone)."""
+    def delivered(self, *entry_ids: int) -> None:
+        """Relays acknowledged these envelopes: forget them, in one transaction.
+
+        An id already gone has no effect.
+        """
+        if not entry_ids:
+            return
         with writing(self._engine) as connection:
-            connection.execute(_DELETE, {"entry_id": entry_id})
+            connection.execute(_DELETE, [{"entry_id": entry_id} for entry_id in entry_ids])
 
     def retry_later(self, entry_id: int, at: datetime, error: str) -> None:
         """Count a failed attempt and schedule the next one (no effect if the entry is gone)."""
