@@ -3,8 +3,9 @@
 Ours: a real `gateway.service.Gateway` in this process (relay and gateway from
 `bench.bubble`), its IMAP listener over its SQLite store. bob's INBOX is seeded
 with `MailboxStore.deliver`: 2,000 text messages of 10 KB (10,000 bytes), each
-sealed at rest under bob's storage key, so every FETCH opens each message it
-touches (XChaCha20-Poly1305) and parses it.
+sealed at rest under bob's storage key, its header block sealed apart: a header-only
+FETCH opens (XChaCha20-Poly1305) and parses just the header blocks, a body fetch the
+whole messages.
 
 Baseline: Dovecot 2.3 as a throwaway server (`bench.dovecot`) holding the same
 2,000 messages in a Maildir, with the same certificate and STARTTLS. Without
@@ -27,7 +28,7 @@ servers' own cost, though a full body fetch stays bound by the client decrypting
 
 Ratio: our median time over Dovecot's. Targets, on the imaplib rows (the raw rows
 have none): <= 4 for the header sync, <= 3 for the body fetch. Dovecot answers a
-header sync from its cache file while we decrypt and parse every message, so the
+header sync from its cache file while we decrypt and parse every header block, so the
 sync is where we allow most; a full fetch moves the same bytes through TLS on both
 sides, with one decryption more on ours.
 """

@@ -15,8 +15,9 @@ never reach storage take `memory_only`.
 Every backend offers the same handles:
 
     authenticator      what the IMAP layer logs in with; it records the sessions it
-                       opened (`sessions`) and the number of UIDs of every fetch
-                       (`fetch_calls`) and passes everything else through
+                       opened (`sessions`), the number of UIDs of every fetch
+                       (`fetch_calls`) and of every fetch_headers (`header_calls`), and
+                       passes everything else through
     add_account, deliver
                        seeding, as provisioning and the fetcher do it: for the SQL
                        store `AccountStore.add` with a sealed seed (extra folders as
@@ -57,6 +58,7 @@ from gateway.imap.backend import (
     FolderSnapshot,
     MailSession,
     MessageMeta,
+    StoredHeader,
     StoredMessage,
 )
 from gateway.keyring import KeyRing
@@ -76,10 +78,13 @@ RELAYS = ("https://relay.example",)
 class ObservedSession:
     """A `MailSession` passed through, counting fetched UIDs and noting `close`."""
 
-    def __init__(self, inner: MailSession, fetch_calls: list[int]) -> None:
+    def __init__(
+        self, inner: MailSession, fetch_calls: list[int], header_calls: list[int] | None = None
+    ) -> None:
         self.inner = inner
         self.closed = False
         self._fetch_calls = fetch_calls
+        self._header_calls = [] if header_calls is None else header_calls
 
     @property
     def address(self) -> str:
@@ -94,6 +99,10 @@ class ObservedSession:
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         self._fetch_calls.append(len(uids))
         return self.inner.fetch(folder, uids)
+
+    def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
+        self._header_calls.append(len(uids))
+        return self.inner.fetch_headers(folder, uids)
 
     def store_flags(
         self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
@@ -115,9 +124,12 @@ class ObservedAuthenticator:
         self.inner = inner
         self.sessions: list[ObservedSession] = []
         self.fetch_calls: list[int] = []  # number of UIDs asked for, per MailSession.fetch
+        self.header_calls: list[int] = []  # the same per MailSession.fetch_headers
 
     def login(self, username: str, password: str) -> ObservedSession:
-        session = ObservedSession(self.inner.login(username, password), self.fetch_calls)
+        session = ObservedSession(
+            self.inner.login(username, password), self.fetch_calls, self.header_calls
+        )
         self.sessions.append(session)
         return session
 
@@ -140,6 +152,10 @@ class MailBackend(abc.ABC):
     @property
     def fetch_calls(self) -> list[int]:
         return self.authenticator.fetch_calls
+
+    @property
+    def header_calls(self) -> list[int]:
+        return self.authenticator.header_calls
 
     def add_account(self, address: str, password: str, extra_folders: Iterable[str] = ()) -> None:
         """An account with INBOX, Sent, Drafts, Trash and `extra_folders` (names with "/")."""

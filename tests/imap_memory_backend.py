@@ -24,7 +24,9 @@ from gateway.imap.backend import (
     FolderSnapshot,
     MailboxNotFound,
     MessageMeta,
+    StoredHeader,
     StoredMessage,
+    header_block,
 )
 from gateway.store.accounts import normalize_address
 
@@ -146,6 +148,12 @@ class MemorySession:
         with self._store.lock:
             f = self._folder(folder)
             return [f.messages[uid] for uid in sorted(set(uids)) if uid in f.messages]
+
+    def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
+        return [
+            StoredHeader(message.meta.uid, header_block(message.body))
+            for message in self.fetch(folder, uids)
+        ]
 
     def store_flags(
         self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode

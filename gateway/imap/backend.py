@@ -4,6 +4,10 @@ The IMAP layers (`wire`, `state`, `server`) depend only on these; the SQLModel s
 (`gateway.store.mailbox`) implements them. Calls are synchronous and fast (local
 SQLite); `login` is slow (Argon2id) and the server runs it in an executor.
 
+One function belongs to the contract: `header_block`, which says exactly which octets
+`MailSession.fetch_headers` returns, so that every store cuts a message the same way
+and BODY[HEADER] is the same whether it came from the header alone or the whole message.
+
 Errors the store raises for the IMAP layer to render:
     MailboxNotFound   -> NO [TRYCREATE] / NO [NONEXISTENT]
     AuthenticationFailed -> NO [AUTHENTICATIONFAILED]
@@ -71,6 +75,24 @@ class StoredMessage:
     body: bytes  # the full RFC 5322 message, CRLF line ends, decrypted in memory only
 
 
+@dataclass(frozen=True)
+class StoredHeader:
+    uid: int
+    header: bytes  # `header_block` of the message, decrypted in memory only
+
+
+def header_block(message: bytes) -> bytes:
+    """The message's header block with the blank line that ends it (RFC 5322 section 2.1).
+
+    A message that starts with an empty line has the header block CRLF; one without an
+    empty line is all header. Lines end with CRLF (bare LF does not end a header block).
+    """
+    if message.startswith(b"\r\n"):
+        return b"\r\n"
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 4]
+
+
 class MailSession(Protocol):
     """One logged-in account. Closed on LOGOUT or connection loss."""
 
@@ -85,6 +107,12 @@ class MailSession(Protocol):
 
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         """Decrypted messages for these UIDs (missing UIDs are skipped), in UID order."""
+        ...
+
+    def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
+        """Only the header blocks (`header_block`) of these messages, by UID (the metadata
+        is the snapshot's): missing UIDs skipped, UID order. For FETCH and SEARCH items
+        that read no body."""
         ...
 
     def store_flags(

@@ -25,6 +25,10 @@ class ImapConfig:
     max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE
     max_connections     simultaneous connections per server; more are greeted with BYE
     fetch_batch         messages decrypted per storage call while answering FETCH/SEARCH
+    header_batch        header blocks decrypted per storage call, for FETCH/SEARCH items
+                        that read only headers (a header block is usually under 4 KB)
+    header_batch_octets  a header batch also ends before the sizes of its messages (which
+                        bound their header blocks) add up to more than this
     idle_timeout        seconds without a complete command before BYE (RFC 3501: >= 30 min
                         for logged-in clients; shorter values are for tests)
     tls_handshake_timeout  seconds a STARTTLS or implicit-TLS handshake may take
@@ -40,6 +44,8 @@ class ImapConfig:
     max_login_failures: int = 3
     max_connections: int = 512
     fetch_batch: int = 64
+    header_batch: int = 256
+    header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0
     tls_handshake_timeout: float = 30.0
     require_tls_for_login: bool = True

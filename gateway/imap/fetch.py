@@ -1,8 +1,10 @@
 """One decrypted message, taken apart the way FETCH and SEARCH see it.
 
 Holds `parse_message` (a MIME tree that keeps the exact octets of every header and body, so
-`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `envelope`, `body_structure`,
-`section_octets`, `internal_date`, and `decoded_text` (what SEARCH BODY/TEXT compares).
+`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `HeaderBlock` (a header block alone, for
+the items that read only headers: no MIME parse), `envelope`, `body_structure`,
+`section_octets`, `header_section`, `internal_date`, and `decoded_text` (what SEARCH
+BODY/TEXT compares).
 The stdlib `email` package parses header values (addresses, parameters, RFC 2047/2231).
 
 Everything here works on bytes in memory, returns wire `Value`s, and never writes, logs or
@@ -18,11 +20,13 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+import functools
 import quopri
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.imap.backend import header_block
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
 
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves
@@ -56,20 +60,37 @@ class MimePart:
 
     def field(self, name: str) -> str | None:
         """The first field called `name`, unfolded, as text (undecodable octets escaped)."""
-        for key, raw in self.fields:
-            if key == name:
-                value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-                return _FOLD.sub("", value).strip()
-        return None
+        return _field(self.fields, name)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderBlock:
+    """A message's header block alone (`header_block`): what ENVELOPE and the header
+    sections of the message read. Its fields are those `parse_message` would find."""
+
+    header: bytes
+    fields: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def parse(cls, header: bytes) -> HeaderBlock:
+        return cls(header, _fields(header))
+
+    def field(self, name: str) -> str | None:
+        """The first field called `name`, unfolded, as text (undecodable octets escaped)."""
+        return _field(self.fields, name)
+
+
+def _field(fields: tuple[tuple[str, bytes], ...], name: str) -> str | None:
+    for key, raw in fields:
+        if key == name:
+            value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
+            return _FOLD.sub("", value).strip()
+    return None
 
 
 def _split_header(raw: bytes) -> tuple[bytes, bytes]:
-    if raw.startswith(_CRLF):
-        return _CRLF, raw[2:]
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        return raw, b""
-    return raw[: end + 4], raw[end + 4 :]
+    header = header_block(raw)
+    return header, raw[len(header) :]
 
 
 def _fields(header: bytes) -> tuple[tuple[str, bytes], ...]:
@@ -190,8 +211,13 @@ def find_part(message: MimePart, path: tuple[int, ...]) -> MimePart | None:
     return current
 
 
-def _header_fields(message: MimePart, names: tuple[str, ...], exclude: bool) -> bytes:
-    wanted = {n.lower() for n in names}
+@functools.lru_cache(maxsize=64)
+def _lowered(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(n.lower() for n in names)
+
+
+def _header_fields(message: MimePart | HeaderBlock, names: tuple[str, ...], exclude: bool) -> bytes:
+    wanted = _lowered(names)
     kept = [raw for name, raw in message.fields if (name in wanted) != exclude and name]
     return b"".join(kept) + _CRLF
 
@@ -212,12 +238,17 @@ def section_octets(raw: bytes, message: MimePart, section: Section) -> bytes:
         return raw
     if target is None:
         return b""
-    if section.text is SectionText.HEADER:
-        return target.header
     if section.text is SectionText.TEXT:
         return target.body
+    return header_section(target, section)
+
+
+def header_section(message: MimePart | HeaderBlock, section: Section) -> bytes:
+    """The octets of BODY[HEADER] or BODY[HEADER.FIELDS (.NOT) (...)] of this message."""
+    if section.text is SectionText.HEADER:
+        return message.header
     return _header_fields(
-        target, section.fields, exclude=section.text is SectionText.HEADER_FIELDS_NOT
+        message, section.fields, exclude=section.text is SectionText.HEADER_FIELDS_NOT
     )
 
 
@@ -300,7 +331,7 @@ def _addresses(value: str | None) -> Value:
     return tuple(out) if out else None
 
 
-def envelope(message: MimePart) -> Value:
+def envelope(message: MimePart | HeaderBlock) -> Value:
     """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id."""
     sender_default = _addresses(message.field("from"))
 
@@ -436,7 +467,7 @@ def decoded_text(message: MimePart) -> str:
     return ""
 
 
-def header_text(message: MimePart) -> str:
+def header_text(message: MimePart | HeaderBlock) -> str:
     """Every header field, unfolded and decoded, one per line (SEARCH TEXT)."""
     lines = []
     for _, raw in message.fields:

@@ -3,7 +3,8 @@
 Holds `compile_search` (a parsed `SearchKey` plus its CHARSET to a predicate) and
 `Candidate` (one message: its number, metadata and, when a key looks inside, its parsed
 content). Pure functions over data in memory: it never calls storage (the state layer
-fetches message bodies, in batches, only when `needs_content` says a key looks inside).
+fetches, in batches, what `needs_content` says the key reads: nothing, the header blocks,
+or whole messages).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from datetime import date
 from functools import cached_property
 
 from gateway.imap.backend import MessageMeta
-from gateway.imap.fetch import MimePart, decoded_header, decoded_text, header_text
+from gateway.imap.fetch import HeaderBlock, MimePart, decoded_header, decoded_text, header_text
 from gateway.imap.wire import (
     Code,
     CommandFailed,
+    Content,
     DateField,
     DateRelation,
     Raw,
@@ -42,9 +44,14 @@ CHARSETS = ("US-ASCII", "UTF-8")
 
 
 class Candidate:
-    """One message as SEARCH sees it; decoded text is worked out once, on first use."""
+    """One message as SEARCH sees it; decoded text is worked out once, on first use.
 
-    def __init__(self, number: int, meta: MessageMeta, message: MimePart | None = None) -> None:
+    `message` is the parsed message, or only its header block when the key reads no body
+    (`needs_content` gave Content.HEADER), or None when it reads neither."""
+
+    def __init__(
+        self, number: int, meta: MessageMeta, message: MimePart | HeaderBlock | None = None
+    ) -> None:
         self.number = number
         self.meta = meta
         self.message = message
@@ -55,7 +62,8 @@ class Candidate:
 
     @cached_property
     def body_text(self) -> str:
-        return decoded_text(self.message).casefold() if self.message else ""
+        message = self.message
+        return decoded_text(message).casefold() if isinstance(message, MimePart) else ""
 
     @cached_property
     def header_text(self) -> str:
@@ -84,19 +92,22 @@ class Scope:
     last_uid: int
 
 
-def needs_content(key: SearchKey) -> bool:
-    """True when evaluating `key` needs the message itself, not only its metadata."""
-    if isinstance(key, SearchHeader | SearchText):
-        return True
+def needs_content(key: SearchKey) -> Content:
+    """What of a message evaluating `key` reads: only metadata (Content.NONE), the header
+    block (HEADER, SENTBEFORE/ON/SINCE) or the whole message (BODY, TEXT)."""
+    if isinstance(key, SearchText):
+        return Content.FULL
+    if isinstance(key, SearchHeader):
+        return Content.HEADER
     if isinstance(key, SearchDate):
-        return key.field is DateField.SENT
+        return Content.HEADER if key.field is DateField.SENT else Content.NONE
     if isinstance(key, SearchNot):
         return needs_content(key.key)
     if isinstance(key, SearchOr):
-        return needs_content(key.left) or needs_content(key.right)
+        return max(needs_content(key.left), needs_content(key.right))
     if isinstance(key, SearchAnd):
-        return any(needs_content(k) for k in key.keys)
-    return False
+        return max((needs_content(k) for k in key.keys), default=Content.NONE)
+    return Content.NONE
 
 
 def _decode(value: bytes, charset: str) -> str:

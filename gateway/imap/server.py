@@ -36,6 +36,7 @@ from gateway.imap.state import (
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65_536
+_WRITE_SIZE = 65_536  # octets of responses gathered into one write
 _BYE_TIMEOUT = 2.0  # seconds to flush a last BYE before closing anyway
 
 
@@ -69,18 +70,30 @@ class _Connection:
         self.idle_timeout = config.idle_timeout
 
     async def send(self, responses: Iterable[wire.Response]) -> None:
-        """Write responses as they are produced (FETCH yields them message by message); a
-        client that stops reading for idle_timeout is dropped."""
+        """Write responses as they are produced (FETCH yields them message by message),
+        gathered into writes of about _WRITE_SIZE octets: one TLS record batch and one
+        send per write, not per response. A client that stops reading for idle_timeout
+        is dropped."""
+        pending: list[bytes] = []
+        size = 0
         try:
             for response in responses:
-                self.writer.write(self.wire.send(response))
-                if self.writer.transport.get_write_buffer_size() > _READ_SIZE:
-                    async with asyncio.timeout(self.idle_timeout):
-                        await self.writer.drain()
-            async with asyncio.timeout(self.idle_timeout):
-                await self.writer.drain()
+                data = self.wire.send(response)
+                pending.append(data)
+                size += len(data)
+                if size >= _WRITE_SIZE:
+                    await self._write(pending)
+                    pending.clear()
+                    size = 0
+            await self._write(pending)
         except TimeoutError:
             raise _Closed from None
+
+    async def _write(self, chunks: list[bytes]) -> None:
+        if chunks:
+            self.writer.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        async with asyncio.timeout(self.idle_timeout):
+            await self.writer.drain()
 
 
 class ImapServer:

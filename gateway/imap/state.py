@@ -41,6 +41,7 @@ from gateway.imap.search import Candidate, Scope, compile_search, needs_content
 from gateway.imap.wire import (
     Code,
     CommandFailed,
+    Content,
     FetchAttribute,
     FetchKind,
     Raw,
@@ -648,7 +649,7 @@ class ImapState:
         matches = compile_search(cmd.key, cmd.charset, scope)
         found: list[int] = []
         for candidate in self._candidates(
-            selected, range(len(selected.messages)), with_content=needs_content(cmd.key)
+            selected, range(len(selected.messages)), needs_content(cmd.key)
         ):
             if matches(candidate):
                 found.append(candidate.meta.uid if cmd.uid else candidate.number)
@@ -660,27 +661,41 @@ class ImapState:
             ]
         )
 
-    def _bodies(
-        self, selected: SelectedMailbox, indexes: Sequence[int]
+    def _contents(
+        self, selected: SelectedMailbox, indexes: Sequence[int], content: Content
     ) -> Iterator[tuple[int, bytes | None]]:
-        """(index, message octets or None when gone) in batches of `fetch_batch`."""
-        batch = self.config.fetch_batch
-        for start in range(0, len(indexes), batch):
-            chunk = indexes[start : start + batch]
+        """(index, octets or None) in batches of `fetch_batch`: for Content.FULL the whole
+        message, for Content.HEADER its header block; None when the message is gone (or
+        always, for Content.NONE: nothing is read)."""
+        if content is Content.NONE:
+            for i in indexes:
+                yield i, None
+            return
+        session = self._session()
+        if content is Content.FULL:
+            batches = _batches(indexes, self.config.fetch_batch)
+        else:
+            batches = _header_batches(selected, indexes, self.config)
+        for chunk in batches:
             uids = [selected.uids[i] for i in chunk]
-            bodies = {m.meta.uid: m.body for m in self._session().fetch(selected.name, uids)}
+            if content is Content.FULL:
+                found = {m.meta.uid: m.body for m in session.fetch(selected.name, uids)}
+            else:
+                found = {h.uid: h.header for h in session.fetch_headers(selected.name, uids)}
             for i in chunk:
-                yield i, bodies.get(selected.uids[i])
+                yield i, found.get(selected.uids[i])
 
     def _candidates(
-        self, selected: SelectedMailbox, indexes: Sequence[int], *, with_content: bool
+        self, selected: SelectedMailbox, indexes: Sequence[int], content: Content
     ) -> Iterator[Candidate]:
-        if not with_content:
-            for i in indexes:
-                yield Candidate(i + 1, selected.messages[i])
-            return
-        for i, body in self._bodies(selected, indexes):
-            message = render.parse_message(body) if body is not None else None
+        message: render.MimePart | render.HeaderBlock | None
+        for i, data in self._contents(selected, indexes, content):
+            if data is None:
+                message = None
+            elif content is Content.HEADER:
+                message = render.HeaderBlock.parse(data)
+            else:
+                message = render.parse_message(data)
             yield Candidate(i + 1, selected.messages[i], message)
 
     def do_fetch(self, cmd: wire.Fetch) -> Reply:
@@ -712,21 +727,19 @@ class ImapState:
         attributes: tuple[FetchAttribute, ...],
         seen_now: set[int],
     ) -> Iterator[Response]:
-        """FETCH data message by message, decrypting in batches; then the tagged status."""
+        """FETCH data message by message, decrypting in batches only what the items read
+        (nothing, the header blocks, or whole messages); then the tagged status."""
+        plain = FetchPlan(attributes)
         has_flags = any(a.kind is FetchKind.FLAGS for a in attributes)
-        with_flags = (*attributes, FetchAttribute(FetchKind.FLAGS))
+        flagged = plain if has_flags else FetchPlan((*attributes, FetchAttribute(FetchKind.FLAGS)))
+        content = plain.content
+        fetch_word = Raw(b"FETCH")
         try:
-            if any(a.needs_message for a in attributes):
-                pairs: Iterable[tuple[int, bytes | None]] = self._bodies(selected, indexes)
-            else:
-                pairs = ((i, None) for i in indexes)
-            for i, body in pairs:
-                meta = selected.messages[i]
-                if body is None and any(a.needs_message for a in attributes):
+            for i, data in self._contents(selected, indexes, content):
+                if data is None and content is not Content.NONE:
                     continue  # expunged by another session since this one last looked
-                wanted = with_flags if i in seen_now and not has_flags else attributes
-                items = fetch_items(wanted, meta, body)
-                yield Untagged((i + 1, Raw(b"FETCH"), items))
+                plan = flagged if i in seen_now else plain
+                yield Untagged((i + 1, fetch_word, plan.items(selected.messages[i], data)))
         except BackendError as error:
             yield _backend_failure(error).response(tag)
             return
@@ -741,54 +754,115 @@ class ImapState:
             session.close()
 
 
-def fetch_items(
-    attributes: Sequence[FetchAttribute], meta: MessageMeta, body: bytes | None
-) -> tuple[Value, ...]:
-    """The parenthesised FETCH data of one message."""
-    tree: render.MimePart | None = None
+def _batches(indexes: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(indexes), size):
+        yield indexes[start : start + size]
 
-    def parsed() -> render.MimePart:
-        nonlocal tree
-        if tree is None:
-            tree = render.parse_message(body or b"")
-        return tree
 
-    raw = body or b""
-    out: list[Value] = []
-    for attr in attributes:
-        kind = attr.kind
-        value: Value
-        if kind is FetchKind.UID:
-            value = meta.uid
-        elif kind is FetchKind.FLAGS:
-            value = _flag_list(meta.flags)
-        elif kind is FetchKind.INTERNALDATE:
-            value = render.internal_date(meta.internal_date)
-        elif kind is FetchKind.RFC822_SIZE:
-            value = meta.size
-        elif kind is FetchKind.ENVELOPE:
-            value = render.envelope(parsed())
-        elif kind is FetchKind.BODYSTRUCTURE:
-            value = render.body_structure(parsed())
-        elif kind is FetchKind.BODY:
-            value = render.body_structure(parsed(), extensible=False)
-        elif kind is FetchKind.RFC822:
-            value = raw
-        elif kind is FetchKind.RFC822_HEADER:
-            value = render.section_octets(raw, parsed(), wire.Section(text=wire.SectionText.HEADER))
-        elif kind is FetchKind.RFC822_TEXT:
-            value = render.section_octets(raw, parsed(), wire.Section(text=wire.SectionText.TEXT))
-        else:
-            section = attr.section or wire.Section()
-            data = (
-                raw if section == wire.Section() else render.section_octets(raw, parsed(), section)
-            )
-            if attr.partial is not None:
-                origin, length = attr.partial
-                data = data[origin : origin + length]
-            value = data
-        out += [Raw.of(attr.response_name), value]
-    return tuple(out)
+def _header_batches(
+    selected: SelectedMailbox, indexes: Sequence[int], config: ImapConfig
+) -> Iterator[list[int]]:
+    """Batches of at most `header_batch` messages whose sizes add up to at most
+    `header_batch_octets` (a bigger message goes alone)."""
+    chunk: list[int] = []
+    octets = 0
+    for i in indexes:
+        size = selected.messages[i].size
+        if chunk and (
+            len(chunk) >= config.header_batch or octets + size > config.header_batch_octets
+        ):
+            yield chunk
+            chunk, octets = [], 0
+        chunk.append(i)
+        octets += size
+    if chunk:
+        yield chunk
+
+
+class FetchPlan:
+    """The items of one FETCH command, worked out once for all its messages: their
+    response names, how much of a message they read together (`content`), and the flag
+    lists already rendered (most messages share a few sets of flags)."""
+
+    def __init__(self, attributes: Sequence[FetchAttribute]) -> None:
+        self.attributes = tuple(attributes)
+        self._items = tuple((a, Raw.of(a.response_name), a.content) for a in self.attributes)
+        self.content = max((a.content for a in self.attributes), default=Content.NONE)
+        self._flag_lists: dict[frozenset[str], tuple[Value, ...]] = {}
+
+    def _flags(self, flags: frozenset[str]) -> tuple[Value, ...]:
+        rendered = self._flag_lists.get(flags)
+        if rendered is None:
+            rendered = _flag_list(flags)
+            if len(self._flag_lists) < _FLAG_LISTS_KEPT:
+                self._flag_lists[flags] = rendered
+        return rendered
+
+    def items(self, meta: MessageMeta, data: bytes | None) -> tuple[Value, ...]:
+        """The parenthesised FETCH data of one message. `data` is what `content` says:
+        the whole message, its header block alone, or None."""
+        body = data if self.content is Content.FULL else None
+        tree: render.MimePart | None = None
+        head: render.HeaderBlock | None = None
+
+        def parsed() -> render.MimePart:
+            nonlocal tree
+            if tree is None:
+                tree = render.parse_message(body or b"")
+            return tree
+
+        def headers() -> render.MimePart | render.HeaderBlock:
+            nonlocal head
+            if body is not None:
+                return parsed()
+            if head is None:
+                head = render.HeaderBlock.parse(data or b"")
+            return head
+
+        raw = body or b""
+        out: list[Value] = []
+        for attr, name, content in self._items:
+            kind = attr.kind
+            value: Value
+            if kind is FetchKind.UID:
+                value = meta.uid
+            elif kind is FetchKind.FLAGS:
+                value = self._flags(meta.flags)
+            elif kind is FetchKind.INTERNALDATE:
+                value = render.internal_date(meta.internal_date)
+            elif kind is FetchKind.RFC822_SIZE:
+                value = meta.size
+            elif kind is FetchKind.ENVELOPE:
+                value = render.envelope(headers())
+            elif kind is FetchKind.BODYSTRUCTURE:
+                value = render.body_structure(parsed())
+            elif kind is FetchKind.BODY:
+                value = render.body_structure(parsed(), extensible=False)
+            elif kind is FetchKind.RFC822:
+                value = raw
+            elif kind is FetchKind.RFC822_HEADER:
+                value = headers().header
+            elif kind is FetchKind.RFC822_TEXT:
+                value = render.section_octets(raw, parsed(), _TEXT_SECTION)
+            else:
+                section = attr.section or _WHOLE_SECTION
+                if content is Content.HEADER:
+                    octets = render.header_section(headers(), section)
+                elif section == _WHOLE_SECTION:
+                    octets = raw
+                else:
+                    octets = render.section_octets(raw, parsed(), section)
+                if attr.partial is not None:
+                    origin, length = attr.partial
+                    octets = octets[origin : origin + length]
+                value = octets
+            out += [name, value]
+        return tuple(out)
+
+
+_FLAG_LISTS_KEPT = 256
+_WHOLE_SECTION = wire.Section()
+_TEXT_SECTION = wire.Section(text=wire.SectionText.TEXT)
 
 
 def _backend_failure(error: BackendError) -> CommandFailed:

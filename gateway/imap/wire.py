@@ -348,13 +348,38 @@ class FetchAttribute:
         return self.kind in (FetchKind.RFC822, FetchKind.RFC822_TEXT)
 
     @property
-    def needs_message(self) -> bool:
-        return self.kind not in (
-            FetchKind.UID,
-            FetchKind.FLAGS,
-            FetchKind.INTERNALDATE,
-            FetchKind.RFC822_SIZE,
-        )
+    def content(self) -> Content:
+        """What of the message this item reads: nothing, the header block, or all of it."""
+        kind = self.kind
+        if kind in _METADATA_KINDS:
+            return Content.NONE
+        if kind is FetchKind.ENVELOPE or kind is FetchKind.RFC822_HEADER:
+            return Content.HEADER
+        section = self.section
+        if (
+            kind is FetchKind.SECTION
+            and section is not None
+            and not section.part
+            and section.text in _HEADER_TEXTS
+        ):
+            return Content.HEADER
+        return Content.FULL
+
+
+class Content(enum.IntEnum):
+    """How much of a message answering something takes, least first."""
+
+    NONE = 0  # metadata: UID, flags, internal date, size
+    HEADER = 1  # the header block (`gateway.imap.backend.header_block`)
+    FULL = 2  # the whole message
+
+
+_METADATA_KINDS = frozenset(
+    {FetchKind.UID, FetchKind.FLAGS, FetchKind.INTERNALDATE, FetchKind.RFC822_SIZE}
+)
+_HEADER_TEXTS = frozenset(
+    {SectionText.HEADER, SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT}
+)
 
 
 _MACROS: dict[str, tuple[FetchKind, ...]] = {

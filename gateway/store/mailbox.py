@@ -3,13 +3,22 @@
 Every message is sealed before it reaches the database and opened only in memory,
 by the session of a logged-in account:
 
-    sealed = nonce(24, random) || XChaCha20-Poly1305(storage_key, message, ad)
-    ad     = b"sealgate-store-v1\\0" || account id (8, big-endian) || seal_id (16) || size (8)
+    sealed        = nonce(24, random) || XChaCha20-Poly1305(storage_key, message, ad)
+    ad            = b"sealgate-store-v1\\0" || account id (8, big-endian) || seal_id (16)
+                    || size (8)
+    sealed_header = nonce(24, random) || XChaCha20-Poly1305(storage_key, header, header_ad)
+    header_ad     = b"sealgate-store-header-v1\\0" || account id (8) || seal_id (16)
+                    || size (8) || header length (8)
+
+`header` is the message's header block (`gateway.imap.backend.header_block`), sealed
+beside the message when it is delivered so that header-only FETCH and SEARCH open a few
+hundred octets instead of the whole message.
 
 `storage_key` comes from the account's unlocked seed (`AccountKeys.storage_key`).
 The associated data binds a message to its account, to a random per-message
 `seal_id` kept in its row (swapping sealed blobs between rows is detected) and to
-its size (RFC822.SIZE cannot disagree with the body). It deliberately does not
+its size (RFC822.SIZE cannot disagree with the body); the two prefixes tell a header
+blob from a message blob, so neither opens in the other's place. It deliberately does not
 bind the folder or UID: a MOVE or COPY moves or copies the row without re-sealing.
 
 A message that fails to open is skipped and its row id logged; the IMAP client sees
@@ -45,7 +54,9 @@ from gateway.imap.backend import (
     MailboxNotFound,
     MailSession,
     MessageMeta,
+    StoredHeader,
     StoredMessage,
+    header_block,
 )
 from gateway.store.accounts import find_account, normalize_address
 from gateway.store.db import (
@@ -70,6 +81,7 @@ REJECTED = "rejected"
 SEAL_ID_LEN = 16
 NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _AD_PREFIX = b"sealgate-store-v1\0"
+_HEADER_AD_PREFIX = b"sealgate-store-header-v1\0"
 _AD_NUMBERS = struct.Struct(">Q")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _SYSTEM_FLAGS = {
@@ -85,27 +97,61 @@ def _associated_data(account_id: int, seal_id: bytes, size: int) -> bytes:
     return _AD_PREFIX + _AD_NUMBERS.pack(account_id) + seal_id + _AD_NUMBERS.pack(size)
 
 
-def seal_message(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
-    nonce = nacl.utils.random(NONCE_LEN)
-    ad = _associated_data(account_id, seal_id, len(message))
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        message, ad, nonce, storage_key
+def _header_associated_data(account_id: int, seal_id: bytes, size: int, length: int) -> bytes:
+    return (
+        _HEADER_AD_PREFIX
+        + _AD_NUMBERS.pack(account_id)
+        + seal_id
+        + _AD_NUMBERS.pack(size)
+        + _AD_NUMBERS.pack(length)
     )
 
 
-def open_message(
-    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
-) -> bytes | None:
-    """The message, or None if the blob does not open under this key and binding."""
+def _seal(storage_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    nonce = nacl.utils.random(NONCE_LEN)
+    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, ad, nonce, storage_key
+    )
+
+
+def _open(storage_key: bytes, sealed: bytes, ad: bytes) -> bytes | None:
     if len(sealed) < NONCE_LEN:
         return None
-    ad = _associated_data(account_id, seal_id, size)
     try:
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             sealed[NONCE_LEN:], ad, sealed[:NONCE_LEN], storage_key
         )
     except nacl.exceptions.CryptoError:
         return None
+
+
+def seal_message(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
+    return _seal(storage_key, message, _associated_data(account_id, seal_id, len(message)))
+
+
+def open_message(
+    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
+) -> bytes | None:
+    """The message, or None if the blob does not open under this key and binding."""
+    return _open(storage_key, sealed, _associated_data(account_id, seal_id, size))
+
+
+def seal_header(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
+    """The message's header block (`header_block`), sealed as the message's header part."""
+    header = header_block(message)
+    ad = _header_associated_data(account_id, seal_id, len(message), len(header))
+    return _seal(storage_key, header, ad)
+
+
+def open_header(
+    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
+) -> bytes | None:
+    """The header block, or None if the blob does not open under this key and binding."""
+    # The header's length is bound too, and the ciphertext gives it away: nonce || c || tag.
+    length = len(sealed) - NONCE_LEN - nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    if length < 0:
+        return None
+    return _open(storage_key, sealed, _header_associated_data(account_id, seal_id, size, length))
 
 
 # -- flags -----------------------------------------------------------------------------
@@ -189,6 +235,11 @@ _UID_IN = _UID.in_(bindparam("uids", expanding=True))
 _SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
 _SELECT_SEALED = (
     select(_ID, col(Message.seal_id), col(Message.sealed), _UID, _FLAGS, _DATE, _SIZE, _MODSEQ)
+    .where(_IN_FOLDER, _UID_IN)
+    .order_by(_UID)
+)
+_SELECT_SEALED_HEADERS = (
+    select(_ID, col(Message.seal_id), col(Message.sealed_header), _UID, _SIZE)
     .where(_IN_FOLDER, _UID_IN)
     .order_by(_UID)
 )
@@ -300,6 +351,7 @@ class MailboxStore:
             account_id = _account_id(connection, address, keys)
         seal_id = nacl.utils.random(SEAL_ID_LEN)
         sealed = seal_message(keys.storage_key, account_id, seal_id, message)
+        sealed_header = seal_header(keys.storage_key, account_id, seal_id, message)
         try:
             with writing(self._engine) as connection:
                 target = _folder(connection, account_id, folder, lock=True)
@@ -320,6 +372,7 @@ class MailboxStore:
                         "flags": flags_text,
                         "modseq": modseq,
                         "sealed": sealed,
+                        "sealed_header": sealed_header,
                     },
                 )
         except IntegrityError:
@@ -422,6 +475,25 @@ class StoreSession:
                         modseq=modseq,
                     )
                     result.append(StoredMessage(meta=meta, body=body))
+        return result
+
+    def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
+        """Header blocks opened in memory, in UID order, skipped as in `fetch`; the message
+        blobs are not read."""
+        storage_key = self._storage_key()
+        result: list[StoredHeader] = []
+        with reading(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder)
+            for chunk in _chunks(uids):
+                params = {"folder_id": target.id, "uids": chunk}
+                for row_id, seal_id, sealed, uid, size in connection.execute(
+                    _SELECT_SEALED_HEADERS, params
+                ):
+                    header = open_header(storage_key, self._account_id, seal_id, size, sealed)
+                    if header is None:
+                        log.warning("stored message %s cannot be opened; skipped", row_id)
+                        continue
+                    result.append(StoredHeader(uid=uid, header=header))
         return result
 
     def store_flags(

@@ -80,10 +80,13 @@ class Folder(StoreTable, table=True):
 
 
 class Message(StoreTable, table=True):
-    """One stored message. `sealed` = nonce(24) || XChaCha20-Poly1305(storage_key, message).
+    """One stored message. `sealed` = nonce(24) || XChaCha20-Poly1305(storage_key, message);
+    `sealed_header` the same for the message's header block alone (own nonce), so FETCH
+    items that read only headers open a few hundred octets instead of the whole message.
 
-    The associated data binds the account id, `seal_id` (random, per message) and the
-    size, not the folder or UID, so a later MOVE/COPY moves the row without re-sealing.
+    The associated data binds the account id, `seal_id` (random, per message), the size
+    and which part a blob holds, not the folder or UID, so a later MOVE/COPY moves the row
+    without re-sealing.
     """
 
     __tablename__ = "message"
@@ -98,6 +101,9 @@ class Message(StoreTable, table=True):
     size: int = Field(sa_type=BigInteger)  # octets of the plaintext message
     flags: str = ""  # space-separated
     modseq: int = Field(sa_type=BigInteger)
+    # Before `sealed`: SQLite reads a row's columns in order, and a column stored after a
+    # large blob is reached only by walking that blob's overflow pages.
+    sealed_header: bytes
     sealed: bytes
 
 

@@ -1,4 +1,5 @@
-"""No plaintext at rest: a delivered message never reaches the database files in clear."""
+"""No plaintext at rest: a delivered message never reaches the database files in clear,
+neither as the whole message nor as the header block the store seals beside it."""
 
 from __future__ import annotations
 
@@ -26,8 +27,17 @@ def test_canary_never_reaches_the_database_files(tmp_path, caplog):
     url = f"sqlite:///{db_dir}/gateway.db"
     canary = f"CANARY-{secrets.token_hex(16)}"
     subject = f"Subject: quarterly {canary}"
-    body = f"From: bob@example.org\r\n{subject}\r\n\r\nthe code is {canary}\r\n".encode()
-    needles = [canary.encode(), canary.encode("utf-16-le"), subject.encode()]
+    # A second canary only in the header: it reaches the database in the header blob too.
+    header_canary = f"HEADER-CANARY-{secrets.token_hex(16)}"
+    header = f"From: bob@example.org\r\n{subject}\r\nX-Ticket: {header_canary}\r\n\r\n"
+    body = f"{header}the code is {canary}\r\n".encode()
+    needles = [
+        canary.encode(),
+        canary.encode("utf-16-le"),
+        subject.encode(),
+        header_canary.encode(),
+        header.encode(),
+    ]
 
     engine = open_engine(url)
     keys = add_account(AccountStore(engine), ALICE)
@@ -43,13 +53,18 @@ def test_canary_never_reaches_the_database_files(tmp_path, caplog):
     # … and after closing.
     assert files_containing(db_dir, needles) == []
     assert canary not in caplog.text
+    assert header_canary not in caplog.text
 
     engine = open_engine(url)
     try:
         with caplog.at_level(logging.DEBUG):
-            fetched = MailboxStore(engine).session(ALICE, keys).fetch("INBOX", [1])
+            session = MailboxStore(engine).session(ALICE, keys)
+            fetched = session.fetch("INBOX", [1])
+            headers = session.fetch_headers("INBOX", [1])
         assert [stored.body for stored in fetched] == [body]
+        assert [stored.header for stored in headers] == [header.encode()]
         assert canary not in caplog.text
+        assert header_canary not in caplog.text
     finally:
         engine.dispose()
     assert files_containing(db_dir, needles) == []

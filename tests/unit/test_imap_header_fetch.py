@@ -1,0 +1,167 @@
+"""FETCH and SEARCH that read only headers open only the header block (`fetch_headers`).
+
+On every storage backend: items that read headers only (ENVELOPE, RFC822.HEADER,
+BODY[HEADER], BODY[HEADER.FIELDS (.NOT)], with or without a partial) are answered from the
+header block and give exactly the octets the whole message gives; metadata items read
+nothing; anything else reads whole messages. Header blocks are read in batches.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.imap import wire
+from gateway.imap.config import ImapConfig
+from gateway.imap.wire import Content
+from tests.imap_backends import MailBackend
+from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
+
+ODD_MESSAGES = [
+    PLAIN,
+    mixed(),
+    # folded fields, 8-bit text, an encoded word, a group, a field name in odd case
+    b"From: =?utf-8?q?Zo=C3=AB?= <zoe@example.org>\r\n"
+    b"To: friends: a@example.org, b@example.org;\r\n"
+    b"subject: Gr\xc3\xbc\xc3\x9fe\r\n  and a folded tail\r\n"
+    b"Date: Thu, 4 Jan 2024 10:00:00 +0000\r\n"
+    b"\r\n"
+    b"Hallo.\r\n",
+    b"From: nobody@example.org\r\nSubject: all header, no blank line\r\n",
+    b"\r\nA message that starts with the empty line.\r\n",
+    b"From: lf@example.org\nSubject: bare LF\n\nbody\n",
+    b"Subject: header only\r\n\r\n",
+]
+
+HEADER_ITEMS = (
+    b"UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE RFC822.HEADER BODY.PEEK[HEADER] "
+    b"BODY.PEEK[HEADER.FIELDS (FROM Subject X-Missing)] BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)] "
+    b"BODY.PEEK[HEADER]<3.10>"
+)
+
+
+@pytest.fixture
+def backend(mail_backend: MailBackend) -> MailBackend:
+    mail_backend.add_account(USER, PASSWORD)
+    return mail_backend
+
+
+def attribute(text: str) -> wire.FetchAttribute:
+    command = wire.parse_command(f"f FETCH 1 {text}\r\n".encode())
+    assert isinstance(command, wire.Fetch)
+    (attr,) = command.attributes
+    return attr
+
+
+@pytest.mark.parametrize(
+    ("item", "content"),
+    [
+        ("UID", Content.NONE),
+        ("FLAGS", Content.NONE),
+        ("INTERNALDATE", Content.NONE),
+        ("RFC822.SIZE", Content.NONE),
+        ("ENVELOPE", Content.HEADER),
+        ("RFC822.HEADER", Content.HEADER),
+        ("BODY[HEADER]", Content.HEADER),
+        ("BODY.PEEK[HEADER.FIELDS (FROM)]", Content.HEADER),
+        ("BODY.PEEK[HEADER.FIELDS.NOT (FROM)]<0.5>", Content.HEADER),
+        ("BODY.PEEK[]", Content.FULL),
+        ("BODY.PEEK[TEXT]", Content.FULL),
+        ("BODY.PEEK[1]", Content.FULL),
+        ("BODY.PEEK[1.HEADER]", Content.FULL),
+        ("BODY.PEEK[1.MIME]", Content.FULL),
+        ("RFC822", Content.FULL),
+        ("RFC822.TEXT", Content.FULL),
+        ("BODY", Content.FULL),
+        ("BODYSTRUCTURE", Content.FULL),
+    ],
+)
+def test_what_each_item_reads(item: str, content: Content):
+    assert attribute(item).content is content
+
+
+def test_header_items_equal_what_the_whole_message_gives(backend: MailBackend):
+    h = Harness(backend)
+    for body in ODD_MESSAGES:
+        h.deliver(body)
+    h.select()
+    for n in range(1, len(ODD_MESSAGES) + 1):
+        backend.fetch_calls.clear()
+        backend.header_calls.clear()
+        alone = h(b"f FETCH %d (%s)" % (n, HEADER_ITEMS))
+        assert backend.fetch_calls == [] and backend.header_calls == [1]
+        with_text = h(b"f FETCH %d (%s BODY.PEEK[TEXT])" % (n, HEADER_ITEMS))
+        assert backend.fetch_calls == [1] and backend.header_calls == [1]
+        assert alone.endswith(b")\r\nf OK FETCH completed.\r\n")
+        head = alone[: -len(b")\r\nf OK FETCH completed.\r\n")]
+        assert with_text.startswith(head + b" BODY[TEXT] ")
+        assert with_text.endswith(b")\r\nf OK FETCH completed.\r\n")
+
+
+def test_header_fetch_sets_seen_and_reports_it(backend: MailBackend):
+    h = Harness(backend)
+    h.deliver()
+    h.select()
+    out = h(b"f FETCH 1 (BODY[HEADER.FIELDS (SUBJECT)])")
+    assert lines(out) == [
+        b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}",
+        b"Subject: Lunch",
+        b"",
+        b" FLAGS (\\Seen))",
+        b"f OK FETCH completed.",
+    ]
+    assert backend.fetch_calls == [] and backend.header_calls == [1]
+    assert h.flags(1) == frozenset({"\\Seen"})
+
+
+def test_header_sync_skips_messages_expunged_meanwhile(backend: MailBackend):
+    h = Harness(backend)
+    for _ in range(3):
+        h.deliver()
+    h.select()
+    other = backend.other_session(USER)
+    try:
+        other.store_flags("INBOX", [2], frozenset({"\\Deleted"}), wire.FlagMode.ADD)
+        other.expunge("INBOX")
+    finally:
+        other.close()
+    out = h(b"f FETCH 1:3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert out.count(b" FETCH (UID ") == 2
+    assert b"* 2 FETCH (UID 2 " not in out
+    assert out.endswith(b"f OK FETCH completed.\r\n")
+
+
+def test_header_blocks_are_read_in_batches(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(header_batch=2))
+    for _ in range(5):
+        h.deliver()
+    h.select()
+    out = h(b"f FETCH 1:* ENVELOPE")
+    assert out.count(b" FETCH (ENVELOPE (") == 5
+    assert backend.header_calls == [2, 2, 1] and backend.fetch_calls == []
+
+
+def test_a_header_batch_is_bounded_by_message_sizes(backend: MailBackend):
+    size = len(PLAIN)
+    h = Harness(backend, config=ImapConfig(header_batch_octets=2 * size))
+    for _ in range(5):
+        h.deliver()
+    big = PLAIN + b"x" * (3 * size) + b"\r\n"
+    h.deliver(big)  # bigger than a batch may be: it goes alone
+    h.deliver()
+    h.select()
+    out = h(b"f FETCH 1:* RFC822.HEADER")
+    assert out.count(b" FETCH (RFC822.HEADER {") == 7
+    assert backend.header_calls == [2, 2, 1, 1, 1]
+
+
+def test_search_on_headers_reads_header_blocks_only(backend: MailBackend):
+    h = Harness(backend)
+    h.deliver(PLAIN)
+    h.deliver(mixed())
+    h.select()
+    assert lines(h(b's SEARCH HEADER SUBJECT "lunch"'))[0] == b"* SEARCH 1"
+    assert lines(h(b"s SEARCH SENTSINCE 3-Jan-2024"))[0] == b"* SEARCH 2"
+    assert lines(h(b's SEARCH OR FROM "carol" SENTBEFORE 1-Jan-2024'))[0] == b"* SEARCH 2"
+    assert backend.fetch_calls == [] and backend.header_calls == [2, 2, 2]
+    assert lines(h(b's SEARCH FROM "bob" BODY "noon"'))[0] == b"* SEARCH 1"
+    assert backend.fetch_calls == [2] and backend.header_calls == [2, 2, 2]
