@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0]
 
 
-def start_demo(directory: Path, *extra: str) -> subprocess.Popen[str]:
+@pytest.fixture
+def demos() -> Iterator[list[subprocess.Popen[str]]]:
+    """Demo processes a test starts; any still running when it ends are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_demo(
+    directory: Path, *extra: str, track: list[subprocess.Popen[str]]
+) -> subprocess.Popen[str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "clients.json").unlink(missing_ok=True)  # wait for this run's file
     with (directory.parent / "demo.log").open("a") as log:
@@ -36,6 +50,7 @@ def start_demo(directory: Path, *extra: str) -> subprocess.Popen[str]:
             [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory), *extra],
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )
+    track.append(proc)
     deadline = time.monotonic() + 60
     while not (directory / "clients.json").exists():
         assert proc.poll() is None, "demo exited early"
@@ -49,9 +64,9 @@ def stop(proc: subprocess.Popen[str]) -> int:
     return proc.wait(timeout=30)
 
 
-def test_demo_contract_and_reuse(tmp_path: Path) -> None:
+def test_demo_contract_and_reuse(tmp_path: Path, demos: list[subprocess.Popen[str]]) -> None:
     directory = tmp_path / "demo"
-    proc = start_demo(directory)
+    proc = start_demo(directory, track=demos)
     clients = json.loads((directory / "clients.json").read_text())
     alice, bob = clients["accounts"]
     assert (alice["address"], bob["address"]) == ("alice@demo.bubble", "bob@demo.bubble")
@@ -72,7 +87,7 @@ def test_demo_contract_and_reuse(tmp_path: Path) -> None:
                       "Subject: demo\r\n\r\nkept across runs\r\n")
     assert stop(proc) == 0
 
-    proc = start_demo(directory)
+    proc = start_demo(directory, track=demos)
     assert json.loads((directory / "clients.json").read_text()) == clients  # same ports, passwords
     imap = imaplib.IMAP4("127.0.0.1", bob["imap"]["port"], timeout=30)
     imap.starttls(ssl_context=ssl.create_default_context(
@@ -86,17 +101,15 @@ def test_demo_contract_and_reuse(tmp_path: Path) -> None:
     assert stop(proc) == 0
 
 
-def test_demo_port_base(tmp_path: Path) -> None:
+def test_demo_port_base(tmp_path: Path, demos: list[subprocess.Popen[str]]) -> None:
     base = free_port()  # a hint only: the demo needs base..base+4
-    proc = start_demo(tmp_path / "demo", "--port-base", str(base))
-    try:
-        clients = json.loads((tmp_path / "demo" / "clients.json").read_text())
-        ports = {clients["accounts"][0]["smtp"]["port"], clients["accounts"][0]["imap"]["port"],
-                 clients["accounts"][1]["smtp"]["port"], clients["accounts"][1]["imap"]["port"]}
-        assert clients["relays"][0]["url"] == f"http://127.0.0.1:{base}"
-        assert ports == {base + 1, base + 2, base + 3, base + 4}
-    finally:
-        assert stop(proc) == 0
+    proc = start_demo(tmp_path / "demo", "--port-base", str(base), track=demos)
+    clients = json.loads((tmp_path / "demo" / "clients.json").read_text())
+    ports = {clients["accounts"][0]["smtp"]["port"], clients["accounts"][0]["imap"]["port"],
+             clients["accounts"][1]["smtp"]["port"], clients["accounts"][1]["imap"]["port"]}
+    assert clients["relays"][0]["url"] == f"http://127.0.0.1:{base}"
+    assert ports == {base + 1, base + 2, base + 3, base + 4}
+    assert stop(proc) == 0
 
 
 def test_operator_errors_are_one_line(tmp_path: Path) -> None:
