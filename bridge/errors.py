@@ -5,7 +5,10 @@
     ├── EnvelopeFormatError   bytes are not an envelope (relay-side structural check)
     ├── WrongPassphrase       sealed account keys did not open with that passphrase
     ├── DirectoryError        a directory record is missing, unsigned or does not match
-    ├── HeaderTooLarge        (also a ValueError) a header block over the sanitizer's limit
+    ├── HeaderError           (also a ValueError; bridge.headers) a header block unreadable
+    │   ├── HeaderTooLarge    the header block is over its limit
+    │   ├── AddressError      an address field does not parse strictly
+    │   └── SenderRefused     (bridge.sender) the header names another author than the sender
     └── RelayError            a relay could not be used
         ├── RelayUnavailable  connection refused, timeout, 5xx: try again or another relay
         └── RelayRejected     4xx: the relay refused this request; retrying will not help

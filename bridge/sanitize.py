@@ -6,13 +6,10 @@ internals, Bcc) and rewrites every Message-ID to ``<H@domain>``, H a keyed hash 
 the original id, so the same id always maps to the same new one and replies still
 thread. docs/metadata.md is the one list of what goes, what stays, and why.
 
-The header block is split here, on bytes, not by `email`: a kept field leaves byte
-for byte (folding included) and in its place; the body leaves byte for byte, except
-that bare LF line ends become CRLF. The splitter follows RFC 5322 as receivers read
-it: a line that is neither a field nor a continuation ends the header block, and
-everything from it on is body.
-
-    HeaderTooLarge(BridgeError, ValueError)   the header block exceeds MAX_HEADER_BLOCK
+The header block is read by `bridge.headers.parse_header` (the gateway's one header
+parser): a kept field leaves byte for byte (folding included) and in its place; the body
+leaves byte for byte, except that bare LF line ends become CRLF. A line that ends the
+header block without an empty line gets one inserted before it.
 
 This module parses no MIME, does no I/O, keeps no state but a cache of compiled
 policies, never logs, and never puts a header value into an exception message.
@@ -25,13 +22,21 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import getaddresses
 from functools import lru_cache
 
-from bridge.errors import BridgeError
+from bridge.headers import (
+    MAX_HEADER_BLOCK,
+    Field,
+    HeaderBlock,
+    HeaderTooLarge,
+    parse_addresses,
+    parse_header,
+)
 
-MAX_HEADER_BLOCK = 1 << 20
-"""Most bytes the header block (every field line, line ends included) may take."""
+__all__ = [
+    "DEFAULT_STRIPPED", "MAX_HEADER_BLOCK", "PROTECTED", "HeaderTooLarge", "SanitizePolicy",
+    "Sanitized", "rewrite_message_id", "sanitize",
+]
 
 MIN_KEY_LEN = 16
 MAX_KEY_LEN = 64  # BLAKE2b's key limit
@@ -69,23 +74,11 @@ _BCC_FIELDS = frozenset({"bcc", "resent-bcc"})
 _SINGLE_ID_FIELDS = frozenset({"message-id", "resent-message-id"})
 _ID_LIST_FIELDS = frozenset({"in-reply-to", "references"})
 
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_WHOLE_FIELD = re.compile(rb"(([\x21-\x39\x3b-\x7e]+)[ \t]*:)[^\n]*\n(?:[ \t][^\n]*\n)*")
 _PATTERN = re.compile(r"[\x21-\x39\x3b-\x7e]+\*?")
 _ID_TOKEN = re.compile(r"<([^<>]*)>")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _PERSON = b"sg-message-id"
-_LF, _CR = 0x0A, 0x0D
-_WSP = (0x20, 0x09)
-
-
-class HeaderTooLarge(BridgeError, ValueError):
-    """The header block of a message is larger than `MAX_HEADER_BLOCK`."""
-
-    def __init__(self, limit: int = MAX_HEADER_BLOCK) -> None:
-        super().__init__(f"message header block exceeds {limit} bytes")
-        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -109,34 +102,32 @@ class Sanitized:
     bcc: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class _Field:
-    name: str  # lower-case
-    head_len: int  # bytes of the first line up to and including the colon
-    raw: bytes  # every line of the field with its line end as received (CRLF or LF)
-
-    def value(self) -> bytes:
-        """The unfolded value: the lines joined without their line ends."""
-        return self.raw[self.head_len :].replace(b"\r\n", b"\n").replace(b"\n", b"")
-
-
-def sanitize(message: bytes, *, policy: SanitizePolicy, message_id_key: bytes) -> Sanitized:
+def sanitize(
+    message: bytes,
+    *,
+    policy: SanitizePolicy,
+    message_id_key: bytes,
+    header: HeaderBlock | None = None,
+) -> Sanitized:
     """Strip the policy's fields, rewrite message ids, return the CRLF message.
 
-    Raises `HeaderTooLarge` (a `ValueError`) when the header block exceeds
-    `MAX_HEADER_BLOCK`, and `ValueError` for a key of the wrong length.
+    `header` is `parse_header(message)` when the caller has parsed it already (the
+    gateway parses once for policy and for this). Raises `HeaderTooLarge` (a
+    `ValueError`) when the header block exceeds `MAX_HEADER_BLOCK`, and `ValueError` for
+    a key of the wrong length.
     """
     _check_key(message_id_key)
     strip = _compile(policy.extra_headers)
     domain = policy.message_id_domain
-    fields, body_start = _split(message)
-    header_end = len(message) if body_start is None else body_start
-    crlf_only = message.count(b"\n", 0, header_end) == message.count(b"\r\n", 0, header_end)
+    if header is None:
+        header = parse_header(message)
+    body_start = header.body_start
+    crlf_only = message.count(b"\n", 0, header.end) == message.count(b"\r\n", 0, header.end)
 
     parts: list[bytes | memoryview] = []
     removed: list[str] = []
     bcc: list[str] = []
-    for field in fields:
+    for field in header.fields:
         if strip(field.name):
             removed.append(field.name)
             if field.name in _BCC_FIELDS:
@@ -147,7 +138,10 @@ def sanitize(message: bytes, *, policy: SanitizePolicy, message_id_key: bytes) -
             if rewritten is not None:
                 parts.append(rewritten)
                 continue
-        parts.append(field.raw if crlf_only else _crlf(field.raw))
+        raw = field.raw
+        if not raw.endswith(b"\n"):  # the input ends inside this field: terminate it
+            raw += b"\n" if raw.endswith(b"\r") else b"\r\n"
+        parts.append(raw if crlf_only else _crlf(raw))
 
     if body_start is not None:
         parts.append(b"\r\n")
@@ -195,9 +189,9 @@ def _map_id(original: str, key: bytes, domain: str) -> str:
     return f"<{base64.b32encode(digest).decode('ascii').lower()}@{domain}>"
 
 
-def _rewrite_ids(field: _Field, key: bytes, domain: str) -> bytes | None:
+def _rewrite_ids(field: Field, key: bytes, domain: str) -> bytes | None:
     """The field with every id mapped, CRLF-terminated; None if no id changes."""
-    value = field.value().decode("utf-8", "surrogateescape")
+    value = field.value.decode("utf-8", "surrogateescape")
     tokens: list[str] = _ID_TOKEN.findall(value)
     if field.name in _SINGLE_ID_FIELDS:
         tokens = tokens[:1]
@@ -213,59 +207,9 @@ def _rewrite_ids(field: _Field, key: bytes, domain: str) -> bytes | None:
     return field.raw[: field.head_len] + b" " + ids + b"\r\n"
 
 
-def _addresses(field: _Field) -> list[str]:
-    value = field.value().decode("utf-8", "replace")
-    return [address for _name, address in getaddresses([value]) if address]
-
-
-def _split(message: bytes) -> tuple[list[_Field], int | None]:
-    """Split the header block into fields; return them and where the body starts.
-
-    The body start is None when the input ends inside the header block (no body, no
-    separator). A line that is not a field, a continuation or the blank separator
-    starts the body. Continuation lines before the first field belong to no field and
-    are dropped, as is an mbox ``From `` line at the very start.
-    """
-    fields: list[_Field] = []
-    current: _Field | None = None
-    end = len(message)
-    pos = 0
-    while pos < end:
-        # The common case: a whole field, every line LF-terminated, inside the limit.
-        whole = _WHOLE_FIELD.match(message, pos, MAX_HEADER_BLOCK)
-        if whole is not None:
-            current = _Field(whole.group(2).decode("ascii").lower(), whole.end(1) - pos,
-                             whole.group())
-            fields.append(current)
-            pos = whole.end()
-            continue
-        first = message[pos]
-        if first == _LF:
-            return fields, pos + 1
-        if first == _CR and (pos + 1 == end or message[pos + 1] == _LF):
-            return fields, min(pos + 2, end)
-        # What is left: a line that starts the body, an mbox From line, a continuation
-        # without a field, a last line without LF, or a line that crosses the limit.
-        nl = message.find(b"\n", pos, MAX_HEADER_BLOCK)
-        line_end = nl if nl >= 0 else end
-        head = None if first in _WSP else _FIELD_NAME.match(message, pos, line_end)
-        unix_from = head is None and pos == 0 and message.startswith(b"From ")
-        if head is None and first not in _WSP and not unix_from:
-            return fields, pos
-        if nl < 0 and end > MAX_HEADER_BLOCK:
-            raise HeaderTooLarge()
-        if nl < 0:  # the input ends inside this line: terminate it
-            line = message[pos:end]
-            line += b"\n" if line.endswith(b"\r") else b"\r\n"
-        else:
-            line = message[pos : nl + 1]
-        if head is not None:
-            current = _Field(head.group(1).decode("ascii").lower(), head.end() - pos, line)
-            fields.append(current)
-        elif current is not None:
-            current.raw += line
-        pos = line_end + 1
-    return fields, None
+def _addresses(field: Field) -> list[str]:
+    value = field.value.decode("utf-8", "replace")
+    return [m.address for m in parse_addresses(value, strict=False).mailboxes if m.address]
 
 
 def _check_key(key: bytes) -> None:

@@ -6,7 +6,9 @@ open in memory, check the sender's signing key against the signed directory, and
 commit it to INBOX re-sealed under the account's storage key. Only after that
 commit is the envelope acknowledged (deleted) on the relay. An envelope that does
 not open or whose sender does not verify is kept out of the mailbox and reported
-by a notice in INBOX; its content is never logged.
+by a notice in INBOX; so is one whose header names another author than the sealed,
+signed sender (`bridge.sender`: the rules submission applies): its notice names the
+signed sender and the claimed address, never content. Content is never logged.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from datetime import UTC, datetime
 
 from bridge.envelope import open_envelope
 from bridge.errors import CannotOpen, RelayError
+from bridge.headers import HeaderError, parse_header
 from bridge.keys import AccountKeys
 from bridge.relay.client import RelayClient
+from bridge.sender import SenderRefused, check_sender
 from gateway.keyring import KeyRing
-from gateway.notices import cannot_open_notice
+from gateway.notices import cannot_open_notice, forged_sender_notice
 from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
 from gateway.store.accounts import AccountStore
 from gateway.store.mailbox import MailboxStore
@@ -104,6 +108,11 @@ class Fetcher(PeriodicJob):
         if sender.keys.signing_key != opened.sender_signing_key:
             await self._reject(address, keys, envelope_id, "sender-mismatch", now)
             return False
+        try:  # the header must name the sealed, signed sender, by the submission rules
+            check_sender(parse_header(opened.message), opened.sender)
+        except HeaderError as e:
+            await self._replace_forgery(address, keys, envelope_id, opened.sender, e, now)
+            return False
         uid = await asyncio.to_thread(
             self._mailboxes.deliver,
             address,
@@ -116,6 +125,32 @@ class Fetcher(PeriodicJob):
         if uid is not None:
             log.info("fetch: envelope %s delivered", envelope_id.hex()[:8])
         return uid is not None
+
+    async def _replace_forgery(
+        self,
+        address: str,
+        keys: AccountKeys,
+        envelope_id: bytes,
+        sender: str,
+        refused: HeaderError,
+        now: datetime,
+    ) -> None:
+        """Deliver a notice naming the true sender instead of the message (once)."""
+        log.warning("fetch: envelope %s rejected: header-sender", envelope_id.hex()[:8])
+        if not await asyncio.to_thread(self._mailboxes.record_rejected, address, envelope_id):
+            return  # already reported
+        notice = forged_sender_notice(
+            account=address,
+            domain=self._domain,
+            envelope_id=envelope_id,
+            sender=sender,
+            claimed=refused.claimed if isinstance(refused, SenderRefused) else None,
+            reason=refused.reason if isinstance(refused, SenderRefused) else str(refused),
+            when=now,
+        )
+        await asyncio.to_thread(
+            self._mailboxes.deliver, address, keys, "INBOX", notice, internal_date=now
+        )
 
     async def _reject(
         self, address: str, keys: AccountKeys, envelope_id: bytes, reason: str, now: datetime

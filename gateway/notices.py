@@ -7,6 +7,7 @@ contains content of the message it reports on.
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -56,4 +57,35 @@ def cannot_open_notice(
         envelope_id=envelope_id.hex(),
         arrived=email.utils.format_datetime(when),
         reason=CANNOT_OPEN_REASONS[reason],
+    )
+
+
+_SHOWABLE = re.compile(r"[!-~]{1,254}")  # printable ASCII, as long as an address may be
+
+
+def forged_sender_notice(
+    *,
+    account: str,
+    domain: str,
+    envelope_id: bytes,
+    sender: str,
+    claimed: str | None,
+    reason: str,
+    when: datetime,
+) -> bytes:
+    """The notice that replaces a message whose header names someone other than its
+    sealed, signed sender. `claimed` is shown only when it is a plain printable address
+    (the rest of the header is the sender's text and stays out)."""
+    shown = claimed if claimed is not None and _SHOWABLE.fullmatch(claimed) else ""
+    return render_notice(
+        "forged_sender.txt.j2",
+        account=account,
+        domain=domain,
+        subject="A message with a false sender was stopped",
+        when=when,
+        envelope_id=envelope_id.hex(),
+        arrived=email.utils.format_datetime(when),
+        sender=sender,
+        claimed=shown,
+        reason=reason,
     )

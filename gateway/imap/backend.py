@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from bridge.headers import parse_header
+
 
 class BackendError(Exception):
     """Root of the errors storage raises toward the IMAP layer."""
@@ -82,15 +84,14 @@ class StoredHeader:
 
 
 def header_block(message: bytes) -> bytes:
-    """The message's header block with the blank line that ends it (RFC 5322 section 2.1).
+    """The message's header block as `bridge.headers.parse_header` reads it (RFC 5322
+    section 2.1), with the empty line that ends it when there is one.
 
     A message that starts with an empty line has the header block CRLF; one without an
-    empty line is all header. Lines end with CRLF (bare LF does not end a header block).
+    empty line is all header; a line that is neither a field nor a continuation ends the
+    header block (it is body). No size limit: stored mail must always be readable.
     """
-    if message.startswith(b"\r\n"):
-        return b"\r\n"
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 4]
+    return message[: parse_header(message, limit=None).end]
 
 
 class MailSession(Protocol):

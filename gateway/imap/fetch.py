@@ -5,7 +5,8 @@ Holds `parse_message` (a MIME tree that keeps the exact octets of every header a
 the items that read only headers: no MIME parse), `envelope`, `body_structure`,
 `section_octets`, `header_section`, `internal_date`, and `decoded_text` (what SEARCH
 BODY/TEXT compares).
-The stdlib `email` package parses header values (addresses, parameters, RFC 2047/2231).
+Header blocks and address lists are read by `bridge.headers`, the gateway's one header
+parser; the stdlib `email` package parses the other values (parameters, RFC 2047/2231).
 
 Everything here works on bytes in memory, returns wire `Value`s, and never writes, logs or
 keeps a message: the caller drops the tree when the response is sent.
@@ -26,6 +27,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from bridge.headers import parse_addresses, parse_header, unfold
 from gateway.imap.backend import header_block
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
 
@@ -83,8 +85,7 @@ class HeaderBlock:
 def _field(fields: tuple[tuple[str, bytes], ...], name: str) -> str | None:
     for key, raw in fields:
         if key == name:
-            value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-            return _FOLD.sub("", value).strip()
+            return unfold(raw).decode("utf-8", "surrogateescape").strip()
     return None
 
 
@@ -94,18 +95,7 @@ def _split_header(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _fields(header: bytes) -> tuple[tuple[str, bytes], ...]:
-    fields: list[tuple[str, bytes]] = []
-    for line in header.splitlines(keepends=True):
-        if line == _CRLF:
-            break
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
-            continue
-        colon = line.find(b":")
-        name = line[:colon].strip().decode("ascii", "replace").lower() if colon > 0 else ""
-        fields.append((name, line))
-    return tuple(fields)
+    return parse_header(header, limit=None).fields
 
 
 def _content(fields: tuple[tuple[str, bytes], ...], default_type: str) -> email.message.Message:
@@ -293,41 +283,18 @@ def _address(display: str, local: str, domain: str) -> Value:
     )
 
 
-def _simple_addresses(value: str) -> list[Value]:
-    out: list[Value] = []
-    for display, spec in email.utils.getaddresses([value]):
-        if spec:
-            local, _, domain = spec.rpartition("@") if "@" in spec else (spec, "", "")
-            out.append(_address(display, local, domain))
-    return out
-
-
-def _group_addresses(value: str) -> list[Value]:
-    out: list[Value] = []
-    header = email.policy.default.header_factory("to", value)
-    for group in header.groups:
-        if group.display_name is not None:
-            out.append((None, None, _phrase(group.display_name) or "", None))
-        for addr in group.addresses:
-            out.append(_address(addr.display_name, addr.username, addr.domain))
-        if group.display_name is not None:
-            out.append((None, None, None, None))
-    return out
-
-
 def _addresses(value: str | None) -> Value:
-    """An address list for ENVELOPE. Without ':' there is no group syntax and the quick
-    parser (which also keeps encoded words as sent) is enough; with it, the full one."""
+    """An address list for ENVELOPE, groups included, read by the shared lenient parser
+    (display names decoded, then given back ASCII by `_phrase`)."""
     if not value:
         return None
     out: list[Value] = []
-    if ":" in value:
-        try:
-            out = _group_addresses(value)
-        except Exception:  # the email package's full parser has failure modes of its own
-            out = []
-    if not out:
-        out = _simple_addresses(value)
+    for group in parse_addresses(value, strict=False).groups:
+        if group.name is not None:
+            out.append((None, None, _phrase(group.name) or "", None))
+        out += [_address(m.display_name, m.local, m.domain) for m in group.mailboxes]
+        if group.name is not None:
+            out.append((None, None, None, None))
     return tuple(out) if out else None
 
 

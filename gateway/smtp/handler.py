@@ -18,8 +18,9 @@ from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
 from bridge.directory import DirectoryEntry, normalize_address
 from bridge.envelope import new_envelope_id, seal
+from bridge.headers import HeaderTooLarge, parse_header
 from bridge.keys import AccountKeys
-from bridge.sanitize import HeaderTooLarge, SanitizePolicy, sanitize
+from bridge.sanitize import SanitizePolicy, sanitize
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
@@ -27,9 +28,8 @@ from gateway.smtp.policy import (
     SmtpRefusal,
     address_domain,
     check_envelope_sender,
-    check_header_from,
+    check_headers,
     complete_headers,
-    header_facts,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
 
@@ -151,16 +151,18 @@ class SubmissionHandler:
         if keys is None or not resolved or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
         try:
-            facts = header_facts(raw)
-            check_header_from(facts, account)
-            cleaned = sanitize(raw, policy=self._policy, message_id_key=keys.message_id_key)
+            header = parse_header(raw)
+            check_headers(header, account)
+            cleaned = sanitize(
+                raw, policy=self._policy, message_id_key=keys.message_id_key, header=header
+            )
         except SmtpRefusal as refusal:
             return refusal.reply
         except HeaderTooLarge:
             return "552 5.3.4 Message header block too large"
         except ValueError:
             return "554 5.6.0 Message header is malformed"
-        message = complete_headers(cleaned.message, facts, self._domain)
+        message = complete_headers(cleaned.message, header, self._domain)
         # Sealing costs ~2 ms/MB per recipient; libsodium releases the GIL, so a worker
         # thread keeps other sessions answered. The commit is shared with concurrent
         # sessions (group commit) and durable before the 250.

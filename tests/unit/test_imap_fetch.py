@@ -152,7 +152,7 @@ def test_envelope_defaults_groups_and_odd_addresses():
         b"\r\n"
     )
     value = render(fetch.envelope(fetch.parse_message(raw)))
-    jorg = b'(("=?utf-8?q?J=C3=B6rg?=" NIL "j" "example.org"))'  # encoded word kept as sent
+    jorg = b'(("=?utf-8?b?SsO2cmc=?=" NIL "j" "example.org"))'  # decoded, given back encoded
     assert value == (
         b"(NIL {7}\r\ncaf\xc3\xa9 \xff " + jorg + b" " + jorg + b" " + jorg + b" "
         b'((NIL NIL "undisclosed-recipients" NIL) (NIL NIL NIL NIL)) '
