@@ -1,0 +1,97 @@
+"""bridge.headers properties: any input parses or raises the parser's own error, the parse
+accounts for every octet of the header block, and the sanitizer, the sender rules and the
+IMAP renderer see the same fields."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bridge.headers import (
+    HeaderError,
+    HeaderTooLarge,
+    parse_addresses,
+    parse_header,
+)
+from bridge.keys import AccountKeys
+from bridge.sanitize import SanitizePolicy, sanitize
+from bridge.sender import SenderRefused, check_sender
+from gateway.imap import fetch
+from gateway.imap.backend import header_block
+
+KEY = AccountKeys(bytes(range(32))).message_id_key
+POLICY = SanitizePolicy()
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_pieces = st.sampled_from([
+    b"From: alice@demo.bubble\r\n", b"From : bob@demo.bubble\r\n", b"From bob Mon\r\n",
+    b"Sender: bob@demo.bubble\r\n", b'From: "bob@demo.bubble" <alice@demo.bubble>\r\n',
+    b"Subject: s\r\n", b" folded\r\n", b"\tfolded\n", b"Received: x\n", b"\r\n", b"\n", b"\r",
+    b"Bcc: (((x\r\n", b"X-A\x00: v\r\n", b"To: a@b, (c) <d@e>\r\n", b"no colon line\r\n",
+    b"Message-ID: <a@host>\r\n", b"References: <a@b> <c@d>\r\n", b":\r\n", b"\x80\xff: v\r\n",
+])
+header_bytes = st.lists(_pieces | st.binary(max_size=24), max_size=20).map(b"".join)
+
+
+@FAST
+@given(header_bytes)
+@example(b"From : boss@demo.bubble\r\nFrom: alice@demo.bubble\r\n\r\n")
+@example(b"From x\r\n\tcont\r\nA: b")
+@example(b"A: b\r\n c\r")
+def test_input_parses_or_raises_the_parsers_error(raw: bytes) -> None:
+    try:
+        header = parse_header(raw, limit=64)
+    except HeaderTooLarge:
+        header = parse_header(raw)
+    # Every octet of the header block is in a field, a stray line or the separator.
+    separator = 0 if header.body_start is None or not header.blank_line else (
+        2 if raw[: header.end].endswith(b"\r\n") else 1)
+    in_fields = sum(len(f.raw) for f in header.fields)
+    assert in_fields + separator <= header.end
+    assert (in_fields + separator == header.end) == (header.stray_lines == 0)
+    for f in header.fields:
+        assert f.raw in raw[: header.end]
+        assert f.name == f.name.lower() and ":" not in f.name
+        assert f.raw.index(b":") + 1 == f.head_len
+    try:
+        check_sender(header, "alice@demo.bubble")
+    except SenderRefused as refused:
+        assert refused.reason and "\n" not in refused.reason
+        assert "bob" not in str(refused)  # never a header value in the message
+
+
+@FAST
+@given(header_bytes, st.binary(max_size=40))
+def test_sanitize_imap_and_parser_agree_on_the_fields(head: bytes, body: bytes) -> None:
+    raw = head + b"\r\n" + body
+    header = parse_header(raw)
+    names = [f.name for f in header.fields]
+    out = sanitize(raw, policy=POLICY, message_id_key=KEY, header=header)
+    assert sanitize(raw, policy=POLICY, message_id_key=KEY) == out  # parsed once = parsed here
+    kept = [n for n in names if n not in out.removed]
+    assert [f.name for f in parse_header(out.message).fields] == kept
+    # IMAP reads the stored (sanitized) message with the same parser and the same cut.
+    stored = out.message
+    assert [n for n, _ in fetch.parse_message(stored).fields] == kept
+    assert fetch.HeaderBlock.parse(header_block(stored)).fields == fetch.parse_message(
+        stored).fields
+
+
+@FAST
+@given(st.text(max_size=80))
+@example("(" * 5000)
+@example('"a\\')
+def test_address_values_parse_or_raise_address_error(value: str) -> None:
+    lenient = parse_addresses(value, strict=False)
+    try:
+        strict = parse_addresses(value)
+    except HeaderError:
+        return
+    assert strict.mailboxes == lenient.mailboxes
+
+
+def test_header_values_never_reach_the_error_message() -> None:
+    with pytest.raises(HeaderTooLarge) as err:
+        parse_header(b"Subject: secret-" + b"x" * 100, limit=50)
+    assert "secret" not in str(err.value)
