@@ -124,3 +124,17 @@ def test_complete_headers_adds_only_what_is_missing() -> None:
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
     assert [backoff(n, 1.0, 10.0) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize("name", ["outlook-exchange", "thunderbird", "neomutt", "postfix-relayed"])
+def test_real_client_header_sets_pass_as_their_own_sender(name: str) -> None:
+    from pathlib import Path
+
+    from bridge.headers import parse_addresses
+
+    raw = (Path(__file__).parents[1] / "data" / "headers" / f"{name}.eml").read_bytes()
+    header = parse_header(raw.replace(b"\n", b"\r\n"))
+    author = header.first("from")
+    assert author is not None
+    address = parse_addresses(author.text).mailboxes[0].address
+    assert reply(raw.replace(b"\n", b"\r\n"), address) is None
