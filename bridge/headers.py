@@ -49,6 +49,23 @@ MAX_ADDRESS_FIELD = 4096
 faster than linearly); a longer value is an `AddressError` when strict and read by the
 quick parser when lenient."""
 
+
+
+@dataclass(frozen=True)
+class HeaderLimits:
+    """The parser's limits, as a gateway sets them (`max_header_block`, `max_address_field`)."""
+
+    max_header_block: int = MAX_HEADER_BLOCK
+    max_address_field: int = MAX_ADDRESS_FIELD
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_block", "max_address_field"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting '{name}': must be positive")
+
+
+DEFAULT_LIMITS = HeaderLimits()
+
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _WHOLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*")
 # After line ends are taken out: C0 controls but HTAB (a lone CR included), and DEL.
@@ -239,15 +256,17 @@ class AddressList:
         return tuple(m for g in self.groups for m in g.mailboxes)
 
 
-def parse_addresses(value: str, *, strict: bool = True) -> AddressList:
+def parse_addresses(
+    value: str, *, strict: bool = True, max_length: int = MAX_ADDRESS_FIELD
+) -> AddressList:
     """An address-list field value (unfolded text) as groups of mailboxes.
 
     Strict (for policy): the stdlib's RFC 5322 parser must find no defect at all, or
     `AddressError` is raised. Lenient (for display): what that parser makes of the value,
-    defects and all; when it fails or the value is too long for it, what the quick
-    `email.utils.getaddresses` makes of it; when that fails too, no address.
+    defects and all; when it fails or the value is longer than `max_length`, what the
+    quick `email.utils.getaddresses` makes of it; when that fails too, no address.
     """
-    if len(value) <= MAX_ADDRESS_FIELD:
+    if len(value) <= max_length:
         parsed, defects = _full_parse(value)
         if parsed is not None and (not defects or not strict):
             return parsed

@@ -31,10 +31,12 @@ import re
 import unicodedata
 
 from bridge.headers import (
+    DEFAULT_LIMITS,
     AddressError,
     Field,
     HeaderBlock,
     HeaderError,
+    HeaderLimits,
     decoded_text,
     parse_addresses,
 )
@@ -59,11 +61,12 @@ def _spelt(name: str) -> str:
     return _SPELLING.get(name, name.capitalize())
 
 
-def check_sender(header: HeaderBlock, sender: str) -> None:
-    """Raise `SenderRefused` unless `header` names `sender`, and only it, as its author."""
+def check_sender(header: HeaderBlock, sender: str, limits: HeaderLimits = DEFAULT_LIMITS) -> None:
+    """Raise `SenderRefused` unless `header` names `sender`, and only it, as its author.
+    Address fields longer than `limits.max_address_field` do not parse."""
     own = sender.lower()
     try:
-        _check(header, own)
+        _check(header, own, limits.max_address_field)
     except SenderRefused as refused:
         if refused.claimed is None:
             refused.claimed = _other_author(header, own)
@@ -80,7 +83,7 @@ def _other_author(header: HeaderBlock, own: str) -> str | None:
     return None
 
 
-def _check(header: HeaderBlock, own: str) -> None:
+def _check(header: HeaderBlock, own: str, max_length: int) -> None:
     for field in header.fields:
         if field.has_control:
             raise SenderRefused("Header fields must not contain control characters or NUL")
@@ -94,14 +97,14 @@ def _check(header: HeaderBlock, own: str) -> None:
     author = header.first("from")
     if author is None:
         raise SenderRefused("The message must have a From field")
-    _check_author(author, own)
+    _check_author(author, own, max_length)
     on_behalf = header.first("sender")
     if on_behalf is not None:
-        _check_author(on_behalf, own)
+        _check_author(on_behalf, own, max_length)
     reply_to = header.first("reply-to")
     if reply_to is not None:
         try:
-            replies = parse_addresses(reply_to.text)
+            replies = parse_addresses(reply_to.text, max_length=max_length)
         except AddressError:
             raise SenderRefused("The Reply-To field must be a valid address list") from None
         for mailbox in replies.mailboxes:
@@ -112,11 +115,11 @@ def _check(header: HeaderBlock, own: str) -> None:
                 )
 
 
-def _check_author(field: Field, own: str) -> None:
+def _check_author(field: Field, own: str, max_length: int) -> None:
     """From or Sender: one address, the sender's, and no other address in its text."""
     name = _spelt(field.name)
     try:
-        parsed = parse_addresses(field.text)
+        parsed = parse_addresses(field.text, max_length=max_length)
     except AddressError:
         raise SenderRefused(f"The {name} field must be one valid address") from None
     mailboxes = parsed.mailboxes

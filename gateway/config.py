@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.envelope import MAX_MESSAGE_BYTES
+from bridge.headers import MAX_ADDRESS_FIELD, MAX_HEADER_BLOCK, HeaderLimits
 
 MiB = 1024 * 1024
 
@@ -30,6 +31,8 @@ class GatewayConfig:
     delivery_concurrency: int = 8  # deposits in flight at once
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
     imap_idle_timeout: float = 1800.0
+    max_header_block: int = MAX_HEADER_BLOCK  # bytes of a message's header block
+    max_address_field: int = MAX_ADDRESS_FIELD  # characters of a From/Sender/Reply-To value
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -53,7 +56,11 @@ class GatewayConfig:
             raise ValueError(
                 f"setting 'max_message_bytes': at most {MAX_MESSAGE_BYTES} (the envelope limit)"
             )
+        self.header_limits()  # checks both
         if self.retry_max < self.retry_initial:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValueError("setting 'hostname': must be a host name without spaces")
+
+    def header_limits(self) -> HeaderLimits:
+        return HeaderLimits(self.max_header_block, self.max_address_field)

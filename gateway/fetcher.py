@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from bridge.envelope import open_envelope
 from bridge.errors import CannotOpen, RelayError
-from bridge.headers import HeaderError, parse_header
+from bridge.headers import DEFAULT_LIMITS, HeaderError, HeaderLimits, parse_header
 from bridge.keys import AccountKeys
 from bridge.relay.client import RelayClient
 from bridge.sender import SenderRefused, check_sender
@@ -45,8 +45,10 @@ class Fetcher(PeriodicJob):
         client_for: Callable[[str], RelayClient],
         domain: str,
         poll_interval: float,
+        header_limits: HeaderLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(poll_interval)
+        self._header_limits = header_limits
         self._accounts = accounts
         self._keyring = keyring
         self._mailboxes = mailboxes
@@ -109,7 +111,9 @@ class Fetcher(PeriodicJob):
             await self._reject(address, keys, envelope_id, "sender-mismatch", now)
             return False
         try:  # the header must name the sealed, signed sender, by the submission rules
-            check_sender(parse_header(opened.message), opened.sender)
+            limits = self._header_limits
+            header = parse_header(opened.message, limit=limits.max_header_block)
+            check_sender(header, opened.sender, limits)
         except HeaderError as e:
             await self._replace_forgery(address, keys, envelope_id, opened.sender, e, now)
             return False

@@ -85,6 +85,7 @@ class Gateway:
             client_for=self.client_for,
             domain=membership.domain,
             poll_interval=cfg.poll_interval,
+            header_limits=cfg.header_limits(),
         )
         handler = SubmissionHandler(
             keyring=keyring,
@@ -98,6 +99,7 @@ class Gateway:
             max_recipients=cfg.max_recipients,
             wake_delivery=delivery.wake,
             on_unlock=fetcher.wake,
+            header_limits=cfg.header_limits(),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)

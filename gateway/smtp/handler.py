@@ -18,7 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
 from bridge.directory import DirectoryEntry, normalize_address
 from bridge.envelope import new_envelope_id, seal
-from bridge.headers import HeaderTooLarge, parse_header
+from bridge.headers import DEFAULT_LIMITS, HeaderLimits, HeaderTooLarge, parse_header
 from bridge.keys import AccountKeys
 from bridge.sanitize import SanitizePolicy, sanitize
 from gateway.imap.backend import AuthenticationFailed
@@ -48,6 +48,7 @@ class SubmissionHandler:
         max_recipients: int,
         wake_delivery: Callable[[], None],
         on_unlock: Callable[[], None],
+        header_limits: HeaderLimits = DEFAULT_LIMITS,
     ) -> None:
         self._keyring = keyring
         self._recipients = recipients
@@ -57,6 +58,7 @@ class SubmissionHandler:
         self._max_recipients = max_recipients
         self._wake_delivery = wake_delivery
         self._on_unlock = on_unlock
+        self._header_limits = header_limits
         # Per-transaction state: the directory entry of every accepted recipient.
         self._resolved: weakref.WeakKeyDictionary[Envelope, dict[str, DirectoryEntry]] = (
             weakref.WeakKeyDictionary()
@@ -151,8 +153,8 @@ class SubmissionHandler:
         if keys is None or not resolved or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
         try:
-            header = parse_header(raw)
-            check_headers(header, account)
+            header = parse_header(raw, limit=self._header_limits.max_header_block)
+            check_headers(header, account, self._header_limits)
             cleaned = sanitize(
                 raw, policy=self._policy, message_id_key=keys.message_id_key, header=header
             )

@@ -13,7 +13,7 @@ import time
 
 import nacl.utils
 
-from bridge.headers import HeaderBlock
+from bridge.headers import DEFAULT_LIMITS, HeaderBlock, HeaderLimits
 from bridge.sender import SenderRefused, check_sender
 
 
@@ -32,11 +32,13 @@ def address_domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-def check_headers(header: HeaderBlock, account: str) -> None:
+def check_headers(
+    header: HeaderBlock, account: str, limits: HeaderLimits = DEFAULT_LIMITS
+) -> None:
     """The header block names the authenticated account, and only it, as its author
     (the rules of `bridge.sender`, the same the receiving gateway applies)."""
     try:
-        check_sender(header, account)
+        check_sender(header, account, limits)
     except SenderRefused as refused:
         raise SmtpRefusal(f"550 5.7.1 {refused.reason}") from None
 

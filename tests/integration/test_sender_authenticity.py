@@ -9,6 +9,8 @@ import email
 import email.policy
 import secrets
 import smtplib
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,44 @@ def test_reception_replaces_each_forged_sender_by_a_notice(shared_bubble: Bubble
     log = shared_bubble.log_text("bob")
     assert log.count("rejected: header-sender") == len(FORGERIES)
     assert BOB not in log and ALICE not in log and "Traceback" not in log
+
+
+@pytest.fixture(scope="module")
+def strict_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]:
+    """alice's gateway with small header limits set in its TOML config file."""
+    bubble = Bubble(tmp_path_factory.mktemp("strict"))
+    try:
+        bubble.init()
+        for user in ("alice", "bob"):
+            bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
+        config: Path = bubble.root / "alice.toml"
+        config.write_text(config.read_text() + "max_header_block = 2048\nmax_address_field = 64\n")
+        bubble.start_gateway("alice")
+        yield bubble
+    finally:
+        bubble.kill_all()
+
+
+def send(account: Account, raw: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", account.smtp_port, timeout=30) as smtp:
+        smtp.starttls(context=account.tls_context())
+        smtp.login(account.address, account.password)
+        try:
+            smtp.sendmail(account.address, [BOB], raw)
+        except smtplib.SMTPDataError as err:
+            return err.smtp_code, err.smtp_error
+    return 250, b""
+
+
+def test_header_limits_are_settings(strict_bubble: Bubble) -> None:
+    alice = strict_bubble.accounts["alice"]
+    filler = "X-Filler: " + "a" * 88 + "\r\n"  # 100 bytes
+    base = f"From: {ALICE}\r\nTo: {BOB}\r\nSubject: s\r\n"
+    fits = base + filler * ((2048 - len(base)) // 100)
+    assert send(alice, (fits + "\r\nbody\r\n").encode())[0] == 250
+    code, reply = send(alice, (fits + filler + "\r\nbody\r\n").encode())
+    assert code == 552 and reply.startswith(b"5.3.4")
+    name = "A" * (64 - len(f" <{ALICE}>"))
+    assert send(alice, f"From: {name} <{ALICE}>\r\n\r\nbody\r\n".encode())[0] == 250
+    code, reply = send(alice, f"From: {name}A <{ALICE}>\r\n\r\nbody\r\n".encode())
+    assert code == 550 and b"From field must be one valid address" in reply

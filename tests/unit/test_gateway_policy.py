@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bridge.headers import parse_header
@@ -128,8 +130,6 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
 
 @pytest.mark.parametrize("name", ["outlook-exchange", "thunderbird", "neomutt", "postfix-relayed"])
 def test_real_client_header_sets_pass_as_their_own_sender(name: str) -> None:
-    from pathlib import Path
-
     from bridge.headers import parse_addresses
 
     raw = (Path(__file__).parents[1] / "data" / "headers" / f"{name}.eml").read_bytes()
@@ -138,3 +138,22 @@ def test_real_client_header_sets_pass_as_their_own_sender(name: str) -> None:
     assert author is not None
     address = parse_addresses(author.text).mailboxes[0].address
     assert reply(raw.replace(b"\n", b"\r\n"), address) is None
+
+
+@pytest.mark.parametrize("name", ["max_header_block", "max_address_field"])
+def test_header_limits_must_be_positive(name: str, tmp_path: Path) -> None:
+    from bridge.settings import SettingsError, load_settings
+    from gateway.config import GatewayConfig
+
+    assert load_settings(GatewayConfig, {"home": str(tmp_path), name: 10}).header_limits()
+    with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
+        load_settings(GatewayConfig, {"home": str(tmp_path), name: 0})
+
+
+def test_address_field_limit_is_passed_to_the_rules() -> None:
+    from bridge.headers import HeaderLimits
+
+    raw = message("From: Alice <alice@demo.bubble>\n")
+    check_headers(parse_header(raw), ACCOUNT, HeaderLimits(max_address_field=25))
+    with pytest.raises(SmtpRefusal, match="From field must be one valid address"):
+        check_headers(parse_header(raw), ACCOUNT, HeaderLimits(max_address_field=24))
