@@ -50,7 +50,6 @@ faster than linearly); a longer value is an `AddressError` when strict and read 
 quick parser when lenient."""
 
 
-
 @dataclass(frozen=True)
 class HeaderLimits:
     """The parser's limits, as a gateway sets them (`max_header_block`, `max_address_field`)."""
