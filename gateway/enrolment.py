@@ -191,6 +191,7 @@ def request_account(
         address = check_address(address, address.rpartition("@")[2].strip().lower())
     if not password:
         raise ProvisionError("the password is empty")
+    gateway_home.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = open_engine(gateway_database_url(gateway_home))
     try:
         if AccountStore(engine).get(address) is not None:

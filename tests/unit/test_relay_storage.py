@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from bridge.directory import DirectoryRecord
 from bridge.envelope import OuterHeader
-from bridge.revocation import GatewayRevocation
 from bridge.relay.storage import (
     EnvelopeStorage,
     PutOutcome,
@@ -22,6 +21,7 @@ from bridge.relay.storage import (
     StoredEnvelope,
     coarse_hour,
 )
+from bridge.revocation import GatewayRevocation
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
 
