@@ -63,6 +63,7 @@ class Fetcher(PeriodicJob):
         self._recipients = recipients
         self._client_for = client_for
         self._domain = domain
+        self._rotated: set[int] = set()  # accounts already logged as waiting for a login
 
     async def run_once(self) -> bool:
         await self.fetch_all()
@@ -78,6 +79,10 @@ class Fetcher(PeriodicJob):
             if account.public != keys.public:
                 # Rotated since this login: new mail may need the new keys, so it waits
                 # on the relay until the next login unlocks them.
+                if account.id not in self._rotated:
+                    self._rotated.add(account.id)
+                    log.info("fetch: account %d was rotated; waiting for its next login",
+                             account.id)
                 continue
             for url in account.relays:
                 try:

@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 
 from bridge.directory import lookup_id
-from tests.bubble_processes import DOMAIN, Account, Bubble, files_containing, sealgate
+from tests.bubble_processes import (
+    DOMAIN,
+    Account,
+    Bubble,
+    files_containing,
+    free_port,
+    sealgate,
+)
 from tests.integration.conftest import start_bubble
 from tests.integration.test_cli import assert_one_line_error
 from tests.integration.test_end_to_end import submit, wait_for_messages
@@ -256,5 +263,56 @@ def test_signed_files_for_another_request_or_altered_are_refused(tmp_path: Path)
             sealgate("account", "import", tmp_path / "dave.signed", "--gateway", gw, check=False),
             "has imported already",
         )
+    finally:
+        bubble.kill_all()
+
+
+def test_directory_commands_fail_with_one_line(tmp_path: Path) -> None:
+    bubble = Bubble(tmp_path)
+    try:
+        bubble.init()
+        alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
+        wrong = bubble.password_file("wrong", "not alice's password")
+        admin, relay = bubble.admin, bubble.relay_url
+        dead = f"http://127.0.0.1:{free_port()}"
+        cases = [
+            (("account", "rotate", alice.address, "--gateway", alice.home, "--bubble", admin,
+              "--password-file", wrong), "wrong password"),
+            (("account", "rotate", f"zoe@{DOMAIN}", "--gateway", alice.home, "--bubble", admin,
+              "--password-file", wrong), "is not an account of this gateway"),
+            (("account", "rotate", alice.address, "--gateway", tmp_path / "none",
+              "--bubble", admin, "--password-file", wrong), "membership.json does not exist"),
+            (("account", "revoke", f"zoe@{DOMAIN}", "--bubble", admin, "--relay", relay),
+             "no directory record"),
+            (("account", "revoke", alice.address, "--bubble", admin, "--relay", dead),
+             "no relay answered"),
+            (("account", "revoke", "alice@elsewhere.example", "--bubble", admin,
+              "--relay", relay), "not in the bubble's domain"),
+            (("gateway", "revoke", "--bubble", admin, "--gateway-key", "abc", "--relay", relay),
+             "--gateway-key must be 64 hex digits"),
+            (("gateway", "revoke", "--bubble", admin, "--gateway-key", "00" * 32,
+              "--relay", dead), "cannot publish the revocation"),
+            (("bubble", "sign", tmp_path / "missing.req", "--bubble", admin,
+              "--out", tmp_path / "x"), "cannot read enrolment request"),
+            (("account", "request", alice.address, "--gateway", alice.home, "--relay", relay,
+              "--password-file", wrong, "--out", tmp_path / "r"), "already exists"),
+        ]
+        for args, fragment in cases:
+            assert_one_line_error(sealgate(*args, check=False), fragment)
+        # After a revocation, rotating is refused and the version is not reused.
+        sealgate("account", "revoke", alice.address, "--bubble", admin, "--relay", relay)
+        assert_one_line_error(
+            sealgate("account", "rotate", alice.address, "--gateway", alice.home,
+                     "--bubble", admin, "--password-file",
+                     bubble.password_file("alice", alice.password), check=False),
+            "is revoked",
+        )
+        out = sealgate("--help").stdout
+        assert "account" in out
+        for command, flag in (("rotate", "--password-file"), ("revoke", "--relay"),
+                              ("request", "--out"), ("import", "--trust-root")):
+            assert flag in sealgate("account", command, "--help").stdout
+        assert "--out" in sealgate("bubble", "sign", "--help").stdout
+        assert "--gateway-key" in sealgate("gateway", "revoke", "--help").stdout
     finally:
         bubble.kill_all()
