@@ -41,6 +41,7 @@ from bridge.directory import (
     DirectoryRecord,
     lookup_id,
     make_record,
+    normalize_address,
     open_record,
 )
 from bridge.errors import BridgeError, DirectoryError
@@ -187,8 +188,11 @@ def request_account(
         except HomeError as e:
             raise ProvisionError(str(e)) from None
         address = check_address(address, membership.domain)
-    else:
-        address = check_address(address, address.rpartition("@")[2].strip().lower())
+    else:  # the domain is checked where the request is signed
+        try:
+            address = normalize_address(address)
+        except ValueError as e:
+            raise ProvisionError(f"bad address: {e}") from None
     if not password:
         raise ProvisionError("the password is empty")
     gateway_home.mkdir(mode=0o700, parents=True, exist_ok=True)

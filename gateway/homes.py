@@ -167,7 +167,7 @@ class AdminHome:
 
 @dataclass(frozen=True)
 class Membership:
-    """What a gateway knows of its bubble; written by `sealgate account add`."""
+    """What a gateway knows of its bubble; written by `sealgate account add` or `import`."""
 
     domain: str
     root_public: bytes

@@ -126,18 +126,22 @@ class Recipients(PeriodicJob):
                 return self._usable(self._open(cached))
             except DirectoryError:
                 log.warning("directory replica holds a record that does not verify; asking relays")
-        return self._usable(await self._ask_relays(address, lid))
+        return self._usable(await self._ask_relays(address, lid, first=True))
 
     async def refresh(self, address: str) -> DirectoryEntry:
-        """Ask the relays for a newer entry than the replica's (a sender may have rotated).
+        """Ask every relay for a newer entry than the replica's (a sender may have rotated).
 
         Returns the newest verified entry, revoked or not; UnknownAddress or
         DirectoryUnavailable as `resolve`.
         """
-        return await self._ask_relays(address, self._lookup_id(address))
+        return await self._ask_relays(address, self._lookup_id(address), first=False)
 
-    async def _ask_relays(self, address: str, lid: bytes) -> DirectoryEntry:
-        """Every relay's record for `lid`, the newest verified one kept in the replica."""
+    async def _ask_relays(self, address: str, lid: bytes, *, first: bool) -> DirectoryEntry:
+        """The relays' records for `lid`; the newest verified one is kept in the replica.
+
+        With `first`, the first verified record ends the search (RCPT must not wait
+        for every relay; the periodic sync brings the replica to the newest later).
+        """
         reached = False
         for relay in self._relays:
             try:
@@ -153,6 +157,8 @@ class Recipients(PeriodicJob):
                 log.warning("relay %s served a directory record that does not verify", relay.url)
                 continue
             self._cache.put_many([record])
+            if first:
+                break
         newest = self._cache.get(lid)
         if newest is not None:
             try:

