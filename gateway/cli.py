@@ -7,7 +7,7 @@
     sealgate account rotate ADDRESS --gateway GW --bubble ADMIN --password-file FILE
     sealgate account revoke ADDRESS --bubble ADMIN --relay URL [...]
     sealgate account request ADDRESS --gateway GW --relay URL [...] --password-file FILE
-                           --out REQ                       (two-step enrolment, 1)
+                           --out REQ [--rotate]            (two-step enrolment, 1)
     sealgate bubble sign   REQ --bubble ADMIN --out SIGNED (2, where the root key is)
     sealgate account import SIGNED --gateway GW            (3)
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
@@ -155,9 +155,10 @@ def cmd_account_request(args: argparse.Namespace) -> None:
     password = read_password_file(args.password_file)
     request = request_account(
         args.address, gateway_home=args.gateway, relays=args.relay, password=password,
-        out=args.out,
+        out=args.out, rotate=args.rotate, revoke_previous=args.revoke_previous,
     )
-    print(f"enrolment request for {request.address} written to {args.out}")
+    what = "rotation" if args.rotate else "enrolment"
+    print(f"{what} request for {request.address} written to {args.out}")
     print(f"gateway key: {request.gateway_key.hex()}")
     print("next: sealgate bubble sign REQ --bubble ADMIN --out SIGNED, where the root key is")
 
@@ -167,7 +168,8 @@ def cmd_bubble_sign(args: argparse.Namespace) -> None:
 
     admin = AdminHome.load(args.bubble)
     request, version = sign_request(args.request, admin=admin, out=args.out)
-    print(f"signed {request.address} (directory version {version}) into {args.out}")
+    what = "rotation of" if request.rotates is not None else "enrolment of"
+    print(f"signed {what} {request.address} (directory version {version}) into {args.out}")
     print(f"gateway key: {request.gateway_key.hex()}")
     print(f"{args.out} holds the bubble's directory key: carry it like a secret, "
           "delete it after import")
@@ -181,7 +183,10 @@ def cmd_account_import(args: argparse.Namespace) -> None:
         args.signed, gateway_home=args.gateway, trusted_root=pinned, relay_ca_file=args.relay_ca
     ))
     mailbox = entry.keys.mailbox_id.hex()[:16]
-    print(f"account {entry.address} added to {args.gateway} (mailbox {mailbox}...)")
+    rotated = bool(entry.previous_signing or entry.revoked_signing)  # lists a replaced key
+    done = "rotated on" if rotated else "added to"
+    print(f"account {entry.address} {done} {args.gateway} (mailbox {mailbox}..., "
+          f"directory version {entry.version})")
     print(f"bubble root: {membership.root_public.hex()}")
     print(f"gateway key: {membership.credential.verify_key.hex()}")
 
@@ -363,11 +368,16 @@ def _add_directory_commands(bubble: Any, account: Any) -> None:
     p = account.add_parser("request", help="enrolment step 1: keys on the gateway, a request")
     p.add_argument("address")
     p.add_argument("--gateway", type=Path, required=True, help="gateway state directory")
-    p.add_argument("--relay", action="append", required=True, metavar="URL",
-                   help="home relay of the mailbox, in priority order; repeatable")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="home relay of the mailbox, in priority order; repeatable "
+                   "(needed for a new account)")
     p.add_argument("--password-file", type=Path, required=True,
                    help="file whose first line is the account's password")
     p.add_argument("--out", type=Path, required=True, metavar="REQ", help="request file to write")
+    p.add_argument("--rotate", action="store_true",
+                   help="ask for new keys for an account of this gateway instead")
+    p.add_argument("--revoke-previous", action="store_true",
+                   help="with --rotate: refuse mail signed by the old keys")
     p.set_defaults(func=cmd_account_request)
 
     p = account.add_parser("import", help="enrolment step 3: import the signed file, publish")

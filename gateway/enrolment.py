@@ -4,6 +4,11 @@
     sealgate bubble sign REQ --bubble ADMIN --out SIGNED          (the offline machine)
     sealgate account import SIGNED --gateway GW                    (publishes)
 
+The same three steps rotate an account's keys with the root offline
+(`account request ADDRESS --gateway GW --rotate --password-file F --out REQ`): the
+request then carries the gateway's current record of the account, and the grant the
+record that replaces it (`gateway.provision.rotated_entry`).
+
 `request_account` generates the account keys (and, for a gateway that has no
 membership yet, its deposit key) on the gateway, keeps the private halves in
 GW/requests/<request id>.json (the seed sealed under the passphrase, mode 0600) and
@@ -28,7 +33,7 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +57,18 @@ from bridge.keys import (
     GatewayCredential,
     KdfCost,
     seal_seed,
+    sealed_cost,
     verify_root_signature,
 )
 from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url, write_private
-from gateway.provision import ProvisionError, check_address, check_relays, publish
+from gateway.provision import (
+    ProvisionError,
+    check_address,
+    check_relays,
+    publish,
+    rotated_entry,
+    unlock_for_rotation,
+)
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -111,9 +124,13 @@ class Request:
     keys: AccountPublic
     gateway_key: bytes
     created_at: int
+    rotates: DirectoryRecord | None = None  # a rotation: the record it replaces
+    revoke_previous: bool = False  # a rotation that revokes the old signing keys
 
     def to_json(self) -> dict[str, object]:
         return {
+            "rotates": None if self.rotates is None else self.rotates.to_json(),
+            "revoke_previous": self.revoke_previous,
             "format": REQUEST_FORMAT,
             "request_id": self.request_id.hex(),
             "address": self.address,
@@ -144,7 +161,12 @@ class Request:
             raise ValueError("relays")
         if isinstance(created_at, bool) or not isinstance(created_at, int):
             raise ValueError("created_at")
+        rotates, revoke_previous = document["rotates"], document["revoke_previous"]
+        if not isinstance(revoke_previous, bool):
+            raise ValueError("revoke_previous")
         return cls(
+            rotates=None if rotates is None else DirectoryRecord.from_json(rotates),
+            revoke_previous=revoke_previous,
             request_id=_hex(document, "request_id", _REQUEST_ID_LEN),
             address=document["address"],
             relays=tuple(relays),
@@ -162,7 +184,7 @@ def load_request(path: Path) -> Request:
     document = _read_document(path, "enrolment request")
     try:
         return Request.from_json(document)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, BridgeError):
         raise ProvisionError(f"{path} is not a valid enrolment request") from None
 
 
@@ -174,13 +196,18 @@ def request_account(
     address: str,
     *,
     gateway_home: Path,
-    relays: tuple[str, ...] | list[str],
+    relays: Sequence[str],
     password: str,
     out: Path,
+    rotate: bool = False,
+    revoke_previous: bool = False,
     cost: KdfCost | None = None,
 ) -> Request:
-    """Generate the keys on the gateway, keep them pending, write the request to `out`."""
-    urls = check_relays(relays)
+    """Generate the keys on the gateway, keep them pending, write the request to `out`.
+
+    With `rotate`, the account exists here: its next key generation is made and the
+    request asks for the record that replaces the gateway's current one.
+    """
     membership: Membership | None = None
     if Membership.path_in(gateway_home).exists():
         try:
@@ -198,11 +225,24 @@ def request_account(
     gateway_home.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = open_engine(gateway_database_url(gateway_home))
     try:
-        if AccountStore(engine).get(address) is not None:
-            raise ProvisionError(f"{address} already exists on this gateway")
+        account = AccountStore(engine).get(address)
+        if rotate:
+            if account is None or membership is None:
+                raise ProvisionError(f"{address} is not an account of this gateway")
+            keys = unlock_for_rotation(account, password).rotated()
+            cost = cost or sealed_cost(account.sealed_seed)
+            current = DirectoryCache(engine).get(lookup_id(membership.directory_key, address))
+            if current is None:
+                raise ProvisionError(f"this gateway holds no directory record for {address}")
+            urls = tuple(account.relays)
+        else:
+            if account is not None:
+                raise ProvisionError(f"{address} already exists on this gateway")
+            keys, current, urls = AccountKeys.generate(), None, check_relays(relays)
+    except ValueError as e:  # a rotation beyond the generations an account may have
+        raise ProvisionError(f"cannot rotate {address}: {e}") from None
     finally:
         engine.dispose()
-    keys = AccountKeys.generate()
     gateway_seed = (
         membership.credential.seed if membership is not None else nacl.utils.random(32)
     )
@@ -213,6 +253,8 @@ def request_account(
         keys=keys.public,
         gateway_key=bytes(nacl.signing.SigningKey(gateway_seed).verify_key),
         created_at=int(time.time()),
+        rotates=current,
+        revoke_previous=revoke_previous and rotate,
     )
     pending = {
         "request": request.to_json(),
@@ -231,10 +273,14 @@ def sign_request(request_file: Path, *, admin: AdminHome, out: Path) -> tuple[Re
     if address != request.address:
         raise ProvisionError(f"{request_file}: the address is not in normalized form")
     urls = check_relays(request.relays)
-    entry = DirectoryEntry(
-        address=address, keys=request.keys, relays=urls, issued_at=int(time.time()),
-        version=admin.claim_version(lookup_id(admin.directory_key, address)),
-    )
+    lid = lookup_id(admin.directory_key, address)
+    if request.rotates is None:
+        entry = DirectoryEntry(
+            address=address, keys=request.keys, relays=urls, issued_at=int(time.time()),
+            version=admin.claim_version(lid),
+        )
+    else:
+        entry = _rotation(request, request.rotates, admin, lid)
     record = make_record(entry, admin.root, admin.directory_key)
     body: dict[str, object] = {
         "format": GRANT_FORMAT,
@@ -251,6 +297,30 @@ def sign_request(request_file: Path, *, admin: AdminHome, out: Path) -> tuple[Re
     body["signature"] = base64.b64encode(signature).decode("ascii")
     write_private(out, json.dumps(body, indent=2).encode("utf-8") + b"\n")
     return request, entry.version
+
+
+def _rotation(
+    request: Request, rotates: DirectoryRecord, admin: AdminHome, lid: bytes
+) -> DirectoryEntry:
+    """The entry a rotation request asks for, checked against the record it replaces."""
+    try:
+        current = open_record(rotates, admin.directory_key, (admin.root.public,))
+    except DirectoryError as e:
+        raise ProvisionError(f"the record the request rotates: {e}") from None
+    if current.address != request.address:
+        raise ProvisionError("the request rotates the record of another address")
+    if current.revoked:
+        raise ProvisionError(f"{current.address} is revoked; a revoked address is not rotated")
+    signed_since = admin.last_version(lid)
+    if signed_since > current.version:
+        raise ProvisionError(
+            f"the request rotates version {current.version} of {current.address}, but version "
+            f"{signed_since} was signed since; let the gateway sync and request again"
+        )
+    return rotated_entry(
+        current, request.keys, admin.claim_version(lid, floor=current.version),
+        revoke_previous=request.revoke_previous,
+    )
 
 
 @dataclass(frozen=True)
@@ -353,12 +423,19 @@ async def import_grant(
     engine = open_engine(gateway_database_url(gateway_home))
     try:
         accounts = AccountStore(engine)
-        if accounts.get(entry.address) is not None:
+        account = accounts.get(entry.address)
+        if request.rotates is None and account is not None:
             raise ProvisionError(f"{entry.address} already exists on this gateway")
+        if request.rotates is not None:
+            if account is None or account.public.mailbox_key != entry.keys.mailbox_key:
+                raise ProvisionError(f"{entry.address} is not an account of this gateway")
+            # Stored before it is published, as `rotate_account` does.
+            accounts.set_keys(entry.address, sealed_seed, entry.keys)
         await publish(grant.record, entry.relays, entry.address, relay_ca_file)
         membership.save(gateway_home)
         DirectoryCache(engine).put_many([grant.record])
-        accounts.add(entry.address, sealed_seed, entry.keys, entry.relays)
+        if request.rotates is None:
+            accounts.add(entry.address, sealed_seed, entry.keys, entry.relays)
     finally:
         engine.dispose()
     pending_path.unlink()

@@ -134,16 +134,21 @@ class AdminHome:
 
         Written down before it is used: a version is never handed out twice.
         """
-        versions: dict[str, object] = (
-            _read_json(self.versions_file) if self.versions_file.exists() else {}
-        )
-        last = versions.get(lookup_id.hex(), 0)
-        if isinstance(last, bool) or not isinstance(last, int):
-            raise HomeError(f"{self.versions_file} is malformed")
-        version = max(last, floor) + 1
+        versions = self._versions()
+        version = max(self.last_version(lookup_id), floor) + 1
         versions[lookup_id.hex()] = version
         write_private(self.versions_file, json.dumps(versions, indent=2, sort_keys=True).encode())
         return version
+
+    def last_version(self, lookup_id: bytes) -> int:
+        """The highest record version signed here for `lookup_id` (0 if none)."""
+        last = self._versions().get(lookup_id.hex(), 0)
+        if isinstance(last, bool) or not isinstance(last, int):
+            raise HomeError(f"{self.versions_file} is malformed")
+        return last
+
+    def _versions(self) -> dict[str, object]:
+        return _read_json(self.versions_file) if self.versions_file.exists() else {}
 
     @classmethod
     def load(cls, path: Path) -> AdminHome:

@@ -27,11 +27,11 @@ from bridge.directory import (
     open_record,
 )
 from bridge.errors import DirectoryError, RelayError, RelayRejected, WrongPassphrase
-from bridge.keys import AccountKeys, KdfCost, seal_seed, sealed_cost, unseal_seed
+from bridge.keys import AccountKeys, AccountPublic, KdfCost, seal_seed, sealed_cost, unseal_seed
 from bridge.relay.client import RelayClient
 from bridge.revocation import GatewayRevocation
 from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url
-from gateway.store.accounts import AccountStore
+from gateway.store.accounts import AccountRow, AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 
@@ -154,8 +154,32 @@ async def add_account(
     return entry
 
 
-def _keep_last(keys: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    return keys[-MAX_OLD_SIGNING_KEYS:]
+def rotated_entry(
+    current: DirectoryEntry, keys: AccountPublic, version: int, *, revoke_previous: bool
+) -> DirectoryEntry:
+    """The entry that replaces `current` with new keys: its signing key becomes a
+    previous one (still accepted), or with `revoke_previous` every earlier one is revoked."""
+    if keys.mailbox_key != current.keys.mailbox_key:
+        raise ProvisionError(f"a rotation of {current.address} must keep its mailbox key")
+    previous = (*current.previous_signing, current.keys.signing_key)
+    revoked = current.revoked_signing
+    if revoke_previous:
+        previous, revoked = (), (*revoked, *previous)
+    return DirectoryEntry(
+        address=current.address, keys=keys, relays=current.relays, issued_at=int(time.time()),
+        version=version, previous_signing=previous[-MAX_OLD_SIGNING_KEYS:],
+        revoked_signing=revoked[-MAX_OLD_SIGNING_KEYS:],
+    )
+
+
+def unlock_for_rotation(account: AccountRow, password: str) -> AccountKeys:
+    try:
+        keys = AccountKeys.unpack(unseal_seed(account.sealed_seed, password.encode("utf-8")))
+    except WrongPassphrase:
+        raise ProvisionError(f"wrong password for {account.address}") from None
+    if keys.public != account.public:
+        raise ProvisionError(f"the sealed keys of {account.address} do not match its public keys")
+    return keys
 
 
 async def rotate_account(
@@ -190,12 +214,7 @@ async def rotate_account(
         account = accounts.get(address)
         if account is None:
             raise ProvisionError(f"{address} is not an account of this gateway")
-        try:
-            keys = AccountKeys.unpack(unseal_seed(account.sealed_seed, password.encode("utf-8")))
-        except WrongPassphrase:
-            raise ProvisionError(f"wrong password for {address}") from None
-        if keys.public != account.public:
-            raise ProvisionError(f"the sealed keys of {address} do not match its public keys")
+        keys = unlock_for_rotation(account, password)
         cache = DirectoryCache(engine)
         lid = lookup_id(admin.directory_key, address)
         cached = cache.get(lid)
@@ -211,15 +230,9 @@ async def rotate_account(
             rotated = keys.rotated()
         except ValueError as e:
             raise ProvisionError(f"cannot rotate {address}: {e}") from None
-        previous = (*current.previous_signing, current.keys.signing_key)
-        revoked = current.revoked_signing
-        if revoke_previous:
-            previous, revoked = (), (*revoked, *previous)
-        entry = DirectoryEntry(
-            address=address, keys=rotated.public, relays=current.relays,
-            issued_at=int(time.time()),
-            version=admin.claim_version(lid, floor=current.version),
-            previous_signing=_keep_last(previous), revoked_signing=_keep_last(revoked),
+        entry = rotated_entry(
+            current, rotated.public, admin.claim_version(lid, floor=current.version),
+            revoke_previous=revoke_previous,
         )
         record = make_record(entry, admin.root, admin.directory_key)
         cost = cost or sealed_cost(account.sealed_seed)

@@ -316,3 +316,39 @@ def test_directory_commands_fail_with_one_line(tmp_path: Path) -> None:
         assert "--gateway-key" in sealgate("gateway", "revoke", "--help").stdout
     finally:
         bubble.kill_all()
+
+
+def test_two_step_rotation_with_the_root_offline(tmp_path: Path) -> None:
+    bubble = start_bubble(tmp_path, ("alice", "bob"), gateway_settings=FAST_SYNC)
+    try:
+        alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
+        request, signed = tmp_path / "rotate.req", tmp_path / "rotate.signed"
+        password = bubble.password_file("bob", bob.password)
+        assert bubble.stop_gateway("bob") == 0
+        assert submit(alice, note(alice, bob.address, "sealed to the old key")) == {}
+        wait_until(lambda: outbox_size(alice) == 0)
+
+        sealgate("account", "request", bob.address, "--gateway", bob.home, "--rotate",
+                 "--password-file", password, "--out", request)
+        stale = tmp_path / "stale.req"  # a second request made before the first is signed
+        sealgate("account", "request", bob.address, "--gateway", bob.home, "--rotate",
+                 "--password-file", password, "--out", stale)
+        result = sealgate("bubble", "sign", request, "--bubble", bubble.admin, "--out", signed)
+        assert "rotation of" in result.stdout and "version 2" in result.stdout
+        assert_one_line_error(
+            sealgate("bubble", "sign", stale, "--bubble", bubble.admin,
+                     "--out", tmp_path / "stale.signed", check=False),
+            "was signed since",
+        )
+        result = sealgate("account", "import", signed, "--gateway", bob.home)
+        assert "rotated on" in result.stdout
+
+        bubble.start_gateway("bob")
+        assert subjects(wait_for_messages(bob, token="old key")) == ["note sealed to the old key"]
+        assert submit(bob, note(bob, alice.address, "new key")) == {}
+        assert subjects(wait_for_messages(alice, token="new key")) == ["note new key"]
+        assert submit(alice, note(alice, bob.address, "to the new key")) == {}
+        assert subjects(wait_for_messages(bob, token="to the new key")) == ["note to the new key"]
+        assert "rejected" not in bubble.log_text("alice") + bubble.log_text("bob")
+    finally:
+        bubble.kill_all()
