@@ -392,13 +392,13 @@ async def import_grant(
         request = Request.from_json(document)
         sealed_seed = bytes.fromhex(str(pending["sealed_seed"]))
         gateway_seed = bytes.fromhex(str(pending["gateway_seed"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, BridgeError):
         raise ProvisionError(f"{pending_path} is damaged") from None
     if request.digest() != grant.request_sha256:
         raise ProvisionError(f"{grant_file} answers another request than the one pending here")
     existing = Membership.load(gateway_home) if Membership.path_in(gateway_home).exists() else None
-    pinned = trusted_root or (existing.root_public if existing is not None else None)
-    if pinned is not None and pinned != grant.root_public:
+    pinned = {trusted_root, existing.root_public if existing is not None else None} - {None}
+    if pinned - {grant.root_public}:
         raise ProvisionError(f"{grant_file} is signed by another bubble's root")
     try:
         entry = open_record(grant.record, grant.directory_key, (grant.root_public,))
