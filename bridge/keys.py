@@ -10,13 +10,21 @@ with keyed BLAKE2b and a distinct personalisation, so each purpose has its own k
     storage     32 bytes   symmetric key for the gateway's local mailbox store
     message_id  32 bytes   keyed hash for rewriting Message-ID host parts
 
-At rest the seed is sealed under a key derived from the passphrase with Argon2id
-(`seal_seed` / `unseal_seed`). This module never writes files.
+Rotation adds a key generation: a fresh random seed from which the encryption and
+signing keys of that generation are derived (with the same labels). The mailbox,
+storage and Message-ID keys always come from the first seed, so the relay mailbox
+and the stored mail stay reachable; earlier generations are kept so that envelopes
+sealed to their encryption keys still open. `AccountKeys.pack()` is the first seed
+followed by each generation's seed, 32 bytes each, oldest first.
+
+At rest the packed seeds are sealed under a key derived from the passphrase with
+Argon2id (`seal_seed` / `unseal_seed`). This module never writes files.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -33,10 +41,12 @@ from nacl.public import PrivateKey
 from bridge.errors import CannotOpen, WrongPassphrase
 
 SEED_LEN = 32
+MAX_KEY_GENERATIONS = 64  # rotations an account can go through, counting its first keys
 MAILBOX_ID_LEN = 32
 SEALED_SEED_MAGIC = b"SGK1"
 _SEALED_SEED_HEADER = struct.Struct(">4sQQ16s")  # magic, opslimit, memlimit, salt
 SEALED_SEED_BODY_LEN = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + SEED_LEN
+_MAX_SEALED_SEEDS_LEN = SEALED_SEED_BODY_LEN + (MAX_KEY_GENERATIONS - 1) * SEED_LEN
 MAX_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
 MAX_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
 
@@ -83,28 +93,67 @@ class AccountPublic:
 
 
 class AccountKeys:
-    """An unlocked account: the seed and every key derived from it. Memory only."""
+    """An unlocked account: its first seed, later key generations, every derived key.
 
-    def __init__(self, seed: bytes) -> None:
-        if len(seed) != SEED_LEN:
+    Memory only. `encryption` and `signing` belong to the newest generation;
+    `mailbox`, `storage_key` and `message_id_key` to the first seed, whatever the
+    generation.
+    """
+
+    def __init__(self, seed: bytes, generations: Sequence[bytes] = ()) -> None:
+        generations = tuple(generations)
+        if len(seed) != SEED_LEN or any(len(g) != SEED_LEN for g in generations):
             raise ValueError("account seed must be 32 bytes")
+        if 1 + len(generations) > MAX_KEY_GENERATIONS:
+            raise ValueError(f"an account has at most {MAX_KEY_GENERATIONS} key generations")
         self._seed = seed
+        self._generations = generations
 
     @classmethod
     def generate(cls) -> AccountKeys:
         return cls(nacl.utils.random(SEED_LEN))
 
+    @classmethod
+    def unpack(cls, packed: bytes) -> AccountKeys:
+        """The inverse of `pack`; ValueError unless it is 1..MAX_KEY_GENERATIONS seeds."""
+        if not packed or len(packed) % SEED_LEN:
+            raise ValueError("packed account seeds are a multiple of 32 bytes")
+        seeds = [packed[i : i + SEED_LEN] for i in range(0, len(packed), SEED_LEN)]
+        return cls(seeds[0], seeds[1:])
+
+    def pack(self) -> bytes:
+        return self._seed + b"".join(self._generations)
+
+    def rotated(self) -> AccountKeys:
+        """The same account with one more generation: new encryption and signing keys."""
+        return AccountKeys(self._seed, (*self._generations, nacl.utils.random(SEED_LEN)))
+
     @property
     def seed(self) -> bytes:
         return self._seed
 
+    @property
+    def generation(self) -> int:
+        """0 for the first keys, n after n rotations."""
+        return len(self._generations)
+
+    def history(self) -> tuple[AccountKeys, ...]:
+        """These keys, then each earlier generation's, newest first (for opening old mail)."""
+        return tuple(
+            AccountKeys(self._seed, self._generations[:n]) for n in range(self.generation, -1, -1)
+        )
+
+    @property
+    def _current(self) -> bytes:
+        return self._generations[-1] if self._generations else self._seed
+
     @cached_property
     def encryption(self) -> PrivateKey:
-        return PrivateKey(derive(self._seed, b"sg-encryption"))
+        return PrivateKey(derive(self._current, b"sg-encryption"))
 
     @cached_property
     def signing(self) -> nacl.signing.SigningKey:
-        return nacl.signing.SigningKey(derive(self._seed, b"sg-signing"))
+        return nacl.signing.SigningKey(derive(self._current, b"sg-signing"))
 
     @cached_property
     def mailbox(self) -> nacl.signing.SigningKey:
@@ -126,6 +175,10 @@ class AccountKeys:
             mailbox_key=bytes(self.mailbox.verify_key),
         )
 
+    def previous_signing_keys(self) -> tuple[bytes, ...]:
+        """The signing verify keys of the earlier generations, oldest first."""
+        return tuple(keys.public.signing_key for keys in reversed(self.history()[1:]))
+
 
 @dataclass(frozen=True)
 class KdfCost:
@@ -146,7 +199,12 @@ class KdfCost:
 
 
 def seal_seed(seed: bytes, passphrase: bytes, cost: KdfCost | None = None) -> bytes:
-    """Seal a seed under Argon2id(passphrase): magic, cost, salt, then a SecretBox."""
+    """Seal a seed (or `AccountKeys.pack()`) under Argon2id(passphrase).
+
+    The blob is magic, cost, salt, then a SecretBox of the seed bytes.
+    """
+    if not seed or len(seed) % SEED_LEN or len(seed) > MAX_KEY_GENERATIONS * SEED_LEN:
+        raise ValueError("a sealed seed is 1 to MAX_KEY_GENERATIONS seeds of 32 bytes")
     cost = cost or KdfCost.interactive()
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     key = nacl.pwhash.argon2id.kdf(
@@ -161,11 +219,12 @@ def seal_seed(seed: bytes, passphrase: bytes, cost: KdfCost | None = None) -> by
 
 
 def unseal_seed(blob: bytes, passphrase: bytes) -> bytes:
-    """Open a sealed seed; `WrongPassphrase` if the passphrase is wrong."""
+    """Open a sealed seed (packed seeds: `AccountKeys.unpack`); `WrongPassphrase` if wrong."""
     if len(blob) < _SEALED_SEED_HEADER.size:
         raise CannotOpen("sealed keys")
     magic, opslimit, memlimit, salt = _SEALED_SEED_HEADER.unpack_from(blob)
-    if magic != SEALED_SEED_MAGIC or len(blob) < _SEALED_SEED_HEADER.size + SEALED_SEED_BODY_LEN:
+    body_len = len(blob) - _SEALED_SEED_HEADER.size
+    if magic != SEALED_SEED_MAGIC or not SEALED_SEED_BODY_LEN <= body_len <= _MAX_SEALED_SEEDS_LEN:
         raise CannotOpen("sealed keys")
     # The cost is read from the blob: bound it so a crafted blob cannot exhaust memory.
     if not (
@@ -184,9 +243,19 @@ def unseal_seed(blob: bytes, passphrase: bytes) -> bytes:
         seed = nacl.secret.SecretBox(key).decrypt(blob[_SEALED_SEED_HEADER.size :])
     except nacl.exceptions.CryptoError:
         raise WrongPassphrase() from None
-    if len(seed) != SEED_LEN:
+    if not seed or len(seed) % SEED_LEN:
         raise CannotOpen("sealed keys")
     return seed
+
+
+def sealed_cost(blob: bytes) -> KdfCost:
+    """The Argon2id cost a sealed seed was made with (a rotation keeps it)."""
+    if len(blob) < _SEALED_SEED_HEADER.size:
+        raise CannotOpen("sealed keys")
+    magic, opslimit, memlimit, _salt = _SEALED_SEED_HEADER.unpack_from(blob)
+    if magic != SEALED_SEED_MAGIC:
+        raise CannotOpen("sealed keys")
+    return KdfCost(opslimit, memlimit)
 
 
 # Domain-separation prefixes for everything the root signs.

@@ -4,7 +4,14 @@
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
                            --password-file FILE
+    sealgate account rotate ADDRESS --gateway GW --bubble ADMIN --password-file FILE
+    sealgate account revoke ADDRESS --bubble ADMIN --relay URL [...]
+    sealgate account request ADDRESS --gateway GW --relay URL [...] --password-file FILE
+                           --out REQ [--rotate]            (two-step enrolment, 1)
+    sealgate bubble sign   REQ --bubble ADMIN --out SIGNED (2, where the root key is)
+    sealgate account import SIGNED --gateway GW            (3)
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
+    sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
 
 Errors are one line on stderr (`sealgate: error: ...`) and exit status 1; usage
@@ -28,8 +35,15 @@ from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
 from bridge.settings import SettingsError, load_settings, parse_host_port, read_toml
 from gateway.config import GatewayConfig
-from gateway.homes import AdminHome, HomeError, load_root_public
-from gateway.provision import ProvisionError, add_account, read_password_file
+from gateway.homes import AdminHome, HomeError, Membership, load_root_public
+from gateway.provision import (
+    ProvisionError,
+    add_account,
+    read_password_file,
+    revoke_account,
+    revoke_gateway,
+    rotate_account,
+)
 
 log = logging.getLogger("sealgate")
 
@@ -112,6 +126,84 @@ def cmd_account_add(args: argparse.Namespace) -> None:
     )
     mailbox = entry.keys.mailbox_id.hex()[:16]
     print(f"account {entry.address} added to {args.gateway} (mailbox {mailbox}...)")
+
+
+def cmd_account_rotate(args: argparse.Namespace) -> None:
+    admin = AdminHome.load(args.bubble)
+    password = read_password_file(args.password_file)
+    entry = asyncio.run(rotate_account(
+        args.address, gateway_home=args.gateway, admin=admin, password=password,
+        revoke_previous=args.revoke_previous, relay_ca_file=args.relay_ca,
+    ))
+    kept = "revoked" if args.revoke_previous else "still accepted for mail signed before"
+    print(f"account {entry.address} rotated: directory version {entry.version}, "
+          f"new signing key {entry.keys.signing_key.hex()[:16]}...; old signing keys {kept}")
+
+
+def cmd_account_revoke(args: argparse.Namespace) -> None:
+    admin = AdminHome.load(args.bubble)
+    entry = asyncio.run(revoke_account(
+        args.address, admin=admin, relays=args.relay, relay_ca_file=args.relay_ca
+    ))
+    print(f"account {entry.address} revoked: directory version {entry.version} "
+          f"published to {len(args.relay)} relay(s)")
+
+
+def cmd_account_request(args: argparse.Namespace) -> None:
+    from gateway.enrolment import request_account
+
+    password = read_password_file(args.password_file)
+    request = request_account(
+        args.address, gateway_home=args.gateway, relays=args.relay, password=password,
+        out=args.out, rotate=args.rotate, revoke_previous=args.revoke_previous,
+    )
+    what = "rotation" if args.rotate else "enrolment"
+    print(f"{what} request for {request.address} written to {args.out}")
+    print(f"gateway key: {request.gateway_key.hex()}")
+    print("next: sealgate bubble sign REQ --bubble ADMIN --out SIGNED, where the root key is")
+
+
+def cmd_bubble_sign(args: argparse.Namespace) -> None:
+    from gateway.enrolment import sign_request
+
+    admin = AdminHome.load(args.bubble)
+    request, version = sign_request(args.request, admin=admin, out=args.out)
+    what = "rotation of" if request.rotates is not None else "enrolment of"
+    print(f"signed {what} {request.address} (directory version {version}) into {args.out}")
+    print(f"gateway key: {request.gateway_key.hex()}")
+    print(f"{args.out} holds the bubble's directory key: carry it like a secret, "
+          "delete it after import")
+
+
+def cmd_account_import(args: argparse.Namespace) -> None:
+    from gateway.enrolment import import_grant
+
+    pinned = load_root_public(args.trust_root) if args.trust_root else None
+    entry, membership = asyncio.run(import_grant(
+        args.signed, gateway_home=args.gateway, trusted_root=pinned, relay_ca_file=args.relay_ca
+    ))
+    mailbox = entry.keys.mailbox_id.hex()[:16]
+    rotated = bool(entry.previous_signing or entry.revoked_signing)  # lists a replaced key
+    done = "rotated on" if rotated else "added to"
+    print(f"account {entry.address} {done} {args.gateway} (mailbox {mailbox}..., "
+          f"directory version {entry.version})")
+    print(f"bubble root: {membership.root_public.hex()}")
+    print(f"gateway key: {membership.credential.verify_key.hex()}")
+
+
+def cmd_gateway_revoke(args: argparse.Namespace) -> None:
+    admin = AdminHome.load(args.bubble)
+    if args.gateway is not None:
+        key = Membership.load(args.gateway).credential.verify_key
+    else:
+        try:
+            key = bytes.fromhex(args.gateway_key)
+        except ValueError:
+            raise CliError("--gateway-key must be 64 hex digits") from None
+        if len(key) != 32:
+            raise CliError("--gateway-key must be 64 hex digits")
+    asyncio.run(revoke_gateway(key, admin=admin, relays=args.relay, relay_ca_file=args.relay_ca))
+    print(f"gateway key {key.hex()} revoked on {len(args.relay)} relay(s)")
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
@@ -215,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_account_add)
 
+    _add_directory_commands(bubble, account)
+
     gateway = sub.add_parser("gateway", help="run a gateway").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -226,12 +320,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval", type=float, help="seconds between relay fetches")
     p.add_argument("--config", type=Path, help="TOML file with gateway settings")
     p.set_defaults(func=cmd_gateway_serve)
+    p = gateway.add_parser("revoke", help="revoke a gateway's deposit credential on relays")
+    p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--gateway-key", metavar="HEX", help="the gateway key (64 hex digits)")
+    which.add_argument("--gateway", type=Path, metavar="GW", help="read the key from GW")
+    _relay_arguments(p)
+    p.set_defaults(func=cmd_gateway_revoke)
 
     p = sub.add_parser("demo", help="run a relay and two gateways (alice, bob) on loopback")
     p.add_argument("--dir", type=Path, required=True, help="state directory (reused on later runs)")
     p.add_argument("--port-base", type=int, help="use ports N..N+4 instead of free ones")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _relay_arguments(p: argparse.ArgumentParser, help_text: str = "a relay to publish to; "
+                     "repeatable (give every relay of the bubble)") -> None:
+    p.add_argument("--relay", action="append", required=True, metavar="URL", help=help_text)
+    _relay_ca_argument(p)
+
+
+def _relay_ca_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--relay-ca", type=Path, metavar="FILE",
+                   help="for https relays: trust only the certificates in FILE")
+
+
+def _add_directory_commands(bubble: Any, account: Any) -> None:
+    """Rotation, revocation and two-step enrolment."""
+    p = account.add_parser("rotate", help="new encryption and signing keys for an account")
+    p.add_argument("address")
+    p.add_argument("--gateway", type=Path, required=True, help="gateway state directory")
+    p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+    p.add_argument("--password-file", type=Path, required=True,
+                   help="file whose first line is the account's password")
+    p.add_argument("--revoke-previous", action="store_true",
+                   help="refuse mail signed by the old keys (they may be compromised)")
+    _relay_ca_argument(p)
+    p.set_defaults(func=cmd_account_rotate)
+
+    p = account.add_parser("revoke", help="revoke an address and all its keys")
+    p.add_argument("address")
+    p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+    _relay_arguments(p)
+    p.set_defaults(func=cmd_account_revoke)
+
+    p = account.add_parser("request", help="enrolment step 1: keys on the gateway, a request")
+    p.add_argument("address")
+    p.add_argument("--gateway", type=Path, required=True, help="gateway state directory")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="home relay of the mailbox, in priority order; repeatable "
+                   "(needed for a new account)")
+    p.add_argument("--password-file", type=Path, required=True,
+                   help="file whose first line is the account's password")
+    p.add_argument("--out", type=Path, required=True, metavar="REQ", help="request file to write")
+    p.add_argument("--rotate", action="store_true",
+                   help="ask for new keys for an account of this gateway instead")
+    p.add_argument("--revoke-previous", action="store_true",
+                   help="with --rotate: refuse mail signed by the old keys")
+    p.set_defaults(func=cmd_account_request)
+
+    p = account.add_parser("import", help="enrolment step 3: import the signed file, publish")
+    p.add_argument("signed", type=Path, metavar="SIGNED")
+    p.add_argument("--gateway", type=Path, required=True, help="gateway state directory")
+    p.add_argument("--trust-root", type=Path, metavar="FILE",
+                   help="refuse the file unless signed by this root (ADMIN/root.pub)")
+    _relay_ca_argument(p)
+    p.set_defaults(func=cmd_account_import)
+
+    p = bubble.add_parser("sign", help="enrolment step 2: sign a gateway's request (offline)")
+    p.add_argument("request", type=Path, metavar="REQ")
+    p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+    p.add_argument("--out", type=Path, required=True, metavar="SIGNED",
+                   help="signed file to write (mode 0600: it holds the directory key)")
+    p.set_defaults(func=cmd_bubble_sign)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

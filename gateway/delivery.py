@@ -71,8 +71,8 @@ class DeliveryWorker(PeriodicJob):
         for url in entry.relays:
             try:
                 await self._client_for(url).deposit(entry.envelope, self._credential)
-            except RelayRejected as e:
-                errors.append(f"{url}: {e.status}")
+            except RelayRejected as e:  # e.g. 403 once this gateway's credential is revoked
+                errors.append(f"{url}: {e.status} {e.reason}")
                 continue
             except RelayError as e:
                 errors.append(f"{url}: {type(e).__name__}")

@@ -2,7 +2,9 @@
 
 For each envelope listed by a home relay: skip it if this account has seen its id
 (duplicates from several relays or from a crash before the ack), otherwise fetch,
-open in memory, check the sender's signing key against the signed directory, and
+open in memory (with the account's current keys or an earlier generation's), check
+the sender's signing key against the signed directory (its current key, or one it
+had before a rotation; a revoked key or address is refused), and
 commit it to INBOX re-sealed under the account's storage key. Only after that
 commit is the envelope acknowledged (deleted) on the relay. An envelope that does
 not open or whose sender does not verify is kept out of the mailbox and reported
@@ -18,7 +20,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bridge.envelope import open_envelope
+from bridge.directory import KeyStatus
+from bridge.envelope import OpenedEnvelope, open_envelope
 from bridge.errors import CannotOpen, RelayError
 from bridge.headers import DEFAULT_LIMITS, HeaderError, HeaderLimits, parse_header
 from bridge.keys import AccountKeys
@@ -26,12 +29,23 @@ from bridge.relay.client import RelayClient
 from bridge.sender import SenderRefused, check_sender
 from gateway.keyring import KeyRing
 from gateway.notices import cannot_open_notice, forged_sender_notice
-from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
+from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
 from gateway.store.accounts import AccountStore
 from gateway.store.mailbox import MailboxStore
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+
+
+def open_with_any_generation(data: bytes, keys: AccountKeys) -> OpenedEnvelope:
+    """Open with the newest keys, else with an earlier generation's (mail sealed before
+    a rotation, by a sender whose directory replica was not yet updated)."""
+    for generation in keys.history():
+        try:
+            return open_envelope(data, generation)
+        except CannotOpen:
+            continue
+    raise CannotOpen()
 
 
 class Fetcher(PeriodicJob):
@@ -55,6 +69,7 @@ class Fetcher(PeriodicJob):
         self._recipients = recipients
         self._client_for = client_for
         self._domain = domain
+        self._rotated: set[int] = set()  # accounts already logged as waiting for a login
 
     async def run_once(self) -> bool:
         await self.fetch_all()
@@ -66,6 +81,14 @@ class Fetcher(PeriodicJob):
         for address, keys in self._keyring.unlocked().items():
             account = self._accounts.get(address)
             if account is None:
+                continue
+            if account.public != keys.public:
+                # Rotated since this login: new mail may need the new keys, so it waits
+                # on the relay until the next login unlocks them.
+                if account.id not in self._rotated:
+                    self._rotated.add(account.id)
+                    log.info("fetch: account %d was rotated; waiting for its next login",
+                             account.id)
                 continue
             for url in account.relays:
                 try:
@@ -96,19 +119,25 @@ class Fetcher(PeriodicJob):
         """Store the envelope's message, or a notice; True if a message was delivered."""
         now = datetime.now(UTC)
         try:
-            opened = open_envelope(data, keys)
+            opened = open_with_any_generation(data, keys)
             if opened.envelope_id != envelope_id:
                 raise CannotOpen()
         except CannotOpen:
             await self._reject(address, keys, envelope_id, "cannot-open", now)
             return False
+        signer = opened.sender_signing_key
         try:
-            sender = await self._recipients.resolve(opened.sender)
+            status = (await self._recipients.resolve(opened.sender)).signing_key_status(signer)
+            if status is KeyStatus.UNKNOWN:  # the sender may have rotated since our last sync
+                status = (await self._recipients.refresh(opened.sender)).signing_key_status(signer)
+        except RevokedAddress:
+            status = KeyStatus.REVOKED
         except UnknownAddress:
             await self._reject(address, keys, envelope_id, "unknown-sender", now)
             return False
-        if sender.keys.signing_key != opened.sender_signing_key:
-            await self._reject(address, keys, envelope_id, "sender-mismatch", now)
+        if not status.accepted:
+            reason = "revoked-key" if status is KeyStatus.REVOKED else "sender-mismatch"
+            await self._reject(address, keys, envelope_id, reason, now)
             return False
         try:  # the header must name the sealed, signed sender, by the submission rules
             limits = self._header_limits

@@ -3,9 +3,13 @@
     ADMIN/root.key        the bubble root's Ed25519 seed (hex, mode 0600)
     ADMIN/root.pub        its public key (hex) - what relays and gateways pin
     ADMIN/bubble.json     domain and the directory key (mode 0600)
+    ADMIN/versions.json   the last directory record version signed per lookup id
+                          (no address), so every record the root signs is newer
 
     GW/membership.json    domain, pinned root, directory key, this gateway's relay
                           credential and known relays (mode 0600)
+    GW/requests/          enrolment requests waiting for the admin's signature:
+                          the account's sealed seed and the gateway key (mode 0600)
     GW/gateway.db         the store (SQLite)
     GW/tls/               the self-signed certificate for SMTP and IMAP
 
@@ -121,6 +125,31 @@ class AdminHome:
         write_private(path / "bubble.json", json.dumps(body, indent=2).encode())
         return cls(path=path, domain=domain, root=root, directory_key=directory_key)
 
+    @property
+    def versions_file(self) -> Path:
+        return self.path / "versions.json"
+
+    def claim_version(self, lookup_id: bytes, floor: int = 0) -> int:
+        """A record version above `floor` and above every version signed here before.
+
+        Written down before it is used: a version is never handed out twice.
+        """
+        versions = self._versions()
+        version = max(self.last_version(lookup_id), floor) + 1
+        versions[lookup_id.hex()] = version
+        write_private(self.versions_file, json.dumps(versions, indent=2, sort_keys=True).encode())
+        return version
+
+    def last_version(self, lookup_id: bytes) -> int:
+        """The highest record version signed here for `lookup_id` (0 if none)."""
+        last = self._versions().get(lookup_id.hex(), 0)
+        if isinstance(last, bool) or not isinstance(last, int):
+            raise HomeError(f"{self.versions_file} is malformed")
+        return last
+
+    def _versions(self) -> dict[str, object]:
+        return _read_json(self.versions_file) if self.versions_file.exists() else {}
+
     @classmethod
     def load(cls, path: Path) -> AdminHome:
         meta = _read_json(path / "bubble.json")
@@ -143,7 +172,7 @@ class AdminHome:
 
 @dataclass(frozen=True)
 class Membership:
-    """What a gateway knows of its bubble; written by `sealgate account add`."""
+    """What a gateway knows of its bubble; written by `sealgate account add` or `import`."""
 
     domain: str
     root_public: bytes

@@ -8,7 +8,8 @@ costs the same Argon2id work as a wrong passphrase and raises the same
 After a first unlock, the same passphrase for the same account is checked against
 an in-memory verifier (keyed BLAKE2b under a random per-process key, compared in
 constant time) instead of paying Argon2id again. A different passphrase always
-goes back to Argon2id, so a changed passphrase takes effect at once.
+goes back to Argon2id, so a changed passphrase takes effect at once; so does a key
+rotation (the stored public keys no longer match the held ones).
 
 Passphrases are used as their UTF-8 bytes, as `bridge.keys.seal_seed` got them.
 Thread-safe. This module never writes anything and never logs addresses or secrets.
@@ -60,22 +61,27 @@ class KeyRing:
         verifier = self._verifier(normalized, secret)
         with self._lock:
             held = self._unlocked.get(normalized)
-        if held is not None and hmac.compare_digest(held.verifier, verifier):
-            return held.keys
         account = self._accounts.get(normalized)
+        if (
+            held is not None
+            and hmac.compare_digest(held.verifier, verifier)
+            and account is not None
+            and held.keys.public == account.public  # not rotated since
+        ):
+            return held.keys
         if account is None:
             self._spend_like_unseal(secret)
             raise AuthenticationFailed()
         try:
-            keys = AccountKeys(unseal_seed(account.sealed_seed, secret))
-        except (WrongPassphrase, CannotOpen):
+            keys = AccountKeys.unpack(unseal_seed(account.sealed_seed, secret))
+        except (WrongPassphrase, CannotOpen, ValueError):
             raise AuthenticationFailed() from None
         if keys.public != account.public:
             log.warning("account %d: sealed seed does not match its public keys", account.id)
             raise AuthenticationFailed()
         with self._lock:
             held = self._unlocked.get(normalized)
-            if held is not None and held.keys.seed == keys.seed:
+            if held is not None and held.keys.pack() == keys.pack():
                 keys = held.keys  # every caller shares one AccountKeys per account
             self._unlocked[normalized] = _Unlocked(verifier, keys)
         return keys

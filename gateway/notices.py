@@ -25,6 +25,7 @@ _env = jinja2.Environment(
 
 CANNOT_OPEN_REASONS = {
     "cannot-open": "the envelope failed its integrity check",
+    "revoked-key": "the sender's key or address has been revoked in the bubble directory",
     "sender-mismatch": "the sender's signature does not match the bubble directory",
     "unknown-sender": "the sender is not in the bubble directory",
 }

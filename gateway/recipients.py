@@ -3,7 +3,14 @@
 The gateway keeps a replica of the relays' sealed directory records in its store,
 so RCPT needs no network and a relay outage does not stop submission. A miss in
 the replica asks the relays live. Every record is verified against the pinned
-root before it is used; nothing unsigned is ever trusted.
+root before it is used; nothing unsigned is ever trusted. The replica only moves
+forward: a record replaces another only with a higher version, whichever relay
+serves it, so an old record replayed by a relay cannot roll an address back to
+keys that were rotated away or revoked.
+
+    UnknownAddress        no trusted entry: 550 5.1.1
+    └── RevokedAddress    the entry says the address is revoked: 550 5.1.1, saying so
+    DirectoryUnavailable  no entry here and no relay could be asked: 451 4.4.3
 """
 
 from __future__ import annotations
@@ -31,9 +38,19 @@ MAX_OPENED = 10_000  # opened entries kept in memory; the cache starts over beyo
 class UnknownAddress(Exception):
     """No trusted directory entry exists for this address."""
 
+    smtp_reply = "550 5.1.1 No such recipient in this bubble"
+
+
+class RevokedAddress(UnknownAddress):
+    """The directory's newest entry for this address revokes it (and all its keys)."""
+
+    smtp_reply = "550 5.1.1 This address has been revoked in the bubble directory"
+
 
 class DirectoryUnavailable(Exception):
     """The replica has no entry and no relay could be asked."""
+
+    smtp_reply = "451 4.4.3 Directory unavailable; try again later"
 
 
 class Recipients(PeriodicJob):
@@ -59,7 +76,8 @@ class Recipients(PeriodicJob):
         return False
 
     async def sync(self) -> int:
-        """Refresh the replica from the first relay that answers; returns records kept."""
+        """Bring the replica forward from every relay that answers; returns rows changed."""
+        changed = 0
         for relay in self._relays:
             try:
                 records = await relay.directory()
@@ -74,9 +92,8 @@ class Recipients(PeriodicJob):
                     log.warning("directory sync: dropped a record not signed by the pinned root")
                     continue
                 good.append(record)
-            self._cache.put_many(good)
-            return len(good)
-        return 0
+            changed += self._cache.put_many(good)
+        return changed
 
     def _open(self, record: DirectoryRecord) -> DirectoryEntry:
         entry = self._opened.get(record)
@@ -87,18 +104,44 @@ class Recipients(PeriodicJob):
             self._opened[record] = entry
         return entry
 
-    async def resolve(self, address: str) -> DirectoryEntry:
-        """The verified entry for `address`; UnknownAddress or DirectoryUnavailable otherwise."""
+    @staticmethod
+    def _usable(entry: DirectoryEntry) -> DirectoryEntry:
+        if entry.revoked:
+            raise RevokedAddress(entry.address)
+        return entry
+
+    def _lookup_id(self, address: str) -> bytes:
         try:
-            lid = lookup_id(self._key, normalize_address(address))
+            return lookup_id(self._key, normalize_address(address))
         except ValueError:
             raise UnknownAddress(address) from None
+
+    async def resolve(self, address: str) -> DirectoryEntry:
+        """The verified entry for `address`; UnknownAddress, RevokedAddress or
+        DirectoryUnavailable otherwise."""
+        lid = self._lookup_id(address)
         cached = self._cache.get(lid)
         if cached is not None:
             try:
-                return self._open(cached)
+                return self._usable(self._open(cached))
             except DirectoryError:
                 log.warning("directory replica holds a record that does not verify; asking relays")
+        return self._usable(await self._ask_relays(address, lid, first=True))
+
+    async def refresh(self, address: str) -> DirectoryEntry:
+        """Ask every relay for a newer entry than the replica's (a sender may have rotated).
+
+        Returns the newest verified entry, revoked or not; UnknownAddress or
+        DirectoryUnavailable as `resolve`.
+        """
+        return await self._ask_relays(address, self._lookup_id(address), first=False)
+
+    async def _ask_relays(self, address: str, lid: bytes, *, first: bool) -> DirectoryEntry:
+        """The relays' records for `lid`; the newest verified one is kept in the replica.
+
+        With `first`, the first verified record ends the search (RCPT must not wait
+        for every relay; the periodic sync brings the replica to the newest later).
+        """
         reached = False
         for relay in self._relays:
             try:
@@ -109,12 +152,19 @@ class Recipients(PeriodicJob):
             if record is None:
                 continue
             try:
-                entry = self._open(record)
+                self._open(record)
             except DirectoryError:
                 log.warning("relay %s served a directory record that does not verify", relay.url)
                 continue
             self._cache.put_many([record])
-            return entry
+            if first:
+                break
+        newest = self._cache.get(lid)
+        if newest is not None:
+            try:
+                return self._open(newest)
+            except DirectoryError:
+                pass
         if not reached:
             raise DirectoryUnavailable(address)
         raise UnknownAddress(address)

@@ -110,6 +110,7 @@ class Bubble:
     root: Path
     relay_port: int = field(default_factory=free_port)
     https: bool = False  # the relay serves HTTPS with its own certificate, which gateways pin
+    gateway_settings: tuple[str, ...] = ()  # extra TOML lines for every gateway's config
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -170,8 +171,34 @@ class Bubble:
             "--relay", self.relay_url, "--password-file", pw_file, *pin,
         )
         pw_file.unlink()
+        return self._register(user, password, home)
+
+    def password_file(self, user: str, password: str) -> Path:
+        path = self.root / f"{user}.password"
+        path.write_text(password + "\n")
+        os.chmod(path, 0o600)
+        return path
+
+    def enrol_two_step(self, user: str, password: str) -> Account:
+        """request on the gateway, sign with the admin home, import on the gateway."""
+        home = self.root / "gateways" / user
+        request, signed = self.root / f"{user}.request.json", self.root / f"{user}.signed.json"
+        sealgate(
+            "account", "request", f"{user}@{DOMAIN}", "--gateway", home,
+            "--relay", self.relay_url, "--password-file", self.password_file(user, password),
+            "--out", request,
+        )
+        (self.root / f"{user}.password").unlink()
+        sealgate("bubble", "sign", request, "--bubble", self.admin, "--out", signed)
+        sealgate("account", "import", signed, "--gateway", home,
+                 "--trust-root", self.admin / "root.pub")
+        signed.unlink()
+        return self._register(user, password, home)
+
+    def _register(self, user: str, password: str, home: Path) -> Account:
         config = self.root / f"{user}.toml"
-        config.write_text(f'relay_ca_file = "{self.relay_cert}"\n' if self.https else "")
+        lines = [f'relay_ca_file = "{self.relay_cert}"'] if self.https else []
+        config.write_text("".join(f"{line}\n" for line in (*lines, *self.gateway_settings)))
         account = Account(f"{user}@{DOMAIN}", password, home, free_port(), free_port())
         self.accounts[user] = account
         self.services[user] = Service(

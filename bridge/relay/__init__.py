@@ -3,6 +3,7 @@
     auth      request signatures and the checks built on them (pure, no I/O)
     config    `RelayConfig`, the one frozen settings object, and `load_root_public`
     storage   the `EnvelopeStorage` Protocol and the SQLite-plus-files backend
+              (envelopes, directory records by version, gateway revocations)
     server    the aiohttp application, `RelayServer` and `serve_forever`
     client    `RelayClient`, what a gateway uses to deposit, fetch and publish
 

@@ -25,7 +25,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -158,12 +158,13 @@ def verify_request(
 
 
 def check_gateway_credential(
-    headers: Mapping[str, str], verify_key: bytes, trusted_roots: tuple[bytes, ...]
+    headers: Mapping[str, str], verify_key: bytes, trusted_roots: tuple[bytes, ...],
+    revoked: Collection[bytes] = frozenset(),
 ) -> bytes:
     """Return the trusted root that certified `verify_key` as a gateway.
 
     401 if the credential header is missing or malformed, 403 if no trusted root
-    certified this key.
+    certified this key or the key is in `revoked` (revocations the relay verified).
     """
     found = _auth_headers(headers)
     if HEADER_CREDENTIAL not in found:
@@ -172,6 +173,8 @@ def check_gateway_credential(
     root = verify_root_signature(trusted_roots, GATEWAY_CERT_CONTEXT, verify_key, certificate)
     if root is None:
         raise RequestAuthError("gateway is not certified by a trusted root", 403)
+    if verify_key in revoked:
+        raise RequestAuthError("gateway credential is revoked", 403)
     return root
 
 

@@ -33,6 +33,7 @@ from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailab
 from bridge.keys import GatewayCredential, mailbox_id_for
 from bridge.relay.auth import sign_deposit, sign_request
 from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
+from bridge.revocation import GatewayRevocation
 
 _REASON_MAX = 200
 _CHUNK = 64 * 1024
@@ -132,12 +133,35 @@ class RelayClient:
         await self._signed(mailbox_key, "DELETE", "/" + envelope_id.hex(), expect=(204,))
 
     async def publish(self, record: DirectoryRecord) -> None:
-        """Store a root-signed directory record (the record's signature authorizes it)."""
+        """Store a root-signed directory record (the record's signature authorizes it).
+
+        RelayRejected(409) if the relay holds this or a newer version of the record.
+        """
         body = json.dumps(record.to_json()).encode("ascii")
         await self._call(
             "PUT", f"/v1/directory/{record.lookup_id.hex()}", body=body,
             headers={"Content-Type": "application/json"}, expect=(204,),
         )
+
+    async def revoke_gateway(self, revocation: GatewayRevocation) -> None:
+        """Store a root-signed gateway revocation (its signature authorizes it)."""
+        body = json.dumps(revocation.to_json()).encode("ascii")
+        await self._call(
+            "PUT", f"/v1/revocations/gateways/{revocation.gateway_key.hex()}", body=body,
+            headers={"Content-Type": "application/json"}, expect=(204,),
+        )
+
+    async def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
+        """Every gateway revocation the relay holds. Signatures unchecked."""
+        _, body = await self._call("GET", "/v1/revocations/gateways", expect=(200,))
+        data = _json(body)
+        items = data.get("revocations") if isinstance(data, dict) else None
+        if not isinstance(items, builtins.list):
+            raise RelayUnavailable("malformed relay answer")
+        try:
+            return [GatewayRevocation.from_json(item) for item in items]
+        except BridgeError:
+            raise RelayUnavailable("relay returned a malformed revocation") from None
 
     async def lookup(self, lookup_id: bytes) -> DirectoryRecord | None:
         """The record stored under `lookup_id`, or None. The caller verifies its signature."""

@@ -36,12 +36,15 @@ from bridge.relay.auth import (
 )
 from bridge.relay.config import RelayConfig
 from bridge.relay.storage import EnvelopeStorage, PutOutcome, SqliteFileStorage, coarse_hour
+from bridge.revocation import GatewayRevocation
 
 logger = logging.getLogger("sealgate.relay")
 access_logger = logging.getLogger("sealgate.relay.access")
 
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 _MAX_SIGNED_QUERY_BODY = 4096  # list/fetch/ack carry no body; allow a little slack
+_MAX_REVOCATION_BODY = 1024  # {"gateway_key": 64 hex, "signature": 88 base64}
+_GATEWAY_KEY_LEN = 32
 _ROUTE = web.RequestKey("sealgate_route", str)  # the route template, for log lines
 _STATUS_REASONS = {
     400: "bad request",
@@ -57,6 +60,9 @@ class RelayHandler:
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage) -> None:
         self.config = config
         self.storage = storage
+        # Revoked gateway keys: read from storage once, then kept up to date by this
+        # process (one relay process owns a home).
+        self._revoked: frozenset[bytes] | None = None
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -68,7 +74,10 @@ class RelayHandler:
         # the relay buffer a large one.
         signed = read_signed_headers(request.headers)
         check_fresh(signed, arrived, config.max_clock_skew)
-        check_gateway_credential(request.headers, signed.verify_key, config.trusted_roots)
+        check_gateway_credential(
+            request.headers, signed.verify_key, config.trusted_roots,
+            await self._revoked_gateways(),
+        )
         body = await _read_body(request, config.max_envelope_bytes)
         await asyncio.to_thread(
             verify_request, request.headers, request.method, request.raw_path, body,
@@ -123,8 +132,39 @@ class RelayHandler:
             record.verify_publisher(self.config.trusted_roots)
         except DirectoryError as exc:
             raise RequestError(403, str(exc)) from None
-        await asyncio.to_thread(self.storage.put_directory, record)
+        if not await asyncio.to_thread(self.storage.put_directory, record):
+            raise RequestError(409, "a record with this or a newer version is stored")
         return web.Response(status=204)
+
+    async def handle_revoke_gateway(self, request: web.Request) -> web.Response:
+        gateway_key = _path_id(request, "gateway_key", _GATEWAY_KEY_LEN)
+        body = await _read_body(request, _MAX_REVOCATION_BODY)
+        try:
+            revocation = GatewayRevocation.from_json(json.loads(body))
+        except (ValueError, RecursionError):
+            raise RequestError(400, "malformed JSON") from None
+        except DirectoryError as exc:
+            raise RequestError(400, str(exc)) from None
+        if revocation.gateway_key != gateway_key:
+            raise RequestError(400, "gateway key does not match the path")
+        try:
+            revocation.verify(self.config.trusted_roots)
+        except DirectoryError as exc:
+            raise RequestError(403, str(exc)) from None
+        await self._revoked_gateways()
+        await asyncio.to_thread(self.storage.put_gateway_revocation, revocation)
+        self._revoked = (self._revoked or frozenset()) | {gateway_key}
+        return web.Response(status=204)
+
+    async def handle_gateway_revocations(self, request: web.Request) -> web.Response:
+        revocations = await asyncio.to_thread(self.storage.gateway_revocations)
+        return web.json_response({"revocations": [r.to_json() for r in revocations]})
+
+    async def _revoked_gateways(self) -> frozenset[bytes]:
+        if self._revoked is None:
+            stored = await asyncio.to_thread(self.storage.gateway_revocations)
+            self._revoked = frozenset(r.gateway_key for r in stored)
+        return self._revoked
 
     async def handle_lookup(self, request: web.Request) -> web.Response:
         lookup_id = _path_id(request, "lookup_id", LOOKUP_ID_LEN)
@@ -166,6 +206,8 @@ def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
     router.add_put("/v1/directory/{lookup_id}", handler.handle_publish)
     router.add_get("/v1/directory/{lookup_id}", handler.handle_lookup)
     router.add_get("/v1/directory", handler.handle_directory)
+    router.add_put("/v1/revocations/gateways/{gateway_key}", handler.handle_revoke_gateway)
+    router.add_get("/v1/revocations/gateways", handler.handle_gateway_revocations)
     return app
 
 

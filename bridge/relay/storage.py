@@ -6,7 +6,8 @@ is the embedded backend:
 
     HOME/relay.db                  SQLite (WAL, synchronous=FULL): one row per envelope
                                    (ids, size, sha256, hour received), one per
-                                   directory record
+                                   directory record (the highest version of its
+                                   lookup id), one per revoked gateway key
     HOME/envelopes/<mb>/<id hex>   the envelope bytes, exactly as deposited; <mb> is
                                    the first byte of the mailbox id in hex
 
@@ -40,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bridge.directory import DirectoryRecord
+from bridge.revocation import GatewayRevocation
 
 HOUR = 3600
 _ID_FILE_RE = re.compile(r"[0-9a-f]{32}")
@@ -83,13 +85,23 @@ class EnvelopeStorage(Protocol):
     def delete(self, mailbox_id: bytes, envelope_id: bytes) -> bool:
         """Remove an envelope of that mailbox; False if there was none."""
 
-    def put_directory(self, record: DirectoryRecord) -> None:
-        """Store a directory record, replacing any with the same lookup id."""
+    def put_directory(self, record: DirectoryRecord) -> bool:
+        """Store a record unless one of the same lookup id has this or a higher version.
+
+        True if stored; False (nothing changed) otherwise. Compare and write are one
+        statement, so two racing publications cannot both win.
+        """
 
     def get_directory(self, lookup_id: bytes) -> DirectoryRecord | None: ...
 
     def all_directory(self) -> builtins.list[DirectoryRecord]:
         """Every directory record, ordered by lookup id."""
+
+    def put_gateway_revocation(self, revocation: GatewayRevocation) -> None:
+        """Keep a (verified) gateway revocation; storing one twice changes nothing."""
+
+    def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
+        """Every gateway revocation, ordered by gateway key."""
 
     def close(self) -> None: ...
 
@@ -113,7 +125,15 @@ directory_table = sa.Table(
     "directory_records",
     metadata,
     sa.Column("lookup_id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("signature", sa.LargeBinary(64), nullable=False),
+)
+
+gateway_revocations_table = sa.Table(
+    "gateway_revocations",
+    metadata,
+    sa.Column("gateway_key", sa.LargeBinary(32), primary_key=True),
     sa.Column("signature", sa.LargeBinary(64), nullable=False),
 )
 
@@ -195,32 +215,51 @@ class SqliteFileStorage:
 
     # directory
 
-    def put_directory(self, record: DirectoryRecord) -> None:
+    def put_directory(self, record: DirectoryRecord) -> bool:
+        t = directory_table.c
         statement = sqlite_insert(directory_table).values(
-            lookup_id=record.lookup_id, sealed=record.sealed, signature=record.signature,
+            lookup_id=record.lookup_id, version=record.version, sealed=record.sealed,
+            signature=record.signature,
         )
+        excluded = statement.excluded
         statement = statement.on_conflict_do_update(
-            index_elements=[directory_table.c.lookup_id],
-            set_={"sealed": statement.excluded.sealed, "signature": statement.excluded.signature},
+            index_elements=[t.lookup_id],
+            set_={"version": excluded.version, "sealed": excluded.sealed,
+                  "signature": excluded.signature},
+            where=excluded.version > t.version,
         )
         with self._engine.begin() as conn:
-            conn.execute(statement)
+            return bool(conn.execute(statement).rowcount)
 
     def get_directory(self, lookup_id: bytes) -> DirectoryRecord | None:
         t = directory_table.c
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(t.lookup_id, t.sealed, t.signature).where(t.lookup_id == lookup_id)
+                sa.select(t.lookup_id, t.version, t.sealed, t.signature)
+                .where(t.lookup_id == lookup_id)
             ).first()
-        return None if row is None else DirectoryRecord(row.lookup_id, row.sealed, row.signature)
+        return None if row is None else DirectoryRecord(*row)
 
     def all_directory(self) -> builtins.list[DirectoryRecord]:
         t = directory_table.c
         with self._engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.lookup_id, t.sealed, t.signature).order_by(t.lookup_id)
+                sa.select(t.lookup_id, t.version, t.sealed, t.signature).order_by(t.lookup_id)
             ).all()
-        return [DirectoryRecord(row.lookup_id, row.sealed, row.signature) for row in rows]
+        return [DirectoryRecord(*row) for row in rows]
+
+    def put_gateway_revocation(self, revocation: GatewayRevocation) -> None:
+        statement = sqlite_insert(gateway_revocations_table).values(
+            gateway_key=revocation.gateway_key, signature=revocation.signature,
+        ).on_conflict_do_nothing()
+        with self._engine.begin() as conn:
+            conn.execute(statement)
+
+    def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
+        t = gateway_revocations_table.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(t.gateway_key, t.signature).order_by(t.gateway_key))
+            return [GatewayRevocation(row.gateway_key, row.signature) for row in rows]
 
     # internals
 

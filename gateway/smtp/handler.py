@@ -115,10 +115,8 @@ class SubmissionHandler:
             return "550 5.7.1 Recipient is outside the bubble; refusing to send in clear"
         try:
             entry = await self._recipients.resolve(key)
-        except UnknownAddress:
-            return "550 5.1.1 No such recipient in this bubble"
-        except DirectoryUnavailable:
-            return "451 4.4.3 Directory unavailable; try again later"
+        except (UnknownAddress, DirectoryUnavailable) as refusal:  # RevokedAddress too
+            return refusal.smtp_reply
         resolved[key] = entry
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

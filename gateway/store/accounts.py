@@ -162,6 +162,27 @@ class AccountStore:
             rows = connection.execute(select(*_ACCOUNT_COLUMNS).order_by(col(Account.id)))
             return [_account_row(row) for row in rows]
 
+    def set_keys(self, address: str, sealed_seed: bytes, public: AccountPublic) -> None:
+        """Replace the sealed seeds and public keys after a rotation; `UnknownAccount` if absent.
+
+        The mailbox key must not change: it names the mailbox on the relays.
+        """
+        with writing(self._engine) as connection:
+            account = find_account(connection, address)
+            if account is None:
+                raise UnknownAccount()
+            if account.public.mailbox_key != public.mailbox_key:
+                raise InvalidValue("a rotation keeps the mailbox key")
+            connection.execute(
+                update(Account)
+                .where(col(Account.id) == account.id)
+                .values(
+                    sealed_seed=sealed_seed,
+                    encryption_key=public.encryption_key,
+                    signing_key=public.signing_key,
+                )
+            )
+
     def set_relays(self, address: str, relays: Sequence[str]) -> None:
         """Replace the account's home relays (priority order); `UnknownAccount` if absent."""
         relays_json = relays_to_json(relays)

@@ -269,7 +269,9 @@ def _account_id(connection: Connection, address: str, keys: AccountKeys | None =
     account = find_account(connection, address)
     if account is None:
         raise UnknownAccount()
-    if keys is not None and keys.public != account.public:
+    # The mailbox key comes from the first seed, as the storage key does: keys of any
+    # generation of this account (before or after a rotation) seal and open its mail.
+    if keys is not None and keys.public.mailbox_key != account.public.mailbox_key:
         raise KeyMismatch()
     return account.id
 

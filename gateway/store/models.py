@@ -139,6 +139,7 @@ class DirectoryRecordRow(StoreTable, table=True):
     __tablename__ = "directory_record"
 
     lookup_id: bytes = Field(primary_key=True)
+    version: int = Field(sa_type=BigInteger)  # replaced only by a higher one
     sealed: bytes
     signature: bytes
     fetched_at: datetime = Field(sa_type=UTCDateTime)

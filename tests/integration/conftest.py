@@ -9,8 +9,11 @@ import pytest
 from tests.bubble_processes import Bubble
 
 
-def start_bubble(root: Path, users: tuple[str, ...], *, https: bool = False) -> Bubble:
-    bubble = Bubble(root, https=https)
+def start_bubble(
+    root: Path, users: tuple[str, ...], *, https: bool = False,
+    gateway_settings: tuple[str, ...] = (),
+) -> Bubble:
+    bubble = Bubble(root, https=https, gateway_settings=gateway_settings)
     try:
         bubble.init()
         for user in users:

@@ -33,6 +33,7 @@ from bridge.relay.client import EnvelopeInfo, RelayClient
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer, serve_forever
 from bridge.relay.storage import PutOutcome, SqliteFileStorage
+from bridge.revocation import GatewayRevocation
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,13 @@ def envelope_id_of(envelope: bytes) -> bytes:
     return envelope[4:20]
 
 
-def make_record(root: RootKey, lookup_id: bytes, sealed: bytes) -> DirectoryRecord:
-    return DirectoryRecord(lookup_id, sealed, root.sign(RECORD_CONTEXT, lookup_id + sealed))
+def make_record(
+    root: RootKey, lookup_id: bytes, sealed: bytes, version: int = 1
+) -> DirectoryRecord:
+    unsigned = DirectoryRecord(lookup_id, version, sealed, b"")
+    return DirectoryRecord(
+        lookup_id, version, sealed, root.sign(RECORD_CONTEXT, unsigned.publisher_message())
+    )
 
 
 @contextlib.asynccontextmanager
@@ -454,7 +460,7 @@ def test_directory_publish_lookup_and_list(tmp_path: Path, bubble: Bubble) -> No
             assert sorted(await client.directory(), key=lambda r: r.lookup_id) == sorted(
                 [first, second], key=lambda r: r.lookup_id
             )
-            replacement = make_record(bubble.root, first.lookup_id, os.urandom(200))
+            replacement = make_record(bubble.root, first.lookup_id, os.urandom(200), version=2)
             await client.publish(replacement)
             assert await client.lookup(first.lookup_id) == replacement
             assert len(await client.directory()) == 2
@@ -475,7 +481,7 @@ def test_directory_refuses_unsigned_or_malformed_records(tmp_path: Path, bubble:
                 await client.publish(foreign)
             assert caught.value.status == 403
             honest = make_record(bubble.root, lookup_id, b"sealed entry")
-            tampered = DirectoryRecord(lookup_id, b"sealed entrY", honest.signature)
+            tampered = DirectoryRecord(lookup_id, 1, b"sealed entrY", honest.signature)
             with pytest.raises(RelayRejected) as caught:
                 await client.publish(tampered)
             assert caught.value.status == 403
@@ -500,6 +506,98 @@ def test_directory_refuses_unsigned_or_malformed_records(tmp_path: Path, bubble:
             assert await client.directory() == []
             await client.publish(honest)
             assert await client.directory() == [honest]
+
+    run(scenario())
+
+
+def test_replayed_old_record_gets_409_and_the_newer_is_kept(
+    tmp_path: Path, bubble: Bubble
+) -> None:
+    """An old, genuinely root-signed record republished after a re-key: refused."""
+    async def scenario() -> None:
+        async with relay(tmp_path, bubble) as (server, client):
+            lookup_id = os.urandom(32)
+            old = make_record(bubble.root, lookup_id, b"keys before the rotation", version=1)
+            new = make_record(bubble.root, lookup_id, b"keys after the rotation", version=2)
+            await client.publish(old)
+            await client.publish(new)
+            path = f"/v1/directory/{lookup_id.hex()}"
+            for stale in (old, make_record(bubble.root, lookup_id, b"same version", version=2)):
+                answer = await raw(server, "PUT", path, json.dumps(stale.to_json()).encode(),
+                                   {"Content-Type": "application/json"})
+                assert (answer.status, answer.error()) == (
+                    409, "a record with this or a newer version is stored"
+                )
+                with pytest.raises(RelayRejected) as caught:
+                    await client.publish(stale)
+                assert caught.value.status == 409
+            assert await client.lookup(lookup_id) == new
+            assert await client.directory() == [new]
+        async with relay(tmp_path, bubble) as (_, client):  # and across a restart
+            with pytest.raises(RelayRejected):
+                await client.publish(old)
+            assert await client.lookup(lookup_id) == new
+
+    run(scenario())
+
+
+# gateway revocations
+
+
+def test_revoked_gateway_gets_403_and_others_still_deposit(tmp_path: Path, bubble: Bubble) -> None:
+    async def scenario() -> None:
+        other = GatewayCredential.issue(bubble.root)
+        revocation = GatewayRevocation.issue(bubble.root, bubble.gateway.verify_key)
+        async with relay(tmp_path, bubble) as (server, client):
+            await client.deposit(make_envelope(bubble.alice), bubble.gateway)
+            await client.revoke_gateway(revocation)
+            await client.revoke_gateway(revocation)  # idempotent
+            answer = await raw_deposit(server, bubble.gateway, make_envelope(bubble.alice))
+            assert (answer.status, answer.error()) == (403, "gateway credential is revoked")
+            await client.deposit(make_envelope(bubble.bob), other)
+            assert await client.gateway_revocations() == [revocation]
+            listing = await raw(server, "GET", "/v1/revocations/gateways")
+            assert json.loads(listing.body) == {"revocations": [revocation.to_json()]}
+        async with relay(tmp_path, bubble) as (server, client):  # kept across a restart
+            answer = await raw_deposit(server, bubble.gateway, make_envelope(bubble.alice))
+            assert answer.status == 403
+            assert len(await client.list(bubble.alice.mailbox)) == 1
+
+    run(scenario())
+
+
+def test_gateway_revocation_must_be_signed_by_a_trusted_root(
+    tmp_path: Path, bubble: Bubble
+) -> None:
+    async def scenario() -> None:
+        key = bubble.gateway.verify_key
+        path = f"/v1/revocations/gateways/{key.hex()}"
+        foreign = GatewayRevocation.issue(RootKey.generate(), key)
+        honest = GatewayRevocation.issue(bubble.root, key)
+        other_key = GatewayRevocation.issue(bubble.root, os.urandom(32))
+        headers = {"Content-Type": "application/json"}
+        async with relay(tmp_path, bubble) as (server, client):
+            cases = [
+                (foreign.to_json(), 403, "revocation is not signed by a trusted root"),
+                (other_key.to_json(), 400, "gateway key does not match the path"),
+                ({"gateway_key": key.hex()}, 400, "malformed revocation"),
+                ([], 400, "malformed revocation"),
+            ]
+            for body, status, reason in cases:
+                answer = await raw(server, "PUT", path, json.dumps(body).encode(), headers)
+                assert (answer.status, answer.error()) == (status, reason)
+            answer = await raw(server, "PUT", path, b"{", headers)
+            assert (answer.status, answer.error()) == (400, "malformed JSON")
+            answer = await raw(server, "PUT", path, b" " * 2000, headers)
+            assert answer.status == 413
+            answer = await raw(server, "PUT", "/v1/revocations/gateways/zz", b"{}", headers)
+            assert (answer.status, answer.error()) == (400, "malformed gateway key")
+            assert await client.gateway_revocations() == []
+            await client.deposit(make_envelope(bubble.alice), bubble.gateway)
+            await client.revoke_gateway(honest)
+            with pytest.raises(RelayRejected) as caught:
+                await client.deposit(make_envelope(bubble.alice), bubble.gateway)
+            assert caught.value.status == 403
 
     run(scenario())
 

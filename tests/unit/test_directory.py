@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from bridge.directory import (
     ENTRY_CONTEXT,
     MAX_ADDRESS_BYTES,
     MAX_ENTRY_BYTES,
+    MAX_OLD_SIGNING_KEYS,
     RECORD_CONTEXT,
     DirectoryEntry,
     DirectoryRecord,
+    KeyStatus,
     lookup_id,
     make_record,
     normalize_address,
@@ -57,8 +60,10 @@ def _seal_inner(inner: bytes, record_id: bytes, key: bytes = KEY) -> bytes:
     )
 
 
-def _record(lid: bytes, sealed: bytes, root: RootKey = ROOT) -> DirectoryRecord:
-    return DirectoryRecord(lid, sealed, root.sign(RECORD_CONTEXT, lid + sealed))
+def _record(lid: bytes, sealed: bytes, root: RootKey = ROOT, version: int = 1) -> DirectoryRecord:
+    unsigned = DirectoryRecord(lid, version, sealed, b"")
+    return DirectoryRecord(lid, version, sealed, root.sign(RECORD_CONTEXT,
+                                                           unsigned.publisher_message()))
 
 
 # --- addresses and lookup ids ---------------------------------------------------------
@@ -122,8 +127,9 @@ def test_entry_is_normalized_and_canonical() -> None:
     assert ENTRY.to_bytes() == (
         '{"address":"alice@example.org","issued_at":1700000000,"keys":{'
         f'"encryption":"{pub.encryption_key.hex()}","mailbox":"{pub.mailbox_key.hex()}",'
-        f'"signing":"{pub.signing_key.hex()}"}},'
-        '"relays":["https://relay-a.example:8443","https://relay-b.example"],"v":1}'
+        f'"signing":"{pub.signing_key.hex()}"}},"previous_signing":[],'
+        '"relays":["https://relay-a.example:8443","https://relay-b.example"],'
+        '"revoked":false,"revoked_signing":[],"v":2,"version":1}'
     ).encode()
     assert DirectoryEntry.from_bytes(ENTRY.to_bytes()) == ENTRY
 
@@ -148,8 +154,16 @@ def _variant(**changes: Any) -> bytes:
 @pytest.mark.parametrize(
     "data",
     [
-        b"", b"not json", b"[]", b"\xff\xfe", b'{"v":1}',
-        _variant(v=2), _variant(v=True), _variant(v=None), _variant(extra="x"),
+        b"", b"not json", b"[]", b"\xff\xfe", b'{"v":2}',
+        _variant(v=1), _variant(v=3), _variant(v=True), _variant(v=None), _variant(extra="x"),
+        _variant(version=0), _variant(version=-1), _variant(version=1.0),
+        _variant(version=True), _variant(version=2**63), _variant(version=None),
+        _variant(revoked=None), _variant(revoked=0), _variant(revoked="false"),
+        _variant(previous_signing=None), _variant(previous_signing="00" * 32),
+        _variant(previous_signing=["00" * 31]), _variant(previous_signing=["AB" * 32]),
+        _variant(previous_signing=["00" * 32, "00" * 32]), _variant(revoked_signing=None),
+        _variant(previous_signing=["00" * 32], revoked_signing=["00" * 32]),
+        _variant(previous_signing=[f"{n:064x}" for n in range(MAX_OLD_SIGNING_KEYS + 1)]),
         _variant(address="Alice@example.org"), _variant(address="no-at-sign"),
         _variant(address=7), _variant(issued_at=-1), _variant(issued_at=1.5),
         _variant(issued_at=True), _variant(relays="https://relay"), _variant(relays=[""]),
@@ -207,8 +221,8 @@ def test_record_with_altered_sealed_part_is_refused() -> None:
         sealed = bytearray(record.sealed)
         sealed[position] ^= 0x01
         # Unchanged signature: the outer signature catches it.
-        assert "trusted root" in _fails(DirectoryRecord(record.lookup_id, bytes(sealed),
-                                                        record.signature))
+        assert "trusted root" in _fails(DirectoryRecord(record.lookup_id, record.version,
+                                                        bytes(sealed), record.signature))
         # Re-signed by the root (say, a root that signed garbage): the AEAD catches it.
         assert "directory key" in _fails(_record(record.lookup_id, bytes(sealed)))
     assert "too short" in _fails(_record(record.lookup_id, record.sealed[:60]))
@@ -217,7 +231,9 @@ def test_record_with_altered_sealed_part_is_refused() -> None:
 def test_record_moved_to_another_lookup_id_is_refused() -> None:
     record = make_record(ENTRY, ROOT, KEY)
     other_id = lookup_id(KEY, "bob@example.org")
-    assert "trusted root" in _fails(DirectoryRecord(other_id, record.sealed, record.signature))
+    assert "trusted root" in _fails(
+        DirectoryRecord(other_id, record.version, record.sealed, record.signature)
+    )
     assert "directory key" in _fails(_record(other_id, record.sealed))
 
 
@@ -246,7 +262,7 @@ def test_entry_signature_needs_the_entry_context() -> None:
 
 def test_malformed_entry_inside_a_good_record_is_refused() -> None:
     lid = lookup_id(KEY, ENTRY.address)
-    bad = ENTRY.to_bytes().replace(b'"v":1', b'"v":2')
+    bad = ENTRY.to_bytes().replace(b'"v":2', b'"v":1')
     inner = bad + ROOT.sign(ENTRY_CONTEXT, bad)
     assert "malformed" in _fails(_record(lid, _seal_inner(inner, lid)))
 
@@ -264,6 +280,10 @@ def test_wrong_directory_key_is_refused() -> None:
     "data",
     [
         None, [], "x", {}, {"lookup_id": "00" * 32, "sealed": "", "signature": ""},
+        {"lookup_id": "00" * 32, "sealed": "", "signature": "A" * 86 + "=="},  # no version
+        {"lookup_id": "00" * 32, "version": 0, "sealed": "", "signature": "A" * 86 + "=="},
+        {"lookup_id": "00" * 32, "version": "2", "sealed": "", "signature": "A" * 86 + "=="},
+        {"lookup_id": "00" * 32, "version": True, "sealed": "", "signature": "A" * 86 + "=="},
         {"lookup_id": "zz", "sealed": "", "signature": "A" * 88},
         {"lookup_id": "00" * 31, "sealed": "", "signature": "A" * 86 + "=="},
         {"lookup_id": "00" * 32, "sealed": "!!", "signature": "A" * 86 + "=="},
@@ -273,3 +293,50 @@ def test_wrong_directory_key_is_refused() -> None:
 def test_record_from_json_refuses_malformed(data: object) -> None:
     with pytest.raises(DirectoryError, match="malformed directory record"):
         DirectoryRecord.from_json(data)
+
+
+# --- versions, rotation and revocation -------------------------------------------------
+
+
+def test_version_is_outside_under_the_record_signature_and_inside_the_entry() -> None:
+    entry = dataclasses.replace(ENTRY, version=7)
+    record = make_record(entry, ROOT, KEY)
+    assert record.version == 7 and record.to_json()["version"] == 7
+    assert open_record(record, KEY, (ROOT.public,)).version == 7
+    # A relay (or anyone) cannot raise the outer version of an old record: it is signed.
+    bumped = DirectoryRecord(record.lookup_id, 8, record.sealed, record.signature)
+    assert "trusted root" in _fails(bumped)
+
+
+def test_outer_version_must_equal_the_entry_version() -> None:
+    entry = dataclasses.replace(ENTRY, version=3)
+    lid = lookup_id(KEY, entry.address)
+    entry_bytes = entry.to_bytes()
+    inner = entry_bytes + ROOT.sign(ENTRY_CONTEXT, entry_bytes)
+    assert "version does not match" in _fails(_record(lid, _seal_inner(inner, lid), version=4))
+
+
+def test_signing_key_status() -> None:
+    old, older, stolen = (AccountKeys(bytes([n]) * 32).public.signing_key for n in (1, 2, 3))
+    entry = dataclasses.replace(ENTRY, previous_signing=(older, old), revoked_signing=(stolen,))
+    assert DirectoryEntry.from_bytes(entry.to_bytes()) == entry
+    assert entry.signing_key_status(ALICE.public.signing_key) is KeyStatus.CURRENT
+    assert entry.signing_key_status(old) is KeyStatus.PREVIOUS
+    assert entry.signing_key_status(stolen) is KeyStatus.REVOKED
+    assert entry.signing_key_status(bytes(32)) is KeyStatus.UNKNOWN
+    revoked = dataclasses.replace(entry, revoked=True)
+    for key in (ALICE.public.signing_key, old, stolen):
+        assert revoked.signing_key_status(key) is KeyStatus.REVOKED
+    assert [s.accepted for s in KeyStatus] == [True, True, False, False]
+
+
+def test_entry_refuses_a_key_listed_twice() -> None:
+    current = ALICE.public.signing_key
+    with pytest.raises(ValueError, match="twice"):
+        dataclasses.replace(ENTRY, previous_signing=(current,))
+    with pytest.raises(ValueError, match="twice"):
+        dataclasses.replace(ENTRY, previous_signing=(bytes(32),), revoked_signing=(bytes(32),))
+    with pytest.raises(ValueError, match="at most"):
+        dataclasses.replace(
+            ENTRY, previous_signing=tuple(bytes([n]) * 32 for n in range(MAX_OLD_SIGNING_KEYS + 1))
+        )

@@ -11,6 +11,7 @@ import pytest
 from bridge.errors import CannotOpen, WrongPassphrase
 from bridge.keys import (
     GATEWAY_CERT_CONTEXT,
+    MAX_KEY_GENERATIONS,
     SEALED_SEED_MAGIC,
     AccountKeys,
     AccountPublic,
@@ -20,6 +21,7 @@ from bridge.keys import (
     derive,
     mailbox_id_for,
     seal_seed,
+    sealed_cost,
     unseal_seed,
     verify_root_signature,
 )
@@ -132,3 +134,49 @@ def test_gateway_credential_is_certified_by_the_root() -> None:
         (RootKey.generate().public,), GATEWAY_CERT_CONTEXT, credential.verify_key,
         credential.certificate,
     ) is None
+
+
+# --- rotation ------------------------------------------------------------------------
+
+
+def test_rotation_replaces_encryption_and_signing_and_keeps_the_rest() -> None:
+    first = AccountKeys(bytes(32))
+    rotated = first.rotated().rotated()
+    assert rotated.generation == 2 and rotated.seed == first.seed
+    assert rotated.encryption.public_key != first.encryption.public_key
+    assert rotated.public.signing_key != first.public.signing_key
+    assert rotated.public.mailbox_key == first.public.mailbox_key  # the relay mailbox stays
+    assert rotated.storage_key == first.storage_key  # stored mail still opens
+    assert rotated.message_id_key == first.message_id_key
+    assert rotated.history()[-1].public == first.public
+    assert [k.generation for k in rotated.history()] == [2, 1, 0]
+    assert rotated.previous_signing_keys() == (
+        first.public.signing_key, rotated.history()[1].public.signing_key
+    )
+    # A generation's keys are derived from its own seed with the usual labels.
+    generation_seed = rotated.pack()[64:96]
+    assert bytes(rotated.signing) == derive(generation_seed, b"sg-signing")
+
+
+def test_rotated_seeds_pack_seal_and_unseal() -> None:
+    keys = AccountKeys.generate().rotated()
+    assert AccountKeys.unpack(keys.pack()).public == keys.public
+    blob = seal_seed(keys.pack(), b"pw", FAST)
+    assert AccountKeys.unpack(unseal_seed(blob, b"pw")).pack() == keys.pack()
+    for bad in (b"", bytes(31), bytes(33)):
+        with pytest.raises(ValueError):
+            AccountKeys.unpack(bad)
+        with pytest.raises(ValueError):
+            seal_seed(bad, b"pw", FAST)
+
+
+def test_key_generations_are_bounded() -> None:
+    keys = AccountKeys(bytes(32), [bytes([n]) * 32 for n in range(1, MAX_KEY_GENERATIONS)])
+    with pytest.raises(ValueError, match="at most"):
+        keys.rotated()
+    with pytest.raises(ValueError):
+        seal_seed(keys.pack() + bytes(32), b"pw", FAST)
+    blob = seal_seed(keys.pack(), b"pw", FAST)
+    assert sealed_cost(blob) == FAST
+    with pytest.raises(CannotOpen):  # a body longer than the bound is not even tried
+        unseal_seed(blob + bytes(32), b"pw")

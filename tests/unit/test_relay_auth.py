@@ -224,6 +224,19 @@ def test_gateway_from_an_untrusted_root_is_forbidden() -> None:
     assert caught.value.status == 403
 
 
+def test_revoked_gateway_is_forbidden() -> None:
+    root = RootKey.generate()
+    revoked, kept = GatewayCredential.issue(root), GatewayCredential.issue(root)
+    headers = sign_deposit(revoked, "/v1/envelopes", b"", NOW)
+    with pytest.raises(RequestAuthError) as caught:
+        check_gateway_credential(headers, revoked.verify_key, (root.public,),
+                                 frozenset({revoked.verify_key}))
+    assert (caught.value.status, caught.value.reason) == (403, "gateway credential is revoked")
+    headers = sign_deposit(kept, "/v1/envelopes", b"", NOW)
+    revoked_set = frozenset({revoked.verify_key})
+    assert check_gateway_credential(headers, kept.verify_key, (root.public,), revoked_set)
+
+
 def test_certificate_of_another_gateway_is_forbidden() -> None:
     root = RootKey.generate()
     mine, theirs = GatewayCredential.issue(root), GatewayCredential.issue(root)

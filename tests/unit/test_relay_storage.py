@@ -21,6 +21,7 @@ from bridge.relay.storage import (
     StoredEnvelope,
     coarse_hour,
 )
+from bridge.revocation import GatewayRevocation
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
 
@@ -162,7 +163,7 @@ def test_debris_under_a_new_id_is_replaced(tmp_path: Path, storage: SqliteFileSt
 
 
 def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path, storage: SqliteFileStorage) -> None:
-    storage.put_directory(DirectoryRecord(b"\x01" * 32, b"sealed", b"\x02" * 64))
+    storage.put_directory(DirectoryRecord(b"\x01" * 32, 1, b"sealed", b"\x02" * 64))
     with sqlite3.connect(tmp_path / "relay.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with storage._engine.connect() as conn:  # synchronous is a per-connection setting
@@ -170,14 +171,40 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path, storage: SqliteFileSt
 
 
 def test_directory_records(storage: SqliteFileStorage) -> None:
-    first = DirectoryRecord(b"\x02" * 32, b"sealed one", b"\x03" * 64)
-    second = DirectoryRecord(b"\x01" * 32, b"sealed two", b"\x04" * 64)
+    first = DirectoryRecord(b"\x02" * 32, 1, b"sealed one", b"\x03" * 64)
+    second = DirectoryRecord(b"\x01" * 32, 5, b"sealed two", b"\x04" * 64)
     assert storage.get_directory(first.lookup_id) is None
-    storage.put_directory(first)
-    storage.put_directory(second)
+    assert storage.put_directory(first) and storage.put_directory(second)
     assert storage.get_directory(first.lookup_id) == first
     assert storage.all_directory() == [second, first]
-    replaced = DirectoryRecord(first.lookup_id, b"sealed again", b"\x05" * 64)
-    storage.put_directory(replaced)
+    replaced = DirectoryRecord(first.lookup_id, 2, b"sealed again", b"\x05" * 64)
+    assert storage.put_directory(replaced)
     assert storage.get_directory(first.lookup_id) == replaced
     assert storage.all_directory() == [second, replaced]
+
+
+def test_directory_keeps_the_highest_version(storage: SqliteFileStorage) -> None:
+    newest = DirectoryRecord(b"\x01" * 32, 3, b"version three", b"\x03" * 64)
+    assert storage.put_directory(newest)
+    for version in (1, 2, 3):  # older, and equal with other bytes: refused, nothing changes
+        stale = DirectoryRecord(newest.lookup_id, version, b"replayed", b"\x04" * 64)
+        assert not storage.put_directory(stale)
+    assert storage.get_directory(newest.lookup_id) == newest
+
+
+def test_racing_publications_leave_the_highest_version(storage: SqliteFileStorage) -> None:
+    records = [DirectoryRecord(b"\x07" * 32, v, b"v%d" % v, b"\x01" * 64) for v in range(1, 41)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(storage.put_directory, reversed(records)))
+    assert storage.get_directory(b"\x07" * 32) == records[-1]
+
+
+def test_gateway_revocations_are_kept_once(tmp_path: Path, storage: SqliteFileStorage) -> None:
+    one = GatewayRevocation(b"\x02" * 32, b"\x03" * 64)
+    two = GatewayRevocation(b"\x01" * 32, b"\x04" * 64)
+    storage.put_gateway_revocation(one)
+    storage.put_gateway_revocation(two)
+    storage.put_gateway_revocation(one)
+    assert storage.gateway_revocations() == [two, one]
+    storage.close()
+    assert SqliteFileStorage(tmp_path).gateway_revocations() == [two, one]

@@ -5,10 +5,11 @@ import threading
 import pytest
 
 import gateway.keyring
-from bridge.keys import unseal_seed
+from bridge.keys import AccountKeys, KdfCost, seal_seed, unseal_seed
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
+from gateway.store.db import InvalidValue, UnknownAccount
 from tests.unit.store_support import ALICE, BOB, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
@@ -122,3 +123,29 @@ def test_concurrent_unlocks_share_one_key_object(store_engine):
     assert errors == []
     assert len(results) == 6
     assert all(keys is ring.get(ALICE) for keys in results)
+
+
+def test_a_rotation_takes_effect_at_the_next_login(store_engine, argon2_calls):
+    accounts = AccountStore(store_engine)
+    keys = add_account(accounts, ALICE, "pw-alice")
+    ring = KeyRing(accounts)
+    assert ring.unlock(ALICE, "pw-alice").public == keys.public
+    assert ring.unlock(ALICE, "pw-alice").public == keys.public
+    assert len(argon2_calls) == 1  # the second login was answered from memory
+    rotated = keys.rotated()
+    accounts.set_keys(ALICE, seal_seed(rotated.pack(), b"pw-alice", KdfCost.minimum()),
+                      rotated.public)
+    unlocked = ring.unlock(ALICE, "pw-alice")
+    assert len(argon2_calls) == 2
+    assert unlocked.public == rotated.public and unlocked.generation == 1
+    assert unlocked.history()[1].public == keys.public  # old mail still opens
+    assert ring.get(ALICE) is unlocked
+
+
+def test_set_keys_keeps_the_mailbox_key(store_engine):
+    accounts = AccountStore(store_engine)
+    add_account(accounts, ALICE, "pw-alice")
+    with pytest.raises(InvalidValue, match="mailbox key"):
+        accounts.set_keys(ALICE, b"x", AccountKeys.generate().public)
+    with pytest.raises(UnknownAccount):
+        accounts.set_keys(BOB, b"x", AccountKeys.generate().public)

@@ -321,3 +321,15 @@ def test_internal_date_is_kept_as_an_instant(mailboxes, alice):
     mailboxes.deliver(ALICE, alice, "INBOX", message(1), internal_date=when)
     (meta,) = mailboxes.session(ALICE, alice).snapshot("INBOX").messages
     assert meta.internal_date == when
+
+
+def test_mail_stored_before_a_rotation_opens_with_the_rotated_keys(mailboxes, alice, store_engine):
+    bodies = [message(1), message(2)]
+    deliver_all(mailboxes, alice, bodies)
+    rotated = alice.rotated()
+    AccountStore(store_engine).set_keys(ALICE, b"sealed elsewhere", rotated.public)
+    assert deliver_all(mailboxes, rotated, [message(3)]) == [3]
+    session = mailboxes.session(ALICE, rotated)
+    assert [m.body for m in session.fetch("INBOX", [1, 2, 3])] == [*bodies, message(3)]
+    # The keys of before the rotation still read and write the same mailbox.
+    assert [m.body for m in mailboxes.session(ALICE, alice).fetch("INBOX", [3])] == [message(3)]
