@@ -25,6 +25,8 @@ class ImapConfig:
     max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE
     max_connections     simultaneous connections per server; more are greeted with BYE
     fetch_batch         messages decrypted per storage call while answering FETCH/SEARCH
+    fetch_batch_octets  a batch also ends before the sizes of its messages (their decrypted
+                        octets) add up to more than this; a bigger message goes alone
     header_batch        header blocks decrypted per storage call, for FETCH/SEARCH items
                         that read only headers (a header block is usually under 4 KB)
     header_batch_octets  a header batch also ends before the sizes of its messages (which
@@ -44,6 +46,7 @@ class ImapConfig:
     max_login_failures: int = 3
     max_connections: int = 512
     fetch_batch: int = 64
+    fetch_batch_octets: int = 8_388_608
     header_batch: int = 256
     header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import email.errors
 import email.header
 import email.message
@@ -23,6 +24,7 @@ import email.utils
 import functools
 import quopri
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,7 +44,7 @@ class MimePart:
     header    the header block, the blank line that ends it included (when present)
     body      the octets after it
     fields    (lower-case name, the field's octets with continuation lines and CRLF)
-    content   the Content-* fields parsed by `email` (type, parameters, disposition)
+    content   what its Content-* fields say (`ContentFields`; OPAQUE when unreadable)
     children  the parts of a multipart
     embedded  the message inside a message/rfc822 part
     """
@@ -50,13 +52,13 @@ class MimePart:
     header: bytes
     body: bytes
     fields: tuple[tuple[str, bytes], ...]
-    content: email.message.Message
+    content: ContentFields
     children: tuple[MimePart, ...] = ()
     embedded: MimePart | None = None
 
     @property
     def is_multipart(self) -> bool:
-        return self.content.get_content_maintype() == "multipart"
+        return self.content.maintype == "multipart"
 
     def field(self, name: str) -> str | None:
         """The first field called `name`, unfolded, as text (undecodable octets escaped)."""
@@ -108,14 +110,137 @@ def _fields(header: bytes) -> tuple[tuple[str, bytes], ...]:
     return tuple(fields)
 
 
-def _content(fields: tuple[tuple[str, bytes], ...], default_type: str) -> email.message.Message:
-    content = email.message.Message()
-    content.set_default_type(default_type)
+@dataclass(frozen=True, slots=True)
+class ContentFields:
+    """What a part's Content-* fields say (RFC 2045, 2183, 2231), read once at parse time so
+    that rendering never calls `email` again. Parameter lists are flat (name, value, ...)
+    as BODYSTRUCTURE sends them; values hold undecodable octets as surrogate escapes, which
+    the wire gives back as the octets that were sent."""
+
+    maintype: str
+    subtype: str
+    params: tuple[str, ...] = ()
+    disposition: tuple[str, tuple[str, ...]] | None = None
+    language: tuple[str, ...] = ()
+    id: str | None = None
+    description: str | None = None
+    location: str | None = None
+    md5: str | None = None
+    encoding: str = "7bit"  # as given (case kept), for BODYSTRUCTURE
+    charset: str | None = None  # a usable text codec name, for SEARCH
+    boundary: bytes | None = None
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.maintype}/{self.subtype}"
+
+    @property
+    def transfer_encoding(self) -> str:
+        return self.encoding.lower()
+
+
+OPAQUE = ContentFields("application", "octet-stream")
+"""How a part that cannot be parsed is shown: one opaque leaf, its octets as they are."""
+
+# type "/" subtype, each an RFC 2045 token: printable ASCII without space or tspecials
+_MEDIA_TYPE = re.compile(r"([!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)/([!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)")
+
+
+class _RawValues(email.policy.Compat32):
+    """compat32, but a field comes back as the str it was set to. compat32 hands a value
+    holding undecodable octets (surrogate escapes) back as a `Header`: not a str, and its
+    str() raises when the value also holds decoded non-ASCII text."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_RAW_VALUES = _RawValues()
+# The failure modes of `email`'s parameter parsing on hostile input (RFC 2231 sections
+# numbered past int()'s digit limit, numbered and unnumbered sections of one name, ...).
+_PARAMETER_ERRORS = (ValueError, TypeError, LookupError, UnicodeError, email.errors.MessageError)
+
+
+def _content(fields: tuple[tuple[str, bytes], ...], default_type: str) -> ContentFields:
+    """The part's Content-* fields; OPAQUE when they cannot be read."""
+    message = email.message.Message(policy=_RAW_VALUES)
     for name, raw in fields:
         if name.startswith("content-"):
             value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-            content[name] = _FOLD.sub("", value).strip()
-    return content
+            message[name] = _FOLD.sub("", value).strip()
+    try:
+        return _read_content(message, default_type)
+    except _PARAMETER_ERRORS:
+        return OPAQUE
+
+
+def _read_content(message: email.message.Message, default_type: str) -> ContentFields:
+    declared = message.get("content-type")
+    if declared is None:
+        maintype, subtype = default_type.split("/")
+    else:
+        media = _MEDIA_TYPE.fullmatch(declared.partition(";")[0].strip())
+        if media is None:
+            return OPAQUE
+        maintype, subtype = media.group(1).lower(), media.group(2).lower()
+    params = _param_list(message, "content-type") if declared is not None else ()
+    boundary: bytes | None = None
+    if maintype == "multipart":
+        value = message.get_param("boundary")
+        if isinstance(value, tuple):  # RFC 2231: the octets its %XX escapes stand for
+            boundary = value[2].encode("raw-unicode-escape")
+        elif isinstance(value, str):
+            boundary = value.encode("utf-8", "surrogateescape")
+    disposition = None
+    kind = message.get("content-disposition")
+    if kind:
+        disposition = (kind.split(";", 1)[0].strip(), _param_list(message, "content-disposition"))
+    languages = (message.get("content-language") or "").split(",")
+    return ContentFields(
+        maintype,
+        subtype,
+        params,
+        disposition,
+        tuple(t.strip() for t in languages if t.strip()),
+        message.get("content-id"),
+        message.get("content-description"),
+        message.get("content-location"),
+        message.get("content-md5"),
+        (message.get("content-transfer-encoding") or "7bit").strip() or "7bit",
+        _text_codec(message.get_content_charset()) if maintype == "text" else None,
+        boundary or None,
+    )
+
+
+def _param_list(message: email.message.Message, header: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for name, value in (message.get_params(header=header) or [])[1:]:
+        if isinstance(value, tuple):  # RFC 2231: give it back in its extended form
+            text = _collapse(value)
+            quoted = urllib.parse.quote(text, safe="", errors="surrogateescape")
+            out += [name + "*", "utf-8''" + quoted]
+        else:
+            out += [name, value]
+    return tuple(out)
+
+
+def _text_codec(charset: str | None) -> str | None:
+    """`charset` if Python decodes text with it (not e.g. `rot13` or `base64`), else None."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def _collapse(value: tuple[str | None, str | None, str]) -> str:
+    """An RFC 2231 value as text; as sent (percent escapes undone) if its charset fails."""
+    try:
+        return email.utils.collapse_rfc2231_value(value)
+    except (LookupError, UnicodeError):  # e.g. `idna`, which refuses errors="replace"
+        return urllib.parse.unquote(value[2], errors="surrogateescape")
 
 
 def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
@@ -148,42 +273,41 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
     return parts
 
 
-def _retype(content: email.message.Message, content_type: str) -> None:
-    del content["content-type"]
-    content["content-type"] = content_type
-
-
 def parse_message(raw: bytes, *, default_type: str = "text/plain", depth: int = 0) -> MimePart:
-    """The MIME tree of a message (or of a part, header first)."""
+    """The MIME tree of a message (or of a part, header first). Never raises: a part whose
+    Content-* fields cannot be read, or nested deeper than MAX_MIME_DEPTH, is an opaque leaf
+    (`OPAQUE`); a multipart without parts is shown as what it is, text."""
     header, body = _split_header(raw)
     fields = _fields(header)
     content = _content(fields, default_type)
-    maintype = content.get_content_maintype()
+    maintype = content.maintype
     if depth >= MAX_MIME_DEPTH and maintype in ("multipart", "message"):
-        _retype(content, "application/octet-stream")
-        return MimePart(header, body, fields, content)
+        return MimePart(header, body, fields, OPAQUE)
     if maintype == "multipart":
-        boundary = content.get_param("boundary")
-        if isinstance(boundary, tuple):
-            boundary = email.utils.collapse_rfc2231_value(boundary)
-        if isinstance(boundary, str) and boundary:
-            child_type = (
-                "message/rfc822" if content.get_content_subtype() == "digest" else "text/plain"
-            )
-            raw_parts = _split_multipart(body, boundary.encode("utf-8", "surrogateescape"))
+        if content.boundary is not None:
+            child_type = "message/rfc822" if content.subtype == "digest" else "text/plain"
             children = tuple(
-                parse_message(p, default_type=child_type, depth=depth + 1) for p in raw_parts
+                parse_message(p, default_type=child_type, depth=depth + 1)
+                for p in _split_multipart(body, content.boundary)
             )
             if children:
                 return MimePart(header, body, fields, content, children=children)
-        # A multipart without parts is shown as what it is: opaque text.
-        _retype(content, "text/plain")
-        return MimePart(header, body, fields, content)
-    encoding = (content.get("content-transfer-encoding") or "7bit").strip().lower()
-    if content.get_content_type() == "message/rfc822" and encoding in ("7bit", "8bit", "binary"):
+        return MimePart(header, body, fields, _AS_TEXT)
+    if content.content_type == "message/rfc822" and content.transfer_encoding in _IDENTITY:
         embedded = parse_message(body, depth=depth + 1)
         return MimePart(header, body, fields, content, embedded=embedded)
     return MimePart(header, body, fields, content)
+
+
+def opaque_message(raw: bytes) -> MimePart:
+    """A message shown without looking inside: its header block, no fields, one opaque
+    body. What a message becomes when rendering it failed in a way nobody foresaw."""
+    header, body = _split_header(raw)
+    return MimePart(header, body, (), OPAQUE)
+
+
+_AS_TEXT = ContentFields("text", "plain")
+_IDENTITY = ("7bit", "8bit", "binary")
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,39 +481,28 @@ def envelope(message: MimePart | HeaderBlock) -> Value:
 # BODYSTRUCTURE
 
 
-def _param_list(content: email.message.Message, header: str) -> Value:
-    params = content.get_params(header=header) or []
-    out: list[str] = []
-    for name, value in params[1:]:
-        if isinstance(value, tuple):  # RFC 2231: give it back in its extended form
-            text = email.utils.collapse_rfc2231_value(value)
-            out += [name + "*", email.utils.encode_rfc2231(text, "utf-8")]
-        else:
-            out += [name, value]
-    return tuple(out) if out else None
-
-
 def _line_count(body: bytes) -> int:
     return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+def _params(params: tuple[str, ...]) -> Value:
+    return params if params else None
 
 
 def _extension(part: MimePart) -> tuple[Value, ...]:
     """body-fld-dsp, body-fld-lang, body-fld-loc."""
     content = part.content
     disposition: Value = None
-    kind = content.get("content-disposition")
-    if kind:
-        disposition = (
-            kind.split(";", 1)[0].strip(),
-            _param_list(content, "content-disposition"),
-        )
-    languages = [t.strip() for t in (content.get("content-language") or "").split(",") if t.strip()]
+    if content.disposition is not None:
+        kind, params = content.disposition
+        disposition = (kind, _params(params))
+    languages = content.language
     language: Value = None
     if len(languages) == 1:
         language = languages[0]
     elif languages:
-        language = tuple(languages)
-    return disposition, language, content.get("content-location")
+        language = languages
+    return disposition, language, content.location
 
 
 def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
@@ -397,21 +510,21 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
     content = part.content
     if part.children:
         children = tuple(body_structure(c, extensible=extensible) for c in part.children)
-        tail: tuple[Value, ...] = (content.get_content_subtype(),)
+        tail: tuple[Value, ...] = (content.subtype,)
         if extensible:
-            tail += (_param_list(content, "content-type"), *_extension(part))
+            tail += (_params(content.params), *_extension(part))
         return (Adjacent(children), *tail)
-    params = _param_list(content, "content-type")
-    maintype = content.get_content_maintype()
+    params = _params(content.params)
+    maintype = content.maintype
     if params is None and maintype == "text":
         params = ("charset", "us-ascii")
     fields: tuple[Value, ...] = (
         maintype,
-        content.get_content_subtype(),
+        content.subtype,
         params,
-        content.get("content-id"),
-        content.get("content-description"),
-        (content.get("content-transfer-encoding") or "7bit").strip(),
+        content.id,
+        content.description,
+        content.encoding,
         len(part.body),
     )
     if part.embedded is not None:
@@ -423,7 +536,7 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
     elif maintype == "text":
         fields += (_line_count(part.body),)
     if extensible:
-        fields += (content.get("content-md5"), *_extension(part))
+        fields += (content.md5, *_extension(part))
     return fields
 
 
@@ -432,7 +545,7 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
 
 
 def _decode_body(part: MimePart) -> str:
-    encoding = (part.content.get("content-transfer-encoding") or "").strip().lower()
+    encoding = part.content.transfer_encoding
     data = part.body
     try:
         if encoding == "base64":
@@ -441,10 +554,9 @@ def _decode_body(part: MimePart) -> str:
             data = quopri.decodestring(data)
     except (binascii.Error, ValueError):
         pass
-    charset = part.content.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, "replace")
-    except LookupError:
+        return data.decode(part.content.charset or "utf-8", "replace")
+    except (LookupError, UnicodeError):  # codecs such as idna refuse errors="replace"
         return data.decode("utf-8", "replace")
 
 
@@ -462,7 +574,7 @@ def decoded_text(message: MimePart) -> str:
         return "\n".join(decoded_text(child) for child in message.children)
     if message.embedded is not None:
         return header_text(message.embedded) + "\n" + decoded_text(message.embedded)
-    if message.content.get_content_maintype() == "text":
+    if message.content.maintype == "text":
         return _decode_body(message)
     return ""
 
