@@ -8,9 +8,16 @@ One function belongs to the contract: `header_block`, which says exactly which o
 `MailSession.fetch_headers` returns, so that every store cuts a message the same way
 and BODY[HEADER] is the same whether it came from the header alone or the whole message.
 
-Errors the store raises for the IMAP layer to render:
-    MailboxNotFound   -> NO [TRYCREATE] / NO [NONEXISTENT]
-    AuthenticationFailed -> NO [AUTHENTICATIONFAILED]
+Errors the store raises for the IMAP layer to render (a store turns its own errors, and
+its database's, into these; the session goes on after each):
+
+    BackendError                 -> NO [SERVERBUG]
+    ├── MailboxNotFound          -> NO [NONEXISTENT]
+    ├── AuthenticationFailed     -> NO [AUTHENTICATIONFAILED]
+    ├── StorageUnavailable       -> NO [UNAVAILABLE]  locked, unreachable, out of space:
+    │                                                  the same command may work later
+    └── StorageFailed            -> NO [SERVERBUG]    broken schema, corrupt file, a bug:
+                                                       retrying will not help
 """
 
 from __future__ import annotations
@@ -23,18 +30,41 @@ from typing import Protocol
 
 
 class BackendError(Exception):
-    """Root of the errors storage raises toward the IMAP layer."""
+    """Root of the errors storage raises toward the IMAP layer; `code` is the response
+    code of the tagged NO it becomes."""
+
+    code = "SERVERBUG"
 
 
 class MailboxNotFound(BackendError):
+    code = "NONEXISTENT"
+
     def __init__(self, name: str) -> None:
         super().__init__("no such mailbox")
         self.name = name
 
 
 class AuthenticationFailed(BackendError):
+    code = "AUTHENTICATIONFAILED"
+
     def __init__(self) -> None:
         super().__init__("authentication failed")
+
+
+class StorageUnavailable(BackendError):
+    """The store cannot answer now (database locked, unreachable, out of space)."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("the mail store is unavailable")
+
+
+class StorageFailed(BackendError):
+    """The store failed in a way retrying will not mend."""
+
+    def __init__(self) -> None:
+        super().__init__("the mail store failed")
 
 
 class FlagMode(enum.Enum):

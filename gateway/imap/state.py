@@ -29,7 +29,6 @@ from typing import Any
 from gateway.imap import fetch as render
 from gateway.imap import wire
 from gateway.imap.backend import (
-    AuthenticationFailed,
     BackendError,
     FlagMode,
     FolderInfo,
@@ -896,12 +895,16 @@ _WHOLE_SECTION = wire.Section()
 _TEXT_SECTION = wire.Section(text=wire.SectionText.TEXT)
 
 
+_BACKEND_TEXTS = {
+    "NONEXISTENT": "No such mailbox.",
+    "AUTHENTICATIONFAILED": "Authentication failed.",
+    "UNAVAILABLE": "The mail store is busy or unreachable; try again.",
+}
+
+
 def _backend_failure(error: BackendError) -> CommandFailed:
-    if isinstance(error, MailboxNotFound):
-        return CommandFailed(Status.NO, "No such mailbox.", Code("NONEXISTENT"))
-    if isinstance(error, AuthenticationFailed):
-        return CommandFailed(Status.NO, "Authentication failed.", Code("AUTHENTICATIONFAILED"))
-    return CommandFailed(Status.NO, "The mail store failed; try again.", Code("UNAVAILABLE"))
+    text = _BACKEND_TEXTS.get(error.code, "The mail store failed.")
+    return CommandFailed(Status.NO, text, Code(error.code))
 
 
 # ---------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def harness(mail_backend: MailBackend) -> Harness:
 
 def test_the_corpus_is_what_its_script_makes():
     script = CORPUS_DIR.parent / "make_hostile_corpus.py"
-    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, check=False)
+    command = [sys.executable, str(script), "--check"]
+    done = subprocess.run(command, capture_output=True, check=False)
     assert done.returncode == 0, done.stdout
     assert len(CORPUS) >= 30
 
@@ -149,5 +150,5 @@ def test_a_message_that_fails_to_render_is_served_opaque(
     assert out[3] == b"f OK FETCH completed."
     assert searched == [b"* SEARCH", b"s OK SEARCH completed."]  # opaque: nothing to match
     assert harness(b"n NOOP") == b"n OK NOOP completed.\r\n"
-    assert "_Unforeseen" in caplog.text and "uid=%d" % number in caplog.text
+    assert "_Unforeseen" in caplog.text and f"uid={number}" in caplog.text
     assert "secret" not in caplog.text and "Subject" not in caplog.text
