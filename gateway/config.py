@@ -30,6 +30,7 @@ class GatewayConfig:
     delivery_concurrency: int = 8  # deposits in flight at once
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
     imap_idle_timeout: float = 1800.0
+    imap_fetch_batch_octets: int = 8 * MiB  # decrypted octets per FETCH/SEARCH storage call
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -57,3 +58,5 @@ class GatewayConfig:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValueError("setting 'hostname': must be a host name without spaces")
+        if self.imap_fetch_batch_octets <= 0:
+            raise ValueError("setting 'imap_fetch_batch_octets': must be positive")
