@@ -117,10 +117,17 @@ def header_block(message: bytes) -> bytes:
     A message that starts with an empty line has the header block CRLF; one without an
     empty line is all header. Lines end with CRLF (bare LF does not end a header block).
     """
-    if message.startswith(b"\r\n"):
-        return b"\r\n"
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 4]
+    return message[: header_end(message)]
+
+
+def header_end(message: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where `header_block` of message[start:end] ends, as an index into `message` (so a
+    part inside a message is cut without copying it)."""
+    stop = len(message) if end is None else end
+    if message.startswith(b"\r\n", start, stop):
+        return start + 2
+    found = message.find(b"\r\n\r\n", start, stop)
+    return stop if found < 0 else found + 4
 
 
 class MailSession(Protocol):

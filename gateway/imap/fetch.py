@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import dataclasses
 import email.errors
 import email.header
 import email.message
@@ -28,10 +29,11 @@ import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.imap.backend import header_block
+from gateway.imap.backend import header_block, header_end
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
 
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves
+MAX_MIME_PARTS = 10_000  # parts in one message; the last one holds whatever follows
 
 _CRLF = b"\r\n"
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -42,19 +44,35 @@ class MimePart:
     """A message or body part: exact octets plus what its header says.
 
     header    the header block, the blank line that ends it included (when present)
-    body      the octets after it
     fields    (lower-case name, the field's octets with continuation lines and CRLF)
     content   what its Content-* fields say (`ContentFields`; OPAQUE when unreadable)
+    source    the whole message; the part's body is source[start:end], the octets after
+              its header (every part of a tree shares one source: nesting copies nothing)
     children  the parts of a multipart
     embedded  the message inside a message/rfc822 part
     """
 
     header: bytes
-    body: bytes
     fields: tuple[tuple[str, bytes], ...]
     content: ContentFields
+    source: bytes = dataclasses.field(repr=False)
+    start: int
+    end: int
     children: tuple[MimePart, ...] = ()
     embedded: MimePart | None = None
+
+    @property
+    def body(self) -> bytes:
+        return self.source[self.start : self.end]
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def line_count(self) -> int:
+        lines = self.source.count(b"\n", self.start, self.end)
+        return lines + (1 if self.size and self.source[self.end - 1] != 0x0A else 0)
 
     @property
     def is_multipart(self) -> bool:
@@ -243,67 +261,92 @@ def _collapse(value: tuple[str | None, str | None, str]) -> str:
         return urllib.parse.unquote(value[2], errors="surrogateescape")
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The parts between `--boundary` lines (preamble and epilogue dropped)."""
+def _split_multipart(
+    source: bytes, start: int, end: int, boundary: bytes, most: int
+) -> list[tuple[int, int]]:
+    """The parts of source[start:end] between `--boundary` lines (preamble and epilogue
+    dropped), as (start, end) offsets; at most `most`, the last running to `end`."""
     delimiter = b"--" + boundary
-    parts: list[bytes] = []
-    start: int | None = None
-    pos = 0
+    parts: list[tuple[int, int]] = []
+    part_start: int | None = None
+    pos = start
     while True:
-        at = body.find(delimiter, pos)
+        at = source.find(delimiter, pos, end)
         if at < 0:
             break
         pos = at + len(delimiter)
-        if at != 0 and body[at - 2 : at] != _CRLF:
+        if at != start and (at - 2 < start or source[at - 2 : at] != _CRLF):
             continue
-        line_end = body.find(_CRLF, pos)
-        line_end = len(body) if line_end < 0 else line_end
-        rest = body[pos:line_end]
+        line_end = source.find(_CRLF, pos, end)
+        line_end = end if line_end < 0 else line_end
+        rest = source[pos:line_end]
         closing = rest.startswith(b"--")
         if (rest[2:] if closing else rest).strip(b" \t"):
             continue  # a longer boundary that merely starts with this one
-        if start is not None:
-            parts.append(body[start : max(start, at - 2)])
+        if part_start is not None:
+            parts.append((part_start, max(part_start, at - 2)))
         if closing:
             return parts
-        start = line_end + 2
+        part_start = min(line_end + 2, end)
+        if len(parts) + 1 >= most:
+            break
         pos = line_end
-    if start is not None:
-        parts.append(body[min(start, len(body)) :])
+    if part_start is not None:
+        parts.append((part_start, end))
     return parts
 
 
-def parse_message(raw: bytes, *, default_type: str = "text/plain", depth: int = 0) -> MimePart:
+class _PartBudget:
+    """How many more parts one message may be cut into (MAX_MIME_PARTS in all)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_MIME_PARTS
+
+
+def parse_message(raw: bytes, *, default_type: str = "text/plain") -> MimePart:
     """The MIME tree of a message (or of a part, header first). Never raises: a part whose
-    Content-* fields cannot be read, or nested deeper than MAX_MIME_DEPTH, is an opaque leaf
-    (`OPAQUE`); a multipart without parts is shown as what it is, text."""
-    header, body = _split_header(raw)
+    Content-* fields cannot be read, nested deeper than MAX_MIME_DEPTH or beyond
+    MAX_MIME_PARTS, is an opaque leaf (`OPAQUE`); a multipart without parts is shown as
+    what it is, text. The tree's parts are offsets into `raw`, never copies."""
+    return _parse(raw, 0, len(raw), default_type, 0, _PartBudget())
+
+
+def _parse(
+    source: bytes, start: int, end: int, default_type: str, depth: int, budget: _PartBudget
+) -> MimePart:
+    body_start = header_end(source, start, end)
+    header = source[start:body_start]
     fields = _fields(header)
     content = _content(fields, default_type)
-    maintype = content.maintype
-    if depth >= MAX_MIME_DEPTH and maintype in ("multipart", "message"):
-        return MimePart(header, body, fields, OPAQUE)
-    if maintype == "multipart":
+
+    def part(
+        shown: ContentFields, children: tuple[MimePart, ...] = (), embedded: MimePart | None = None
+    ) -> MimePart:
+        return MimePart(header, fields, shown, source, body_start, end, children, embedded)
+
+    nests = content.maintype in ("multipart", "message")
+    if nests and (depth >= MAX_MIME_DEPTH or budget.left <= 0):
+        return part(OPAQUE)
+    if content.maintype == "multipart":
         if content.boundary is not None:
+            spans = _split_multipart(source, body_start, end, content.boundary, budget.left)
+            budget.left -= len(spans)
             child_type = "message/rfc822" if content.subtype == "digest" else "text/plain"
-            children = tuple(
-                parse_message(p, default_type=child_type, depth=depth + 1)
-                for p in _split_multipart(body, content.boundary)
-            )
+            children = tuple(_parse(source, a, b, child_type, depth + 1, budget) for a, b in spans)
             if children:
-                return MimePart(header, body, fields, content, children=children)
-        return MimePart(header, body, fields, _AS_TEXT)
+                return part(content, children=children)
+        return part(_AS_TEXT)
     if content.content_type == "message/rfc822" and content.transfer_encoding in _IDENTITY:
-        embedded = parse_message(body, depth=depth + 1)
-        return MimePart(header, body, fields, content, embedded=embedded)
-    return MimePart(header, body, fields, content)
+        budget.left -= 1
+        embedded = _parse(source, body_start, end, "text/plain", depth + 1, budget)
+        return part(content, embedded=embedded)
+    return part(content)
 
 
 def opaque_message(raw: bytes) -> MimePart:
     """A message shown without looking inside: its header block, no fields, one opaque
     body. What a message becomes when rendering it failed in a way nobody foresaw."""
-    header, body = _split_header(raw)
-    return MimePart(header, body, (), OPAQUE)
+    return MimePart(header_block(raw), (), OPAQUE, raw, header_end(raw), len(raw))
 
 
 _AS_TEXT = ContentFields("text", "plain")
@@ -481,10 +524,6 @@ def envelope(message: MimePart | HeaderBlock) -> Value:
 # BODYSTRUCTURE
 
 
-def _line_count(body: bytes) -> int:
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
-
-
 def _params(params: tuple[str, ...]) -> Value:
     return params if params else None
 
@@ -525,16 +564,16 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
         content.id,
         content.description,
         content.encoding,
-        len(part.body),
+        part.size,
     )
     if part.embedded is not None:
         fields += (
             envelope(part.embedded),
             body_structure(part.embedded, extensible=extensible),
-            _line_count(part.body),
+            part.line_count,
         )
     elif maintype == "text":
-        fields += (_line_count(part.body),)
+        fields += (part.line_count,)
     if extensible:
         fields += (content.md5, *_extension(part))
     return fields

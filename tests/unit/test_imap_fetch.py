@@ -121,6 +121,35 @@ def test_unterminated_and_partless_multiparts():
     assert octets(no_parts, "1") == b"just text\r\n"
 
 
+def _walk(part: fetch.MimePart) -> list[fetch.MimePart]:
+    inner = [*part.children, *([part.embedded] if part.embedded else [])]
+    return [part] + [p for child in inner for p in _walk(child)]
+
+
+def test_parts_are_offsets_into_the_message_not_copies():
+    tree = fetch.parse_message(NESTED)
+    parts = _walk(tree)
+    assert len(parts) == 8 and all(p.source is NESTED for p in parts)
+    assert [p.body for p in parts if p.content.subtype == "png"] == [b"PNG"]
+
+
+def test_a_message_is_cut_into_at_most_max_mime_parts():
+    count = fetch.MAX_MIME_PARTS + 5
+    raw = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    raw += b"".join(b"--b\r\n\r\npart %d\r\n" % n for n in range(count)) + b"--b--\r\n"
+    tree = fetch.parse_message(raw)
+    assert len(tree.children) == fetch.MAX_MIME_PARTS
+    assert octets(raw, "1") == b"part 0"
+    last = b"".join(b"part %d\r\n--b\r\n\r\n" % n for n in range(count - 6, count - 1))
+    assert octets(raw, str(fetch.MAX_MIME_PARTS)) == last + b"part %d\r\n--b--\r\n" % (count - 1)
+    inner = b'Content-Type: multipart/mixed; boundary="i"\r\n\r\n--i\r\n\r\nx\r\n--i--\r\n'
+    nested = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    nested += b"".join(b"--b\r\n" + inner for _ in range(count)) + b"--b--\r\n"
+    parts = _walk(fetch.parse_message(nested))
+    assert len(parts) <= fetch.MAX_MIME_PARTS + 1  # the budget covers nested parts too
+    assert parts[-1].content is fetch.OPAQUE
+
+
 def test_digest_parts_default_to_messages():
     raw = (
         b'Content-Type: multipart/digest; boundary="d"\r\n\r\n'
