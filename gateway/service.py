@@ -126,6 +126,8 @@ class Gateway:
         imap_config = ImapConfig(
             idle_timeout=cfg.imap_idle_timeout,
             fetch_batch_octets=cfg.imap_fetch_batch_octets,
+            max_mime_depth=cfg.imap_max_mime_depth,
+            max_mime_parts=cfg.imap_max_mime_parts,
             server_name="Sealgate",
         )
         authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)

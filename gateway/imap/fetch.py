@@ -32,6 +32,7 @@ from datetime import datetime
 from gateway.imap.backend import header_block, header_end
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
 
+# parse_message's defaults (ImapConfig.max_mime_depth and max_mime_parts set them):
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves
 MAX_MIME_PARTS = 10_000  # parts in one message; the last one holds whatever follows
 
@@ -296,23 +297,30 @@ def _split_multipart(
     return parts
 
 
-class _PartBudget:
-    """How many more parts one message may be cut into (MAX_MIME_PARTS in all)."""
+@dataclass(slots=True)
+class _Budget:
+    """How much deeper one message may nest, and into how many more parts it may be cut."""
 
-    def __init__(self) -> None:
-        self.left = MAX_MIME_PARTS
+    depth: int
+    parts: int
 
 
-def parse_message(raw: bytes, *, default_type: str = "text/plain") -> MimePart:
+def parse_message(
+    raw: bytes,
+    *,
+    default_type: str = "text/plain",
+    max_depth: int = MAX_MIME_DEPTH,
+    max_parts: int = MAX_MIME_PARTS,
+) -> MimePart:
     """The MIME tree of a message (or of a part, header first). Never raises: a part whose
-    Content-* fields cannot be read, nested deeper than MAX_MIME_DEPTH or beyond
-    MAX_MIME_PARTS, is an opaque leaf (`OPAQUE`); a multipart without parts is shown as
-    what it is, text. The tree's parts are offsets into `raw`, never copies."""
-    return _parse(raw, 0, len(raw), default_type, 0, _PartBudget())
+    Content-* fields cannot be read, nested deeper than `max_depth` or past `max_parts`
+    parts, is an opaque leaf (`OPAQUE`); a multipart without parts is shown as what it
+    is, text. The tree's parts are offsets into `raw`, never copies."""
+    return _parse(raw, 0, len(raw), default_type, 0, _Budget(max_depth, max_parts))
 
 
 def _parse(
-    source: bytes, start: int, end: int, default_type: str, depth: int, budget: _PartBudget
+    source: bytes, start: int, end: int, default_type: str, depth: int, budget: _Budget
 ) -> MimePart:
     body_start = header_end(source, start, end)
     header = source[start:body_start]
@@ -325,19 +333,19 @@ def _parse(
         return MimePart(header, fields, shown, source, body_start, end, children, embedded)
 
     nests = content.maintype in ("multipart", "message")
-    if nests and (depth >= MAX_MIME_DEPTH or budget.left <= 0):
+    if nests and (depth >= budget.depth or budget.parts <= 0):
         return part(OPAQUE)
     if content.maintype == "multipart":
         if content.boundary is not None:
-            spans = _split_multipart(source, body_start, end, content.boundary, budget.left)
-            budget.left -= len(spans)
+            spans = _split_multipart(source, body_start, end, content.boundary, budget.parts)
+            budget.parts -= len(spans)
             child_type = "message/rfc822" if content.subtype == "digest" else "text/plain"
             children = tuple(_parse(source, a, b, child_type, depth + 1, budget) for a, b in spans)
             if children:
                 return part(content, children=children)
         return part(_AS_TEXT)
     if content.content_type == "message/rfc822" and content.transfer_encoding in _IDENTITY:
-        budget.left -= 1
+        budget.parts -= 1
         embedded = _parse(source, body_start, end, "text/plain", depth + 1, budget)
         return part(content, embedded=embedded)
     return part(content)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import logging
 import re
 import traceback
@@ -651,11 +652,12 @@ class ImapState:
         scope = Scope(len(selected.messages), selected.uids[-1] if selected.uids else 0)
         matches = compile_search(cmd.key, cmd.charset, scope)
         content = needs_content(cmd.key)
+        parse = _parser(self.config)
         found: list[int] = []
         for i, data in self._contents(selected, range(len(selected.messages)), content):
             meta = selected.messages[i]
             try:
-                hit = matches(_candidate(i, meta, data, content))
+                hit = matches(_candidate(i, meta, data, content, parse))
             except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
                 _degraded("SEARCH", meta.uid, exc)
                 opaque = render.opaque_message(data) if data is not None else None
@@ -726,9 +728,11 @@ class ImapState:
     ) -> Iterator[Response]:
         """FETCH data message by message, decrypting in batches only what the items read
         (nothing, the header blocks, or whole messages); then the tagged status."""
-        plain = FetchPlan(attributes)
+        parse = _parser(self.config)
+        plain = FetchPlan(attributes, parse)
         has_flags = any(a.kind is FetchKind.FLAGS for a in attributes)
-        flagged = plain if has_flags else FetchPlan((*attributes, FetchAttribute(FetchKind.FLAGS)))
+        with_flags = (*attributes, FetchAttribute(FetchKind.FLAGS))
+        flagged = plain if has_flags else FetchPlan(with_flags, parse)
         content = plain.content
         fetch_word = Raw(b"FETCH")
         try:
@@ -769,12 +773,24 @@ def _batches(
         yield chunk
 
 
-def _candidate(i: int, meta: MessageMeta, data: bytes | None, content: Content) -> Candidate:
+def _parser(config: ImapConfig) -> Callable[[bytes], render.MimePart]:
+    return functools.partial(
+        render.parse_message, max_depth=config.max_mime_depth, max_parts=config.max_mime_parts
+    )
+
+
+def _candidate(
+    i: int,
+    meta: MessageMeta,
+    data: bytes | None,
+    content: Content,
+    parse: Callable[[bytes], render.MimePart],
+) -> Candidate:
     message: render.MimePart | render.HeaderBlock | None = None
     if data is not None and content is Content.HEADER:
         message = render.HeaderBlock.parse(data)
     elif data is not None:
-        message = render.parse_message(data)
+        message = parse(data)
     return Candidate(i + 1, meta, message)
 
 
@@ -796,10 +812,16 @@ def _degraded(command: str, uid: int, exc: Exception) -> None:
 class FetchPlan:
     """The items of one FETCH command, worked out once for all its messages: their
     response names, how much of a message they read together (`content`), and the flag
-    lists already rendered (most messages share a few sets of flags)."""
+    lists already rendered (most messages share a few sets of flags). `parse` takes a
+    whole message apart (`render.parse_message` with the connection's MIME limits)."""
 
-    def __init__(self, attributes: Sequence[FetchAttribute]) -> None:
+    def __init__(
+        self,
+        attributes: Sequence[FetchAttribute],
+        parse: Callable[[bytes], render.MimePart] = render.parse_message,
+    ) -> None:
         self.attributes = tuple(attributes)
+        self._parse = parse
         self._items = tuple((a, Raw.of(a.response_name), a.content) for a in self.attributes)
         self.content = max((a.content for a in self.attributes), default=Content.NONE)
         self._flag_lists: dict[frozenset[str], tuple[Value, ...]] = {}
@@ -818,7 +840,7 @@ class FetchPlan:
         fails is served opaque (`render.opaque_message`): the session and the other
         messages go on."""
         try:
-            return self._render(meta, data, render.parse_message, render.HeaderBlock.parse)
+            return self._render(meta, data, self._parse, render.HeaderBlock.parse)
         except Exception as exc:  # noqa: BLE001 -- one message must not end the session
             _degraded("FETCH", meta.uid, exc)
             opaque = render.opaque_message

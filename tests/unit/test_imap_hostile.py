@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.imap import fetch
+from gateway.imap.config import ImapConfig
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import USER, Harness, lines
 
@@ -152,3 +153,46 @@ def test_a_message_that_fails_to_render_is_served_opaque(
     assert harness(b"n NOOP") == b"n OK NOOP completed.\r\n"
     assert "_Unforeseen" in caplog.text and f"uid={number}" in caplog.text
     assert "secret" not in caplog.text and "Subject" not in caplog.text
+
+
+# -- the MIME limits, from ImapConfig
+
+
+def test_max_mime_parts_bounds_what_fetch_shows(mail_backend: MailBackend):
+    mail_backend.add_account(USER, "correct horse")
+    h = Harness(mail_backend, config=ImapConfig(max_mime_parts=2))
+    raw = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    raw += b"--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b\r\n\r\nthree\r\n--b--\r\n"
+    h.deliver(raw)
+    h.select()
+    out = lines(h(b"f FETCH 1 (BODY BODY.PEEK[2] BODY.PEEK[3])"))
+    assert out == [
+        b'* 1 FETCH (BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 26 5) "mixed") BODY[2] {26}',
+        b"two",
+        b"--b",
+        b"",
+        b"three",
+        b"--b--",
+        b' BODY[3] "")',
+        b"f OK FETCH completed.",
+    ]
+
+
+def test_max_mime_depth_bounds_what_fetch_and_search_see(mail_backend: MailBackend):
+    mail_backend.add_account(USER, "correct horse")
+    h = Harness(mail_backend, config=ImapConfig(max_mime_depth=1))
+    raw = b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n"
+    raw += b"Subject: deep\r\n\r\nneedle\r\n"
+    h.deliver(raw)
+    h.select()
+    out = lines(h(b"f FETCH 1 (BODY)"))
+    assert out[0] == (
+        b'* 1 FETCH (BODY ("message" "rfc822" NIL NIL NIL "7bit" 57 '
+        b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) "
+        b'("application" "octet-stream" NIL NIL NIL "7bit" 25) 5))'
+    )
+    assert lines(h(b"s SEARCH BODY needle")) == [b"* SEARCH", b"s OK SEARCH completed."]
+    deeper = Harness(mail_backend, config=ImapConfig(max_mime_depth=3))
+    deeper.select()
+    assert lines(deeper(b"s SEARCH BODY needle"))[0] == b"* SEARCH 1"

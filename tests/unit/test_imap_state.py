@@ -839,6 +839,8 @@ def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):
         ("idle_timeout", 0.0),
         ("fetch_batch", True),
         ("fetch_batch_octets", 0),
+        ("max_mime_depth", 0),
+        ("max_mime_parts", -1),
         ("server_name", "two\r\nlines"),
         ("require_tls_for_login", "yes"),
     ],
@@ -850,11 +852,12 @@ def test_config_rejects_bad_values_naming_the_setting(setting: str, value: objec
 
 def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
     toml = tmp_path / "gateway.toml"
-    toml.write_text("imap_fetch_batch_octets = 4096\n")
+    toml.write_text("imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\n")
     config = load_settings(GatewayConfig, read_toml(toml), {"home": tmp_path}, source="g.toml")
-    assert config.imap_fetch_batch_octets == 4096
-    with pytest.raises(SettingsError, match="setting 'imap_fetch_batch_octets': must be positive"):
-        load_settings(GatewayConfig, {"imap_fetch_batch_octets": 0}, {"home": tmp_path})
+    assert (config.imap_fetch_batch_octets, config.imap_max_mime_parts) == (4096, 9)
+    for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+        with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
+            load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
 
 
 def test_config_limits_must_fit_each_other():
