@@ -1,11 +1,14 @@
 """One decrypted message, taken apart the way FETCH and SEARCH see it.
 
 Holds `parse_message` (a MIME tree that keeps the exact octets of every header and body, so
-`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `HeaderBlock` (a header block alone, for
-the items that read only headers: no MIME parse), `envelope`, `body_structure`,
-`section_octets`, `header_section`, `internal_date`, and `decoded_text` (what SEARCH
-BODY/TEXT compares).
-The stdlib `email` package parses header values (addresses, parameters, RFC 2047/2231).
+`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `opaque_message` (the same message shown
+without looking inside), `HeaderBlock` (a header block alone, for the items that read only
+headers: no MIME parse), `envelope`, `body_structure`, `section_octets`, `header_section`,
+`internal_date`, and `decoded_text` (what SEARCH BODY/TEXT compares).
+The stdlib `email` package parses header values (addresses, parameters, RFC 2047/2231);
+a part's Content-* fields are read once into `ContentFields`, and a part they do not
+describe readably, or nested past the limits, is one opaque `application/octet-stream`
+leaf: whatever a sender puts in a message, taking it apart never raises.
 
 Everything here works on bytes in memory, returns wire `Value`s, and never writes, logs or
 keeps a message: the caller drops the tree when the response is sent.
