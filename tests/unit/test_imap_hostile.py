@@ -75,6 +75,27 @@ def test_the_corpus_is_what_its_script_makes():
     assert len(CORPUS) >= 30
 
 
+def test_the_reported_message_no_longer_ends_the_session(mail_backend: MailBackend):
+    """The message of the report: Content-Type continued by a line of raw octets holding
+    both valid and invalid UTF-8. Every FETCH of BODYSTRUCTURE used to answer BYE."""
+    mail_backend.add_account(USER, "correct horse")
+    h = Harness(mail_backend)
+    reported = (
+        b"From: alice@test.bubble\r\nContent-Type: multipart/mixed; boundary=x\r\n"
+        b" \xc4\x1c\xd7\x80\xec\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\n"
+    )
+    h.deliver(reported)
+    h.deliver(b"From: bob@test.bubble\r\nSubject: next\r\n\r\nhello\r\n")
+    h.select()
+    assert lines(h(b"f FETCH 1:* (BODYSTRUCTURE)")) == [
+        b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 18 4'
+        b" NIL NIL NIL NIL))",
+        b'* 2 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 7 1'
+        b" NIL NIL NIL NIL))",
+        b"f OK FETCH completed.",
+    ]
+
+
 @pytest.mark.parametrize("item", FETCH_ITEMS)
 def test_every_fetch_item_answers_for_every_hostile_message(harness: Harness, item: str):
     out = harness(f"f FETCH 1:* ({item})".encode())
