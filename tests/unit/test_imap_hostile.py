@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.imap import fetch
 from gateway.imap.config import ImapConfig
-from tests.imap_backends import MailBackend
+from tests.imap_backends import MailBackend, make_backend
 from tests.unit.test_imap_state import USER, Harness, lines
 
 CORPUS_DIR = Path(__file__).parents[1] / "data" / "hostile"
@@ -217,3 +219,38 @@ def test_max_mime_depth_bounds_what_fetch_and_search_see(mail_backend: MailBacke
     deeper = Harness(mail_backend, config=ImapConfig(max_mime_depth=3))
     deeper.select()
     assert lines(deeper(b"s SEARCH BODY needle"))[0] == b"* SEARCH 1"
+
+
+# -- a property: whatever the message, every item answers and the session goes on
+
+
+_line = st.sampled_from(
+    [
+        b"Content-Type: multipart/mixed; boundary=x\r\n",
+        b"Content-Type: message/rfc822\r\n",
+        b"Content-Type: multipart/digest; boundary*0*=utf-8''%FF; boundary*1=x\r\n",
+        b"Content-Type: text/plain; charset=idna; name*=idna''%FF\r\n",
+        b"Content-Disposition: inline; filename*=a; filename*0=b\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"Subject: =?utf-8?b?!!!?= =?x?q?=FF?=\r\n",
+        b"From: a@b.c\r\n",
+        b"\r\n",
+        b"--x\r\n",
+        b"--x--\r\n",
+        b" \xd7\x80\xff\r\n",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(_line | st.binary(max_size=20), max_size=20))
+def test_no_message_ends_the_session(pieces: list[bytes]):
+    with make_backend("memory", Path(".")) as backend:
+        backend.add_account(USER, "correct horse")
+        h = Harness(backend)
+        h.deliver(b"".join(pieces))
+        h.select()
+        for item in FETCH_ITEMS:
+            assert h(f"f FETCH 1 ({item})".encode()).endswith(b"f OK FETCH completed.\r\n")
+        for key in SEARCH_KEYS:
+            assert h(f"s SEARCH {key}".encode()).endswith(b"s OK SEARCH completed.\r\n")
