@@ -6,7 +6,8 @@ SQLite); `login` is slow (Argon2id) and the server runs it in an executor.
 
 One function belongs to the contract: `header_block`, which says exactly which octets
 `MailSession.fetch_headers` returns, so that every store cuts a message the same way
-and BODY[HEADER] is the same whether it came from the header alone or the whole message.
+and BODY[HEADER] is the same whether it came from the header alone or the whole message
+(`header_end` makes the same cut as an index, for parts inside a message).
 
 Errors the store raises for the IMAP layer to render (a store turns its own errors, and
 its database's, into these; the session goes on after each):
