@@ -162,17 +162,24 @@ class HeaderBlock:
         return None
 
 
-def parse_header(message: bytes, *, limit: int | None = MAX_HEADER_BLOCK) -> HeaderBlock:
-    """Split the header block of `message` into fields; see the module docstring.
+def parse_header(
+    message: bytes,
+    *,
+    limit: int | None = MAX_HEADER_BLOCK,
+    start: int = 0,
+    stop: int | None = None,
+) -> HeaderBlock:
+    """Split the header block of `message[start:stop]` into fields; see the module docstring.
 
-    Raises `HeaderTooLarge` when the header block exceeds `limit` bytes (None: no limit,
-    for messages already stored, which must always be readable).
+    Positions in the result index `message` itself, so a part inside a message is read
+    without copying it. Raises `HeaderTooLarge` when the header block exceeds `limit`
+    bytes (None: no limit, for messages already stored, which must always be readable).
     """
     fields: list[Field] = []
     stray = 0
-    end = len(message)
-    bound = end if limit is None else min(end, limit)
-    pos = 0
+    end = len(message) if stop is None else stop
+    bound = end if limit is None else min(end, start + limit)
+    pos = start
     name: str | None = None
     lines: list[bytes] = []
 
@@ -199,7 +206,7 @@ def parse_header(message: bytes, *, limit: int | None = MAX_HEADER_BLOCK) -> Hea
         nl = message.find(b"\n", pos, bound)
         line_end = nl if nl >= 0 else end
         head = None if first in _WSP else _FIELD_NAME.match(message, pos, line_end)
-        unix_from = head is None and pos == 0 and message.startswith(b"From ")
+        unix_from = head is None and pos == start and message.startswith(b"From ", pos)
         if head is None and first not in _WSP and not unix_from:
             close()
             return HeaderBlock(tuple(fields), pos, pos, False, stray)

@@ -33,6 +33,9 @@ class GatewayConfig:
     imap_idle_timeout: float = 1800.0
     max_header_block: int = MAX_HEADER_BLOCK  # bytes of a message's header block
     max_address_field: int = MAX_ADDRESS_FIELD  # characters of a From/Sender/Reply-To value
+    imap_fetch_batch_octets: int = 8 * MiB  # decrypted octets per FETCH/SEARCH storage call
+    imap_max_mime_depth: int = 32  # deeper parts are shown opaque by FETCH and SEARCH
+    imap_max_mime_parts: int = 10_000  # parts one message is cut into at most
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -61,6 +64,9 @@ class GatewayConfig:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValueError("setting 'hostname': must be a host name without spaces")
+        for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting '{name}': must be positive")
 
     def header_limits(self) -> HeaderLimits:
         return HeaderLimits(self.max_header_block, self.max_address_field)

@@ -125,7 +125,13 @@ class Gateway:
         self._servers.append(smtp_server)
         self.smtp_port = smtp_server.sockets[0].getsockname()[1]
 
-        imap_config = ImapConfig(idle_timeout=cfg.imap_idle_timeout, server_name="Sealgate")
+        imap_config = ImapConfig(
+            idle_timeout=cfg.imap_idle_timeout,
+            fetch_batch_octets=cfg.imap_fetch_batch_octets,
+            max_mime_depth=cfg.imap_max_mime_depth,
+            max_mime_parts=cfg.imap_max_mime_parts,
+            server_name="Sealgate",
+        )
         authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)
         self._imap = ImapServer(imap_config, authenticator, tls)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)

@@ -6,11 +6,19 @@ SQLite); `login` is slow (Argon2id) and the server runs it in an executor.
 
 One function belongs to the contract: `header_block`, which says exactly which octets
 `MailSession.fetch_headers` returns, so that every store cuts a message the same way
-and BODY[HEADER] is the same whether it came from the header alone or the whole message.
+and BODY[HEADER] is the same whether it came from the header alone or the whole message
+(`header_end` makes the same cut as an index, for parts inside a message).
 
-Errors the store raises for the IMAP layer to render:
-    MailboxNotFound   -> NO [TRYCREATE] / NO [NONEXISTENT]
-    AuthenticationFailed -> NO [AUTHENTICATIONFAILED]
+Errors the store raises for the IMAP layer to render (a store turns its own errors, and
+its database's, into these; the session goes on after each):
+
+    BackendError                 -> NO [SERVERBUG]
+    ├── MailboxNotFound          -> NO [NONEXISTENT]
+    ├── AuthenticationFailed     -> NO [AUTHENTICATIONFAILED]
+    ├── StorageUnavailable       -> NO [UNAVAILABLE]  locked, unreachable, out of space:
+    │                                                  the same command may work later
+    └── StorageFailed            -> NO [SERVERBUG]    broken schema, corrupt file, a bug:
+                                                       retrying will not help
 """
 
 from __future__ import annotations
@@ -25,18 +33,41 @@ from bridge.headers import parse_header
 
 
 class BackendError(Exception):
-    """Root of the errors storage raises toward the IMAP layer."""
+    """Root of the errors storage raises toward the IMAP layer; `code` is the response
+    code of the tagged NO it becomes."""
+
+    code = "SERVERBUG"
 
 
 class MailboxNotFound(BackendError):
+    code = "NONEXISTENT"
+
     def __init__(self, name: str) -> None:
         super().__init__("no such mailbox")
         self.name = name
 
 
 class AuthenticationFailed(BackendError):
+    code = "AUTHENTICATIONFAILED"
+
     def __init__(self) -> None:
         super().__init__("authentication failed")
+
+
+class StorageUnavailable(BackendError):
+    """The store cannot answer now (database locked, unreachable, out of space)."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("the mail store is unavailable")
+
+
+class StorageFailed(BackendError):
+    """The store failed in a way retrying will not mend."""
+
+    def __init__(self) -> None:
+        super().__init__("the mail store failed")
 
 
 class FlagMode(enum.Enum):
@@ -91,7 +122,13 @@ def header_block(message: bytes) -> bytes:
     empty line is all header; a line that is neither a field nor a continuation ends the
     header block (it is body). No size limit: stored mail must always be readable.
     """
-    return message[: parse_header(message, limit=None).end]
+    return message[: header_end(message)]
+
+
+def header_end(message: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where `header_block` of message[start:end] ends, as an index into `message` (so a
+    part inside a message is cut without copying it)."""
+    return parse_header(message, limit=None, start=start, stop=end).end
 
 
 class MailSession(Protocol):

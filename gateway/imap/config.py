@@ -25,6 +25,11 @@ class ImapConfig:
     max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE
     max_connections     simultaneous connections per server; more are greeted with BYE
     fetch_batch         messages decrypted per storage call while answering FETCH/SEARCH
+    fetch_batch_octets  a batch also ends before the sizes of its messages (their decrypted
+                        octets) add up to more than this; a bigger message goes alone
+    max_mime_depth      multipart and message/rfc822 parts nested deeper than this are
+                        shown as opaque leaves (application/octet-stream)
+    max_mime_parts      parts one message is cut into at most; the last holds the rest
     header_batch        header blocks decrypted per storage call, for FETCH/SEARCH items
                         that read only headers (a header block is usually under 4 KB)
     header_batch_octets  a header batch also ends before the sizes of its messages (which
@@ -44,6 +49,9 @@ class ImapConfig:
     max_login_failures: int = 3
     max_connections: int = 512
     fetch_batch: int = 64
+    fetch_batch_octets: int = 8_388_608
+    max_mime_depth: int = 32
+    max_mime_parts: int = 10_000
     header_batch: int = 256
     header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0

@@ -1,12 +1,15 @@
 """One decrypted message, taken apart the way FETCH and SEARCH see it.
 
 Holds `parse_message` (a MIME tree that keeps the exact octets of every header and body, so
-`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `HeaderBlock` (a header block alone, for
-the items that read only headers: no MIME parse), `envelope`, `body_structure`,
-`section_octets`, `header_section`, `internal_date`, and `decoded_text` (what SEARCH
-BODY/TEXT compares).
+`BODY[1.2]` and the sizes in BODYSTRUCTURE agree), `opaque_message` (the same message shown
+without looking inside), `HeaderBlock` (a header block alone, for the items that read only
+headers: no MIME parse), `envelope`, `body_structure`, `section_octets`, `header_section`,
+`internal_date`, and `decoded_text` (what SEARCH BODY/TEXT compares).
 Header blocks and address lists are read by `bridge.headers`, the gateway's one header
-parser; the stdlib `email` package parses the other values (parameters, RFC 2047/2231).
+parser; the stdlib `email` package parses parameters and RFC 2047/2231;
+a part's Content-* fields are read once into `ContentFields`, and a part they do not
+describe readably, or nested past the limits, is one opaque `application/octet-stream`
+leaf: whatever a sender puts in a message, taking it apart never raises.
 
 Everything here works on bytes in memory, returns wire `Value`s, and never writes, logs or
 keeps a message: the caller drops the tree when the response is sent.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
+import dataclasses
 import email.errors
 import email.header
 import email.message
@@ -24,14 +29,17 @@ import email.utils
 import functools
 import quopri
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.headers import parse_addresses, parse_header, unfold
-from gateway.imap.backend import header_block
+from gateway.imap.backend import header_block, header_end
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
 
+# parse_message's defaults (ImapConfig.max_mime_depth and max_mime_parts set them):
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves
+MAX_MIME_PARTS = 10_000  # parts in one message; the last one holds whatever follows
 
 _CRLF = b"\r\n"
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -42,23 +50,39 @@ class MimePart:
     """A message or body part: exact octets plus what its header says.
 
     header    the header block, the blank line that ends it included (when present)
-    body      the octets after it
     fields    (lower-case name, the field's octets with continuation lines and CRLF)
-    content   the Content-* fields parsed by `email` (type, parameters, disposition)
+    content   what its Content-* fields say (`ContentFields`; OPAQUE when unreadable)
+    source    the whole message; the part's body is source[start:end], the octets after
+              its header (every part of a tree shares one source: nesting copies nothing)
     children  the parts of a multipart
     embedded  the message inside a message/rfc822 part
     """
 
     header: bytes
-    body: bytes
     fields: tuple[tuple[str, bytes], ...]
-    content: email.message.Message
+    content: ContentFields
+    source: bytes = dataclasses.field(repr=False)
+    start: int
+    end: int
     children: tuple[MimePart, ...] = ()
     embedded: MimePart | None = None
 
     @property
+    def body(self) -> bytes:
+        return self.source[self.start : self.end]
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def line_count(self) -> int:
+        lines = self.source.count(b"\n", self.start, self.end)
+        return lines + (1 if self.size and self.source[self.end - 1] != 0x0A else 0)
+
+    @property
     def is_multipart(self) -> bool:
-        return self.content.get_content_maintype() == "multipart"
+        return self.content.maintype == "multipart"
 
     def field(self, name: str) -> str | None:
         """The first field called `name`, unfolded, as text (undecodable octets escaped)."""
@@ -89,91 +113,241 @@ def _field(fields: tuple[tuple[str, bytes], ...], name: str) -> str | None:
     return None
 
 
-def _split_header(raw: bytes) -> tuple[bytes, bytes]:
-    header = header_block(raw)
-    return header, raw[len(header) :]
-
-
 def _fields(header: bytes) -> tuple[tuple[str, bytes], ...]:
     return parse_header(header, limit=None).fields
 
 
-def _content(fields: tuple[tuple[str, bytes], ...], default_type: str) -> email.message.Message:
-    content = email.message.Message()
-    content.set_default_type(default_type)
+@dataclass(frozen=True, slots=True)
+class ContentFields:
+    """What a part's Content-* fields say (RFC 2045, 2183, 2231), read once at parse time so
+    that rendering never calls `email` again. Parameter lists are flat (name, value, ...)
+    as BODYSTRUCTURE sends them; values hold undecodable octets as surrogate escapes, which
+    the wire gives back as the octets that were sent."""
+
+    maintype: str
+    subtype: str
+    params: tuple[str, ...] = ()
+    disposition: tuple[str, tuple[str, ...]] | None = None
+    language: tuple[str, ...] = ()
+    id: str | None = None
+    description: str | None = None
+    location: str | None = None
+    md5: str | None = None
+    encoding: str = "7bit"  # as given (case kept), for BODYSTRUCTURE
+    charset: str | None = None  # a usable text codec name, for SEARCH
+    boundary: bytes | None = None
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.maintype}/{self.subtype}"
+
+    @property
+    def transfer_encoding(self) -> str:
+        return self.encoding.lower()
+
+
+OPAQUE = ContentFields("application", "octet-stream")
+"""How a part that cannot be parsed is shown: one opaque leaf, its octets as they are."""
+
+# type "/" subtype, each an RFC 2045 token: printable ASCII without space or tspecials
+_MEDIA_TYPE = re.compile(r"([!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)/([!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)")
+
+
+class _RawValues(email.policy.Compat32):
+    """compat32, but a field comes back as the str it was set to. compat32 hands a value
+    holding undecodable octets (surrogate escapes) back as a `Header`: not a str, and its
+    str() raises when the value also holds decoded non-ASCII text."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_RAW_VALUES = _RawValues()
+# The failure modes of `email`'s parameter parsing on hostile input (RFC 2231 sections
+# numbered past int()'s digit limit, numbered and unnumbered sections of one name, ...).
+_PARAMETER_ERRORS = (ValueError, TypeError, LookupError, UnicodeError, email.errors.MessageError)
+
+
+def _content(fields: tuple[tuple[str, bytes], ...], default_type: str) -> ContentFields:
+    """The part's Content-* fields; OPAQUE when they cannot be read."""
+    message = email.message.Message(policy=_RAW_VALUES)
     for name, raw in fields:
         if name.startswith("content-"):
             value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-            content[name] = _FOLD.sub("", value).strip()
-    return content
+            message[name] = _FOLD.sub("", value).strip()
+    try:
+        return _read_content(message, default_type)
+    except _PARAMETER_ERRORS:
+        return OPAQUE
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The parts between `--boundary` lines (preamble and epilogue dropped)."""
+def _read_content(message: email.message.Message, default_type: str) -> ContentFields:
+    declared = message.get("content-type")
+    if declared is None:
+        maintype, subtype = default_type.split("/")
+    else:
+        media = _MEDIA_TYPE.fullmatch(declared.partition(";")[0].strip())
+        if media is None:
+            return OPAQUE
+        maintype, subtype = media.group(1).lower(), media.group(2).lower()
+    params = _param_list(message, "content-type") if declared is not None else ()
+    boundary: bytes | None = None
+    if maintype == "multipart":
+        value = message.get_param("boundary")
+        if isinstance(value, tuple):  # RFC 2231: the octets its %XX escapes stand for
+            boundary = value[2].encode("raw-unicode-escape")
+        elif isinstance(value, str):
+            boundary = value.encode("utf-8", "surrogateescape")
+    disposition = None
+    kind = message.get("content-disposition")
+    if kind:
+        disposition = (kind.split(";", 1)[0].strip(), _param_list(message, "content-disposition"))
+    languages = (message.get("content-language") or "").split(",")
+    return ContentFields(
+        maintype,
+        subtype,
+        params,
+        disposition,
+        tuple(t.strip() for t in languages if t.strip()),
+        message.get("content-id"),
+        message.get("content-description"),
+        message.get("content-location"),
+        message.get("content-md5"),
+        (message.get("content-transfer-encoding") or "7bit").strip() or "7bit",
+        _text_codec(message.get_content_charset()) if maintype == "text" else None,
+        boundary or None,
+    )
+
+
+def _param_list(message: email.message.Message, header: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for name, value in (message.get_params(header=header) or [])[1:]:
+        if isinstance(value, tuple):  # RFC 2231: give it back in its extended form
+            text = _collapse(value)
+            quoted = urllib.parse.quote(text, safe="", errors="surrogateescape")
+            out += [name + "*", "utf-8''" + quoted]
+        else:
+            out += [name, value]
+    return tuple(out)
+
+
+def _text_codec(charset: str | None) -> str | None:
+    """`charset` if Python decodes text with it (not e.g. `rot13` or `base64`), else None."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def _collapse(value: tuple[str | None, str | None, str]) -> str:
+    """An RFC 2231 value as text; as sent (percent escapes undone) if its charset fails."""
+    try:
+        return email.utils.collapse_rfc2231_value(value)
+    except (LookupError, UnicodeError):  # e.g. `idna`, which refuses errors="replace"
+        return urllib.parse.unquote(value[2], errors="surrogateescape")
+
+
+def _split_multipart(
+    source: bytes, start: int, end: int, boundary: bytes, most: int
+) -> list[tuple[int, int]]:
+    """The parts of source[start:end] between `--boundary` lines (preamble and epilogue
+    dropped), as (start, end) offsets; at most `most`, the last running to `end`."""
     delimiter = b"--" + boundary
-    parts: list[bytes] = []
-    start: int | None = None
-    pos = 0
+    parts: list[tuple[int, int]] = []
+    part_start: int | None = None
+    pos = start
     while True:
-        at = body.find(delimiter, pos)
+        at = source.find(delimiter, pos, end)
         if at < 0:
             break
         pos = at + len(delimiter)
-        if at != 0 and body[at - 2 : at] != _CRLF:
+        if at != start and (at - 2 < start or source[at - 2 : at] != _CRLF):
             continue
-        line_end = body.find(_CRLF, pos)
-        line_end = len(body) if line_end < 0 else line_end
-        rest = body[pos:line_end]
+        line_end = source.find(_CRLF, pos, end)
+        line_end = end if line_end < 0 else line_end
+        rest = source[pos:line_end]
         closing = rest.startswith(b"--")
         if (rest[2:] if closing else rest).strip(b" \t"):
             continue  # a longer boundary that merely starts with this one
-        if start is not None:
-            parts.append(body[start : max(start, at - 2)])
+        if part_start is not None:
+            parts.append((part_start, max(part_start, at - 2)))
         if closing:
             return parts
-        start = line_end + 2
+        part_start = min(line_end + 2, end)
+        if len(parts) + 1 >= most:
+            break
         pos = line_end
-    if start is not None:
-        parts.append(body[min(start, len(body)) :])
+    if part_start is not None:
+        parts.append((part_start, end))
     return parts
 
 
-def _retype(content: email.message.Message, content_type: str) -> None:
-    del content["content-type"]
-    content["content-type"] = content_type
+@dataclass(slots=True)
+class _Budget:
+    """How much deeper one message may nest, and into how many more parts it may be cut."""
+
+    depth: int
+    parts: int
 
 
-def parse_message(raw: bytes, *, default_type: str = "text/plain", depth: int = 0) -> MimePart:
-    """The MIME tree of a message (or of a part, header first)."""
-    header, body = _split_header(raw)
-    fields = _fields(header)
+def parse_message(
+    raw: bytes,
+    *,
+    default_type: str = "text/plain",
+    max_depth: int = MAX_MIME_DEPTH,
+    max_parts: int = MAX_MIME_PARTS,
+) -> MimePart:
+    """The MIME tree of a message (or of a part, header first). Never raises: a part whose
+    Content-* fields cannot be read, nested deeper than `max_depth` or past `max_parts`
+    parts, is an opaque leaf (`OPAQUE`); a multipart without parts is shown as what it
+    is, text. The tree's parts are offsets into `raw`, never copies."""
+    return _parse(raw, 0, len(raw), default_type, 0, _Budget(max_depth, max_parts))
+
+
+def _parse(
+    source: bytes, start: int, end: int, default_type: str, depth: int, budget: _Budget
+) -> MimePart:
+    block = parse_header(source, limit=None, start=start, stop=end)
+    body_start = block.end
+    header = source[start:body_start]
+    fields = block.fields
     content = _content(fields, default_type)
-    maintype = content.get_content_maintype()
-    if depth >= MAX_MIME_DEPTH and maintype in ("multipart", "message"):
-        _retype(content, "application/octet-stream")
-        return MimePart(header, body, fields, content)
-    if maintype == "multipart":
-        boundary = content.get_param("boundary")
-        if isinstance(boundary, tuple):
-            boundary = email.utils.collapse_rfc2231_value(boundary)
-        if isinstance(boundary, str) and boundary:
-            child_type = (
-                "message/rfc822" if content.get_content_subtype() == "digest" else "text/plain"
-            )
-            raw_parts = _split_multipart(body, boundary.encode("utf-8", "surrogateescape"))
-            children = tuple(
-                parse_message(p, default_type=child_type, depth=depth + 1) for p in raw_parts
-            )
+
+    def part(
+        shown: ContentFields, children: tuple[MimePart, ...] = (), embedded: MimePart | None = None
+    ) -> MimePart:
+        return MimePart(header, fields, shown, source, body_start, end, children, embedded)
+
+    nests = content.maintype in ("multipart", "message")
+    if nests and (depth >= budget.depth or budget.parts <= 0):
+        return part(OPAQUE)
+    if content.maintype == "multipart":
+        if content.boundary is not None:
+            spans = _split_multipart(source, body_start, end, content.boundary, budget.parts)
+            budget.parts -= len(spans)
+            child_type = "message/rfc822" if content.subtype == "digest" else "text/plain"
+            children = tuple(_parse(source, a, b, child_type, depth + 1, budget) for a, b in spans)
             if children:
-                return MimePart(header, body, fields, content, children=children)
-        # A multipart without parts is shown as what it is: opaque text.
-        _retype(content, "text/plain")
-        return MimePart(header, body, fields, content)
-    encoding = (content.get("content-transfer-encoding") or "7bit").strip().lower()
-    if content.get_content_type() == "message/rfc822" and encoding in ("7bit", "8bit", "binary"):
-        embedded = parse_message(body, depth=depth + 1)
-        return MimePart(header, body, fields, content, embedded=embedded)
-    return MimePart(header, body, fields, content)
+                return part(content, children=children)
+        return part(_AS_TEXT)
+    if content.content_type == "message/rfc822" and content.transfer_encoding in _IDENTITY:
+        budget.parts -= 1
+        embedded = _parse(source, body_start, end, "text/plain", depth + 1, budget)
+        return part(content, embedded=embedded)
+    return part(content)
+
+
+def opaque_message(raw: bytes) -> MimePart:
+    """A message shown without looking inside: its header block, no fields, one opaque
+    body. What a message becomes when rendering it failed in a way nobody foresaw."""
+    return MimePart(header_block(raw), (), OPAQUE, raw, header_end(raw), len(raw))
+
+
+_AS_TEXT = ContentFields("text", "plain")
+_IDENTITY = ("7bit", "8bit", "binary")
 
 
 # ---------------------------------------------------------------------------------------
@@ -324,39 +498,24 @@ def envelope(message: MimePart | HeaderBlock) -> Value:
 # BODYSTRUCTURE
 
 
-def _param_list(content: email.message.Message, header: str) -> Value:
-    params = content.get_params(header=header) or []
-    out: list[str] = []
-    for name, value in params[1:]:
-        if isinstance(value, tuple):  # RFC 2231: give it back in its extended form
-            text = email.utils.collapse_rfc2231_value(value)
-            out += [name + "*", email.utils.encode_rfc2231(text, "utf-8")]
-        else:
-            out += [name, value]
-    return tuple(out) if out else None
-
-
-def _line_count(body: bytes) -> int:
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+def _params(params: tuple[str, ...]) -> Value:
+    return params if params else None
 
 
 def _extension(part: MimePart) -> tuple[Value, ...]:
     """body-fld-dsp, body-fld-lang, body-fld-loc."""
     content = part.content
     disposition: Value = None
-    kind = content.get("content-disposition")
-    if kind:
-        disposition = (
-            kind.split(";", 1)[0].strip(),
-            _param_list(content, "content-disposition"),
-        )
-    languages = [t.strip() for t in (content.get("content-language") or "").split(",") if t.strip()]
+    if content.disposition is not None:
+        kind, params = content.disposition
+        disposition = (kind, _params(params))
+    languages = content.language
     language: Value = None
     if len(languages) == 1:
         language = languages[0]
     elif languages:
-        language = tuple(languages)
-    return disposition, language, content.get("content-location")
+        language = languages
+    return disposition, language, content.location
 
 
 def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
@@ -364,33 +523,33 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
     content = part.content
     if part.children:
         children = tuple(body_structure(c, extensible=extensible) for c in part.children)
-        tail: tuple[Value, ...] = (content.get_content_subtype(),)
+        tail: tuple[Value, ...] = (content.subtype,)
         if extensible:
-            tail += (_param_list(content, "content-type"), *_extension(part))
+            tail += (_params(content.params), *_extension(part))
         return (Adjacent(children), *tail)
-    params = _param_list(content, "content-type")
-    maintype = content.get_content_maintype()
+    params = _params(content.params)
+    maintype = content.maintype
     if params is None and maintype == "text":
         params = ("charset", "us-ascii")
     fields: tuple[Value, ...] = (
         maintype,
-        content.get_content_subtype(),
+        content.subtype,
         params,
-        content.get("content-id"),
-        content.get("content-description"),
-        (content.get("content-transfer-encoding") or "7bit").strip(),
-        len(part.body),
+        content.id,
+        content.description,
+        content.encoding,
+        part.size,
     )
     if part.embedded is not None:
         fields += (
             envelope(part.embedded),
             body_structure(part.embedded, extensible=extensible),
-            _line_count(part.body),
+            part.line_count,
         )
     elif maintype == "text":
-        fields += (_line_count(part.body),)
+        fields += (part.line_count,)
     if extensible:
-        fields += (content.get("content-md5"), *_extension(part))
+        fields += (content.md5, *_extension(part))
     return fields
 
 
@@ -399,7 +558,7 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
 
 
 def _decode_body(part: MimePart) -> str:
-    encoding = (part.content.get("content-transfer-encoding") or "").strip().lower()
+    encoding = part.content.transfer_encoding
     data = part.body
     try:
         if encoding == "base64":
@@ -408,10 +567,9 @@ def _decode_body(part: MimePart) -> str:
             data = quopri.decodestring(data)
     except (binascii.Error, ValueError):
         pass
-    charset = part.content.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, "replace")
-    except LookupError:
+        return data.decode(part.content.charset or "utf-8", "replace")
+    except (LookupError, UnicodeError):  # codecs such as idna refuse errors="replace"
         return data.decode("utf-8", "replace")
 
 
@@ -429,7 +587,7 @@ def decoded_text(message: MimePart) -> str:
         return "\n".join(decoded_text(child) for child in message.children)
     if message.embedded is not None:
         return header_text(message.embedded) + "\n" + decoded_text(message.embedded)
-    if message.content.get_content_maintype() == "text":
+    if message.content.maintype == "text":
         return _decode_body(message)
     return ""
 

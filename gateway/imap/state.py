@@ -17,7 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
+import logging
 import re
+import traceback
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +30,6 @@ from typing import Any
 from gateway.imap import fetch as render
 from gateway.imap import wire
 from gateway.imap.backend import (
-    AuthenticationFailed,
     BackendError,
     FlagMode,
     FolderInfo,
@@ -52,6 +54,8 @@ from gateway.imap.wire import (
     UntaggedStatus,
     Value,
 )
+
+log = logging.getLogger(__name__)
 
 
 class State(enum.Enum):
@@ -647,12 +651,19 @@ class ImapState:
         updates = self._sync(allow_expunge=cmd.uid)
         scope = Scope(len(selected.messages), selected.uids[-1] if selected.uids else 0)
         matches = compile_search(cmd.key, cmd.charset, scope)
+        content = needs_content(cmd.key)
+        parse = _parser(self.config)
         found: list[int] = []
-        for candidate in self._candidates(
-            selected, range(len(selected.messages)), needs_content(cmd.key)
-        ):
-            if matches(candidate):
-                found.append(candidate.meta.uid if cmd.uid else candidate.number)
+        for i, data in self._contents(selected, range(len(selected.messages)), content):
+            meta = selected.messages[i]
+            try:
+                hit = matches(_candidate(i, meta, data, content, parse))
+            except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
+                _degraded("SEARCH", meta.uid, exc)
+                opaque = render.opaque_message(data) if data is not None else None
+                hit = matches(Candidate(i + 1, meta, opaque))
+            if hit:
+                found.append(meta.uid if cmd.uid else i + 1)
         return Reply(
             [
                 *updates,
@@ -664,7 +675,7 @@ class ImapState:
     def _contents(
         self, selected: SelectedMailbox, indexes: Sequence[int], content: Content
     ) -> Iterator[tuple[int, bytes | None]]:
-        """(index, octets or None) in batches of `fetch_batch`: for Content.FULL the whole
+        """(index, octets or None), read in batches (`_batches`): for Content.FULL the whole
         message, for Content.HEADER its header block; None when the message is gone (or
         always, for Content.NONE: nothing is read)."""
         if content is Content.NONE:
@@ -672,10 +683,11 @@ class ImapState:
                 yield i, None
             return
         session = self._session()
+        config = self.config
         if content is Content.FULL:
-            batches = _batches(indexes, self.config.fetch_batch)
+            batches = _batches(selected, indexes, config.fetch_batch, config.fetch_batch_octets)
         else:
-            batches = _header_batches(selected, indexes, self.config)
+            batches = _batches(selected, indexes, config.header_batch, config.header_batch_octets)
         for chunk in batches:
             uids = [selected.uids[i] for i in chunk]
             if content is Content.FULL:
@@ -684,19 +696,6 @@ class ImapState:
                 found = {h.uid: h.header for h in session.fetch_headers(selected.name, uids)}
             for i in chunk:
                 yield i, found.get(selected.uids[i])
-
-    def _candidates(
-        self, selected: SelectedMailbox, indexes: Sequence[int], content: Content
-    ) -> Iterator[Candidate]:
-        message: render.MimePart | render.HeaderBlock | None
-        for i, data in self._contents(selected, indexes, content):
-            if data is None:
-                message = None
-            elif content is Content.HEADER:
-                message = render.HeaderBlock.parse(data)
-            else:
-                message = render.parse_message(data)
-            yield Candidate(i + 1, selected.messages[i], message)
 
     def do_fetch(self, cmd: wire.Fetch) -> Reply:
         selected = self._selected()
@@ -729,9 +728,11 @@ class ImapState:
     ) -> Iterator[Response]:
         """FETCH data message by message, decrypting in batches only what the items read
         (nothing, the header blocks, or whole messages); then the tagged status."""
-        plain = FetchPlan(attributes)
+        parse = _parser(self.config)
+        plain = FetchPlan(attributes, parse)
         has_flags = any(a.kind is FetchKind.FLAGS for a in attributes)
-        flagged = plain if has_flags else FetchPlan((*attributes, FetchAttribute(FetchKind.FLAGS)))
+        with_flags = (*attributes, FetchAttribute(FetchKind.FLAGS))
+        flagged = plain if has_flags else FetchPlan(with_flags, parse)
         content = plain.content
         fetch_word = Raw(b"FETCH")
         try:
@@ -754,38 +755,73 @@ class ImapState:
             session.close()
 
 
-def _batches(indexes: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(indexes), size):
-        yield indexes[start : start + size]
-
-
-def _header_batches(
-    selected: SelectedMailbox, indexes: Sequence[int], config: ImapConfig
+def _batches(
+    selected: SelectedMailbox, indexes: Sequence[int], count: int, octets: int
 ) -> Iterator[list[int]]:
-    """Batches of at most `header_batch` messages whose sizes add up to at most
-    `header_batch_octets` (a bigger message goes alone)."""
+    """Batches of at most `count` messages whose sizes (RFC822.SIZE, the decrypted octets)
+    add up to at most `octets`; a message bigger than that goes alone."""
     chunk: list[int] = []
-    octets = 0
+    total = 0
     for i in indexes:
         size = selected.messages[i].size
-        if chunk and (
-            len(chunk) >= config.header_batch or octets + size > config.header_batch_octets
-        ):
+        if chunk and (len(chunk) >= count or total + size > octets):
             yield chunk
-            chunk, octets = [], 0
+            chunk, total = [], 0
         chunk.append(i)
-        octets += size
+        total += size
     if chunk:
         yield chunk
+
+
+def _parser(config: ImapConfig) -> Callable[[bytes], render.MimePart]:
+    return functools.partial(
+        render.parse_message, max_depth=config.max_mime_depth, max_parts=config.max_mime_parts
+    )
+
+
+def _candidate(
+    i: int,
+    meta: MessageMeta,
+    data: bytes | None,
+    content: Content,
+    parse: Callable[[bytes], render.MimePart],
+) -> Candidate:
+    message: render.MimePart | render.HeaderBlock | None = None
+    if data is not None and content is Content.HEADER:
+        message = render.HeaderBlock.parse(data)
+    elif data is not None:
+        message = parse(data)
+    return Candidate(i + 1, meta, message)
+
+
+def _degraded(command: str, uid: int, exc: Exception) -> None:
+    """Log that one message was served opaque: the error's type and the frame that raised
+    it, never its text (which could quote the message)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    log.warning(
+        "imap %s: message uid=%d shown opaque after %s at %s:%d:%s",
+        command,
+        uid,
+        type(exc).__name__,
+        frame.filename.rsplit("/", 1)[-1],
+        frame.lineno,
+        frame.name,
+    )
 
 
 class FetchPlan:
     """The items of one FETCH command, worked out once for all its messages: their
     response names, how much of a message they read together (`content`), and the flag
-    lists already rendered (most messages share a few sets of flags)."""
+    lists already rendered (most messages share a few sets of flags). `parse` takes a
+    whole message apart (`render.parse_message` with the connection's MIME limits)."""
 
-    def __init__(self, attributes: Sequence[FetchAttribute]) -> None:
+    def __init__(
+        self,
+        attributes: Sequence[FetchAttribute],
+        parse: Callable[[bytes], render.MimePart] = render.parse_message,
+    ) -> None:
         self.attributes = tuple(attributes)
+        self._parse = parse
         self._items = tuple((a, Raw.of(a.response_name), a.content) for a in self.attributes)
         self.content = max((a.content for a in self.attributes), default=Content.NONE)
         self._flag_lists: dict[frozenset[str], tuple[Value, ...]] = {}
@@ -800,15 +836,31 @@ class FetchPlan:
 
     def items(self, meta: MessageMeta, data: bytes | None) -> tuple[Value, ...]:
         """The parenthesised FETCH data of one message. `data` is what `content` says:
-        the whole message, its header block alone, or None."""
+        the whole message, its header block alone, or None. A message whose rendering
+        fails is served opaque (`render.opaque_message`): the session and the other
+        messages go on."""
+        try:
+            return self._render(meta, data, self._parse, render.HeaderBlock.parse)
+        except Exception as exc:  # noqa: BLE001 -- one message must not end the session
+            _degraded("FETCH", meta.uid, exc)
+            opaque = render.opaque_message
+            return self._render(meta, data, opaque, opaque)
+
+    def _render(
+        self,
+        meta: MessageMeta,
+        data: bytes | None,
+        parse: Callable[[bytes], render.MimePart],
+        parse_header: Callable[[bytes], render.MimePart | render.HeaderBlock],
+    ) -> tuple[Value, ...]:
         body = data if self.content is Content.FULL else None
         tree: render.MimePart | None = None
-        head: render.HeaderBlock | None = None
+        head: render.MimePart | render.HeaderBlock | None = None
 
         def parsed() -> render.MimePart:
             nonlocal tree
             if tree is None:
-                tree = render.parse_message(body or b"")
+                tree = parse(body or b"")
             return tree
 
         def headers() -> render.MimePart | render.HeaderBlock:
@@ -816,7 +868,7 @@ class FetchPlan:
             if body is not None:
                 return parsed()
             if head is None:
-                head = render.HeaderBlock.parse(data or b"")
+                head = parse_header(data or b"")
             return head
 
         raw = body or b""
@@ -865,12 +917,16 @@ _WHOLE_SECTION = wire.Section()
 _TEXT_SECTION = wire.Section(text=wire.SectionText.TEXT)
 
 
+_BACKEND_TEXTS = {
+    "NONEXISTENT": "No such mailbox.",
+    "AUTHENTICATIONFAILED": "Authentication failed.",
+    "UNAVAILABLE": "The mail store is busy or unreachable; try again.",
+}
+
+
 def _backend_failure(error: BackendError) -> CommandFailed:
-    if isinstance(error, MailboxNotFound):
-        return CommandFailed(Status.NO, "No such mailbox.", Code("NONEXISTENT"))
-    if isinstance(error, AuthenticationFailed):
-        return CommandFailed(Status.NO, "Authentication failed.", Code("AUTHENTICATIONFAILED"))
-    return CommandFailed(Status.NO, "The mail store failed; try again.", Code("UNAVAILABLE"))
+    text = _BACKEND_TEXTS.get(error.code, "The mail store failed.")
+    return CommandFailed(Status.NO, text, Code(error.code))
 
 
 # ---------------------------------------------------------------------------------------

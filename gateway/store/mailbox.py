@@ -25,35 +25,44 @@ A message that fails to open is skipped and its row id logged; the IMAP client s
 no error. Snapshots read only metadata columns, never the sealed blob.
 
 `MailboxStore.session` and `StoreAuthenticator` implement the Protocols in
-`gateway.imap.backend`. This module never logs or raises with message content or
-addresses.
+`gateway.imap.backend`. A session's calls raise only `BackendError`s: a database error
+becomes `StorageUnavailable` when the same call may work later (SQLite busy, locked,
+cannot open, I/O or disk full; every PostgreSQL OperationalError: connection lost,
+lock timeout, shutdown), `StorageFailed` otherwise (no such table, corrupt file, and
+the store's own errors such as `SessionClosed`). This module never logs or raises with
+message content or addresses.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import nacl.bindings
 import nacl.exceptions
 import nacl.utils
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import col
 
 from bridge.keys import AccountKeys
 from gateway.imap.backend import (
     AuthenticationFailed,
+    BackendError,
     FlagMode,
     FolderInfo,
     FolderSnapshot,
     MailboxNotFound,
     MailSession,
     MessageMeta,
+    StorageFailed,
+    StorageUnavailable,
     StoredHeader,
     StoredMessage,
     header_block,
@@ -63,6 +72,7 @@ from gateway.store.db import (
     InvalidValue,
     KeyMismatch,
     SessionClosed,
+    StoreError,
     UnknownAccount,
     reading,
     utc,
@@ -324,6 +334,51 @@ def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
         yield ordered[start : start + _IN_CHUNK]
 
 
+# -- errors toward IMAP ----------------------------------------------------------------
+
+# SQLite's primary result codes for a database that may answer if asked again.
+_SQLITE_TRANSIENT = frozenset(
+    {
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_CANTOPEN",
+        "SQLITE_IOERR",
+        "SQLITE_FULL",
+        "SQLITE_NOMEM",
+        "SQLITE_PROTOCOL",
+        "SQLITE_READONLY",
+        "SQLITE_INTERRUPT",
+    }
+)
+
+
+def _imap_error(error: SQLAlchemyError | StoreError) -> BackendError:
+    if isinstance(error, PoolTimeout | DisconnectionError):
+        return StorageUnavailable()
+    if isinstance(error, OperationalError):
+        name = getattr(error.orig, "sqlite_errorname", None)
+        if name is None or "_".join(name.split("_")[:2]) in _SQLITE_TRANSIENT:
+            return StorageUnavailable()
+    return StorageFailed()
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _raises_backend_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The session method, raising only `BackendError`s (see the module docstring)."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (SQLAlchemyError, StoreError) as error:
+            raise _imap_error(error) from error
+
+    return call
+
+
 # -- the store -------------------------------------------------------------------------
 
 
@@ -425,6 +480,7 @@ class StoreSession:
             raise SessionClosed()
         return self._keys.storage_key
 
+    @_raises_backend_errors
     def list_folders(self) -> Sequence[FolderInfo]:
         self._storage_key()
         with reading(self._engine) as connection:
@@ -439,6 +495,7 @@ class StoreSession:
             folders.append(FolderInfo(name=name, attributes=tuple(attributes)))
         return folders
 
+    @_raises_backend_errors
     def snapshot(self, folder: str) -> FolderSnapshot:
         self._storage_key()
         parse_flags = _FlagCache()
@@ -458,6 +515,7 @@ class StoreSession:
             ),
         )
 
+    @_raises_backend_errors
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         """Messages opened in memory, in UID order; missing or unopenable ones are skipped."""
         storage_key = self._storage_key()
@@ -479,6 +537,7 @@ class StoreSession:
                     result.append(StoredMessage(meta=meta, body=body))
         return result
 
+    @_raises_backend_errors
     def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
         """Header blocks opened in memory, in UID order, skipped as in `fetch`; the message
         blobs are not read."""
@@ -498,6 +557,7 @@ class StoreSession:
                     result.append(StoredHeader(uid=uid, header=header))
         return result
 
+    @_raises_backend_errors
     def store_flags(
         self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
     ) -> Sequence[MessageMeta]:
@@ -544,6 +604,7 @@ class StoreSession:
             for row_id, meta in current
         ]
 
+    @_raises_backend_errors
     def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
         """Delete messages flagged \\Deleted (only among `uids` if given); their UIDs, ascending."""
         self._storage_key()

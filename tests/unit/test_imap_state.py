@@ -12,9 +12,12 @@ import dataclasses
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+from bridge.settings import SettingsError, load_settings, read_toml
+from gateway.config import GatewayConfig
 from gateway.imap import wire
 from gateway.imap.backend import AuthenticationFailed, FlagMode
 from gateway.imap.config import ImapConfig
@@ -534,6 +537,37 @@ def test_fetch_decrypts_in_batches(backend: MailBackend):
     assert h.backend.fetch_calls == [2, 2, 1]
 
 
+def test_fetch_batches_are_bounded_by_decrypted_octets(backend: MailBackend):
+    size = len(PLAIN)
+    h = Harness(backend, config=ImapConfig(fetch_batch_octets=2 * size))
+    big = PLAIN + b"x" * (3 * size) + b"\r\n"  # more than a batch may hold: it goes alone
+    bodies = [PLAIN, PLAIN, PLAIN, PLAIN, PLAIN, big, PLAIN]
+    for body in bodies:
+        h.deliver(body)
+    h.select()
+    out = h(b"f FETCH 1:* (UID BODY.PEEK[])")
+    assert out == b"".join(
+        b"* %d FETCH (UID %d BODY[] {%d}\r\n%s)\r\n" % (n, n, len(body), body)
+        for n, body in enumerate(bodies, 1)
+    ) + b"f OK FETCH completed.\r\n"
+    assert h.backend.fetch_calls == [2, 2, 1, 1, 1]
+    h.backend.fetch_calls.clear()
+    searched = h(b"s SEARCH BODY xxx")  # SEARCH reads whole messages in the same batches
+    assert searched == b"* SEARCH 6\r\ns OK SEARCH completed.\r\n"
+    assert h.backend.fetch_calls == [2, 2, 1, 1, 1]
+
+
+def test_a_fetch_budget_below_one_message_still_serves_every_message(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(fetch_batch_octets=1))
+    for _ in range(3):
+        h.deliver()
+    h.select()
+    out = h(b"f FETCH 1:* (BODY.PEEK[TEXT])")
+    assert out.count(b"BODY[TEXT] {24}\r\nShall we meet at noon?\r\n)") == 3
+    assert out.endswith(b"f OK FETCH completed.\r\n")
+    assert h.backend.fetch_calls == [1, 1, 1]
+
+
 # -- SEARCH
 
 
@@ -804,6 +838,9 @@ def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):
         ("bad_command_limit", 0),
         ("idle_timeout", 0.0),
         ("fetch_batch", True),
+        ("fetch_batch_octets", 0),
+        ("max_mime_depth", 0),
+        ("max_mime_parts", -1),
         ("server_name", "two\r\nlines"),
         ("require_tls_for_login", "yes"),
     ],
@@ -811,6 +848,16 @@ def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):
 def test_config_rejects_bad_values_naming_the_setting(setting: str, value: object):
     with pytest.raises(ValueError, match=setting):
         ImapConfig(**{setting: value})  # type: ignore[arg-type]
+
+
+def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
+    toml = tmp_path / "gateway.toml"
+    toml.write_text("imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\n")
+    config = load_settings(GatewayConfig, read_toml(toml), {"home": tmp_path}, source="g.toml")
+    assert (config.imap_fetch_batch_octets, config.imap_max_mime_parts) == (4096, 9)
+    for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+        with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
+            load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
 
 
 def test_config_limits_must_fit_each_other():

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from gateway.imap.backend import MailboxNotFound, header_block
+from gateway.imap.backend import MailboxNotFound, StorageFailed, header_block
 from gateway.store.accounts import AccountStore
 from gateway.store.db import SessionClosed
 from gateway.store.mailbox import MailboxStore
@@ -84,8 +84,9 @@ def test_fetch_headers_after_close_and_for_missing_folders(mailboxes, alice):
     with pytest.raises(MailboxNotFound):
         session.fetch_headers("Nowhere", [1])
     session.close()
-    with pytest.raises(SessionClosed):
+    with pytest.raises(StorageFailed) as refused:
         session.fetch_headers("INBOX", [1])
+    assert isinstance(refused.value.__cause__, SessionClosed)
 
 
 def test_every_message_gets_both_blobs_sealed(store_engine, mailboxes, alice):

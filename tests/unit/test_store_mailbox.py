@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bridge.keys import AccountKeys
-from gateway.imap.backend import AuthenticationFailed, FlagMode, MailboxNotFound
+from gateway.imap.backend import AuthenticationFailed, FlagMode, MailboxNotFound, StorageFailed
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
 from gateway.store.db import InvalidValue, KeyMismatch, SessionClosed, UnknownAccount
@@ -130,8 +130,9 @@ def test_flags_add_remove_replace_bump_modseq(mailboxes, alice):
 def test_unstorable_flags_are_refused(mailboxes, alice, flag):
     deliver_all(mailboxes, alice, [message(1)])
     session = mailboxes.session(ALICE, alice)
-    with pytest.raises(InvalidValue):
+    with pytest.raises(StorageFailed) as refused:  # toward IMAP: NO [SERVERBUG]
         session.store_flags("INBOX", [1], frozenset({flag}), FlagMode.ADD)
+    assert isinstance(refused.value.__cause__, InvalidValue)
     with pytest.raises(InvalidValue):
         mailboxes.deliver(ALICE, alice, "INBOX", message(2), internal_date=WHEN,
                           flags=frozenset({flag}))
@@ -263,10 +264,10 @@ def test_naive_internal_date_is_refused(mailboxes, alice):
 def test_closed_session_refuses_work(mailboxes, alice):
     session = mailboxes.session(ALICE, alice)
     session.close()
-    with pytest.raises(SessionClosed):
-        session.snapshot("INBOX")
-    with pytest.raises(SessionClosed):
-        session.fetch("INBOX", [1])
+    for call in (lambda: session.snapshot("INBOX"), lambda: session.fetch("INBOX", [1])):
+        with pytest.raises(StorageFailed) as refused:
+            call()
+        assert isinstance(refused.value.__cause__, SessionClosed)
 
 
 def test_authenticator_unlocks_and_opens_a_session(store_engine, mailboxes):
