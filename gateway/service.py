@@ -59,6 +59,9 @@ class Gateway:
         keyring = KeyRing(accounts)
         mailboxes = MailboxStore(engine)
         outbox = Outbox(engine)
+        discarded = outbox.discard_held()
+        if discarded:
+            log.warning("gateway: %d envelope(s) of an unfinished submission discarded", discarded)
         relay_urls = list(membership.relays)
         for account in accounts.all():
             relay_urls += [u for u in account.relays if u not in relay_urls]
@@ -76,6 +79,7 @@ class Gateway:
             retry_initial=cfg.retry_initial,
             retry_max=cfg.retry_max,
             concurrency=cfg.delivery_concurrency,
+            batch_bytes=cfg.delivery_batch_bytes,
         )
         fetcher = Fetcher(
             accounts=accounts,
@@ -89,13 +93,14 @@ class Gateway:
         handler = SubmissionHandler(
             keyring=keyring,
             recipients=recipients,
-            outbox=OutboxWriter(outbox),
+            outbox=OutboxWriter(outbox, part_bytes=cfg.outbox_part_bytes),
             domain=membership.domain,
             policy=SanitizePolicy(
                 extra_headers=cfg.strip_headers,
                 message_id_domain=membership.domain,
             ),
             max_recipients=cfg.max_recipients,
+            max_transaction_bytes=cfg.max_transaction_bytes,
             wake_delivery=delivery.wake,
             on_unlock=fetcher.wake,
         )

@@ -133,6 +133,21 @@ class OutboxItem(StoreTable, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class OutboxHold(StoreTable, table=True):
+    """An outbox envelope of a submission still being queued: never due while held.
+
+    A submission larger than one commit is written in parts; its envelopes are held
+    until the last part commits, which deletes these rows in the same transaction.
+    """
+
+    __tablename__ = "outbox_hold"
+
+    envelope_id: bytes = Field(
+        foreign_key="outbox_item.envelope_id", primary_key=True, ondelete="CASCADE"
+    )
+    hold: bytes = Field(index=True)  # random token of one submission
+
+
 class DirectoryRecordRow(StoreTable, table=True):
     """A replica of one signed directory record (sealed; no address in clear)."""
 

@@ -1,12 +1,20 @@
 """The durable outbox: sealed envelopes kept until one relay has acknowledged them.
 
-`put` commits (on SQLite: fsyncs) every envelope of one submission in one
-transaction before it returns; the SMTP 250 is sent only after that. The delivery
-worker takes `due` entries, removes an entry once a relay acknowledged it
-(`delivered`) or schedules the next try (`retry_later`). An entry holds only the
-sealed envelope, its random id and the relay URLs: no address, no content.
-`last_error` is a short reason from the worker (a status or exception name),
-trimmed to one line; callers must not put content or addresses in it.
+`write` commits (on SQLite: fsyncs) its parts in one transaction before it returns;
+the SMTP 250 is sent only after the last part of a submission is committed. A
+submission too large for one transaction is written as several `Part`s under one
+random `hold` token: the envelopes of a part that is not `last` are held (a row in
+`outbox_hold`) and never `due`; the last part deletes the submission's hold rows in
+its own transaction, so every recipient's envelope becomes due at once or none does.
+`Discard(hold)` deletes a held submission whose queueing failed, and
+`discard_held` at start-up deletes what a crash left held: a message is either
+queued for all its recipients or not accepted.
+
+The delivery worker takes `due` entries up to a byte budget, removes an entry once
+a relay acknowledged it (`delivered`) or schedules the next try (`retry_later`). An
+entry holds only the sealed envelope, its random id and the relay URLs: no address,
+no content. `last_error` is a short reason from the worker (a status or exception
+name), trimmed to one line; callers must not put content or addresses in it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+import nacl.utils
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -29,9 +49,35 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.models import OutboxItem
+from gateway.store.models import OutboxHold, OutboxItem
 
 MAX_ERROR_LEN = 200
+HOLD_LEN = 16
+
+Item = tuple[bytes, bytes, Sequence[str]]  # (envelope id, sealed envelope, relays)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Envelopes of one submission; held until the part with `last` of its `hold` commits."""
+
+    hold: bytes
+    items: Sequence[Item]
+    last: bool = True
+
+
+@dataclass(frozen=True)
+class Discard:
+    """Delete the envelopes still held under `hold` (a submission that was not accepted)."""
+
+    hold: bytes
+
+
+OutboxWrite = Part | Discard
+
+
+def new_hold() -> bytes:
+    return nacl.utils.random(HOLD_LEN)
 
 
 @dataclass(frozen=True)
@@ -44,6 +90,27 @@ class OutboxEntry:
 
 
 _INSERT = insert(OutboxItem)
+_INSERT_HOLD = insert(OutboxHold)
+_RELEASE = delete(OutboxHold).where(col(OutboxHold.hold) == bindparam("hold"))
+_HELD = select(col(OutboxHold.envelope_id))
+_DISCARD = delete(OutboxItem).where(
+    col(OutboxItem.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
+)
+_DISCARD_ALL = delete(OutboxItem).where(col(OutboxItem.envelope_id).in_(_HELD))
+# Due entries in schedule order, with the envelope bytes of all entries up to each one:
+# the budget is applied to metadata (length() reads no blob), then only the chosen
+# rows' envelopes are read.
+_SCHEDULE = (col(OutboxItem.next_attempt), col(OutboxItem.id))
+_RUNNING = (
+    select(
+        col(OutboxItem.id).label("id"),
+        func.row_number().over(order_by=_SCHEDULE).label("position"),
+        func.sum(func.length(col(OutboxItem.envelope))).over(order_by=_SCHEDULE).label("upto"),
+    )
+    .where(col(OutboxItem.next_attempt) <= bindparam("now"))
+    .where(~exists().where(col(OutboxHold.envelope_id) == col(OutboxItem.envelope_id)))
+    .subquery()
+)
 _SELECT_DUE = (
     select(
         col(OutboxItem.id),
@@ -52,9 +119,9 @@ _SELECT_DUE = (
         col(OutboxItem.relays),
         col(OutboxItem.attempts),
     )
-    .where(col(OutboxItem.next_attempt) <= bindparam("now"))
-    .order_by(col(OutboxItem.next_attempt), col(OutboxItem.id))
-    .limit(bindparam("limit"))
+    .join(_RUNNING, _RUNNING.c.id == col(OutboxItem.id))
+    .where(or_(_RUNNING.c.position == 1, _RUNNING.c.upto <= bindparam("max_bytes")))
+    .order_by(*_SCHEDULE)
 )
 _DELETE = delete(OutboxItem).where(col(OutboxItem.id) == bindparam("entry_id"))
 _RETRY = (
@@ -77,43 +144,44 @@ class Outbox:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def put(self, items: Sequence[tuple[bytes, bytes, Sequence[str]]]) -> None:
-        """Keep (envelope_id, envelope, relays) items; all or none, durable on return.
+    def put(self, items: Sequence[Item]) -> None:
+        """Keep (envelope_id, envelope, relays) items; all or none, due and durable on return.
 
         Raises `DuplicateEnvelope` (nothing kept) if an envelope id is already queued,
         `InvalidValue` for an empty envelope id or relay list.
         """
+        self.write([Part(new_hold(), items)])
+
+    def write(self, writes: Sequence[OutboxWrite]) -> None:
+        """Apply parts and discards in order, in one transaction; durable on return.
+
+        Raises like `put`; then nothing of any of `writes` is kept.
+        """
         now = utc_now()
-        rows = []
-        for envelope_id, envelope, relays in items:
-            if not envelope_id:
-                raise InvalidValue("envelope id is empty")
-            relays_json = relays_to_json(relays)
-            if relays_json == "[]":
-                raise InvalidValue("an envelope needs at least one relay")
-            rows.append(
-                {
-                    "envelope_id": envelope_id,
-                    "envelope": envelope,
-                    "relays": relays_json,
-                    "attempts": 0,
-                    "next_attempt": now,
-                    "last_error": None,
-                    "created_at": now,
-                }
-            )
-        if not rows:
-            return
+        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
+            (w, _rows(w.items, now) if isinstance(w, Part) else []) for w in writes
+        ]
         try:
             with writing(self._engine) as connection:
-                connection.execute(_INSERT, rows)
+                for step, rows in steps:
+                    _apply(connection, step, rows)
         except IntegrityError:
             raise DuplicateEnvelope() from None
 
-    def due(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
-        """Entries whose next attempt is at or before `now`, oldest schedule first."""
+    def discard_held(self) -> int:
+        """Delete every held envelope (a crash cut its submission short); returns how many."""
+        with writing(self._engine) as connection:
+            return connection.execute(_DISCARD_ALL).rowcount
+
+    def due(self, now: datetime, max_bytes: int) -> list[OutboxEntry]:
+        """Entries whose next attempt is at or before `now`, oldest schedule first.
+
+        As many as fit in `max_bytes` of envelopes, and at least one: an envelope
+        larger than the budget comes alone.
+        """
+        params = {"now": utc(now), "max_bytes": max_bytes}
         with reading(self._engine) as connection:
-            rows = connection.execute(_SELECT_DUE, {"now": utc(now), "limit": limit}).all()
+            rows = connection.execute(_SELECT_DUE, params).all()
         return [
             OutboxEntry(
                 id=entry_id,
@@ -147,3 +215,39 @@ class Outbox:
     def pending_count(self) -> int:
         with reading(self._engine) as connection:
             return connection.execute(_COUNT).scalar_one()
+
+
+def _rows(items: Sequence[Item], now: datetime) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for envelope_id, envelope, relays in items:
+        if not envelope_id:
+            raise InvalidValue("envelope id is empty")
+        relays_json = relays_to_json(relays)
+        if relays_json == "[]":
+            raise InvalidValue("an envelope needs at least one relay")
+        rows.append(
+            {
+                "envelope_id": envelope_id,
+                "envelope": envelope,
+                "relays": relays_json,
+                "attempts": 0,
+                "next_attempt": now,
+                "last_error": None,
+                "created_at": now,
+            }
+        )
+    return rows
+
+
+def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, object]]) -> None:
+    if isinstance(step, Discard):
+        connection.execute(_DISCARD, {"hold": step.hold})
+        connection.execute(_RELEASE, {"hold": step.hold})
+        return
+    if rows:
+        connection.execute(_INSERT, rows)
+    if step.last:
+        connection.execute(_RELEASE, {"hold": step.hold})
+    elif rows:
+        holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
+        connection.execute(_INSERT_HOLD, holds)
