@@ -20,10 +20,11 @@ from gateway.imap.backend import MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
+from gateway.memory import return_large_buffers
 from gateway.recipients import Recipients
+from gateway.smtp.capacity import CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
 from gateway.smtp.queueing import OutboxWriter
-from gateway.smtp.server import SubmissionSMTP
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -53,6 +54,7 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
+        return_large_buffers()
         membership = Membership.load(cfg.home)
         engine = open_engine(gateway_database_url(cfg.home))
         accounts = AccountStore(engine)
@@ -108,9 +110,11 @@ class Gateway:
         tls = server_context(cert, key)
 
         loop = asyncio.get_running_loop()
+        cap = ConnectionCap(cfg.max_smtp_connections)
         smtp_server = await loop.create_server(
-            lambda: SubmissionSMTP(
+            cap.protocol_factory(lambda: CappedSubmissionSMTP(
                 handler,
+                cap=cap,
                 verify=handler.verify,
                 hostname=cfg.hostname,
                 ident="Sealgate ESMTP",
@@ -121,7 +125,7 @@ class Gateway:
                 data_size_limit=cfg.max_message_bytes,
                 enable_SMTPUTF8=True,
                 timeout=cfg.smtp_timeout,
-            ),
+            )),
             cfg.smtp_host,
             cfg.smtp_port,
         )

@@ -32,7 +32,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -97,21 +96,16 @@ _DISCARD = delete(OutboxItem).where(
     col(OutboxItem.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
 )
 _DISCARD_ALL = delete(OutboxItem).where(col(OutboxItem.envelope_id).in_(_HELD))
-# Due entries in schedule order, with the envelope bytes of all entries up to each one:
-# the budget is applied to metadata (length() reads no blob), then only the chosen
-# rows' envelopes are read.
+# Due entries are chosen on metadata first: length() of a column reads no blob (on
+# SQLite, nor its overflow pages), then only the chosen rows' envelopes are read.
 _SCHEDULE = (col(OutboxItem.next_attempt), col(OutboxItem.id))
-_RUNNING = (
-    select(
-        col(OutboxItem.id).label("id"),
-        func.row_number().over(order_by=_SCHEDULE).label("position"),
-        func.sum(func.length(col(OutboxItem.envelope))).over(order_by=_SCHEDULE).label("upto"),
-    )
+_SELECT_DUE_SIZES = (
+    select(col(OutboxItem.id), func.length(col(OutboxItem.envelope)))
     .where(col(OutboxItem.next_attempt) <= bindparam("now"))
     .where(~exists().where(col(OutboxHold.envelope_id) == col(OutboxItem.envelope_id)))
-    .subquery()
+    .order_by(*_SCHEDULE)
 )
-_SELECT_DUE = (
+_SELECT_ENTRIES = (
     select(
         col(OutboxItem.id),
         col(OutboxItem.envelope_id),
@@ -119,10 +113,10 @@ _SELECT_DUE = (
         col(OutboxItem.relays),
         col(OutboxItem.attempts),
     )
-    .join(_RUNNING, _RUNNING.c.id == col(OutboxItem.id))
-    .where(or_(_RUNNING.c.position == 1, _RUNNING.c.upto <= bindparam("max_bytes")))
+    .where(col(OutboxItem.id).in_(bindparam("ids", expanding=True)))
     .order_by(*_SCHEDULE)
 )
+_IN_CHUNK = 500  # bound parameters per IN (...) list
 _DELETE = delete(OutboxItem).where(col(OutboxItem.id) == bindparam("entry_id"))
 _RETRY = (
     update(OutboxItem)
@@ -179,9 +173,21 @@ class Outbox:
         As many as fit in `max_bytes` of envelopes, and at least one: an envelope
         larger than the budget comes alone.
         """
-        params = {"now": utc(now), "max_bytes": max_bytes}
+        chosen: list[int] = []
+        total = 0
         with reading(self._engine) as connection:
-            rows = connection.execute(_SELECT_DUE, params).all()
+            for entry_id, size in connection.execute(_SELECT_DUE_SIZES, {"now": utc(now)}):
+                if chosen and total + size > max_bytes:
+                    break
+                chosen.append(entry_id)
+                total += size
+            rows = [
+                row
+                for start in range(0, len(chosen), _IN_CHUNK)
+                for row in connection.execute(
+                    _SELECT_ENTRIES, {"ids": chosen[start : start + _IN_CHUNK]}
+                )
+            ]
         return [
             OutboxEntry(
                 id=entry_id,
