@@ -5,8 +5,12 @@ For each envelope listed by a home relay: skip it if this account has seen its i
 open in memory, check the sender's signing key against the signed directory, and
 commit it to INBOX re-sealed under the account's storage key. Only after that
 commit is the envelope acknowledged (deleted) on the relay. An envelope that does
-not open or whose sender does not verify is kept out of the mailbox and reported
-by a notice in INBOX; its content is never logged.
+not open or whose sender does not verify is kept out of the mailbox, recorded and
+acknowledged, and reported by a notice in INBOX; its content is never logged.
+Notices fold: one per claimed sender (a directory member whose key did not match)
+per `notice_fold_seconds`, and one per account per window for envelopes whose
+sender is unknown (they do not open, or claim an address outside the directory,
+which a forger can vary at will), so a flood of bad envelopes makes few notices.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+import nacl.encoding
+import nacl.hash
 
 from bridge.envelope import open_envelope
 from bridge.errors import CannotOpen, RelayError
@@ -29,6 +36,12 @@ from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
 
+_FOLD_PERSON = b"sg-notice-fold".ljust(16, b"\0")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
 
 class Fetcher(PeriodicJob):
     def __init__(
@@ -41,8 +54,12 @@ class Fetcher(PeriodicJob):
         client_for: Callable[[str], RelayClient],
         domain: str,
         poll_interval: float,
+        notice_fold_seconds: float = 3600.0,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         super().__init__(poll_interval)
+        self._fold_seconds = notice_fold_seconds
+        self._clock = clock
         self._accounts = accounts
         self._keyring = keyring
         self._mailboxes = mailboxes
@@ -88,7 +105,7 @@ class Fetcher(PeriodicJob):
         self, address: str, keys: AccountKeys, envelope_id: bytes, data: bytes
     ) -> bool:
         """Store the envelope's message, or a notice; True if a message was delivered."""
-        now = datetime.now(UTC)
+        now = self._clock()
         try:
             opened = open_envelope(data, keys)
             if opened.envelope_id != envelope_id:
@@ -102,7 +119,7 @@ class Fetcher(PeriodicJob):
             await self._reject(address, keys, envelope_id, "unknown-sender", now)
             return False
         if sender.keys.signing_key != opened.sender_signing_key:
-            await self._reject(address, keys, envelope_id, "sender-mismatch", now)
+            await self._reject(address, keys, envelope_id, "sender-mismatch", now, opened.sender)
             return False
         uid = await asyncio.to_thread(
             self._mailboxes.deliver,
@@ -118,17 +135,35 @@ class Fetcher(PeriodicJob):
         return uid is not None
 
     async def _reject(
-        self, address: str, keys: AccountKeys, envelope_id: bytes, reason: str, now: datetime
+        self,
+        address: str,
+        keys: AccountKeys,
+        envelope_id: bytes,
+        reason: str,
+        now: datetime,
+        sender: str | None = None,
     ) -> None:
+        """Record the refused envelope; notify, unless this sender's notice of the window is out.
+
+        `sender` is a directory member the envelope claims; None folds per account.
+        """
         log.warning("fetch: envelope %s rejected: %s", envelope_id.hex()[:8], reason)
-        if not await asyncio.to_thread(self._mailboxes.record_rejected, address, envelope_id):
-            return  # already reported
+        fold_key = b"" if sender is None else nacl.hash.blake2b(
+            sender.encode("utf-8"), digest_size=16, key=keys.storage_key,
+            person=_FOLD_PERSON, encoder=nacl.encoding.RawEncoder,
+        )
+        window = int(now.timestamp() // self._fold_seconds)
+        if not await asyncio.to_thread(
+            self._mailboxes.record_rejected, address, envelope_id, fold_key, window
+        ):
+            return  # already reported, or folded into this window's notice
         notice = cannot_open_notice(
             account=address,
             domain=self._domain,
             envelope_id=envelope_id,
             reason=reason,
             when=now,
+            fold_seconds=self._fold_seconds,
         )
         await asyncio.to_thread(
             self._mailboxes.deliver,

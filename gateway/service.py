@@ -91,6 +91,7 @@ class Gateway:
             client_for=self.client_for,
             domain=membership.domain,
             poll_interval=cfg.poll_interval,
+            notice_fold_seconds=cfg.notice_fold_seconds,
         )
         handler = SubmissionHandler(
             keyring=keyring,

@@ -118,6 +118,21 @@ class SeenEnvelope(StoreTable, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
 
 
+class RejectionNotice(StoreTable, table=True):
+    """The last notice window in which an account was told of refused envelopes of one kind.
+
+    `fold_key` is empty for envelopes whose sender is unknown (per account), else a
+    keyed hash of the claimed sender under the account's storage key (no address in
+    clear). Rows are bounded by the directory: one per sender, plus one.
+    """
+
+    __tablename__ = "rejection_notice"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    fold_key: bytes = Field(primary_key=True)
+    last_window: int = Field(sa_type=BigInteger)  # unix time // fold window, of the last notice
+
+
 class OutboxItem(StoreTable, table=True):
     """A sealed envelope waiting for one relay to acknowledge it."""
 
