@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import smtplib
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +90,55 @@ def logged_in(account: Account) -> smtplib.SMTP:
     return smtp
 
 
+def read_line(sock: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        line += chunk
+    return line
+
+
+def until_closed(sock: socket.socket) -> bytes:
+    rest = b""
+    while chunk := sock.recv(4096):
+        rest += chunk
+    return rest
+
+
+def test_connections_over_the_cap_get_421_and_slots_come_back(limits_bubble: Bubble) -> None:
+    port = limits_bubble.accounts["alice"].smtp_port
+    open_: list[socket.socket] = []
+    try:
+        while True:  # connect until refused; sessions of earlier clients may still hold a slot
+            sock = socket.create_connection(("127.0.0.1", port), 30)
+            greeting = read_line(sock)
+            if greeting.startswith(b"220 "):
+                open_.append(sock)
+                assert len(open_) <= MAX_CONNECTIONS
+                continue
+            assert greeting == b"421 4.7.0 Too many connections, try again later\r\n"
+            assert until_closed(sock) == b""  # and the gateway closed it
+            sock.close()
+            break
+        assert open_
+        # One session ends: once the gateway has closed it, its slot is free again.
+        first = open_.pop(0)
+        first.sendall(b"QUIT\r\n")
+        assert read_line(first).startswith(b"221")
+        assert until_closed(first) == b""
+        first.close()
+        with socket.create_connection(("127.0.0.1", port), 30) as again:
+            assert read_line(again).startswith(b"220 ")
+            again.sendall(b"QUIT\r\n")
+            assert read_line(again).startswith(b"221")
+            until_closed(again)
+    finally:
+        for sock in open_:
+            sock.close()
+
+
 def test_peak_memory_of_a_large_submission_follows_the_settings(limits_bubble: Bubble) -> None:
     """20 MiB to 20 recipients: about one sealed part beyond the message, not 20 copies."""
     alice = limits_bubble.accounts["alice"]
@@ -124,42 +176,43 @@ def test_size_times_recipients_over_the_limit_gets_552(limits_bubble: Bubble) ->
     assert "sealing or queueing failed" not in limits_bubble.log_text("alice")
 
 
-def read_line(sock: socket.socket) -> bytes:
-    line = b""
-    while not line.endswith(b"\r\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        line += chunk
-    return line
+def rows(database: Path, query: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return db.execute(query).fetchall()
 
 
-def until_closed(sock: socket.socket) -> bytes:
-    rest = b""
-    while chunk := sock.recv(4096):
-        rest += chunk
-    return rest
+def test_a_crash_between_parts_delivers_to_nobody(limits_bubble: Bubble) -> None:
+    """Killed while a message's parts are being committed: nothing of it is ever deposited.
 
+    Runs last in this module: it kills alice's gateway and starts it again.
+    """
+    alice = limits_bubble.accounts["alice"]
+    database = alice.home / "gateway.db"
+    message = large_message(alice.address, 10 * MiB)  # parts of two envelopes: 12 commits
+    to = [recipient(n) for n in range(RECIPIENTS + 4)]
+    smtp = logged_in(alice)
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.mail(alice.address)
+        for address in to:
+            smtp.rcpt(address)
+        smtp.docmd("DATA")
+        smtp.send(message + b"\r\n.\r\n")
+        deadline = time.monotonic() + 30
+        while not rows(database, "SELECT 1 FROM outbox_hold LIMIT 1"):  # first part is durable
+            assert time.monotonic() < deadline, "no part was committed"
+            time.sleep(0.005)
+        limits_bubble.services["alice"].kill()
+        assert smtp.getreply()[0] != 250  # the connection dies: the client was never told 250
+    smtp.close()
+    held = {bytes(row[0]) for row in rows(database, "SELECT envelope_id FROM outbox_hold")}
+    assert 0 < len(held) < len(to)  # the crash fell between the parts
 
-def test_connections_over_the_cap_get_421_and_slots_come_back(limits_bubble: Bubble) -> None:
-    port = limits_bubble.accounts["alice"].smtp_port
-    open_ = [socket.create_connection(("127.0.0.1", port), 30) for _ in range(MAX_CONNECTIONS)]
-    try:
-        assert all(read_line(s).startswith(b"220 ") for s in open_)
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as extra:
-            assert read_line(extra) == b"421 4.7.0 Too many connections, try again later\r\n"
-            assert until_closed(extra) == b""  # and the gateway closed it
-        # One session ends: once the gateway has closed it, its slot is free again.
-        first = open_.pop(0)
-        first.sendall(b"QUIT\r\n")
-        assert read_line(first).startswith(b"221")
-        assert until_closed(first) == b""
-        first.close()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as again:
-            assert read_line(again).startswith(b"220 ")
-            again.sendall(b"QUIT\r\n")
-            assert read_line(again).startswith(b"221")
-            until_closed(again)
-    finally:
-        for s in open_:
-            s.close()
+    limits_bubble.start_gateway("alice")
+    assert not rows(database, "SELECT 1 FROM outbox_hold")
+    queued = {bytes(row[0]) for row in rows(database, "SELECT envelope_id FROM outbox_item")}
+    assert not held & queued  # discarded at start, before delivery could take them
+    stored = rows(limits_bubble.relay_home / "relay.db", "SELECT envelope_id FROM envelopes")
+    assert not held & {bytes(row[0]) for row in stored}
+    assert f"{len(held)} envelope(s) of an unfinished submission discarded" in (
+        limits_bubble.log_text("alice")
+    )
