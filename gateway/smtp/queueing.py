@@ -13,8 +13,9 @@ memory, not one copy per recipient. The parts share a hold token: the outbox kee
 them out of delivery until the last part commits (see `gateway.store.outbox`). If
 queueing fails or the session is cancelled, a `Discard` of the token goes through
 the same queue, after everything the session wrote; after a crash, the gateway
-discards held envelopes when it starts. So a message is queued for every recipient
-or for none, and the client is told 250 only in the first case.
+discards held envelopes when it starts, and a last part whose earlier parts are
+gone is refused. So a message is queued for every recipient or for none, and the
+client is told 250 only in the first case.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ class OutboxWriter:
         done = 0
         try:
             while done < len(recipients):
+                earlier = done
                 part, done = await asyncio.to_thread(
                     _seal_part, recipients, done, seal, self._part_bytes
                 )
-                await self._write(Part(hold, part, last=done == len(recipients)))
+                await self._write(Part(hold, part, done == len(recipients), earlier))
                 del part  # before sealing the next part, so one part is held at a time
         except BaseException:
             with contextlib.suppress(Exception):  # what stays held is discarded at start-up

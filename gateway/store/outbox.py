@@ -41,6 +41,7 @@ from sqlmodel import col
 from gateway.store.db import (
     DuplicateEnvelope,
     InvalidValue,
+    StoreError,
     reading,
     relays_from_json,
     relays_to_json,
@@ -58,11 +59,16 @@ Item = tuple[bytes, bytes, Sequence[str]]  # (envelope id, sealed envelope, rela
 
 @dataclass(frozen=True)
 class Part:
-    """Envelopes of one submission; held until the part with `last` of its `hold` commits."""
+    """Envelopes of one submission; held until the part with `last` of its `hold` commits.
+
+    `earlier` is how many envelopes the submission's earlier parts hold: the last part
+    commits only if all of them are still there (`HeldPartsMissing` otherwise).
+    """
 
     hold: bytes
     items: Sequence[Item]
     last: bool = True
+    earlier: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ class Discard:
 
 
 OutboxWrite = Part | Discard
+
+
+class HeldPartsMissing(StoreError):
+    def __init__(self) -> None:
+        super().__init__("earlier parts of this submission are no longer held")
 
 
 def new_hold() -> bytes:
@@ -91,6 +102,7 @@ class OutboxEntry:
 _INSERT = insert(OutboxItem)
 _INSERT_HOLD = insert(OutboxHold)
 _RELEASE = delete(OutboxHold).where(col(OutboxHold.hold) == bindparam("hold"))
+_COUNT_HELD = select(func.count()).where(col(OutboxHold.hold) == bindparam("hold"))
 _HELD = select(col(OutboxHold.envelope_id))
 _DISCARD = delete(OutboxItem).where(
     col(OutboxItem.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
@@ -149,7 +161,7 @@ class Outbox:
     def write(self, writes: Sequence[OutboxWrite]) -> None:
         """Apply parts and discards in order, in one transaction; durable on return.
 
-        Raises like `put`; then nothing of any of `writes` is kept.
+        Raises like `put`, or `HeldPartsMissing`; then nothing of any of `writes` is kept.
         """
         now = utc_now()
         steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
@@ -250,6 +262,10 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
         connection.execute(_DISCARD, {"hold": step.hold})
         connection.execute(_RELEASE, {"hold": step.hold})
         return
+    if step.last and step.earlier:
+        held = connection.execute(_COUNT_HELD, {"hold": step.hold}).scalar_one()
+        if held != step.earlier:  # discarded meanwhile (another process's start-up)
+            raise HeldPartsMissing()
     if rows:
         connection.execute(_INSERT, rows)
     if step.last:

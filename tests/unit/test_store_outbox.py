@@ -7,7 +7,7 @@ from sqlmodel import Session, col, select
 
 from gateway.store.db import DuplicateEnvelope, InvalidValue
 from gateway.store.models import OutboxItem
-from gateway.store.outbox import Discard, Outbox, Part, new_hold
+from gateway.store.outbox import Discard, HeldPartsMissing, Outbox, Part, new_hold
 from tests.unit.store_support import RELAYS
 
 pytest_plugins = ["tests.unit.store_fixtures"]
@@ -140,3 +140,13 @@ def test_a_duplicate_in_a_part_keeps_nothing_of_the_write(store_engine):
     with pytest.raises(DuplicateEnvelope):
         outbox.write([Part(hold, [item(2)], last=False), Part(hold, [item(1)], last=True)])
     assert outbox.pending_count() == 1
+
+
+def test_the_last_part_refuses_to_release_a_submission_whose_parts_were_discarded(open_store):
+    outbox = Outbox(open_store())
+    hold = new_hold()
+    outbox.write([Part(hold, [item(1), item(2)], last=False)])
+    Outbox(open_store()).discard_held()  # e.g. another gateway process starting on this store
+    with pytest.raises(HeldPartsMissing):
+        outbox.write([Part(hold, [item(3)], last=True, earlier=2)])
+    assert outbox.pending_count() == 0  # never a part of a message without the rest
