@@ -143,9 +143,9 @@ class Fetcher(PeriodicJob):
         now: datetime,
         sender: str | None = None,
     ) -> None:
-        """Record the refused envelope; notify, unless this sender's notice of the window is out.
+        """Record the refused envelope, and put a notice in INBOX unless this window has one.
 
-        `sender` is a directory member the envelope claims; None folds per account.
+        Notices fold per claimed `sender` (a directory member), or per account without one.
         """
         log.warning("fetch: envelope %s rejected: %s", envelope_id.hex()[:8], reason)
         fold_key = b"" if sender is None else nacl.hash.blake2b(

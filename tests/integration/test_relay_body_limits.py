@@ -1,7 +1,8 @@
 """Each relay route applies its own body limit before reading, also to chunked bodies.
 
 A relay process (`sealgate relay serve`) gets 64 MiB chunked bodies on routes that
-take a tiny signed query; it must answer 413 while the client is still sending and
+take a tiny signed query or a directory record, and on routes that take none; it
+must answer (413, or the route's answer) while the client is still sending, and
 without its memory growing by the body. The `max_query_bytes` setting is overflowed
 on an in-process relay with a correctly signed request.
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.keys import AccountKeys, RootKey
+from bridge.directory import LOOKUP_ID_LEN
+from bridge.envelope import ENVELOPE_ID_LEN
+from bridge.keys import MAILBOX_ID_LEN, AccountKeys, RootKey
 from bridge.relay.auth import sign_request
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
@@ -71,18 +74,29 @@ def relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]:
         bubble.kill_all()
 
 
+MAILBOX = f"/v1/mailboxes/{'cd' * MAILBOX_ID_LEN}/envelopes"
+ENVELOPE = "/" + "ab" * ENVELOPE_ID_LEN
+
+
 @pytest.mark.parametrize(
-    ("method", "suffix"), [("GET", ""), ("GET", "/" + "ab" * 16), ("DELETE", "/" + "ab" * 16)]
+    ("method", "path", "status"),
+    [
+        ("GET", MAILBOX, 413),  # list: a signed query, max_query_bytes
+        ("GET", MAILBOX + ENVELOPE, 413),  # fetch
+        ("DELETE", MAILBOX + ENVELOPE, 413),  # ack
+        ("PUT", "/v1/directory/" + "ef" * LOOKUP_ID_LEN, 413),  # publish: max_record_bytes
+        ("GET", "/v1/health", 200),  # routes that take no body never read one
+        ("GET", "/v1/directory", 200),
+    ],
 )
-def test_a_64_mib_chunked_query_is_refused_before_it_is_read(
-    relay_process: Bubble, method: str, suffix: str
+def test_a_64_mib_chunked_body_is_answered_before_it_is_read(
+    relay_process: Bubble, method: str, path: str, status: int
 ) -> None:
     proc = relay_process.services["relay"].proc
     assert proc is not None
     before = vm_kib(proc.pid, "VmRSS") * 1024
-    path = f"/v1/mailboxes/{'cd' * 32}/envelopes{suffix}"
-    status, sent = chunked_upload(relay_process.relay_port, method, path, BODY)
-    assert status.startswith(b"HTTP/1.1 413 "), status
+    answer, sent = chunked_upload(relay_process.relay_port, method, path, BODY)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer
     assert sent < BODY // 2  # the answer came while most of the body was still unsent
     grown = vm_kib(proc.pid, "VmHWM") * 1024 - before
     assert grown < BODY // 4, f"the relay grew by {grown / MiB:.0f} MiB"
