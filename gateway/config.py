@@ -21,6 +21,10 @@ class GatewayConfig:
     hostname: str = "sealgate.localhost"  # SMTP greeting and certificate name
     max_message_bytes: int = 50 * MiB
     max_recipients: int = 100
+    max_transaction_bytes: int = 1024 * MiB  # message size x recipients; more gets 552 5.3.4
+    outbox_part_bytes: int = 64 * MiB  # sealed envelopes one SMTP session holds and commits at once
+    delivery_batch_bytes: int = 64 * MiB  # envelopes one delivery pass loads (a larger one: alone)
+    max_smtp_connections: int = 200  # concurrent SMTP connections; the next gets 421 4.7.0
     smtp_timeout: float = 300.0
     poll_interval: float = 5.0  # how often unlocked mailboxes are fetched from relays
     directory_sync_interval: float = 60.0
@@ -36,12 +40,21 @@ class GatewayConfig:
     imap_fetch_batch_octets: int = 8 * MiB  # decrypted octets per FETCH/SEARCH storage call
     imap_max_mime_depth: int = 32  # deeper parts are shown opaque by FETCH and SEARCH
     imap_max_mime_parts: int = 10_000  # parts one message is cut into at most
+    notice_fold_seconds: float = 3600.0  # one "cannot open" notice per sender or account per window
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
-        for name in ("max_message_bytes", "max_recipients", "delivery_concurrency"):
+        for name in (
+            "max_message_bytes",
+            "max_recipients",
+            "delivery_concurrency",
+            "max_transaction_bytes",
+            "outbox_part_bytes",
+            "delivery_batch_bytes",
+            "max_smtp_connections",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
         for name in (
@@ -52,6 +65,7 @@ class GatewayConfig:
             "retry_initial",
             "retry_max",
             "imap_idle_timeout",
+            "notice_fold_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")

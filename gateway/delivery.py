@@ -4,7 +4,8 @@ An outbox entry is removed only after a relay has acknowledged the deposit (201 
 200 for a repeat), so a crash or a dead relay never loses an accepted message; a
 deposit repeated after a crash is harmless because relays store envelopes by id.
 Relays are tried in the recipient's priority order; when all fail, the entry is
-retried later with exponential backoff.
+retried later with exponential backoff. A pass loads due entries up to
+`batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class DeliveryWorker(PeriodicJob):
         retry_initial: float,
         retry_max: float,
         concurrency: int = 8,
-        batch: int = 200,
+        batch_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         super().__init__(retry_initial)
         self._outbox = outbox
@@ -47,19 +48,22 @@ class DeliveryWorker(PeriodicJob):
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._slots = asyncio.Semaphore(concurrency)
-        self._batch = batch
+        self._batch_bytes = batch_bytes
 
     async def run_once(self) -> bool:
-        """Try every entry that is due once; True if the batch was full (more may wait).
+        """Try the due entries that fit the byte budget once; True if any were delivered.
 
         Up to `concurrency` deposits run at once; the entries the relays took are
-        removed from the outbox together, in one transaction.
+        removed from the outbox together, in one transaction. More may be due when
+        some were delivered (the budget cut the batch); a failed entry is not due
+        again before its backoff, so the passes stop once nothing goes out.
         """
-        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch)
+        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
         taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
         done = [entry.id for entry, ok in zip(due, taken, strict=True) if ok]
+        del due, taken
         await asyncio.to_thread(self._outbox.delivered, *done)
-        return len(due) == self._batch
+        return bool(done)
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """Deposit on the first relay that takes it; True if one did."""

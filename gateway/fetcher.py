@@ -7,10 +7,14 @@ the sender's signing key against the signed directory (its current key, or one i
 had before a rotation; a revoked key or address is refused), and
 commit it to INBOX re-sealed under the account's storage key. Only after that
 commit is the envelope acknowledged (deleted) on the relay. An envelope that does
-not open or whose sender does not verify is kept out of the mailbox and reported
-by a notice in INBOX; so is one whose header names another author than the sealed,
-signed sender (`bridge.sender`: the rules submission applies): its notice names the
-signed sender and the claimed address, never content. Content is never logged.
+not open or whose sender does not verify is kept out of the mailbox, recorded and
+acknowledged, and reported by a notice in INBOX; so is one whose header names another
+author than the sealed, signed sender (`bridge.sender`: the rules submission applies):
+its notice (one per envelope) names the signed sender and the claimed address, never
+content. Content is never logged. Other notices fold: one per claimed sender (a
+directory member) per `notice_fold_seconds`, and one per account per window for
+envelopes whose sender is unknown (they do not open, or claim an address outside the
+directory, which a forger can vary at will), so a flood of bad envelopes makes few.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+import nacl.encoding
+import nacl.hash
 
 from bridge.directory import KeyStatus
 from bridge.envelope import OpenedEnvelope, open_envelope
@@ -35,6 +42,12 @@ from gateway.store.mailbox import MailboxStore
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+
+_FOLD_PERSON = b"sg-notice-fold".ljust(16, b"\0")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def open_with_any_generation(data: bytes, keys: AccountKeys) -> OpenedEnvelope:
@@ -60,9 +73,13 @@ class Fetcher(PeriodicJob):
         domain: str,
         poll_interval: float,
         header_limits: HeaderLimits = DEFAULT_LIMITS,
+        notice_fold_seconds: float = 3600.0,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         super().__init__(poll_interval)
         self._header_limits = header_limits
+        self._fold_seconds = notice_fold_seconds
+        self._clock = clock
         self._accounts = accounts
         self._keyring = keyring
         self._mailboxes = mailboxes
@@ -117,7 +134,7 @@ class Fetcher(PeriodicJob):
         self, address: str, keys: AccountKeys, envelope_id: bytes, data: bytes
     ) -> bool:
         """Store the envelope's message, or a notice; True if a message was delivered."""
-        now = datetime.now(UTC)
+        now = self._clock()
         try:
             opened = open_with_any_generation(data, keys)
             if opened.envelope_id != envelope_id:
@@ -137,7 +154,7 @@ class Fetcher(PeriodicJob):
             return False
         if not status.accepted:
             reason = "revoked-key" if status is KeyStatus.REVOKED else "sender-mismatch"
-            await self._reject(address, keys, envelope_id, reason, now)
+            await self._reject(address, keys, envelope_id, reason, now, opened.sender)
             return False
         try:  # the header must name the sealed, signed sender, by the submission rules
             limits = self._header_limits
@@ -170,6 +187,8 @@ class Fetcher(PeriodicJob):
     ) -> None:
         """Deliver a notice naming the true sender instead of the message (once)."""
         log.warning("fetch: envelope %s rejected: header-sender", envelope_id.hex()[:8])
+        # One notice per envelope, never folded: the forger is an identified member, who
+        # could as well send that many ordinary messages.
         if not await asyncio.to_thread(self._mailboxes.record_rejected, address, envelope_id):
             return  # already reported
         notice = forged_sender_notice(
@@ -186,17 +205,28 @@ class Fetcher(PeriodicJob):
         )
 
     async def _reject(
-        self, address: str, keys: AccountKeys, envelope_id: bytes, reason: str, now: datetime
+        self,
+        address: str,
+        keys: AccountKeys,
+        envelope_id: bytes,
+        reason: str,
+        now: datetime,
+        sender: str | None = None,
     ) -> None:
+        """Record the refused envelope, and put a notice in INBOX unless this window has one.
+
+        Notices fold per claimed `sender` (a directory member), or per account without one.
+        """
         log.warning("fetch: envelope %s rejected: %s", envelope_id.hex()[:8], reason)
-        if not await asyncio.to_thread(self._mailboxes.record_rejected, address, envelope_id):
-            return  # already reported
+        if not await self._record_rejected(address, keys, envelope_id, now, sender):
+            return  # already reported, or folded into this window's notice
         notice = cannot_open_notice(
             account=address,
             domain=self._domain,
             envelope_id=envelope_id,
             reason=reason,
             when=now,
+            fold_seconds=self._fold_seconds,
         )
         await asyncio.to_thread(
             self._mailboxes.deliver,
@@ -205,4 +235,19 @@ class Fetcher(PeriodicJob):
             "INBOX",
             notice,
             internal_date=now,
+        )
+
+    async def _record_rejected(
+        self, address: str, keys: AccountKeys, envelope_id: bytes, now: datetime,
+        fold: str | None,
+    ) -> bool:
+        """Record the refused envelope; True if this window has no notice for `fold` yet
+        (None: the account's own window). The fold key is a keyed hash: no address at rest."""
+        fold_key = b"" if fold is None else nacl.hash.blake2b(
+            fold.encode("utf-8"), digest_size=16, key=keys.storage_key,
+            person=_FOLD_PERSON, encoder=nacl.encoding.RawEncoder,
+        )
+        window = int(now.timestamp() // self._fold_seconds)
+        return await asyncio.to_thread(
+            self._mailboxes.record_rejected, address, envelope_id, fold_key, window
         )

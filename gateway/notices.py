@@ -47,8 +47,15 @@ def render_notice(
 
 
 def cannot_open_notice(
-    *, account: str, domain: str, envelope_id: bytes, reason: str, when: datetime
+    *,
+    account: str,
+    domain: str,
+    envelope_id: bytes,
+    reason: str,
+    when: datetime,
+    fold_seconds: float = 3600.0,
 ) -> bytes:
+    """The notice of a refused envelope; later ones like it within `fold_seconds` get none."""
     return render_notice(
         "cannot_open.txt.j2",
         account=account,
@@ -58,6 +65,7 @@ def cannot_open_notice(
         envelope_id=envelope_id.hex(),
         arrived=email.utils.format_datetime(when),
         reason=CANNOT_OPEN_REASONS[reason],
+        fold_minutes=str(max(1, round(fold_seconds / 60))),
     )
 
 

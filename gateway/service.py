@@ -20,10 +20,11 @@ from gateway.imap.backend import MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
+from gateway.memory import return_large_buffers
 from gateway.recipients import Recipients
+from gateway.smtp.capacity import CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
 from gateway.smtp.queueing import OutboxWriter
-from gateway.smtp.server import SubmissionSMTP
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -53,12 +54,16 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
+        return_large_buffers()
         membership = Membership.load(cfg.home)
         engine = open_engine(gateway_database_url(cfg.home))
         accounts = AccountStore(engine)
         keyring = KeyRing(accounts)
         mailboxes = MailboxStore(engine)
         outbox = Outbox(engine)
+        discarded = outbox.discard_held()
+        if discarded:
+            log.warning("gateway: %d envelope(s) of an unfinished submission discarded", discarded)
         relay_urls = list(membership.relays)
         for account in accounts.all():
             relay_urls += [u for u in account.relays if u not in relay_urls]
@@ -76,6 +81,7 @@ class Gateway:
             retry_initial=cfg.retry_initial,
             retry_max=cfg.retry_max,
             concurrency=cfg.delivery_concurrency,
+            batch_bytes=cfg.delivery_batch_bytes,
         )
         fetcher = Fetcher(
             accounts=accounts,
@@ -86,17 +92,19 @@ class Gateway:
             domain=membership.domain,
             poll_interval=cfg.poll_interval,
             header_limits=cfg.header_limits(),
+            notice_fold_seconds=cfg.notice_fold_seconds,
         )
         handler = SubmissionHandler(
             keyring=keyring,
             recipients=recipients,
-            outbox=OutboxWriter(outbox),
+            outbox=OutboxWriter(outbox, part_bytes=cfg.outbox_part_bytes),
             domain=membership.domain,
             policy=SanitizePolicy(
                 extra_headers=cfg.strip_headers,
                 message_id_domain=membership.domain,
             ),
             max_recipients=cfg.max_recipients,
+            max_transaction_bytes=cfg.max_transaction_bytes,
             wake_delivery=delivery.wake,
             on_unlock=fetcher.wake,
             header_limits=cfg.header_limits(),
@@ -105,9 +113,11 @@ class Gateway:
         tls = server_context(cert, key)
 
         loop = asyncio.get_running_loop()
+        cap = ConnectionCap(cfg.max_smtp_connections)
         smtp_server = await loop.create_server(
-            lambda: SubmissionSMTP(
+            cap.protocol_factory(lambda: CappedSubmissionSMTP(
                 handler,
+                cap=cap,
                 verify=handler.verify,
                 hostname=cfg.hostname,
                 ident="Sealgate ESMTP",
@@ -118,7 +128,7 @@ class Gateway:
                 data_size_limit=cfg.max_message_bytes,
                 enable_SMTPUTF8=True,
                 timeout=cfg.smtp_timeout,
-            ),
+            )),
             cfg.smtp_host,
             cfg.smtp_port,
         )

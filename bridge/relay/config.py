@@ -29,6 +29,7 @@ class RelayConfig:
     max_clock_skew: int = 300  # seconds between a request's Sealgate-Time and ours
     max_list: int = 1000  # envelopes in one list answer (oldest first)
     max_record_bytes: int = 256 * 1024  # a directory record's JSON body
+    max_query_bytes: int = 4096  # body of a signed list/fetch/ack (they carry none; some slack)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the relay speaks HTTPS
     tls_key: Path | None = None
 
@@ -48,6 +49,7 @@ class RelayConfig:
         _check_int("max_clock_skew", self.max_clock_skew, 1, 86400)
         _check_int("max_list", self.max_list, 1, 100_000)
         _check_int("max_record_bytes", self.max_record_bytes, 256, 16 * MIB)
+        _check_int("max_query_bytes", self.max_query_bytes, 0, MIB)
 
 
 def load_root_public(path: Path) -> bytes:

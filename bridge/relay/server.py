@@ -42,7 +42,6 @@ logger = logging.getLogger("sealgate.relay")
 access_logger = logging.getLogger("sealgate.relay.access")
 
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
-_MAX_SIGNED_QUERY_BODY = 4096  # list/fetch/ack carry no body; allow a little slack
 _MAX_REVOCATION_BODY = 1024  # {"gateway_key": 64 hex, "signature": 88 base64}
 _GATEWAY_KEY_LEN = 32
 _ROUTE = web.RequestKey("sealgate_route", str)  # the route template, for log lines
@@ -180,7 +179,7 @@ class RelayHandler:
     async def _authorize_mailbox(self, request: web.Request) -> bytes:
         """The path's mailbox id, once the request is signed by that mailbox's key."""
         mailbox_id = _path_id(request, "mailbox_id", MAILBOX_ID_LEN)
-        body = await _read_body(request, _MAX_SIGNED_QUERY_BODY)
+        body = await _read_body(request, self.config.max_query_bytes)
         verify_key = verify_request(
             request.headers, request.method, request.raw_path, body, time.time(),
             self.config.max_clock_skew,
@@ -192,6 +191,8 @@ class RelayHandler:
 def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
     """The relay's aiohttp application over `storage`."""
     handler = RelayHandler(config, storage)
+    # Each route reads its body through `_read_body` with its own limit, or not at all;
+    # client_max_size only backs that up for anything that would call request.read().
     app = web.Application(
         middlewares=[_json_errors],
         client_max_size=max(config.max_envelope_bytes, config.max_record_bytes),
@@ -298,7 +299,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         return await handler(request)
     except RequestError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+        response = web.json_response(exc.to_json(), status=exc.status)
+        if exc.status == 413:  # the rest of the body is never read: do not reuse the connection
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -330,11 +334,19 @@ def _path_id(request: web.Request, name: str, length: int) -> bytes:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or 413 once it is known to exceed `limit` bytes."""
+    """The request body, or 413 as soon as it is known to exceed `limit` bytes.
+
+    A declared Content-Length is judged before reading; a chunked body is read as it
+    arrives and refused at the first byte over the limit, so no route ever buffers
+    more than its own limit (aiohttp then drains the rest for a few seconds, without
+    keeping it, so that the client sees the 413, and closes the connection).
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise RequestError(413, "request body too large")
-    body = await request.read()  # bounded by the application's client_max_size
-    if len(body) > limit:
-        raise RequestError(413, "request body too large")
-    return body
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, "request body too large")
+    return bytes(body)

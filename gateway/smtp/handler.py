@@ -2,7 +2,9 @@
 
 MAIL checks the sender is the authenticated account; RCPT resolves each recipient
 in the signed directory; DATA sanitizes the message, seals one envelope per
-recipient and commits them all to the durable outbox before answering 250.
+recipient and commits them all to the durable outbox before answering 250 (in
+parts bounded by bytes, see `gateway.smtp.queueing`); a message whose size times its
+recipients exceeds `max_transaction_bytes` is refused with 552 5.3.4.
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
@@ -10,6 +12,7 @@ addresses, subjects or content.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -46,6 +49,7 @@ class SubmissionHandler:
         domain: str,
         policy: SanitizePolicy,
         max_recipients: int,
+        max_transaction_bytes: int,
         wake_delivery: Callable[[], None],
         on_unlock: Callable[[], None],
         header_limits: HeaderLimits = DEFAULT_LIMITS,
@@ -56,6 +60,7 @@ class SubmissionHandler:
         self._domain = domain.lower()
         self._policy = policy
         self._max_recipients = max_recipients
+        self._max_transaction_bytes = max_transaction_bytes
         self._wake_delivery = wake_delivery
         self._on_unlock = on_unlock
         self._header_limits = header_limits
@@ -123,25 +128,13 @@ class SubmissionHandler:
         return "250 2.1.5 Recipient ok"
 
     @staticmethod
-    def _seal_all(
-        message: bytes,
-        account: str,
-        keys: AccountKeys,
-        resolved: dict[str, DirectoryEntry],
-    ) -> list[Item]:
-        """One envelope per recipient, each with its own random id."""
-        items: list[Item] = []
-        for entry in resolved.values():
-            envelope_id = new_envelope_id()
-            sealed = seal(
-                message,
-                sender=account,
-                sender_keys=keys,
-                recipient=entry.keys,
-                envelope_id=envelope_id,
-            )
-            items.append((envelope_id, sealed, tuple(entry.relays)))
-        return items
+    def _seal_one(message: bytes, account: str, keys: AccountKeys, entry: DirectoryEntry) -> Item:
+        """The envelope of `message` for one recipient, with its own random id."""
+        envelope_id = new_envelope_id()
+        sealed = seal(
+            message, sender=account, sender_keys=keys, recipient=entry.keys, envelope_id=envelope_id
+        )
+        return envelope_id, sealed, tuple(entry.relays)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         account = str(session.auth_data)
@@ -150,6 +143,11 @@ class SubmissionHandler:
         raw = envelope.original_content
         if keys is None or not resolved or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
+        if len(raw) * len(resolved) > self._max_transaction_bytes:
+            return (
+                "552 5.3.4 Message size times recipients exceeds this gateway's limit"
+                " per message; send it to fewer recipients at a time"
+            )
         try:
             header = parse_header(raw, limit=self._header_limits.max_header_block)
             check_headers(header, account, self._header_limits)
@@ -167,13 +165,14 @@ class SubmissionHandler:
         # thread keeps other sessions answered. The commit is shared with concurrent
         # sessions (group commit) and durable before the 250.
         try:
-            items = await asyncio.to_thread(self._seal_all, message, account, keys, resolved)
-            await self._outbox.put(items)
+            count = await self._outbox.submit(
+                list(resolved.values()), functools.partial(self._seal_one, message, account, keys)
+            )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(
                 "smtp: sealing or queueing failed (%s); message not accepted", type(e).__name__
             )
             return "451 4.3.0 Cannot queue the message now; try again later"
         self._wake_delivery()
-        log.info("smtp: accepted a message, %d sealed envelope(s) queued", len(items))
-        return f"250 2.0.0 Sealed for {len(items)} recipient(s) and queued"
+        log.info("smtp: accepted a message, %d sealed envelope(s) queued", count)
+        return f"250 2.0.0 Sealed for {count} recipient(s) and queued"

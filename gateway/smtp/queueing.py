@@ -1,33 +1,73 @@
-"""Group commit for the outbox: concurrent SMTP sessions share one transaction and fsync.
+"""Queueing for the outbox: group commit, and large submissions written in bounded parts.
 
-Each DATA handler awaits `OutboxWriter.put(items)` and answers 250 only after it
-returns, so durability is unchanged; but while one commit waits for its fsync,
-the items of every other session pile up and go into the next commit together.
+Each DATA handler awaits `OutboxWriter.submit` (or `put`) and answers 250 only after
+it returns, so durability is unchanged; but while one commit waits for its fsync,
+the writes of every other session pile up and go into the next commit together.
 At low load a message waits for nobody; at high load one fsync carries many
-messages. If a shared commit fails, each session's items are retried alone, so
+messages. If a shared commit fails, each session's writes are retried alone, so
 one bad message cannot refuse the others.
+
+`submit` seals a message recipient by recipient and commits the envelopes in parts
+of at most `part_bytes`, so a session holds about one part of sealed envelopes in
+memory, not one copy per recipient. The parts share a hold token: the outbox keeps
+them out of delivery until the last part commits (see `gateway.store.outbox`). If
+queueing fails or the session is cancelled, a `Discard` of the token goes through
+the same queue, after everything the session wrote; after a crash, the gateway
+discards held envelopes when it starts, and a last part whose earlier parts are
+gone is refused. So a message is queued for every recipient or for none, and the
+client is told 250 only in the first case.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from gateway.store.outbox import Outbox
+from gateway.store.outbox import Discard, Item, Outbox, OutboxWrite, Part, new_hold
 
-Item = tuple[bytes, bytes, Sequence[str]]  # (envelope id, sealed envelope, relays)
+T = TypeVar("T")
+
+__all__ = ["Item", "OutboxWriter"]
 
 
 class OutboxWriter:
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, *, part_bytes: int) -> None:
         self._outbox = outbox
-        self._waiting: list[tuple[Sequence[Item], asyncio.Future[None]]] = []
+        self._part_bytes = part_bytes
+        self._waiting: list[tuple[Sequence[OutboxWrite], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
 
     async def put(self, items: Sequence[Item]) -> None:
-        """Return once `items` are committed durably; raise what the commit raised."""
+        """Return once `items` are committed durably and due; raise what the commit raised."""
+        await self._write(Part(new_hold(), items))
+
+    async def submit(self, recipients: Sequence[T], seal: Callable[[T], Item]) -> int:
+        """Seal (in a worker thread) and queue one envelope per recipient; all or none.
+
+        Returns the number queued once all are durable and due; raises what sealing or
+        a commit raised, and then none of them will be delivered.
+        """
+        hold = new_hold()
+        done = 0
+        try:
+            while done < len(recipients):
+                earlier = done
+                part, done = await asyncio.to_thread(
+                    _seal_part, recipients, done, seal, self._part_bytes
+                )
+                await self._write(Part(hold, part, done == len(recipients), earlier))
+                del part  # before sealing the next part, so one part is held at a time
+        except BaseException:
+            with contextlib.suppress(Exception):  # what stays held is discarded at start-up
+                await self._write(Discard(hold))
+            raise
+        return done
+
+    async def _write(self, write: OutboxWrite) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((items, done))
+        self._waiting.append(([write], done))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_waiting())
         await done
@@ -37,19 +77,22 @@ class OutboxWriter:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 await self._commit(batch)
+                del batch
         finally:
             self._committer = None
 
-    async def _commit(self, batch: list[tuple[Sequence[Item], asyncio.Future[None]]]) -> None:
+    async def _commit(
+        self, batch: list[tuple[Sequence[OutboxWrite], asyncio.Future[None]]]
+    ) -> None:
         try:
-            await asyncio.to_thread(self._outbox.put, [i for items, _ in batch for i in items])
+            await asyncio.to_thread(self._outbox.write, [w for writes, _ in batch for w in writes])
         except Exception as shared_error:  # noqa: BLE001 - reported to each waiting session
             if len(batch) == 1:
                 _settle(batch[0][1], shared_error)
                 return
-            for items, done in batch:  # retry alone: only the faulty items fail
+            for writes, done in batch:  # retry alone: only the faulty writes fail
                 try:
-                    await asyncio.to_thread(self._outbox.put, items)
+                    await asyncio.to_thread(self._outbox.write, writes)
                 except Exception as error:  # noqa: BLE001
                     _settle(done, error)
                 else:
@@ -59,8 +102,28 @@ class OutboxWriter:
             _settle(done, None)
 
 
+def _seal_part(
+    recipients: Sequence[T], start: int, seal: Callable[[T], Item], budget: int
+) -> tuple[list[Item], int]:
+    """Seal from `recipients[start]` on, while another envelope of the same size fits.
+
+    The envelopes of one message are the same size (one padding bucket), so the part
+    stays within `budget`, or is a single envelope when one alone exceeds it.
+    Returns the part and the index of the next recipient.
+    """
+    part: list[Item] = []
+    size = 0
+    for position in range(start, len(recipients)):
+        item = seal(recipients[position])
+        part.append(item)
+        size += len(item[1])
+        if size + len(item[1]) > budget:
+            return part, position + 1
+    return part, len(recipients)
+
+
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():  # the session went away; its items are committed all the same
+    if done.done():  # the session went away; its writes are committed all the same
         return
     if error is None:
         done.set_result(None)

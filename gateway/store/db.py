@@ -20,6 +20,7 @@ Errors raised by the store (the IMAP-facing parts also raise `MailboxNotFound` a
     ├── UnknownAccount      no account has that address
     ├── KeyMismatch         the keys given do not belong to that account
     ├── DuplicateEnvelope   the outbox already holds that envelope id
+    ├── HeldPartsMissing    (outbox) a submission's earlier parts were discarded
     └── SessionClosed       a mail session was used after `close`
 
 Error messages never carry addresses, message content or key material. This module

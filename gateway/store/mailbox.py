@@ -79,7 +79,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.models import Folder, Message, SeenEnvelope
+from gateway.store.models import Folder, Message, RejectionNotice, SeenEnvelope
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -328,6 +328,31 @@ def _record_seen(connection: Connection, account_id: int, envelope_id: bytes, ou
     )
 
 
+_NOTICE_KEY = (
+    col(RejectionNotice.account_id) == bindparam("for_account"),
+    col(RejectionNotice.fold_key) == bindparam("for_key"),
+)
+_SELECT_NOTICE = select(col(RejectionNotice.last_window)).where(*_NOTICE_KEY)
+_INSERT_NOTICE = insert(RejectionNotice)
+_UPDATE_NOTICE = (
+    update(RejectionNotice).where(*_NOTICE_KEY).values(last_window=bindparam("window"))
+)
+
+
+def _take_notice(connection: Connection, account_id: int, fold_key: bytes, window: int) -> bool:
+    """Claim the notice of `window` for (account, fold_key); False if it was given."""
+    key = {"for_account": account_id, "for_key": fold_key}
+    last = connection.execute(_SELECT_NOTICE, key).scalar_one_or_none()
+    if last is None:
+        row = {"account_id": account_id, "fold_key": fold_key, "last_window": window}
+        connection.execute(_INSERT_NOTICE, row)
+        return True
+    if last >= window:
+        return False
+    connection.execute(_UPDATE_NOTICE, {**key, "window": window})
+    return True
+
+
 def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
     ordered = sorted(set(uids))
     for start in range(0, len(ordered), _IN_CHUNK):
@@ -439,17 +464,24 @@ class MailboxStore:
             raise
         return uid
 
-    def record_rejected(self, address: str, envelope_id: bytes) -> bool:
-        """Remember an envelope that was refused; False if it had been seen already."""
+    def record_rejected(
+        self, address: str, envelope_id: bytes, fold_key: bytes = b"", window: int | None = None
+    ) -> bool:
+        """Remember an envelope that was refused; True if the account is to get a notice.
+
+        False if the envelope had been seen already, or if a notice for `fold_key` was
+        given in this `window` (repeated refusals fold into one notice per window).
+        Without a window, every new refusal gets its notice.
+        """
         try:
             with writing(self._engine) as connection:
                 account_id = _account_id(connection, address)
                 if _seen(connection, account_id, envelope_id):
                     return False
                 _record_seen(connection, account_id, envelope_id, REJECTED)
+                return window is None or _take_notice(connection, account_id, fold_key, window)
         except IntegrityError:
             return False
-        return True
 
     def seen_envelope(self, address: str, envelope_id: bytes) -> bool:
         with reading(self._engine) as connection:

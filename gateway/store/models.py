@@ -118,6 +118,21 @@ class SeenEnvelope(StoreTable, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
 
 
+class RejectionNotice(StoreTable, table=True):
+    """The last notice window in which an account was told of refused envelopes of one kind.
+
+    `fold_key` is empty for envelopes whose sender is unknown (per account), else a
+    keyed hash of the claimed sender under the account's storage key (no address in
+    clear). Rows are bounded by the directory: one per sender, plus one.
+    """
+
+    __tablename__ = "rejection_notice"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    fold_key: bytes = Field(primary_key=True)
+    last_window: int = Field(sa_type=BigInteger)  # unix time // fold window, of the last notice
+
+
 class OutboxItem(StoreTable, table=True):
     """A sealed envelope waiting for one relay to acknowledge it."""
 
@@ -131,6 +146,21 @@ class OutboxItem(StoreTable, table=True):
     next_attempt: datetime = Field(sa_type=UTCDateTime, index=True)
     last_error: str | None = Field(default=None, max_length=200)  # never content
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OutboxHold(StoreTable, table=True):
+    """An outbox envelope of a submission still being queued: never due while held.
+
+    A submission larger than one commit is written in parts; its envelopes are held
+    until the last part commits, which deletes these rows in the same transaction.
+    """
+
+    __tablename__ = "outbox_hold"
+
+    envelope_id: bytes = Field(
+        foreign_key="outbox_item.envelope_id", primary_key=True, ondelete="CASCADE"
+    )
+    hold: bytes = Field(index=True)  # random token of one submission
 
 
 class DirectoryRecordRow(StoreTable, table=True):

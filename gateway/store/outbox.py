@@ -1,12 +1,20 @@
 """The durable outbox: sealed envelopes kept until one relay has acknowledged them.
 
-`put` commits (on SQLite: fsyncs) every envelope of one submission in one
-transaction before it returns; the SMTP 250 is sent only after that. The delivery
-worker takes `due` entries, removes an entry once a relay acknowledged it
-(`delivered`) or schedules the next try (`retry_later`). An entry holds only the
-sealed envelope, its random id and the relay URLs: no address, no content.
-`last_error` is a short reason from the worker (a status or exception name),
-trimmed to one line; callers must not put content or addresses in it.
+`write` commits (on SQLite: fsyncs) its parts in one transaction before it returns;
+the SMTP 250 is sent only after the last part of a submission is committed. A
+submission too large for one transaction is written as several `Part`s under one
+random `hold` token: the envelopes of a part that is not `last` are held (a row in
+`outbox_hold`) and never `due`; the last part deletes the submission's hold rows in
+its own transaction, so every recipient's envelope becomes due at once or none does.
+`Discard(hold)` deletes a held submission whose queueing failed, and
+`discard_held` at start-up deletes what a crash left held: a message is either
+queued for all its recipients or not accepted.
+
+The delivery worker takes `due` entries up to a byte budget, removes an entry once
+a relay acknowledged it (`delivered`) or schedules the next try (`retry_later`). An
+entry holds only the sealed envelope, its random id and the relay URLs: no address,
+no content. `last_error` is a short reason from the worker (a status or exception
+name), trimmed to one line; callers must not put content or addresses in it.
 """
 
 from __future__ import annotations
@@ -15,13 +23,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+import nacl.utils
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from gateway.store.db import (
     DuplicateEnvelope,
     InvalidValue,
+    StoreError,
     reading,
     relays_from_json,
     relays_to_json,
@@ -29,9 +49,45 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.models import OutboxItem
+from gateway.store.models import OutboxHold, OutboxItem
 
 MAX_ERROR_LEN = 200
+HOLD_LEN = 16
+
+Item = tuple[bytes, bytes, Sequence[str]]  # (envelope id, sealed envelope, relays)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Envelopes of one submission; held until the part with `last` of its `hold` commits.
+
+    `earlier` is how many envelopes the submission's earlier parts hold: the last part
+    commits only if all of them are still there (`HeldPartsMissing` otherwise).
+    """
+
+    hold: bytes
+    items: Sequence[Item]
+    last: bool = True
+    earlier: int = 0
+
+
+@dataclass(frozen=True)
+class Discard:
+    """Delete the envelopes still held under `hold` (a submission that was not accepted)."""
+
+    hold: bytes
+
+
+OutboxWrite = Part | Discard
+
+
+class HeldPartsMissing(StoreError):
+    def __init__(self) -> None:
+        super().__init__("earlier parts of this submission are no longer held")
+
+
+def new_hold() -> bytes:
+    return nacl.utils.random(HOLD_LEN)
 
 
 @dataclass(frozen=True)
@@ -44,7 +100,24 @@ class OutboxEntry:
 
 
 _INSERT = insert(OutboxItem)
-_SELECT_DUE = (
+_INSERT_HOLD = insert(OutboxHold)
+_RELEASE = delete(OutboxHold).where(col(OutboxHold.hold) == bindparam("hold"))
+_COUNT_HELD = select(func.count()).where(col(OutboxHold.hold) == bindparam("hold"))
+_HELD = select(col(OutboxHold.envelope_id))
+_DISCARD = delete(OutboxItem).where(
+    col(OutboxItem.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
+)
+_DISCARD_ALL = delete(OutboxItem).where(col(OutboxItem.envelope_id).in_(_HELD))
+# Due entries are chosen on metadata first: length() of a column reads no blob (on
+# SQLite, nor its overflow pages), then only the chosen rows' envelopes are read.
+_SCHEDULE = (col(OutboxItem.next_attempt), col(OutboxItem.id))
+_SELECT_DUE_SIZES = (
+    select(col(OutboxItem.id), func.length(col(OutboxItem.envelope)))
+    .where(col(OutboxItem.next_attempt) <= bindparam("now"))
+    .where(~exists().where(col(OutboxHold.envelope_id) == col(OutboxItem.envelope_id)))
+    .order_by(*_SCHEDULE)
+)
+_SELECT_ENTRIES = (
     select(
         col(OutboxItem.id),
         col(OutboxItem.envelope_id),
@@ -52,10 +125,10 @@ _SELECT_DUE = (
         col(OutboxItem.relays),
         col(OutboxItem.attempts),
     )
-    .where(col(OutboxItem.next_attempt) <= bindparam("now"))
-    .order_by(col(OutboxItem.next_attempt), col(OutboxItem.id))
-    .limit(bindparam("limit"))
+    .where(col(OutboxItem.id).in_(bindparam("ids", expanding=True)))
+    .order_by(*_SCHEDULE)
 )
+_IN_CHUNK = 500  # bound parameters per IN (...) list
 _DELETE = delete(OutboxItem).where(col(OutboxItem.id) == bindparam("entry_id"))
 _RETRY = (
     update(OutboxItem)
@@ -77,43 +150,56 @@ class Outbox:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def put(self, items: Sequence[tuple[bytes, bytes, Sequence[str]]]) -> None:
-        """Keep (envelope_id, envelope, relays) items; all or none, durable on return.
+    def put(self, items: Sequence[Item]) -> None:
+        """Keep (envelope_id, envelope, relays) items; all or none, due and durable on return.
 
         Raises `DuplicateEnvelope` (nothing kept) if an envelope id is already queued,
         `InvalidValue` for an empty envelope id or relay list.
         """
+        self.write([Part(new_hold(), items)])
+
+    def write(self, writes: Sequence[OutboxWrite]) -> None:
+        """Apply parts and discards in order, in one transaction; durable on return.
+
+        Raises like `put`, or `HeldPartsMissing`; then nothing of any of `writes` is kept.
+        """
         now = utc_now()
-        rows = []
-        for envelope_id, envelope, relays in items:
-            if not envelope_id:
-                raise InvalidValue("envelope id is empty")
-            relays_json = relays_to_json(relays)
-            if relays_json == "[]":
-                raise InvalidValue("an envelope needs at least one relay")
-            rows.append(
-                {
-                    "envelope_id": envelope_id,
-                    "envelope": envelope,
-                    "relays": relays_json,
-                    "attempts": 0,
-                    "next_attempt": now,
-                    "last_error": None,
-                    "created_at": now,
-                }
-            )
-        if not rows:
-            return
+        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
+            (w, _rows(w.items, now) if isinstance(w, Part) else []) for w in writes
+        ]
         try:
             with writing(self._engine) as connection:
-                connection.execute(_INSERT, rows)
+                for step, rows in steps:
+                    _apply(connection, step, rows)
         except IntegrityError:
             raise DuplicateEnvelope() from None
 
-    def due(self, now: datetime, limit: int = 100) -> list[OutboxEntry]:
-        """Entries whose next attempt is at or before `now`, oldest schedule first."""
+    def discard_held(self) -> int:
+        """Delete every held envelope (a crash cut its submission short); returns how many."""
+        with writing(self._engine) as connection:
+            return connection.execute(_DISCARD_ALL).rowcount
+
+    def due(self, now: datetime, max_bytes: int) -> list[OutboxEntry]:
+        """Entries whose next attempt is at or before `now`, oldest schedule first.
+
+        As many as fit in `max_bytes` of envelopes, and at least one: an envelope
+        larger than the budget comes alone.
+        """
+        chosen: list[int] = []
+        total = 0
         with reading(self._engine) as connection:
-            rows = connection.execute(_SELECT_DUE, {"now": utc(now), "limit": limit}).all()
+            for entry_id, size in connection.execute(_SELECT_DUE_SIZES, {"now": utc(now)}):
+                if chosen and total + size > max_bytes:
+                    break
+                chosen.append(entry_id)
+                total += size
+            rows = [
+                row
+                for start in range(0, len(chosen), _IN_CHUNK)
+                for row in connection.execute(
+                    _SELECT_ENTRIES, {"ids": chosen[start : start + _IN_CHUNK]}
+                )
+            ]
         return [
             OutboxEntry(
                 id=entry_id,
@@ -147,3 +233,43 @@ class Outbox:
     def pending_count(self) -> int:
         with reading(self._engine) as connection:
             return connection.execute(_COUNT).scalar_one()
+
+
+def _rows(items: Sequence[Item], now: datetime) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for envelope_id, envelope, relays in items:
+        if not envelope_id:
+            raise InvalidValue("envelope id is empty")
+        relays_json = relays_to_json(relays)
+        if relays_json == "[]":
+            raise InvalidValue("an envelope needs at least one relay")
+        rows.append(
+            {
+                "envelope_id": envelope_id,
+                "envelope": envelope,
+                "relays": relays_json,
+                "attempts": 0,
+                "next_attempt": now,
+                "last_error": None,
+                "created_at": now,
+            }
+        )
+    return rows
+
+
+def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, object]]) -> None:
+    if isinstance(step, Discard):
+        connection.execute(_DISCARD, {"hold": step.hold})
+        connection.execute(_RELEASE, {"hold": step.hold})
+        return
+    if step.last and step.earlier:
+        held = connection.execute(_COUNT_HELD, {"hold": step.hold}).scalar_one()
+        if held != step.earlier:  # discarded meanwhile (another process's start-up)
+            raise HeldPartsMissing()
+    if rows:
+        connection.execute(_INSERT, rows)
+    if step.last:
+        connection.execute(_RELEASE, {"hold": step.hold})
+    elif rows:
+        holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
+        connection.execute(_INSERT_HOLD, holds)

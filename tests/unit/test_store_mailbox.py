@@ -175,6 +175,20 @@ def test_same_envelope_is_delivered_once(mailboxes, alice):
     assert mailboxes.record_rejected(ALICE, envelope_id) is False
 
 
+def test_rejections_fold_into_one_notice_per_key_and_window(mailboxes, alice):
+    def refuse(n: int, key: bytes, window: int) -> bool:
+        return mailboxes.record_rejected(ALICE, bytes([n]) * 16, key, window)
+
+    assert refuse(1, b"", 7) is True  # the first of the window: a notice
+    assert [refuse(n, b"", 7) for n in range(2, 40)] == [False] * 38
+    assert refuse(40, b"carol", 7) is True  # another sender, its own notice
+    assert refuse(41, b"carol", 7) is False
+    assert refuse(1, b"", 8) is False  # an envelope seen before never makes a notice
+    assert refuse(42, b"", 6) is False  # nor a window older than the last notice's
+    assert refuse(43, b"", 8) is True
+    assert all(mailboxes.seen_envelope(ALICE, bytes([n]) * 16) for n in range(1, 44))
+
+
 def test_rejected_envelope_is_never_delivered(mailboxes, alice):
     envelope_id = b"\x02" * 16
     assert not mailboxes.seen_envelope(ALICE, envelope_id)
