@@ -3,7 +3,7 @@
     sealgate bubble init   --home ADMIN --domain DOMAIN
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
-                           --password-file FILE
+                           --password-file FILE [--kdf-cost moderate|interactive|minimum]
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
     sealgate demo          --dir DIR [--port-base N]
 
@@ -29,7 +29,7 @@ from bridge.relay.server import RelayServer
 from bridge.settings import SettingsError, load_settings, parse_host_port, read_toml
 from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, HomeError, load_root_public
-from gateway.provision import ProvisionError, add_account, read_password_file
+from gateway.provision import KDF_COSTS, ProvisionError, add_account, read_password_file
 
 log = logging.getLogger("sealgate")
 
@@ -107,6 +107,7 @@ def cmd_account_add(args: argparse.Namespace) -> None:
             admin=admin,
             relays=args.relay,
             password=password,
+            cost=KDF_COSTS[args.kdf_cost](),
             relay_ca_file=args.relay_ca,
         )
     )
@@ -207,7 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-file",
         type=Path,
         required=True,
-        help="file whose first line is the account's password",
+        help="file whose first line is the account's password (12 characters or more)",
+    )
+    p.add_argument(
+        "--kdf-cost",
+        choices=list(KDF_COSTS),
+        default="moderate",
+        help="Argon2id cost the account's keys are sealed with (default moderate: ~0.5 s "
+        "and 256 MiB per login check; the cheaper ones are for demos and tests)",
     )
     p.add_argument(
         "--relay-ca", type=Path, metavar="FILE",

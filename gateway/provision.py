@@ -8,7 +8,8 @@ home relays and only then records the account in the gateway's store.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge.directory import DirectoryEntry, make_record, normalize_address
@@ -23,6 +24,26 @@ from gateway.store.directory_cache import DirectoryCache
 
 class ProvisionError(Exception):
     """An operator action could not be done; the message is one line for the operator."""
+
+
+MIN_PASSWORD_CHARS = 12
+# The Argon2id cost an account's keys are sealed with (`account add --kdf-cost`).
+KDF_COSTS: dict[str, Callable[[], KdfCost]] = {
+    "moderate": KdfCost.moderate,
+    "interactive": KdfCost.interactive,
+    "minimum": KdfCost.minimum,
+}
+
+
+def check_password(password: str) -> str:
+    """The password, if it is long enough to seal account keys under; counts characters
+    (NFC code points), not bytes."""
+    length = len(unicodedata.normalize("NFC", password))
+    if length < MIN_PASSWORD_CHARS:
+        raise ProvisionError(
+            f"the password is too short: {length} characters, at least {MIN_PASSWORD_CHARS}"
+        )
+    return password
 
 
 def check_relay_url(url: str) -> str:
@@ -47,8 +68,7 @@ async def add_account(
         raise ProvisionError(f"bad address: {e}") from None
     if address.rpartition("@")[2] != admin.domain:
         raise ProvisionError(f"{address} is not in the bubble's domain {admin.domain}")
-    if not password:
-        raise ProvisionError("the password is empty")
+    check_password(password)
     urls = tuple(check_relay_url(u) for u in relays)
     if not urls:
         raise ProvisionError("an account needs at least one --relay")

@@ -20,6 +20,8 @@ from gateway.imap.backend import MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
+from gateway.login_gate import KdfPool, LoginGate
+from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.recipients import Recipients
 from gateway.smtp.handler import SubmissionHandler
 from gateway.smtp.queueing import OutboxWriter
@@ -43,6 +45,7 @@ class Gateway:
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
+    gate: LoginGate | None = None
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
@@ -86,6 +89,19 @@ class Gateway:
             domain=membership.domain,
             poll_interval=cfg.poll_interval,
         )
+        self.gate = gate = LoginGate(
+            LoginLimiter(
+                LimiterSettings(
+                    failure_delay=cfg.login_failure_delay,
+                    failure_delay_max=cfg.login_failure_delay_max,
+                    block_failures=cfg.login_block_failures,
+                    block_seconds=cfg.login_block_seconds,
+                    window_seconds=cfg.login_failure_window,
+                    max_tracked=cfg.login_tracked_max,
+                )
+            ),
+            KdfPool(cfg.kdf_workers, cfg.kdf_queue),
+        )
         handler = SubmissionHandler(
             keyring=keyring,
             recipients=recipients,
@@ -98,6 +114,7 @@ class Gateway:
             max_recipients=cfg.max_recipients,
             wake_delivery=delivery.wake,
             on_unlock=fetcher.wake,
+            gate=gate,
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)
@@ -125,7 +142,7 @@ class Gateway:
 
         imap_config = ImapConfig(idle_timeout=cfg.imap_idle_timeout, server_name="Sealgate")
         authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)
-        self._imap = ImapServer(imap_config, authenticator, tls)
+        self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
 
         self._tasks += [
@@ -154,6 +171,8 @@ class Gateway:
             await self._imap.stop()
         for client in self._clients.values():
             await client.close()
+        if self.gate is not None:
+            self.gate.close()
 
 
 class UnlockingAuthenticator:
