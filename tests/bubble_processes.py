@@ -159,7 +159,16 @@ class Bubble:
     def stop_relay(self) -> None:
         assert self.services["relay"].stop() == 0
 
-    def add_account(self, user: str, password: str) -> Account:
+    def add_account(
+        self,
+        user: str,
+        password: str,
+        *,
+        kdf_cost: str | None = "interactive",
+        settings: dict[str, float | int] | None = None,
+    ) -> Account:
+        """`account add` (Argon2id at `kdf_cost`: cheaper than the moderate default unless
+        None), and a gateway to serve it with `settings` in its TOML file."""
         home = self.root / "gateways" / user
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
@@ -168,10 +177,13 @@ class Bubble:
         sealgate(
             "account", "add", f"{user}@{DOMAIN}", "--gateway", home, "--bubble", self.admin,
             "--relay", self.relay_url, "--password-file", pw_file, *pin,
+            *(["--kdf-cost", kdf_cost] if kdf_cost else []),
         )
         pw_file.unlink()
         config = self.root / f"{user}.toml"
-        config.write_text(f'relay_ca_file = "{self.relay_cert}"\n' if self.https else "")
+        lines = [f'relay_ca_file = "{self.relay_cert}"'] if self.https else []
+        lines += [f"{name} = {value!r}" for name, value in (settings or {}).items()]
+        config.write_text("".join(line + "\n" for line in lines))
         account = Account(f"{user}@{DOMAIN}", password, home, free_port(), free_port())
         self.accounts[user] = account
         self.services[user] = Service(

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import threading
 
+import nacl.pwhash
 import pytest
 
 import gateway.keyring
-from bridge.keys import unseal_seed
+from bridge.keys import AccountKeys, KdfCost, seal_seed, unseal_seed
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
-from tests.unit.store_support import ALICE, BOB, add_account
+from tests.unit.store_support import ALICE, BOB, RELAYS, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
@@ -122,3 +123,24 @@ def test_concurrent_unlocks_share_one_key_object(store_engine):
     assert errors == []
     assert len(results) == 6
     assert all(keys is ring.get(ALICE) for keys in results)
+
+
+def test_an_unknown_address_pays_the_argon2id_cost_of_a_real_account(store_engine, monkeypatch):
+    """Whatever cost accounts are sealed at, the decoy for an unknown address costs the same."""
+    accounts = AccountStore(store_engine)
+    keys = AccountKeys.generate()
+    cost = KdfCost.interactive()  # neither the default nor the decoy-of-last-resort minimum
+    accounts.add(ALICE, seal_seed(keys.seed, b"pw-alice", cost), keys.public, RELAYS)
+    ring = KeyRing(accounts)
+    costs = []
+    real_kdf = nacl.pwhash.argon2id.kdf
+
+    def recording_kdf(size, password, salt, *, opslimit, memlimit):
+        costs.append((opslimit, memlimit))
+        return real_kdf(size, password, salt, opslimit=opslimit, memlimit=memlimit)
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", recording_kdf)
+    for login in (ALICE, BOB, "not an address"):
+        with pytest.raises(AuthenticationFailed):
+            ring.unlock(login, "wrong password")
+    assert costs == [(cost.opslimit, cost.memlimit)] * 3
