@@ -18,11 +18,12 @@ so that a log read with the gateway's disk still does not give addresses back (t
 are only 2^32 IPv4 addresses to try against a hash); the price is that tags do not
 match across restarts.
 
-Errors, with their wire form:
+Errors, with their SMTP reply (`gateway.imap.state` words the IMAP ones, as
+`LoginFailure.BLOCKED` and `UNAVAILABLE`):
 
-    LoginRefused     a login refused before its password was looked at
-    ├── LoginBlocked   SMTP 421 4.7.0 and close; IMAP NO [UNAVAILABLE], then BYE
-    └── LoginBusy      SMTP 454 4.7.0; IMAP NO [UNAVAILABLE]
+    LoginRefused     a login refused before its password was looked at: 454 4.7.0
+    ├── LoginBlocked   421 4.7.0, then the connection closes; IMAP NO [UNAVAILABLE], BYE
+    └── LoginBusy      454 4.7.0; IMAP NO [UNAVAILABLE]
 """
 
 from __future__ import annotations
@@ -48,17 +49,14 @@ T = TypeVar("T")
 
 class LoginRefused(Exception):
     smtp_reply = "454 4.7.0 Temporary authentication failure"
-    imap_text = "Login is unavailable; try again later."
 
 
 class LoginBlocked(LoginRefused):
     smtp_reply = "421 4.7.0 Too many failed logins from your address; try again later"
-    imap_text = "Too many failed logins from your address; try again later."
 
 
 class LoginBusy(LoginRefused):
     smtp_reply = "454 4.7.0 Too many logins in progress; try again later"
-    imap_text = "Too many logins in progress; try again later."
 
 
 class KdfPool:

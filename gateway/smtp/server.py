@@ -1,7 +1,7 @@
 """The SMTP protocol object of the gateway: aiosmtpd's SMTP with AUTH off the event loop.
 
 aiosmtpd decodes AUTH PLAIN and LOGIN, then checks credentials through a
-synchronous hook. Checking a password here means Argon2id (~50 ms and 64 MiB), which
+synchronous hook. Checking a password here means Argon2id (~0.5 s and 256 MiB), which
 must not stall every other session, so this subclass lets aiosmtpd decode, takes
 the credentials from that hook, and verifies them with the client's peer name through
 the handler (which runs them through `gateway.login_gate`). After `max_auth_failures`
