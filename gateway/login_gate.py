@@ -16,7 +16,8 @@ Log lines name the client and the account by short tags (BLAKE2b under a random 
 this process), never by address, and never carry the password. The key is per process
 so that a log read with the gateway's disk still does not give addresses back (there
 are only 2^32 IPv4 addresses to try against a hash); the price is that tags do not
-match across restarts.
+match across restarts. The gate never sees a password (`verify` holds it) and never
+decides the policy (the limiter does).
 
 Errors, with their SMTP reply (`gateway.imap.state` words the IMAP ones, as
 `LoginFailure.BLOCKED` and `UNAVAILABLE`):
