@@ -143,6 +143,13 @@ def test_imap_guesses_from_one_address_end_in_unavailable_and_bye(logins: Bubble
     blocked = "[UNAVAILABLE] Too many failed logins from your address; try again later."
     assert blocked in imap_blocked(bob, "127.0.0.4", "one-guess-too-many")
     assert blocked in imap_blocked(bob, "127.0.0.4", bob.password)  # not even looked at
+    imap = SourceIMAP("127.0.0.4", bob.imap_port)  # AUTHENTICATE PLAIN is refused alike
+    imap.starttls(ssl_context=bob.tls_context())
+    plain = f"\0{bob.address}\0{bob.password}".encode()
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\] Too many failed logins"):
+        imap.authenticate("PLAIN", lambda _: plain)
+    assert imap.readline() == b"* BYE Too many failed logins.\r\n"
+    imap.shutdown()
     imap, refusal = imap_login(bob, "127.0.0.5", bob.password)
     assert refusal == ""
     fetch_all(imap)  # the owner's session works as ever
