@@ -5,8 +5,8 @@ can hold its Argon2id pool busy on purpose: one check that waits for an event fi
 only worker, and real wrong-password logins over SMTP and IMAP sockets fill the queue.
 While the pool stays full, alice's logged-in IMAP session answers NOOP and FETCH, her
 logged-in SMTP session submits a message (sealed and committed to the outbox), and
-delivery and fetch bring it to her INBOX; only then is the pool let go. Every outcome
-is ordered by events, none by a clock.
+delivery and fetch bring it to her INBOX; only then is the pool let go. No assertion
+depends on how long anything took (deadlines only turn a hang into a failure).
 """
 
 from __future__ import annotations
