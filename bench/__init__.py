@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "seal_open": "bench.seal_open",
     "imap_fetch": "bench.imap_fetch",
     "sanitize": "bench.sanitize",
+    "login_flood": "bench.login_flood",
 }
 """Benchmark name -> module; every module has NAME and run(Settings) -> list[Result]."""
 

@@ -129,8 +129,11 @@ class Bubble:
         await self.relay.stop()
 
 
-async def start_bubble(root: Path, users: Sequence[str], **gateway_settings: Any) -> Bubble:
-    """Create and start a relay and a gateway holding `users` (local parts) in `root`."""
+async def start_bubble(
+    root: Path, users: Sequence[str], *, cost: KdfCost | None = None, **gateway_settings: Any
+) -> Bubble:
+    """Create and start a relay and a gateway holding `users` (local parts) in `root`,
+    their keys sealed at `cost` (default: the cheapest)."""
     admin = AdminHome.create(root / "admin", DOMAIN)
     relay = RelayProcess(root / "relay", admin.root_public_file)
     await relay.wait_ready()
@@ -146,7 +149,7 @@ async def start_bubble(root: Path, users: Sequence[str], **gateway_settings: Any
                 admin=admin,
                 relays=[relay.url],
                 password=passwords[address],
-                cost=KdfCost.minimum(),
+                cost=cost or KdfCost.minimum(),
             )
         ensure_certificate(home / "tls", "sealgate.localhost")
         gateway = Gateway(GatewayConfig(home=home, smtp_port=0, imap_port=0, **gateway_settings))

@@ -182,10 +182,15 @@ class AccountKeys:
 
 @dataclass(frozen=True)
 class KdfCost:
-    """Argon2id cost. `interactive` is the default; tests may pass `minimum`."""
+    """Argon2id cost. `moderate` (~0.5 s, 256 MiB) is the default for account keys;
+    demos and tests may pass `interactive` (~0.08 s, 64 MiB) or `minimum`."""
 
     opslimit: int
     memlimit: int
+
+    @classmethod
+    def moderate(cls) -> KdfCost:
+        return cls(nacl.pwhash.argon2id.OPSLIMIT_MODERATE, nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
 
     @classmethod
     def interactive(cls) -> KdfCost:
@@ -205,7 +210,7 @@ def seal_seed(seed: bytes, passphrase: bytes, cost: KdfCost | None = None) -> by
     """
     if not seed or len(seed) % SEED_LEN or len(seed) > MAX_KEY_GENERATIONS * SEED_LEN:
         raise ValueError("a sealed seed is 1 to MAX_KEY_GENERATIONS seeds of 32 bytes")
-    cost = cost or KdfCost.interactive()
+    cost = cost or KdfCost.moderate()
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     key = nacl.pwhash.argon2id.kdf(
         nacl.secret.SecretBox.KEY_SIZE,

@@ -3,7 +3,7 @@
     sealgate bubble init   --home ADMIN --domain DOMAIN
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
-                           --password-file FILE
+                           --password-file FILE [--kdf-cost moderate|interactive|minimum]
     sealgate account rotate ADDRESS --gateway GW --bubble ADMIN --password-file FILE
     sealgate account revoke ADDRESS --bubble ADMIN --relay URL [...]
     sealgate account request ADDRESS --gateway GW --relay URL [...] --password-file FILE
@@ -37,6 +37,7 @@ from bridge.settings import SettingsError, load_settings, parse_host_port, read_
 from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, HomeError, Membership, load_root_public
 from gateway.provision import (
+    KDF_COSTS,
     ProvisionError,
     add_account,
     read_password_file,
@@ -121,6 +122,7 @@ def cmd_account_add(args: argparse.Namespace) -> None:
             admin=admin,
             relays=args.relay,
             password=password,
+            cost=KDF_COSTS[args.kdf_cost](),
             relay_ca_file=args.relay_ca,
         )
     )
@@ -156,6 +158,7 @@ def cmd_account_request(args: argparse.Namespace) -> None:
     request = request_account(
         args.address, gateway_home=args.gateway, relays=args.relay, password=password,
         out=args.out, rotate=args.rotate, revoke_previous=args.revoke_previous,
+        cost=KDF_COSTS[args.kdf_cost]() if args.kdf_cost else None,
     )
     what = "rotation" if args.rotate else "enrolment"
     print(f"{what} request for {request.address} written to {args.out}")
@@ -241,6 +244,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     asyncio.run(run_demo(args.dir, port_base=args.port_base, run=run_until_signal))
 
 
+def _kdf_cost_argument(p: argparse.ArgumentParser, default: str | None) -> None:
+    kept = "" if default else " (default: moderate; with --rotate, the cost the keys have)"
+    p.add_argument(
+        "--kdf-cost",
+        choices=list(KDF_COSTS),
+        default=default,
+        help="Argon2id cost the account's keys are sealed with (moderate: ~0.5 s and "
+        f"256 MiB per login check; the cheaper ones are for demos and tests){kept}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sealgate",
@@ -299,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-file",
         type=Path,
         required=True,
-        help="file whose first line is the account's password",
+        help="file whose first line is the account's password (12 characters or more)",
     )
+    _kdf_cost_argument(p, default="moderate")
     p.add_argument(
         "--relay-ca", type=Path, metavar="FILE",
         help="for https relays: trust only the certificates in FILE",
@@ -378,6 +393,7 @@ def _add_directory_commands(bubble: Any, account: Any) -> None:
                    help="ask for new keys for an account of this gateway instead")
     p.add_argument("--revoke-previous", action="store_true",
                    help="with --rotate: refuse mail signed by the old keys")
+    _kdf_cost_argument(p, default=None)
     p.set_defaults(func=cmd_account_request)
 
     p = account.add_parser("import", help="enrolment step 3: import the signed file, publish")

@@ -41,6 +41,19 @@ class GatewayConfig:
     imap_max_mime_depth: int = 32  # deeper parts are shown opaque by FETCH and SEARCH
     imap_max_mime_parts: int = 10_000  # parts one message is cut into at most
     notice_fold_seconds: float = 3600.0  # one "cannot open" notice per sender or account per window
+    # Logins (gateway.login_limiter): the first failed login's answer waits
+    # login_failure_delay, doubling per failure of its client or account up to the max;
+    # login_block_failures failures from one client address block it for
+    # login_block_seconds; counts are forgotten login_failure_window after their last
+    # failure; login_tracked_max clients (and as many accounts) are remembered.
+    login_failure_delay: float = 0.5
+    login_failure_delay_max: float = 15.0
+    login_block_failures: int = 10
+    login_block_seconds: float = 900.0
+    login_failure_window: float = 900.0
+    login_tracked_max: int = 65_536
+    kdf_workers: int = 2  # threads for Argon2id (logins), apart from sealing and delivery
+    kdf_queue: int = 16  # logins waiting for them; beyond, a temporary failure
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -54,6 +67,9 @@ class GatewayConfig:
             "outbox_part_bytes",
             "delivery_batch_bytes",
             "max_smtp_connections",
+            "login_block_failures",
+            "login_tracked_max",
+            "kdf_workers",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
@@ -66,6 +82,8 @@ class GatewayConfig:
             "retry_max",
             "imap_idle_timeout",
             "notice_fold_seconds",
+            "login_block_seconds",
+            "login_failure_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")
@@ -74,6 +92,13 @@ class GatewayConfig:
                 f"setting 'max_message_bytes': at most {MAX_MESSAGE_BYTES} (the envelope limit)"
             )
         self.header_limits()  # checks both
+        if self.kdf_queue < 0:
+            raise ValueError("setting 'kdf_queue': must not be negative")
+        if not 0 <= self.login_failure_delay <= self.login_failure_delay_max:
+            raise ValueError(
+                "setting 'login_failure_delay': must be 0 or more and not above "
+                "login_failure_delay_max"
+            )
         if self.retry_max < self.retry_initial:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):

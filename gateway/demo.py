@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.keys import KdfCost
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
 from gateway.config import GatewayConfig
@@ -102,6 +103,7 @@ async def run_demo(directory: Path, *, port_base: int | None, run: Runner) -> No
                     admin=admin,
                     relays=[relay_url],
                     password=plan["passwords"][user],
+                    cost=KdfCost.interactive(),  # a demo on a laptop: quick logins
                 )
             gateway = Gateway(
                 GatewayConfig(

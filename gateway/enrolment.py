@@ -64,6 +64,7 @@ from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url
 from gateway.provision import (
     ProvisionError,
     check_address,
+    check_password,
     check_relays,
     publish,
     rotated_entry,
@@ -220,8 +221,8 @@ def request_account(
             address = normalize_address(address)
         except ValueError as e:
             raise ProvisionError(f"bad address: {e}") from None
-    if not password:
-        raise ProvisionError("the password is empty")
+    if not rotate:  # a rotation keeps the password the keys are sealed under
+        check_password(password)
     gateway_home.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = open_engine(gateway_database_url(gateway_home))
     try:

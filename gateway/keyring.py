@@ -1,7 +1,8 @@
 """The key ring: the only place an account's unlocked keys live, in memory only.
 
 `unlock` opens an account's sealed seed with its passphrase (Argon2id, slow on
-purpose: call it from an executor thread, not an event loop). An unknown address
+purpose: call it in `gateway.login_gate.KdfPool`, never on an event loop nor in the
+default executor that sealing and delivery share). An unknown address
 costs the same Argon2id work as a wrong passphrase and raises the same
 `AuthenticationFailed`, so neither the answer nor its timing tells which.
 

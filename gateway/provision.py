@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge.directory import (
@@ -38,6 +39,26 @@ from gateway.store.directory_cache import DirectoryCache
 
 class ProvisionError(Exception):
     """An operator action could not be done; the message is one line for the operator."""
+
+
+MIN_PASSWORD_CHARS = 12
+# The Argon2id cost an account's keys are sealed with (`account add --kdf-cost`).
+KDF_COSTS: dict[str, Callable[[], KdfCost]] = {
+    "moderate": KdfCost.moderate,
+    "interactive": KdfCost.interactive,
+    "minimum": KdfCost.minimum,
+}
+
+
+def check_password(password: str) -> str:
+    """The password, if it is long enough to seal account keys under; counts characters
+    (NFC code points), not bytes."""
+    length = len(unicodedata.normalize("NFC", password))
+    if length < MIN_PASSWORD_CHARS:
+        raise ProvisionError(
+            f"the password is too short: {length} characters, at least {MIN_PASSWORD_CHARS}"
+        )
+    return password
 
 
 def check_relay_url(url: str) -> str:
@@ -130,8 +151,7 @@ async def add_account(
     relay_ca_file: Path | None = None,
 ) -> DirectoryEntry:
     address = check_address(address, admin.domain)
-    if not password:
-        raise ProvisionError("the password is empty")
+    check_password(password)
     urls = check_relays(relays)
     try:
         Membership.join(gateway_home, admin, urls)

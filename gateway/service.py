@@ -20,6 +20,8 @@ from gateway.imap.backend import MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
+from gateway.login_gate import KdfPool, LoginGate
+from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.recipients import Recipients
 from gateway.smtp.capacity import CappedSubmissionSMTP, ConnectionCap
@@ -44,6 +46,7 @@ class Gateway:
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
+    gate: LoginGate | None = None
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
@@ -94,6 +97,19 @@ class Gateway:
             header_limits=cfg.header_limits(),
             notice_fold_seconds=cfg.notice_fold_seconds,
         )
+        self.gate = gate = LoginGate(
+            LoginLimiter(
+                LimiterSettings(
+                    failure_delay=cfg.login_failure_delay,
+                    failure_delay_max=cfg.login_failure_delay_max,
+                    block_failures=cfg.login_block_failures,
+                    block_seconds=cfg.login_block_seconds,
+                    window_seconds=cfg.login_failure_window,
+                    max_tracked=cfg.login_tracked_max,
+                )
+            ),
+            KdfPool(cfg.kdf_workers, cfg.kdf_queue),
+        )
         handler = SubmissionHandler(
             keyring=keyring,
             recipients=recipients,
@@ -108,6 +124,7 @@ class Gateway:
             wake_delivery=delivery.wake,
             on_unlock=fetcher.wake,
             header_limits=cfg.header_limits(),
+            gate=gate,
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)
@@ -143,7 +160,7 @@ class Gateway:
             server_name="Sealgate",
         )
         authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)
-        self._imap = ImapServer(imap_config, authenticator, tls)
+        self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
 
         self._tasks += [
@@ -172,6 +189,8 @@ class Gateway:
             await self._imap.stop()
         for client in self._clients.values():
             await client.close()
+        if self.gate is not None:
+            self.gate.close()
 
 
 class UnlockingAuthenticator:

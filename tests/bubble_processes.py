@@ -160,7 +160,16 @@ class Bubble:
     def stop_relay(self) -> None:
         assert self.services["relay"].stop() == 0
 
-    def add_account(self, user: str, password: str) -> Account:
+    def add_account(
+        self,
+        user: str,
+        password: str,
+        *,
+        kdf_cost: str | None = "interactive",
+        settings: dict[str, float | int] | None = None,
+    ) -> Account:
+        """`account add` (Argon2id at `kdf_cost`: cheaper than the moderate default unless
+        None), and a gateway to serve it with `settings` in its TOML file."""
         home = self.root / "gateways" / user
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
@@ -169,9 +178,10 @@ class Bubble:
         sealgate(
             "account", "add", f"{user}@{DOMAIN}", "--gateway", home, "--bubble", self.admin,
             "--relay", self.relay_url, "--password-file", pw_file, *pin,
+            *(["--kdf-cost", kdf_cost] if kdf_cost else []),
         )
         pw_file.unlink()
-        return self._register(user, password, home)
+        return self._register(user, password, home, settings)
 
     def password_file(self, user: str, password: str) -> Path:
         path = self.root / f"{user}.password"
@@ -186,7 +196,7 @@ class Bubble:
         sealgate(
             "account", "request", f"{user}@{DOMAIN}", "--gateway", home,
             "--relay", self.relay_url, "--password-file", self.password_file(user, password),
-            "--out", request,
+            "--out", request, "--kdf-cost", "interactive",
         )
         (self.root / f"{user}.password").unlink()
         sealgate("bubble", "sign", request, "--bubble", self.admin, "--out", signed)
@@ -195,9 +205,13 @@ class Bubble:
         signed.unlink()
         return self._register(user, password, home)
 
-    def _register(self, user: str, password: str, home: Path) -> Account:
+    def _register(
+        self, user: str, password: str, home: Path,
+        settings: dict[str, float | int] | None = None,
+    ) -> Account:
         config = self.root / f"{user}.toml"
         lines = [f'relay_ca_file = "{self.relay_cert}"'] if self.https else []
+        lines += [f"{name} = {value!r}" for name, value in (settings or {}).items()]
         config.write_text("".join(f"{line}\n" for line in (*lines, *self.gateway_settings)))
         account = Account(f"{user}@{DOMAIN}", password, home, free_port(), free_port())
         self.accounts[user] = account

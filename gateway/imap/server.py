@@ -3,7 +3,8 @@
 Holds `ImapServer` (asyncio streams; STARTTLS and implicit TLS; connection limit; idle
 timeout; BYE to everyone on stop). Per connection it pumps bytes between the socket and
 `wire.ImapServerConnection`, hands commands to `state.ImapState`, and carries out what the
-state asks for: login (Argon2id, slow) in an executor, the TLS upgrade.
+state asks for: login (Argon2id, slow) through the `LoginGate` with the client's peer
+name (the gate throttles by it and runs Argon2id in its own pool), the TLS upgrade.
 
 It never parses IMAP itself and never decides what a command means. Log lines carry a
 connection number and event names, never message content, user names or addresses; an
@@ -32,6 +33,7 @@ from gateway.imap.state import (
     StartTlsRequest,
     State,
 )
+from gateway.login_gate import LoginBlocked, LoginGate, LoginRefused
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,14 @@ class ImapServer:
         config: ImapConfig,
         authenticator: Authenticator,
         ssl_context: ssl.SSLContext | None,
+        gate: LoginGate | None = None,
     ) -> None:
         if config.require_tls_for_login and ssl_context is None:
             raise ValueError("require_tls_for_login needs an ssl_context")
         self.config = config
         self.authenticator = authenticator
+        self._own_gate = gate is None
+        self.gate = gate or LoginGate()
         self.ssl_context = ssl_context
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,6 +152,8 @@ class ImapServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self._own_gate:
+            self.gate.close()
 
     # -- one connection
 
@@ -237,23 +244,26 @@ class ImapServer:
         await conn.send(reply.responses)
         action = reply.action
         if isinstance(action, LoginRequest):
-            result = await self._login(action)
+            result = await self._login(action, conn.writer.get_extra_info("peername"))
             await self._carry_out(conn, conn.state.finish_login(action, result))
         elif isinstance(action, StartTlsRequest):
             await self._start_tls(conn)
 
-    async def _login(self, request: LoginRequest) -> MailSession | LoginFailure:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            None, self.authenticator.login, request.username, request.password
-        )
+    async def _login(self, request: LoginRequest, peer: object) -> MailSession | LoginFailure:
         try:
-            return await asyncio.shield(future)
+            return await self.gate.check(
+                "imap",
+                peer,
+                request.username,
+                lambda: self.authenticator.login(request.username, request.password),
+                orphan=MailSession.close,
+            )
         except AuthenticationFailed:
             return LoginFailure.BAD_CREDENTIALS
-        except asyncio.CancelledError:
-            future.add_done_callback(_close_orphan_session)
-            raise
+        except LoginBlocked:
+            return LoginFailure.BLOCKED
+        except LoginRefused:
+            return LoginFailure.UNAVAILABLE
         except Exception as exc:
             log.error("imap login failed in storage: %s", type(exc).__name__)
             return LoginFailure.UNAVAILABLE
@@ -283,9 +293,3 @@ def _stream_buffered(reader: asyncio.StreamReader) -> int:
     `_buffer`); STARTTLS must not let them through as if they had come over TLS."""
     buffer = getattr(reader, "_buffer", b"")
     return len(buffer)
-
-
-def _close_orphan_session(future: asyncio.Future[MailSession]) -> None:
-    """A login finished after its connection was gone: close the session it opened."""
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()

@@ -84,7 +84,8 @@ class StartTlsRequest:
 
 class LoginFailure(enum.Enum):
     BAD_CREDENTIALS = "bad credentials"  # AuthenticationFailed
-    UNAVAILABLE = "unavailable"  # storage failed: try later
+    UNAVAILABLE = "unavailable"  # storage failed, or too many logins at once: try later
+    BLOCKED = "blocked"  # too many failed logins from this client: NO, then BYE
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +474,15 @@ class ImapState:
             if result is LoginFailure.UNAVAILABLE:
                 text = "Login is unavailable; try again later."
                 return Reply([Tagged(request.tag, Status.NO, text, Code("UNAVAILABLE"))])
+            if result is LoginFailure.BLOCKED:
+                self.state = State.LOGOUT
+                text = "Too many failed logins from your address; try again later."
+                return Reply(
+                    [
+                        Tagged(request.tag, Status.NO, text, Code("UNAVAILABLE")),
+                        UntaggedStatus(Status.BYE, "Too many failed logins."),
+                    ]
+                )
             self._login_failures += 1
             responses: list[Response] = [
                 Tagged(

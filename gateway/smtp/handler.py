@@ -11,7 +11,6 @@ addresses, subjects or content.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import weakref
@@ -26,6 +25,7 @@ from bridge.keys import AccountKeys
 from bridge.sanitize import SanitizePolicy, sanitize
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
+from gateway.login_gate import LoginGate
 from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
 from gateway.smtp.policy import (
     SmtpRefusal,
@@ -53,8 +53,10 @@ class SubmissionHandler:
         wake_delivery: Callable[[], None],
         on_unlock: Callable[[], None],
         header_limits: HeaderLimits = DEFAULT_LIMITS,
+        gate: LoginGate,
     ) -> None:
         self._keyring = keyring
+        self._gate = gate
         self._recipients = recipients
         self._outbox = outbox
         self._domain = domain.lower()
@@ -69,17 +71,28 @@ class SubmissionHandler:
             weakref.WeakKeyDictionary()
         )
 
-    async def verify(self, credentials: LoginPassword) -> str | None:
-        """The account these AUTH credentials unlock, or None; runs Argon2id off the loop."""
+    async def verify(self, credentials: LoginPassword, peer: object) -> str | None:
+        """The account these AUTH credentials unlock, or None after the failure's delay.
+
+        Argon2id runs in the login gate's pool; raises `LoginRefused` when the client is
+        blocked or the pool is full."""
+        login = credentials.login.decode("utf-8", "replace")
         try:
-            login = normalize_address(credentials.login.decode("utf-8"))
             password = credentials.password.decode("utf-8")
-            await asyncio.to_thread(self._keyring.unlock, login, password)
-        except (UnicodeDecodeError, ValueError, AuthenticationFailed):
-            log.info("smtp: authentication failed")
+        except UnicodeDecodeError:
+            password = None
+
+        def unlock() -> None:
+            if password is None:
+                raise AuthenticationFailed()  # not a password any account can have
+            self._keyring.unlock(login, password)
+
+        try:
+            await self._gate.check("smtp", peer, login, unlock)
+        except AuthenticationFailed:
             return None
         self._on_unlock()
-        return login
+        return normalize_address(login)
 
     async def handle_MAIL(
         self,

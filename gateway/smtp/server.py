@@ -1,10 +1,12 @@
 """The SMTP protocol object of the gateway: aiosmtpd's SMTP with AUTH off the event loop.
 
 aiosmtpd decodes AUTH PLAIN and LOGIN, then checks credentials through a
-synchronous hook. Checking a password here means Argon2id (~50 ms and 64 MiB), which
+synchronous hook. Checking a password here means Argon2id (~0.5 s and 256 MiB), which
 must not stall every other session, so this subclass lets aiosmtpd decode, takes
-the credentials from that hook, and verifies them in a worker thread. After
-`max_auth_failures` failures on one connection it answers 421 and closes.
+the credentials from that hook, and verifies them with the client's peer name through
+the handler (which runs them through `gateway.login_gate`). After `max_auth_failures`
+failures on one connection, or when the client's address is blocked, it answers 421
+and closes; when the Argon2id pool is full it answers 454 and keeps the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-Verifier = Callable[[LoginPassword], Awaitable[str | None]]
+from gateway.login_gate import LoginBlocked, LoginRefused
+
+Verifier = Callable[[LoginPassword, object], Awaitable[str | None]]  # credentials, peer name
 
 
 class _Pending(AuthResult):
@@ -42,13 +46,23 @@ class SubmissionSMTP(SMTP):
     async def _finish(self, result: AuthResult) -> AuthResult:
         if not isinstance(result, _Pending) or not isinstance(result.auth_data, LoginPassword):
             return result  # aiosmtpd already answered (bad base64, aborted with '*')
-        account = await self._verify(result.auth_data)
+        try:
+            peer = self.session.peer if self.session is not None else None
+            account = await self._verify(result.auth_data, peer)
+        except LoginRefused as refused:
+            await self.push(refused.smtp_reply)
+            if isinstance(refused, LoginBlocked):
+                self._hang_up()
+            return AuthResult(success=False, handled=True)
         if account is not None:
             return AuthResult(success=True, auth_data=account)
         self._auth_failures += 1
         if self._auth_failures >= self._max_auth_failures:
             await self.push("421 4.7.0 Too many failed authentication attempts")
-            if self.transport is not None:
-                self.transport.close()
+            self._hang_up()
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False)  # 535 5.7.8
+
+    def _hang_up(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

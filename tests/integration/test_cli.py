@@ -120,7 +120,7 @@ def test_operator_errors_are_one_line(tmp_path: Path) -> None:
         "already holds a bubble",
     )
     pw = tmp_path / "pw"
-    pw.write_text("secret\n")
+    pw.write_text("s\u00e9same-ouvre\n", encoding="utf-8")  # 12 characters, 13 bytes: long enough
     dead = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(
         sealgate("account", "add", "a@err.bubble", "--gateway", tmp_path / "gw", "--bubble", admin,
@@ -137,6 +137,14 @@ def test_operator_errors_are_one_line(tmp_path: Path) -> None:
                  "--relay", dead, "--password-file", tmp_path / "missing", check=False),
         "cannot read password file",
     )
+    short = tmp_path / "short"
+    short.write_text("\u00e9" * 11 + "\n", encoding="utf-8")  # 22 bytes, but 11 characters
+    assert_one_line_error(
+        sealgate("account", "add", "a@err.bubble", "--gateway", tmp_path / "gw-short",
+                 "--bubble", admin, "--relay", dead, "--password-file", short, check=False),
+        "the password is too short: 11 characters, at least 12",
+    )
+    assert not (tmp_path / "gw-short").exists()  # refused before anything was written
     assert_one_line_error(
         sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen", "127.0.0.1:0",
                  check=False),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nacl.pwhash
 import pytest
 
 from bridge.errors import CannotOpen, WrongPassphrase
@@ -180,3 +181,21 @@ def test_key_generations_are_bounded() -> None:
     assert sealed_cost(blob) == FAST
     with pytest.raises(CannotOpen):  # a body longer than the bound is not even tried
         unseal_seed(blob + bytes(32), b"pw")
+
+
+def test_account_keys_are_sealed_at_the_moderate_cost_by_default(monkeypatch) -> None:
+    costs = []
+    real_kdf = nacl.pwhash.argon2id.kdf
+
+    def recording_kdf(size, password, salt, *, opslimit, memlimit):
+        costs.append((opslimit, memlimit))
+        return real_kdf(size, password, salt, opslimit=FAST.opslimit, memlimit=FAST.memlimit)
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", recording_kdf)
+    blob = seal_seed(b"\x07" * 32, b"a passphrase")
+    moderate = (nacl.pwhash.argon2id.OPSLIMIT_MODERATE, nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
+    assert costs == [moderate]
+    assert (KdfCost.moderate().opslimit, KdfCost.moderate().memlimit) == moderate
+    # The cost is written into the blob, so unsealing pays it too.
+    unseal_seed(blob, b"a passphrase")
+    assert costs == [moderate, moderate]

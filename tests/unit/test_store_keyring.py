@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 
+import nacl.pwhash
 import pytest
 
 import gateway.keyring
@@ -10,7 +11,7 @@ from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
 from gateway.store.db import InvalidValue, UnknownAccount
-from tests.unit.store_support import ALICE, BOB, add_account
+from tests.unit.store_support import ALICE, BOB, RELAYS, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
@@ -149,3 +150,24 @@ def test_set_keys_keeps_the_mailbox_key(store_engine):
         accounts.set_keys(ALICE, b"x", AccountKeys.generate().public)
     with pytest.raises(UnknownAccount):
         accounts.set_keys(BOB, b"x", AccountKeys.generate().public)
+
+
+def test_an_unknown_address_pays_the_argon2id_cost_of_a_real_account(store_engine, monkeypatch):
+    """Whatever cost accounts are sealed at, the decoy for an unknown address costs the same."""
+    accounts = AccountStore(store_engine)
+    keys = AccountKeys.generate()
+    cost = KdfCost.interactive()  # neither the default nor the decoy-of-last-resort minimum
+    accounts.add(ALICE, seal_seed(keys.seed, b"pw-alice", cost), keys.public, RELAYS)
+    ring = KeyRing(accounts)
+    costs = []
+    real_kdf = nacl.pwhash.argon2id.kdf
+
+    def recording_kdf(size, password, salt, *, opslimit, memlimit):
+        costs.append((opslimit, memlimit))
+        return real_kdf(size, password, salt, opslimit=opslimit, memlimit=memlimit)
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", recording_kdf)
+    for login in (ALICE, BOB, "not an address"):
+        with pytest.raises(AuthenticationFailed):
+            ring.unlock(login, "wrong password")
+    assert costs == [(cost.opslimit, cost.memlimit)] * 3
