@@ -33,6 +33,7 @@ import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 
+from bridge.headers import decoded_text as decode_words
 from bridge.headers import parse_addresses, parse_header, unfold
 from gateway.imap.backend import header_block, header_end
 from gateway.imap.wire import Adjacent, Section, SectionText, Value
@@ -573,14 +574,6 @@ def _decode_body(part: MimePart) -> str:
         return data.decode("utf-8", "replace")
 
 
-def decoded_header(value: str) -> str:
-    """A header value with RFC 2047 encoded words decoded (as is when they do not decode)."""
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        return value
-
-
 def decoded_text(message: MimePart) -> str:
     """The decoded text of every text/* leaf (and embedded message), for SEARCH BODY."""
     if message.children:
@@ -597,5 +590,5 @@ def header_text(message: MimePart | HeaderBlock) -> str:
     lines = []
     for _, raw in message.fields:
         text = _FOLD.sub("", raw.decode("utf-8", "surrogateescape")).rstrip("\r\n")
-        lines.append(decoded_header(text))
+        lines.append(decode_words(text))
     return "\n".join(lines)

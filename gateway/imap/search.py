@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
 
+from bridge.headers import decoded_text as decode_words
 from gateway.imap.backend import MessageMeta
-from gateway.imap.fetch import HeaderBlock, MimePart, decoded_header, decoded_text, header_text
+from gateway.imap.fetch import HeaderBlock, MimePart, decoded_text, header_text
 from gateway.imap.wire import (
     Code,
     CommandFailed,
@@ -182,7 +183,7 @@ def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
             for field_name, raw in c.message.fields:
                 if field_name == name:
                     value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-                    if needle in decoded_header(" ".join(value.split())).casefold():
+                    if needle in decode_words(" ".join(value.split())).casefold():
                         return True
             return False
 

@@ -1,10 +1,12 @@
 """The submission handler: all SMTP policy of the gateway in one object.
 
-MAIL checks the sender is the authenticated account; RCPT resolves each recipient
-in the signed directory; DATA sanitizes the message, seals one envelope per
-recipient and commits them all to the durable outbox before answering 250 (in
-parts bounded by bytes, see `gateway.smtp.queueing`); a message whose size times its
-recipients exceeds `max_transaction_bytes` is refused with 552 5.3.4.
+MAIL checks the sender is the authenticated account and that the directory has not
+revoked it; RCPT resolves each recipient in the signed directory (and refuses, from a
+declared SIZE, a transaction that would exceed `max_transaction_bytes`); DATA
+sanitizes the message, seals one envelope per recipient and commits them all to the
+durable outbox before answering 250 (in parts bounded by bytes, see
+`gateway.smtp.queueing`); a message whose size times its recipients exceeds
+`max_transaction_bytes` is refused with 552 5.3.4.
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
@@ -26,13 +28,15 @@ from bridge.sanitize import SanitizePolicy, sanitize
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.login_gate import LoginGate
-from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
+from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
 from gateway.smtp.policy import (
     SmtpRefusal,
     address_domain,
     check_envelope_sender,
     check_headers,
+    check_transaction_size,
     complete_headers,
+    declared_size,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
 
@@ -107,6 +111,12 @@ class SubmissionHandler:
             check_envelope_sender(address, str(account))
         except SmtpRefusal as refusal:
             return refusal.reply
+        try:
+            await self._recipients.resolve(str(account))
+        except RevokedAddress:
+            return "550 5.7.1 This account has been revoked in the bubble directory; it cannot send"
+        except (UnknownAddress, DirectoryUnavailable):
+            pass  # its own record out of reach: the recipients' gateways check the sender
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self._resolved[envelope] = {}
@@ -129,6 +139,12 @@ class SubmissionHandler:
             return "250 2.1.5 Recipient ok (duplicate)"
         if len(resolved) >= self._max_recipients:
             return "452 4.5.3 Too many recipients"
+        size = declared_size(envelope.mail_options)
+        try:
+            if size is not None:
+                check_transaction_size(size, len(resolved) + 1, self._max_transaction_bytes)
+        except SmtpRefusal as refusal:
+            return refusal.reply
         if address_domain(key) != self._domain:
             return "550 5.7.1 Recipient is outside the bubble; refusing to send in clear"
         try:
@@ -156,12 +172,8 @@ class SubmissionHandler:
         raw = envelope.original_content
         if keys is None or not resolved or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
-        if len(raw) * len(resolved) > self._max_transaction_bytes:
-            return (
-                "552 5.3.4 Message size times recipients exceeds this gateway's limit"
-                " per message; send it to fewer recipients at a time"
-            )
         try:
+            check_transaction_size(len(raw), len(resolved), self._max_transaction_bytes)
             header = parse_header(raw, limit=self._header_limits.max_header_block)
             check_headers(header, account, self._header_limits)
             cleaned = sanitize(

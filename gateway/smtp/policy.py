@@ -61,3 +61,22 @@ def complete_headers(
     if header.first("message-id") is None:
         added += f"Message-ID: <{nacl.utils.random(16).hex()}@{domain}>\r\n".encode("ascii")
     return added + message
+
+
+def declared_size(mail_options: list[str]) -> int | None:
+    """The size a client declared with MAIL FROM's SIZE= parameter (RFC 1870), if any."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+def check_transaction_size(size: int, recipients: int, limit: int) -> None:
+    """Each recipient gets its own sealed copy: size times recipients is what a
+    transaction costs the outbox."""
+    if size * recipients > limit:
+        raise SmtpRefusal(
+            "552 5.3.4 Message size times recipients exceeds this gateway's limit"
+            " per message; send it to fewer recipients at a time"
+        )

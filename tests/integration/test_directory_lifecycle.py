@@ -34,6 +34,7 @@ from tests.bubble_processes import (
 from tests.integration.conftest import start_bubble
 from tests.integration.test_cli import assert_one_line_error
 from tests.integration.test_end_to_end import submit, wait_for_messages
+from tests.integration.test_sender_authenticity import deposit_sealed
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +63,13 @@ def rcpt(sender: Account, to: str) -> tuple[int, bytes]:
         smtp.login(sender.address, sender.password)
         smtp.mail(sender.address)
         return smtp.rcpt(to)
+
+
+def mail_from(sender: Account) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", sender.smtp_port, timeout=30) as smtp:
+        smtp.starttls(context=sender.tls_context())
+        smtp.login(sender.address, sender.password)
+        return smtp.mail(sender.address)
 
 
 def outbox_size(account: Account) -> int:
@@ -152,8 +160,12 @@ def test_revocation_refuses_rcpt_and_mail_signed_by_the_revoked_key(tmp_path: Pa
         code, reply = rcpt(alice, bob.address)
         assert code == 550 and reply.startswith(b"5.1.1") and b"revoked" in reply
 
-        # bob's gateway still holds bob's keys; what it signs is refused at alice's.
-        assert submit(bob, note(bob, alice.address, "from-revoked")) == {}
+        # bob's own gateway stops sending for him once its replica has the revocation...
+        wait_until(lambda: mail_from(bob)[0] == 550)
+        code, reply = mail_from(bob)
+        assert reply.startswith(b"5.7.1") and b"revoked" in reply
+        # ...and what bob's keys still sign (sealed past his gateway) is refused at alice's.
+        deposit_sealed(bubble, bob, alice, [note(bob, alice.address, "from-revoked").as_bytes()])
         (notice,) = wait_for_messages(alice, 1)
         parsed = email.message_from_bytes(notice, policy=email.policy.default)
         assert parsed["Subject"] == "A sealed message could not be opened"

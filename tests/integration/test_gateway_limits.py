@@ -166,14 +166,33 @@ def test_size_times_recipients_over_the_limit_gets_552(limits_bubble: Bubble) ->
     alice = limits_bubble.accounts["alice"]
     to = [recipient(n) for n in range(RECIPIENTS + 4)]
     message = large_message(alice.address, MAX_TRANSACTION_BYTES // len(to) + MiB)
+    fits = MAX_TRANSACTION_BYTES // len(message)  # recipients this message can have
     with logged_in(alice) as smtp:
-        with pytest.raises(smtplib.SMTPDataError) as refused:
-            smtp.sendmail(alice.address, to, message)
-        assert refused.value.smtp_code == 552
-        assert refused.value.smtp_error.startswith(b"5.3.4 Message size times recipients")
-        # the same message to fewer recipients fits
-        assert smtp.sendmail(alice.address, to[:4], message) == {}
+        # Without a declared SIZE the gateway learns the size at DATA.
+        assert smtp.mail(alice.address)[0] == 250
+        for address in to:
+            assert smtp.rcpt(address)[0] == 250
+        code, reply = smtp.data(message)
+        assert (code, reply[:35]) == (552, b"5.3.4 Message size times recipients")
+        # smtplib declares SIZE: the recipients past the limit are refused at RCPT, and
+        # the message goes to the others.
+        refused = smtp.sendmail(alice.address, to, message)
+        assert sorted(refused) == sorted(to[fits:])
+        assert {code for code, _ in refused.values()} == {552}
     assert "sealing or queueing failed" not in limits_bubble.log_text("alice")
+
+
+def test_a_declared_size_over_the_limit_is_refused_at_rcpt(limits_bubble: Bubble) -> None:
+    """A client that declares SIZE= learns at RCPT, before it sends DATA."""
+    alice = limits_bubble.accounts["alice"]
+    per_recipient = MAX_TRANSACTION_BYTES // RECIPIENTS
+    with logged_in(alice) as smtp:
+        assert smtp.mail(alice.address, [f"SIZE={per_recipient}"])[0] == 250
+        for n in range(RECIPIENTS):
+            assert smtp.rcpt(recipient(n))[0] == 250
+        code, reply = smtp.rcpt(recipient(RECIPIENTS))
+        assert (code, reply[:5]) == (552, b"5.3.4")
+        smtp.rset()
 
 
 def rows(database: Path, query: str) -> list[tuple[object, ...]]:

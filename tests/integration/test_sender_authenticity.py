@@ -79,16 +79,20 @@ def test_submission_still_accepts_the_account_with_its_own_name(shared_bubble: B
     assert len(wait_for_messages(bob, token=canary)) == 1
 
 
-def deposit_as_alice(bubble: Bubble, alice: Account, bob: Account, messages: list[bytes]) -> None:
-    """Seal each message as a member can with her own keys (her gateway's policy bypassed)
-    and deposit it for bob on the relay with her gateway's credential."""
-    alice_keys = KeyRing(AccountStore(open_engine(gateway_database_url(alice.home)))).unlock(
-        alice.address, alice.password
-    )
-    bob_row = AccountStore(open_engine(gateway_database_url(bob.home))).get(bob.address)
-    assert bob_row is not None  # bob's public keys, as the directory gives them to alice
+def deposit_sealed(bubble: Bubble, sender: Account, to: Account, messages: list[bytes]) -> None:
+    """Seal each message as a member can with their own keys (their gateway's policy
+    bypassed) and deposit it for `to` on the relay with the sender gateway's credential."""
+    sender_engine = open_engine(gateway_database_url(sender.home))
+    to_engine = open_engine(gateway_database_url(to.home))
+    try:
+        sender_keys = KeyRing(AccountStore(sender_engine)).unlock(sender.address, sender.password)
+        to_row = AccountStore(to_engine).get(to.address)
+    finally:
+        sender_engine.dispose()
+        to_engine.dispose()
+    assert to_row is not None  # the recipient's public keys, as the directory gives them
     envelopes = [
-        seal(m, sender=alice.address, sender_keys=alice_keys, recipient=bob_row.public,
+        seal(m, sender=sender.address, sender_keys=sender_keys, recipient=to_row.public,
              envelope_id=new_envelope_id())
         for m in messages
     ]
@@ -96,7 +100,7 @@ def deposit_as_alice(bubble: Bubble, alice: Account, bob: Account, messages: lis
     async def deposit() -> None:
         async with RelayClient(bubble.relay_url) as relay:
             for envelope in envelopes:
-                await relay.deposit(envelope, Membership.load(alice.home).credential)
+                await relay.deposit(envelope, Membership.load(sender.home).credential)
 
     asyncio.run(deposit())
 
@@ -105,7 +109,7 @@ def test_reception_replaces_each_forged_sender_by_a_notice(shared_bubble: Bubble
     alice, bob = shared_bubble.accounts["alice"], shared_bubble.accounts["bob"]
     canaries = {f"forged-{p.id}-{secrets.token_hex(4)}": p.values for p in FORGERIES}
     honest = "honest-" + secrets.token_hex(6)
-    deposit_as_alice(shared_bubble, alice, bob, [
+    deposit_sealed(shared_bubble, alice, bob, [
         *(raw_message(str(values[0]), canary) for canary, values in canaries.items()),
         raw_message(f"From: Alice <{ALICE}>\r\n", honest),
     ])

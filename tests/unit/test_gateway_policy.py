@@ -10,7 +10,9 @@ from gateway.smtp.policy import (
     SmtpRefusal,
     check_envelope_sender,
     check_headers,
+    check_transaction_size,
     complete_headers,
+    declared_size,
 )
 
 ACCOUNT = "alice@demo.bubble"
@@ -157,3 +159,19 @@ def test_address_field_limit_is_passed_to_the_rules() -> None:
     check_headers(parse_header(raw), ACCOUNT, HeaderLimits(max_address_field=25))
     with pytest.raises(SmtpRefusal, match="From field must be one valid address"):
         check_headers(parse_header(raw), ACCOUNT, HeaderLimits(max_address_field=24))
+
+
+@pytest.mark.parametrize(
+    ("options", "size"),
+    [([], None), (["BODY=8BITMIME"], None), (["SIZE=1024"], 1024),
+     (["BODY=8BITMIME", "size=77"], 77), (["SIZE=-1"], None), (["SIZE="], None)],
+)
+def test_declared_size_reads_the_mail_from_parameter(options: list[str], size: int | None) -> None:
+    assert declared_size(options) == size
+
+
+def test_transaction_size_is_size_times_recipients() -> None:
+    check_transaction_size(100, 10, 1000)
+    with pytest.raises(SmtpRefusal) as refused:
+        check_transaction_size(101, 10, 1000)
+    assert refused.value.reply.startswith("552 5.3.4 Message size times recipients")
