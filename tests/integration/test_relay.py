@@ -687,11 +687,21 @@ def test_logs_name_routes_not_ids(
 
     with caplog.at_level(logging.INFO, logger="sealgate.relay"):
         run(scenario())
+    assert [r.getMessage() for r in caplog.records if r.name == "sealgate.relay.access"] == []
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="sealgate.relay"):
+        run(scenario())
     lines = [record.getMessage() for record in caplog.records]
-    assert "GET /v1/mailboxes/{mailbox_id}/envelopes/{envelope_id} 200" in "\n".join(lines)
-    assert "POST /v1/envelopes 201" in "\n".join(lines)
+    assert (
+        "event=request method=GET route=/v1/mailboxes/{mailbox_id}/envelopes/{envelope_id}"
+        " status=200 seconds=" in "\n".join(lines)
+    )
+    assert "event=request method=POST route=/v1/envelopes status=201" in "\n".join(lines)
     for line in lines:
+        assert "\n" not in line
         assert bubble.alice.public.mailbox_id.hex() not in line
+        assert bubble.alice.public.mailbox_id.hex()[:16] not in line
         assert "127.0.0.1" not in line
 
 
@@ -741,7 +751,9 @@ def test_storage_failure_is_a_bare_500_and_unavailable(
 
     with caplog.at_level(logging.ERROR, logger="sealgate.relay"):
         run(scenario())
-    assert any("POST /v1/envelopes" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "event=internal_error method=POST route=/v1/envelopes error=OSError"
+    ] * 2
 
 
 @contextlib.asynccontextmanager
