@@ -49,6 +49,7 @@ from bridge.revocation import GatewayRevocation
 
 logger = logging.getLogger("sealgate.relay")
 access_logger = logging.getLogger("sealgate.relay.access")
+http_logger = logging.getLogger("sealgate.relay.http")  # aiohttp's own protocol errors
 
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 _MAX_REVOCATION_BODY = 1024  # {"gateway_key": 64 hex, "signature": 88 base64}
@@ -260,7 +261,7 @@ class RelayServer:
         runner = web.AppRunner(
             build_app(self.config, self._storage, self._metrics),
             access_log_class=_TerseAccessLogger, access_log=access_logger,
-            keepalive_timeout=self.config.header_timeout,
+            keepalive_timeout=self.config.header_timeout, logger=http_logger,
         )
         try:
             await runner.setup()
@@ -318,12 +319,12 @@ async def serve_forever(config: RelayConfig) -> None:
     """Run a relay until the task is cancelled."""
     server = RelayServer(config)
     await server.start()
-    logger.info("relay listening on %s", server.url)
+    logger.info("event=listening url=%s", server.url)
     try:
         await asyncio.Event().wait()
     finally:
         await server.stop()
-        logger.info("relay stopped")
+        logger.info("event=stopped")
 
 
 @web.middleware
@@ -369,6 +370,26 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         )
         logger.debug("traceback of the internal error", exc_info=True)
         return web.json_response({"error": "internal error"}, status=500)
+
+
+class _OneLineProtocolErrors(logging.Filter):
+    """Turn aiohttp's record of bytes that are not HTTP into one INFO line.
+
+    aiohttp logs those with the peer address and a traceback; the line kept names
+    only the parser's error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        record.msg, record.args = "event=bad_http error=%s", (type(record.exc_info[1]).__name__,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+http_logger.addFilter(_OneLineProtocolErrors())
 
 
 class _TerseAccessLogger(AbstractAccessLogger):

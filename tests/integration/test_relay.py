@@ -423,7 +423,9 @@ def test_malformed_requests_get_json_4xx(tmp_path: Path, bubble: Bubble) -> None
     run(scenario())
 
 
-def test_garbage_on_the_socket_gets_a_4xx_without_traceback(tmp_path: Path, bubble: Bubble) -> None:
+def test_garbage_on_the_socket_gets_a_4xx_without_traceback(
+    tmp_path: Path, bubble: Bubble, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> None:
         async with relay(tmp_path, bubble) as (server, client):
             for garbage in (
@@ -442,7 +444,13 @@ def test_garbage_on_the_socket_gets_a_4xx_without_traceback(tmp_path: Path, bubb
                 assert b"Traceback" not in reply and b"File \"" not in reply
             assert await client.health()
 
-    run(scenario())
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    relay_lines = [r for r in caplog.records if r.name.startswith(("sealgate", "aiohttp"))]
+    assert any(r.getMessage().startswith("event=bad_http error=") for r in relay_lines)
+    for record in relay_lines:
+        assert record.levelno <= logging.INFO and record.exc_info is None, record.getMessage()
+        assert "\n" not in record.getMessage() and "127.0.0.1" not in record.getMessage()
 
 
 # the directory
