@@ -96,17 +96,24 @@ class _UsageCollector(Collector):
         self._usage = usage
         self._quota = quota_bytes
 
+    def describe(self) -> Iterable[Metric]:
+        """The gauges without values, so that registering reads no storage."""
+        return self._families(None)
+
     def collect(self) -> Iterable[Metric]:
-        usage = self._usage()
-        yield GaugeMetricFamily(
-            "sealgate_relay_stored_bytes", "Bytes of envelopes stored", value=usage.stored_bytes
+        return self._families(self._usage())
+
+    def _families(self, usage: StorageUsage | None) -> Iterator[Metric]:
+        values = (None, None, None) if usage is None else (
+            usage.stored_bytes, usage.envelopes, self._quota
         )
-        yield GaugeMetricFamily(
-            "sealgate_relay_envelopes", "Envelopes stored", value=usage.envelopes
+        names = (
+            ("sealgate_relay_stored_bytes", "Bytes of envelopes stored"),
+            ("sealgate_relay_envelopes", "Envelopes stored"),
+            ("sealgate_relay_quota_bytes", "Storage quota in bytes (0: none)"),
         )
-        yield GaugeMetricFamily(
-            "sealgate_relay_quota_bytes", "Storage quota in bytes (0: none)", value=self._quota
-        )
+        for (name, text), value in zip(names, values, strict=True):
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 class _PerMinute:

@@ -250,16 +250,16 @@ class RelayServer:
         self._owns_storage = storage is None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._metrics: RelayMetrics | None = None
+        # Exists before storage is opened, so storage can be given `count_purge`.
+        self.metrics = RelayMetrics(lambda: self._opened_storage().usage())
 
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("relay server already started")
         if self._storage is None:
             self._storage = await asyncio.to_thread(SqliteFileStorage, self.config.home)
-        self._metrics = RelayMetrics(self._storage.usage)
         runner = web.AppRunner(
-            build_app(self.config, self._storage, self._metrics),
+            build_app(self.config, self._storage, self.metrics),
             access_log_class=_TerseAccessLogger, access_log=access_logger,
             keepalive_timeout=self.config.header_timeout, logger=http_logger,
         )
@@ -292,12 +292,10 @@ class RelayServer:
             raise RuntimeError("relay server is not started")
         return self._port
 
-    @property
-    def metrics(self) -> RelayMetrics:
-        """The running relay's counters (`count_purge` is for whoever purges)."""
-        if self._metrics is None:
+    def _opened_storage(self) -> EnvelopeStorage:
+        if self._storage is None:
             raise RuntimeError("relay server is not started")
-        return self._metrics
+        return self._storage
 
     @property
     def url(self) -> str:

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,12 +16,14 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.errors import RelayUnavailable
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.client import RelayClient
 from bridge.relay.server import RelayServer
 from tests.integration.test_relay import (
     Bubble,
     envelope_id_of,
+    fake_relay,
     make_envelope,
     raw,
     relay,
@@ -221,57 +222,60 @@ def test_relay_status_command(tmp_path: Path, bubble: Bubble) -> None:
     run(scenario())
 
 
-async def _recording_relay(peers: dict[str, set[int]]) -> AsyncIterator[str]:
+def _recording_routes(peers: dict[str, set[int]]) -> web.RouteTableDef:
     """A stand-in relay that notes which client port each kind of request came from."""
+    routes = web.RouteTableDef()
 
     def note(kind: str, request: web.Request) -> None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         assert peer is not None
         peers.setdefault(kind, set()).add(peer[1])
 
+    @routes.post("/v1/envelopes")
     async def deposit(request: web.Request) -> web.Response:
         note("deposit", request)
         body = await request.read()
         return web.json_response({"id": envelope_id_of(body).hex()}, status=201)
 
+    @routes.get("/v1/mailboxes/{mailbox_id}/envelopes")
     async def listing(request: web.Request) -> web.Response:
         note("read", request)
         return web.json_response({"envelopes": []})
 
+    @routes.get("/v1/directory")
     async def directory(request: web.Request) -> web.Response:
         note("read", request)
         return web.json_response({"records": []})
 
-    app = web.Application()
-    app.router.add_post("/v1/envelopes", deposit)
-    app.router.add_get("/v1/mailboxes/{mailbox_id}/envelopes", listing)
-    app.router.add_get("/v1/directory", directory)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    return routes
 
 
 def test_deposits_and_mailbox_reads_never_share_a_connection(bubble: Bubble) -> None:
     async def scenario() -> None:
         peers: dict[str, set[int]] = {}
-        recording = _recording_relay(peers)
-        url = await anext(recording)
-        try:
-            async with RelayClient(url) as client:
-                for _ in range(3):
-                    await client.deposit(make_envelope(bubble.alice), bubble.gateway)
-                    await client.list(bubble.alice.mailbox)
-                    await client.directory()
-        finally:
-            await recording.aclose()
+        async with fake_relay(_recording_routes(peers)) as url, RelayClient(url) as client:
+            for _ in range(3):
+                await client.deposit(make_envelope(bubble.alice), bubble.gateway)
+                await client.list(bubble.alice.mailbox)
+                await client.directory()
         assert peers["deposit"] and peers["read"]
         assert peers["deposit"].isdisjoint(peers["read"])
         assert len(peers["deposit"]) == 1  # keep-alive still serves each pool
+
+    run(scenario())
+
+
+def test_client_refuses_a_malformed_status(bubble: Bubble) -> None:
+    routes = web.RouteTableDef()
+
+    @routes.get("/status.json")
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"stored_bytes": "lots"})
+
+    async def scenario() -> None:
+        async with fake_relay(routes) as url, RelayClient(url) as client:
+            with pytest.raises(RelayUnavailable, match="malformed relay answer"):
+                await client.status()
 
     run(scenario())
 
