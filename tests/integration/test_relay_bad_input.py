@@ -28,7 +28,8 @@ from bridge.envelope import OuterHeader
 from bridge.keys import AccountKeys, GatewayCredential, RootKey, mailbox_id_for
 from bridge.relay.auth import sign_deposit, sign_request
 from bridge.relay.config import RelayConfig
-from bridge.relay.server import RelayServer
+from bridge.relay.server import RelayServer, build_app
+from bridge.relay.storage import SqliteFileStorage
 from tests.integration.test_relay import (
     Bubble,
     envelope_id_of,
@@ -336,3 +337,18 @@ def test_fuzzed_requests_get_documented_statuses_and_json_errors(
             connection.request("GET", "/healthz")
             assert connection.getresponse().status == 200
     assert {200, 400, 401, 403, 404, 405} <= seen, seen  # the fuzz reached past the checks
+
+
+def test_every_route_is_described(tmp_path: Path, bubble: Bubble) -> None:
+    storage = SqliteFileStorage(tmp_path)
+    try:
+        app = build_app(RelayConfig(home=tmp_path), storage)
+        served = {
+            (route.method, resource.canonical)
+            for resource in app.router.resources() for route in resource
+            if route.method != "HEAD"
+        }
+    finally:
+        storage.close()
+    described = {(method, path) for method, path, _ in OPERATIONS}
+    assert served == described
