@@ -2,6 +2,7 @@
 
     sealgate bubble init   --home ADMIN --domain DOMAIN
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
+    sealgate relay status  --url URL [--json]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
                            --password-file FILE [--kdf-cost moderate|interactive|minimum]
     sealgate account rotate ADDRESS --gateway GW --bubble ADMIN --password-file FILE
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -30,8 +32,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RelayUnavailable
+from bridge.relay.client import RelayClient
 from bridge.relay.config import RelayConfig
+from bridge.relay.metrics import RelayStatus
+from bridge.relay.operator import status_table
 from bridge.relay.server import RelayServer
 from bridge.settings import SettingsError, load_settings, parse_host_port, read_toml
 from gateway.config import GatewayConfig
@@ -110,6 +115,20 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
         print(f"relay listening on http://{config.host}:{server.port}", flush=True)
 
     asyncio.run(run_until_signal(start, server.stop))
+
+
+def cmd_relay_status(args: argparse.Namespace) -> None:
+    async def fetch() -> RelayStatus:
+        async with RelayClient(args.url, timeout=10, ca_file=args.relay_ca) as client:
+            return await client.status()
+
+    try:
+        status = asyncio.run(fetch())
+    except RelayUnavailable as e:
+        raise CliError(f"relay {args.url} unreachable: {e}") from None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(status.to_json()) if args.json else status_table(status))
 
 
 def cmd_account_add(args: argparse.Namespace) -> None:
@@ -294,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
     p.add_argument("--config", type=Path, help="TOML file with relay settings")
     p.set_defaults(func=cmd_relay_serve)
+    p = relay.add_parser("status", help="a relay's storage, traffic and purge figures")
+    p.add_argument("--url", required=True, help="the relay's base URL")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _relay_ca_argument(p)
+    p.set_defaults(func=cmd_relay_status)
 
     account = sub.add_parser("account", help="manage accounts").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -5,6 +5,8 @@
     storage   the `EnvelopeStorage` Protocol and the SQLite-plus-files backend
               (envelopes, directory records by version, gateway revocations)
     server    the aiohttp application, `RelayServer` and `serve_forever`
+    metrics   `RelayMetrics` (Prometheus counters, one registry per app) and `RelayStatus`
+    operator  the operator routes: /healthz, /metrics, the /status page, /status.json
     client    `RelayClient`, what a gateway uses to deposit, fetch and publish
 
 Errors the relay answers with (their HTTP status travels with them):

@@ -10,6 +10,10 @@ One client talks to one relay. Failures come out as two errors only:
 Requests are signed with `bridge.relay.auth`; redirects are never followed (the
 signature covers the path). Answers are read up to `max_response_bytes`. This
 module keeps nothing on disk and logs nothing.
+
+Deposits travel on connections of their own, never shared with mailbox reads or
+directory lookups: a keep-alive connection that carried both would tell the relay
+which mailbox the depositing gateway reads.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailab
 from bridge.keys import GatewayCredential, mailbox_id_for
 from bridge.relay.auth import sign_deposit, sign_request
 from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
+from bridge.relay.metrics import RelayStatus
 from bridge.revocation import GatewayRevocation
 
 _REASON_MAX = 200
 _CHUNK = 64 * 1024
+# Below the relay's header_timeout (default 15 s), so that the client, not the
+# relay, closes an idle connection and a request never races the relay's close.
+_KEEPALIVE = 5.0
+_DEPOSITS, _READS = "deposits", "reads"  # the two connection pools
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,8 @@ class EnvelopeInfo:
 
 
 class RelayClient:
-    """An HTTP client for one relay; its aiohttp session is created on first use."""
+    """An HTTP client for one relay; its two aiohttp sessions (deposits, everything
+    else) are created on first use."""
 
     def __init__(
         self, url: str, *, timeout: float = 10.0,
@@ -68,7 +78,7 @@ class RelayClient:
         self._prefix = base.path.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_response = max_response_bytes
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
         # https: the system's trust store, or only the certificates in ca_file (pinning).
         self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
 
@@ -82,9 +92,9 @@ class RelayClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
     async def health(self) -> bool:
         """True if the relay answers its health check; never raises a RelayError."""
@@ -99,7 +109,9 @@ class RelayClient:
         url = self._url("/v1/envelopes")
         headers = sign_deposit(credential, url.raw_path_qs, envelope, time.time())
         headers["Content-Type"] = "application/octet-stream"
-        await self._call("POST", url, body=envelope, headers=headers, expect=(200, 201))
+        await self._call(
+            "POST", url, body=envelope, headers=headers, expect=(200, 201), pool=_DEPOSITS,
+        )
 
     async def list(self, mailbox_key: nacl.signing.SigningKey) -> builtins.list[EnvelopeInfo]:
         """The envelopes waiting in this key's mailbox, oldest first (at most the relay's cap)."""
@@ -131,6 +143,14 @@ class RelayClient:
         """Tell the relay to delete an envelope (done also if it was already gone)."""
         _check_len(envelope_id, ENVELOPE_ID_LEN, "envelope id")
         await self._signed(mailbox_key, "DELETE", "/" + envelope_id.hex(), expect=(204,))
+
+    async def status(self) -> RelayStatus:
+        """The relay's operator figures (`GET /status.json`)."""
+        _, body = await self._call("GET", "/status.json", expect=(200,))
+        try:
+            return RelayStatus.from_json(_json(body))
+        except ValueError:
+            raise RelayUnavailable("malformed relay answer") from None
 
     async def publish(self, record: DirectoryRecord) -> None:
         """Store a root-signed directory record (the record's signature authorizes it).
@@ -199,15 +219,17 @@ class RelayClient:
 
     async def _call(
         self, method: str, target: str | yarl.URL, *, body: bytes | None = None,
-        headers: dict[str, str] | None = None, expect: tuple[int, ...],
+        headers: dict[str, str] | None = None, expect: tuple[int, ...], pool: str = _READS,
     ) -> tuple[int, bytes]:
         url = self._url(target) if isinstance(target, str) else target
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl),
+        session = self._sessions.get(pool)
+        if session is None:
+            session = self._sessions[pool] = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=_KEEPALIVE),
             )
         try:
-            async with self._session.request(
+            async with session.request(
                 method, url, data=None if body is None else io.BytesIO(body), headers=headers,
                 allow_redirects=False,
             ) as response:

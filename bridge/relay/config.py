@@ -30,6 +30,8 @@ class RelayConfig:
     max_list: int = 1000  # envelopes in one list answer (oldest first)
     max_record_bytes: int = 256 * 1024  # a directory record's JSON body
     max_query_bytes: int = 4096  # body of a signed list/fetch/ack (they carry none; some slack)
+    header_timeout: int = 15  # seconds to send a request's head (also the idle keep-alive)
+    body_timeout: int = 300  # seconds to send a whole request body; slower ones get 408
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the relay speaks HTTPS
     tls_key: Path | None = None
 
@@ -50,6 +52,8 @@ class RelayConfig:
         _check_int("max_list", self.max_list, 1, 100_000)
         _check_int("max_record_bytes", self.max_record_bytes, 256, 16 * MIB)
         _check_int("max_query_bytes", self.max_query_bytes, 0, MIB)
+        _check_int("header_timeout", self.header_timeout, 1, 3600)
+        _check_int("body_timeout", self.body_timeout, 1, 86400)
 
 
 def load_root_public(path: Path) -> bytes:

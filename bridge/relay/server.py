@@ -6,7 +6,14 @@ every storage call in a worker thread (`asyncio.to_thread`) so that fsync and
 SQLite never stall the event loop. Every refusal is a JSON body `{"error": reason}`
 with its status; an unexpected failure is a bare 500 `{"error": "internal error"}`,
 never a traceback. Log lines name the route template (`/v1/mailboxes/{mailbox_id}/…`),
-never an id, a body or an address.
+never an id, a body or an address; routine access lines are DEBUG. Each request's
+duration goes to the app's `RelayMetrics` (`bridge.relay.metrics`), which the
+operator routes of `bridge.relay.operator` serve.
+
+Slow clients are cut off: a request head must arrive within `header_timeout`
+seconds of the connection (or of the previous answer), which is also how long an
+idle keep-alive connection stays open; a body must arrive within `body_timeout`
+seconds, else `408`.
 """
 
 from __future__ import annotations
@@ -35,20 +42,29 @@ from bridge.relay.auth import (
     verify_request,
 )
 from bridge.relay.config import RelayConfig
+from bridge.relay.metrics import RelayMetrics
+from bridge.relay.operator import OperatorPages
 from bridge.relay.storage import EnvelopeStorage, PutOutcome, SqliteFileStorage, coarse_hour
 from bridge.revocation import GatewayRevocation
 
 logger = logging.getLogger("sealgate.relay")
 access_logger = logging.getLogger("sealgate.relay.access")
+http_logger = logging.getLogger("sealgate.relay.http")  # aiohttp's own protocol errors
 
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 _MAX_REVOCATION_BODY = 1024  # {"gateway_key": 64 hex, "signature": 88 base64}
 _GATEWAY_KEY_LEN = 32
 _ROUTE = web.RequestKey("sealgate_route", str)  # the route template, for log lines
+METRICS = web.AppKey("sealgate_metrics", RelayMetrics)
+_BODY_TIMEOUT = web.AppKey("sealgate_body_timeout", int)
+_DEPOSIT_ROUTE = "/v1/envelopes"  # the route templates that _observe counts
+_FETCH_ROUTE = "/v1/mailboxes/{mailbox_id}/envelopes/{envelope_id}"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _STATUS_REASONS = {
     400: "bad request",
     404: "not found",
     405: "method not allowed",
+    408: "request body too slow",
     413: "request body too large",
 }
 
@@ -188,15 +204,24 @@ class RelayHandler:
         return mailbox_id
 
 
-def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
-    """The relay's aiohttp application over `storage`."""
+def build_app(
+    config: RelayConfig, storage: EnvelopeStorage, metrics: RelayMetrics | None = None
+) -> web.Application:
+    """The relay's aiohttp application over `storage`, counting into `metrics`."""
     handler = RelayHandler(config, storage)
+    pages = OperatorPages(metrics or RelayMetrics(storage.usage))
     # Each route reads its body through `_read_body` with its own limit, or not at all;
     # client_max_size only backs that up for anything that would call request.read().
     app = web.Application(
-        middlewares=[_json_errors],
+        middlewares=[_observe, _json_errors],
         client_max_size=max(config.max_envelope_bytes, config.max_record_bytes),
     )
+    app[METRICS] = pages.metrics
+    app[_BODY_TIMEOUT] = config.body_timeout
+    app.router.add_get("/healthz", pages.handle_healthz)
+    app.router.add_get("/metrics", pages.handle_metrics)
+    app.router.add_get("/status", pages.handle_status)
+    app.router.add_get("/status.json", pages.handle_status_json)
     mailbox = "/v1/mailboxes/{mailbox_id}/envelopes"
     router = app.router
     router.add_get("/v1/health", handler.handle_health)
@@ -225,6 +250,8 @@ class RelayServer:
         self._owns_storage = storage is None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        # Exists before storage is opened, so storage can be given `count_purge`.
+        self.metrics = RelayMetrics(lambda: self._opened_storage().usage())
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -232,8 +259,9 @@ class RelayServer:
         if self._storage is None:
             self._storage = await asyncio.to_thread(SqliteFileStorage, self.config.home)
         runner = web.AppRunner(
-            build_app(self.config, self._storage),
+            build_app(self.config, self._storage, self.metrics),
             access_log_class=_TerseAccessLogger, access_log=access_logger,
+            keepalive_timeout=self.config.header_timeout, logger=http_logger,
         )
         try:
             await runner.setup()
@@ -264,6 +292,11 @@ class RelayServer:
             raise RuntimeError("relay server is not started")
         return self._port
 
+    def _opened_storage(self) -> EnvelopeStorage:
+        if self._storage is None:
+            raise RuntimeError("relay server is not started")
+        return self._storage
+
     @property
     def url(self) -> str:
         host = self.config.host
@@ -284,23 +317,38 @@ async def serve_forever(config: RelayConfig) -> None:
     """Run a relay until the task is cancelled."""
     server = RelayServer(config)
     await server.start()
-    logger.info("relay listening on %s", server.url)
+    logger.info("event=listening url=%s", server.url)
     try:
         await asyncio.Event().wait()
     finally:
         await server.stop()
-        logger.info("relay stopped")
+        logger.info("event=stopped")
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Name the route, time the answer and count deposits and fetches."""
+    resource = request.match_info.route.resource
+    route = "-" if resource is None else resource.canonical
+    request[_ROUTE] = route
+    started = time.perf_counter()
+    response = await handler(request)
+    metrics = request.app[METRICS]
+    metrics.observe_request(_method(request), route, time.perf_counter() - started)
+    if response.status == 201 and route == _DEPOSIT_ROUTE:
+        metrics.count_deposit()
+    elif response.status == 200 and route == _FETCH_ROUTE and request.method == "GET":
+        metrics.count_fetch()
+    return response
 
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resource = request.match_info.route.resource
-    request[_ROUTE] = "-" if resource is None else resource.canonical
     try:
         return await handler(request)
     except RequestError as exc:
         response = web.json_response(exc.to_json(), status=exc.status)
-        if exc.status == 413:  # the rest of the body is never read: do not reuse the connection
+        if exc.status in (408, 413):  # the rest of the body is unread: do not reuse the connection
             response.force_close()
         return response
     except web.HTTPException as exc:
@@ -312,18 +360,53 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
-        logger.exception("relay request failed on %s %s", request.method, request[_ROUTE])
+    except Exception as exc:
+        # One line per event; the traceback (SQL parameters hidden) only at DEBUG.
+        logger.error(
+            "event=internal_error method=%s route=%s error=%s",
+            _method(request), request[_ROUTE], type(exc).__name__,
+        )
+        logger.debug("traceback of the internal error", exc_info=True)
         return web.json_response({"error": "internal error"}, status=500)
 
 
+class _OneLineProtocolErrors(logging.Filter):
+    """Turn aiohttp's record of bytes that are not HTTP into one INFO line.
+
+    aiohttp logs those with the peer address and a traceback; the line kept names
+    only the parser's error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        record.msg, record.args = "event=bad_http error=%s", (type(record.exc_info[1]).__name__,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+http_logger.addFilter(_OneLineProtocolErrors())
+
+
 class _TerseAccessLogger(AbstractAccessLogger):
-    """One line per request: method, route template, status, duration. No ids, no peer."""
+    """One DEBUG line per request: method, route template, status, duration.
+
+    No ids, no peer address. Routine access is DEBUG so that the default log level
+    keeps no per-request record with an exact time.
+    """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %d %.3fs", request.method, request.get(_ROUTE, "-"), response.status, time
+        self.logger.debug(
+            "event=request method=%s route=%s status=%d seconds=%.3f",
+            _method(request), request.get(_ROUTE, "-"), response.status, time,
         )
+
+
+def _method(request: web.BaseRequest) -> str:
+    """The method for a log line or a metric label: a known one, or `other`."""
+    return request.method if request.method in _METHODS else "other"
 
 
 def _path_id(request: web.Request, name: str, length: int) -> bytes:
@@ -345,8 +428,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise RequestError(413, "request body too large")
     body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, "request body too large")
+    try:
+        async with asyncio.timeout(request.app[_BODY_TIMEOUT]):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise RequestError(413, "request body too large")
+    except TimeoutError:
+        raise RequestError(408, "request body too slow") from None
     return bytes(body)

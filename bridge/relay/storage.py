@@ -64,6 +64,14 @@ class StoredEnvelope:
     received: int  # unix time rounded down to the hour
 
 
+@dataclass(frozen=True)
+class StorageUsage:
+    """How much a relay holds, for its metrics and status page."""
+
+    envelopes: int
+    stored_bytes: int
+
+
 def coarse_hour(now: float) -> int:
     """The only receive time a relay keeps: `now` rounded down to the hour."""
     seconds = int(now)
@@ -102,6 +110,9 @@ class EnvelopeStorage(Protocol):
 
     def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
         """Every gateway revocation, ordered by gateway key."""
+
+    def usage(self) -> StorageUsage:
+        """Envelopes stored and their bytes, now."""
 
     def close(self) -> None: ...
 
@@ -260,6 +271,14 @@ class SqliteFileStorage:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(t.gateway_key, t.signature).order_by(t.gateway_key))
             return [GatewayRevocation(row.gateway_key, row.signature) for row in rows]
+
+    def usage(self) -> StorageUsage:
+        t = envelopes_table.c
+        with self._engine.connect() as conn:
+            count, total = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(t.size), 0))
+            ).one()
+        return StorageUsage(envelopes=int(count), stored_bytes=int(total))
 
     # internals
 

@@ -423,7 +423,9 @@ def test_malformed_requests_get_json_4xx(tmp_path: Path, bubble: Bubble) -> None
     run(scenario())
 
 
-def test_garbage_on_the_socket_gets_a_4xx_without_traceback(tmp_path: Path, bubble: Bubble) -> None:
+def test_garbage_on_the_socket_gets_a_4xx_without_traceback(
+    tmp_path: Path, bubble: Bubble, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> None:
         async with relay(tmp_path, bubble) as (server, client):
             for garbage in (
@@ -442,7 +444,13 @@ def test_garbage_on_the_socket_gets_a_4xx_without_traceback(tmp_path: Path, bubb
                 assert b"Traceback" not in reply and b"File \"" not in reply
             assert await client.health()
 
-    run(scenario())
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    relay_lines = [r for r in caplog.records if r.name.startswith(("sealgate", "aiohttp"))]
+    assert any(r.getMessage().startswith("event=bad_http error=") for r in relay_lines)
+    for record in relay_lines:
+        assert record.levelno <= logging.INFO and record.exc_info is None, record.getMessage()
+        assert "\n" not in record.getMessage() and "127.0.0.1" not in record.getMessage()
 
 
 # the directory
@@ -687,11 +695,21 @@ def test_logs_name_routes_not_ids(
 
     with caplog.at_level(logging.INFO, logger="sealgate.relay"):
         run(scenario())
+    assert [r.getMessage() for r in caplog.records if r.name == "sealgate.relay.access"] == []
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="sealgate.relay"):
+        run(scenario())
     lines = [record.getMessage() for record in caplog.records]
-    assert "GET /v1/mailboxes/{mailbox_id}/envelopes/{envelope_id} 200" in "\n".join(lines)
-    assert "POST /v1/envelopes 201" in "\n".join(lines)
+    assert (
+        "event=request method=GET route=/v1/mailboxes/{mailbox_id}/envelopes/{envelope_id}"
+        " status=200 seconds=" in "\n".join(lines)
+    )
+    assert "event=request method=POST route=/v1/envelopes status=201" in "\n".join(lines)
     for line in lines:
+        assert "\n" not in line
         assert bubble.alice.public.mailbox_id.hex() not in line
+        assert bubble.alice.public.mailbox_id.hex()[:16] not in line
         assert "127.0.0.1" not in line
 
 
@@ -741,7 +759,9 @@ def test_storage_failure_is_a_bare_500_and_unavailable(
 
     with caplog.at_level(logging.ERROR, logger="sealgate.relay"):
         run(scenario())
-    assert any("POST /v1/envelopes" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "event=internal_error method=POST route=/v1/envelopes error=OSError"
+    ] * 2
 
 
 @contextlib.asynccontextmanager
