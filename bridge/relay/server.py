@@ -12,11 +12,14 @@ never an id, a body or an address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import re
 import ssl
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -87,12 +90,45 @@ class RelayHandler:
         except EnvelopeFormatError as exc:
             raise RequestError(400, str(exc)) from None
         outcome = await asyncio.to_thread(
-            self.storage.put, header.mailbox_id, header.envelope_id, body, coarse_hour(time.time())
+            self.storage.put, header.mailbox_id, header.envelope_id, body,
+            coarse_hour(time.time()), signed.verify_key,
         )
         if outcome is PutOutcome.CONFLICT:
             raise RequestError(409, "a different envelope is stored under this id")
         status = 201 if outcome is PutOutcome.CREATED else 200
         return web.json_response({"id": header.envelope_id.hex()}, status=status)
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        """What became of an envelope, told only to the gateway that deposited it."""
+        envelope_id = _path_id(request, "envelope_id", ENVELOPE_ID_LEN)
+        body = await _read_body(request, self.config.max_query_bytes)
+        arrived = time.time()
+        gateway_key = verify_request(
+            request.headers, request.method, request.raw_path, body, arrived,
+            self.config.max_clock_skew,
+        )
+        check_gateway_credential(
+            request.headers, gateway_key, self.config.trusted_roots,
+            await self._revoked_gateways(),
+        )
+        answer = await asyncio.to_thread(self.storage.status, envelope_id, gateway_key)
+        payload: dict[str, object] = {"status": answer.status.value}
+        if answer.hour is not None:
+            payload["hour"] = answer.hour
+        return web.json_response(payload)
+
+    async def sweep_forever(self) -> None:
+        """Remove expired envelopes and old tombstones every `sweep_interval` seconds."""
+        while True:
+            try:
+                result = await asyncio.to_thread(self.storage.sweep, time.time())
+            except Exception as exc:  # noqa: BLE001 - the sweep must outlive one failure
+                logger.error("relay sweep failed (%s)", type(exc).__name__)
+            else:
+                if result.expired or result.forgotten:
+                    logger.info("relay sweep: %d envelope(s) expired, %d tombstone(s) forgotten",
+                                result.expired, result.forgotten)
+            await asyncio.sleep(self.config.sweep_interval)
 
     async def handle_list(self, request: web.Request) -> web.Response:
         mailbox_id = await self._authorize_mailbox(request)
@@ -189,7 +225,7 @@ class RelayHandler:
 
 
 def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
-    """The relay's aiohttp application over `storage`."""
+    """The relay's aiohttp application over `storage` (its sweep runs while it is up)."""
     handler = RelayHandler(config, storage)
     # Each route reads its body through `_read_body` with its own limit, or not at all;
     # client_max_size only backs that up for anything that would call request.read().
@@ -201,6 +237,7 @@ def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
     router = app.router
     router.add_get("/v1/health", handler.handle_health)
     router.add_post("/v1/envelopes", handler.handle_deposit)
+    router.add_get("/v1/envelopes/{envelope_id}/status", handler.handle_status, allow_head=False)
     router.add_get(mailbox, handler.handle_list, allow_head=False)
     router.add_get(mailbox + "/{envelope_id}", handler.handle_fetch, allow_head=False)
     router.add_delete(mailbox + "/{envelope_id}", handler.handle_ack)
@@ -209,7 +246,16 @@ def build_app(config: RelayConfig, storage: EnvelopeStorage) -> web.Application:
     router.add_get("/v1/directory", handler.handle_directory)
     router.add_put("/v1/revocations/gateways/{gateway_key}", handler.handle_revoke_gateway)
     router.add_get("/v1/revocations/gateways", handler.handle_gateway_revocations)
+    app.cleanup_ctx.append(functools.partial(_sweeping, handler))
     return app
+
+
+async def _sweeping(handler: RelayHandler, app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(handler.sweep_forever(), name="relay-sweep")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class RelayServer:
@@ -230,7 +276,10 @@ class RelayServer:
         if self._runner is not None:
             raise RuntimeError("relay server already started")
         if self._storage is None:
-            self._storage = await asyncio.to_thread(SqliteFileStorage, self.config.home)
+            self._storage = await asyncio.to_thread(
+                SqliteFileStorage, self.config.home, quota=self.config.quota,
+                retention=self.config.retention,
+            )
         runner = web.AppRunner(
             build_app(self.config, self._storage),
             access_log_class=_TerseAccessLogger, access_log=access_logger,
