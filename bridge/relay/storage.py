@@ -19,16 +19,19 @@ Time and order: the only times kept are hours. The envelope and tombstone tables
 order; listings and purges go oldest hour first and, within an hour, by the order of
 this process's own deposits, which it keeps in memory only (after a restart, earlier
 envelopes of the hour come first, in random tiebreak order). Envelope files get the
-hour as their access and modification time, and so do the directories they live in.
+hour as their access and modification time (reads use O_NOATIME), and the directories
+they live in get it as their modification time.
 
 Quota: stored bytes are the sum of envelope sizes. A deposit first reserves its size;
 if stored plus reserved bytes would exceed the quota, unfetched envelopes are purged,
 oldest first, until it fits (`StorageFull`, 507, when it is larger than the whole
-quota or only deposits in flight are left to purge). Bytes on disk therefore never
-exceed the quota, however many deposits run at once. A write that fails for lack of
-disk space (`OSError` on the file, SQLITE_FULL on the row) is also `StorageFull` and
-leaves nothing behind. Expired envelopes (older than `retention`) are removed by
-`sweep`, which also forgets tombstones older than `retention`.
+quota); while the room is held by deposits in flight, it waits for them to end. Bytes
+on disk therefore never exceed the quota, however many deposits run at once. A write
+that fails for lack of disk space (`OSError` on the file, SQLITE_FULL on the row) is
+also `StorageFull` and leaves nothing behind; a removal on a full disk deletes the file
+first and retries the row, so acknowledgements still free space. Expired envelopes
+(older than `retention`) are removed by `sweep`, which also forgets tombstones older
+than `retention`.
 
 Depositor tag: BLAKE2b of the depositing gateway's key, keyed by the envelope id.
 `status` answers only to the gateway whose key gives the same tag; the stored tags of
@@ -257,7 +260,8 @@ class SqliteFileStorage:
         metadata.create_all(self._engine)
         self._known_shards: set[str] = set()
         self._locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
-        self._space = threading.Lock()  # one purge decision at a time
+        self._space = threading.Condition()  # one purge decision at a time; notified as
+        # deposits in flight end, so a deposit waiting for room can purge what they stored
         self._counters = threading.Lock()  # _stored, _reserved, _arrival
         self._arrival: dict[bytes, int] = {}  # this process's deposit order, memory only
         self._next_arrival = itertools.count()
@@ -317,6 +321,8 @@ class SqliteFileStorage:
             if not stored:
                 with self._counters:
                     self._reserved -= size
+            with self._space:  # no envelope lock is held here (lock order)
+                self._space.notify_all()
         return PutOutcome.CREATED
 
     def list(self, mailbox_id: bytes, limit: int) -> builtins.list[StoredEnvelope]:
@@ -469,8 +475,13 @@ class SqliteFileStorage:
                     if excess <= 0:
                         self._reserved += size
                         return
-                if not self._purge_oldest(excess):
-                    raise StorageFull("relay storage is full: only deposits in flight are left")
+                if self._purge_oldest(excess):
+                    continue
+                with self._counters:
+                    in_flight = self._reserved
+                if not in_flight:
+                    raise StorageFull("relay storage is full")
+                self._space.wait()  # until a deposit in flight is stored (then purgeable)
 
     def _purge_oldest(self, need: int) -> bool:
         """Remove envelopes of the oldest hour until `need` bytes are free; False if none."""
@@ -498,33 +509,50 @@ class SqliteFileStorage:
         return row.received, arrival, row.tiebreak
 
     def _remove(self, victim: _Victim, reason: EnvelopeStatus, hour: int) -> bool:
-        """Delete one envelope (row and tombstone in one transaction, then the file)."""
-        t = envelopes_table.c
+        """Delete one envelope (row and tombstone in one transaction, then the file).
+
+        On a full disk the transaction itself may find no room (the WAL must grow): then
+        the file goes first, which frees its space, and the transaction is tried again.
+        """
         envelope_id = victim.envelope_id
+        path = self._path(victim.mailbox_id, envelope_id)
         with self._lock(envelope_id):
-            with self._engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(t.size, t.depositor)
-                    .where(t.envelope_id == envelope_id, t.mailbox_id == victim.mailbox_id)
-                ).first()
-                if row is None:
-                    return False
-                conn.execute(envelopes_table.delete().where(t.envelope_id == envelope_id))
-                tombstone = sqlite_insert(tombstones_table).values(
-                    envelope_id=envelope_id, depositor=row.depositor, reason=reason.value,
-                    hour=hour,
-                )
-                conn.execute(tombstone.on_conflict_do_update(
-                    index_elements=[tombstones_table.c.envelope_id],
-                    set_={"depositor": row.depositor, "reason": reason.value, "hour": hour},
-                ))
-            path = self._path(victim.mailbox_id, envelope_id)
+            try:
+                size = self._remove_row(victim, reason, hour)
+            except sa.exc.OperationalError as exc:
+                if not _is_disk_full(exc):
+                    raise
+                path.unlink(missing_ok=True)  # it is going: the recipient has it, or no one will
+                size = self._remove_row(victim, reason, hour)
+            if size is None:
+                return False
             path.unlink(missing_ok=True)
             _set_hour(path.parent, hour)
             with self._counters:
-                self._stored -= row.size
+                self._stored -= size
                 self._arrival.pop(envelope_id, None)
         return True
+
+    def _remove_row(self, victim: _Victim, reason: EnvelopeStatus, hour: int) -> int | None:
+        """Delete the row and write its tombstone; the envelope's size, or None if absent."""
+        t = envelopes_table.c
+        envelope_id = victim.envelope_id
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(t.size, t.depositor)
+                .where(t.envelope_id == envelope_id, t.mailbox_id == victim.mailbox_id)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(envelopes_table.delete().where(t.envelope_id == envelope_id))
+            tombstone = sqlite_insert(tombstones_table).values(
+                envelope_id=envelope_id, depositor=row.depositor, reason=reason.value, hour=hour,
+            )
+            conn.execute(tombstone.on_conflict_do_update(
+                index_elements=[tombstones_table.c.envelope_id],
+                set_={"depositor": row.depositor, "reason": reason.value, "hour": hour},
+            ))
+        return int(row.size)
 
     def _path(self, mailbox_id: bytes, envelope_id: bytes) -> Path:
         return self._envelope_dir / mailbox_id[:1].hex() / envelope_id.hex()
