@@ -136,7 +136,7 @@ _MARK_DEPOSITED = (
         .where(col(OutboxItem.id) == bindparam("entry_id"))
         .scalar_subquery()
     )
-    .values(relay=bindparam("relay"), next_check=bindparam("check_at"))
+    .values(relay=bindparam("taken_by"), next_check=bindparam("check_at"))
 )
 # Due entries are chosen on metadata first: length() of a column reads no blob (on
 # SQLite, nor its overflow pages), then only the chosen rows' envelopes are read.
@@ -255,7 +255,7 @@ class Outbox:
         if not entry_ids:
             return
         marks = [
-            {"entry_id": entry_id, "relay": url, "check_at": utc(check_at or utc_now())}
+            {"entry_id": entry_id, "taken_by": url, "check_at": utc(check_at or utc_now())}
             for entry_id, url in (relays or {}).items()
         ]
         with writing(self._engine) as connection:

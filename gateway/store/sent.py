@@ -56,14 +56,14 @@ _LOST = (
     .where(col(Account.address) == bindparam("address"), col(_T.outcome).is_not(None))
     .order_by(col(_T.created_at))
 )
-_FORGET = delete(_T).where(col(_T.envelope_id) == bindparam("envelope_id"))
+_FORGET = delete(_T).where(col(_T.envelope_id) == bindparam("sent_id"))
 _LATER = (
-    update(_T).where(col(_T.envelope_id) == bindparam("envelope_id"))
+    update(_T).where(col(_T.envelope_id) == bindparam("sent_id"))
     .values(next_check=bindparam("at"))
 )
 _LOST_AT = (
-    update(_T).where(col(_T.envelope_id) == bindparam("envelope_id"))
-    .values(outcome=bindparam("outcome"), outcome_hour=bindparam("hour"))
+    update(_T).where(col(_T.envelope_id) == bindparam("sent_id"))
+    .values(outcome=bindparam("lost_outcome"), outcome_hour=bindparam("lost_hour"))
 )
 
 
@@ -79,7 +79,7 @@ class SentLog:
 
     def check_later(self, envelope_id: bytes, at: datetime) -> None:
         with writing(self._engine) as connection:
-            connection.execute(_LATER, {"envelope_id": envelope_id, "at": utc(at)})
+            connection.execute(_LATER, {"sent_id": envelope_id, "at": utc(at)})
 
     def lost(self, envelope_id: bytes, outcome: str, hour: int | None) -> None:
         """The relay removed it before delivery: keep it for a notice."""
@@ -87,13 +87,13 @@ class SentLog:
             raise ValueError("outcome must be purged or expired")
         with writing(self._engine) as connection:
             connection.execute(
-                _LOST_AT, {"envelope_id": envelope_id, "outcome": outcome, "hour": hour}
+                _LOST_AT, {"sent_id": envelope_id, "lost_outcome": outcome, "lost_hour": hour}
             )
 
     def forget(self, envelope_id: bytes) -> None:
         """Delivered, told, or too old to ask about: the row goes."""
         with writing(self._engine) as connection:
-            connection.execute(_FORGET, {"envelope_id": envelope_id})
+            connection.execute(_FORGET, {"sent_id": envelope_id})
 
     def lost_for(self, address: str) -> list[LostEnvelope]:
         """The account's envelopes lost before delivery, oldest first."""
