@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.envelope import OUTER_HEADER_LEN, OuterHeader
+from bridge.relay.config import RelayConfig
 from bridge.relay.storage import (
     HOUR,
     EnvelopeStatus,
@@ -26,6 +27,7 @@ from bridge.settings import (
     BYTE_UNITS,
     SECOND_UNITS,
     SettingsError,
+    load_settings,
     parse_quantity,
 )
 
@@ -282,3 +284,23 @@ def test_nonsense_is_one_line_naming_the_setting(text: str) -> None:
         parse_quantity(text, BYTE_UNITS, "quota")
     message = str(caught.value)
     assert message.startswith("setting 'quota': ") and "\n" not in message
+
+
+def test_quota_and_retention_from_toml_and_flags(tmp_path: Path) -> None:
+    config = load_settings(
+        RelayConfig, {"quota": "20GiB", "retention": "2w", "sweep_interval": 300},
+        {"home": tmp_path, "retention": "30d"},
+    )
+    assert (config.quota, config.retention, config.sweep_interval) == (
+        20 * 1024**3, 30 * 86400, 300
+    )
+    assert RelayConfig(home=tmp_path).quota is None  # no quota unless one is set
+    for values, message in [
+        ({"quota": "lots"}, "setting 'quota': expected a size like 20GiB, got 'lots'"),
+        ({"quota": "10B"}, "quota must be an integer from"),
+        ({"retention": "30 minutes"}, "setting 'retention': expected a duration like 30d"),
+        ({"retention": "30m"}, "retention must be an integer from 3600"),
+        ({"sweep_interval": "0s"}, "sweep_interval must be an integer from 1"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            load_settings(RelayConfig, values, {"home": tmp_path})
