@@ -261,8 +261,9 @@ async def _sweeping(handler: RelayHandler, app: web.Application) -> AsyncIterato
 class RelayServer:
     """A relay listening on `config.host:config.port` (port 0: the OS picks; see `.port`).
 
-    Without a `storage`, it opens `SqliteFileStorage(config.home)` on start and
-    closes it on stop.
+    Without a `storage`, it opens `SqliteFileStorage(config.home)` with the config's
+    quota and retention on start and closes it on stop. While it runs, expired
+    envelopes are swept every `config.sweep_interval` seconds.
     """
 
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage | None = None) -> None:

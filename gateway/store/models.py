@@ -6,7 +6,8 @@ per-message metadata an IMAP server must answer without a key (UID, flags, size,
 internal date, modseq), envelope ids (random, used to drop duplicates), relay URLs.
 Everything else is sealed: the account seed under the user's passphrase, each
 message under the account's storage key, each outbox envelope to its recipient,
-each directory record under the bubble's directory key.
+each directory record under the bubble's directory key, each sent note (recipient and
+subject of a sent envelope) under a key derived from the sender's storage key.
 
 Modseq: every change of a message's flags or presence takes the folder's next
 `highest_modseq` and stamps it on the changed messages, so CONDSTORE/QRESYNC can be

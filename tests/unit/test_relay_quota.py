@@ -304,3 +304,4 @@ def test_quota_and_retention_from_toml_and_flags(tmp_path: Path) -> None:
     ]:
         with pytest.raises(SettingsError, match=message):
             load_settings(RelayConfig, values, {"home": tmp_path})
+
