@@ -16,7 +16,9 @@ from bridge.errors import RelayRejected, RelayUnavailable
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.auth import sign_gateway_request, sign_request
 from bridge.relay.client import DepositStatus, RelayClient
-from bridge.relay.storage import HOUR
+from bridge.relay.config import RelayConfig
+from bridge.relay.server import RelayServer
+from bridge.relay.storage import HOUR, SqliteFileStorage, coarse_hour
 from bridge.revocation import GatewayRevocation
 from tests.bubble_processes import Service, free_port
 from tests.integration.test_relay import (
@@ -187,5 +189,31 @@ def test_status_answers_are_json_with_only_status_and_hour(tmp_path: Path, bubbl
             data = json.loads(answer.body)
             assert answer.status == 200 and set(data) == {"status", "hour"}
             assert data["status"] == "delivered" and data["hour"] % HOUR == 0
+
+    run(scenario())
+
+
+def test_a_running_relay_sweeps_expired_envelopes(tmp_path: Path, bubble: Bubble) -> None:
+    async def scenario() -> None:
+        old = make_envelope(bubble.alice, SIZE)
+        month_ago = coarse_hour(time.time() - 31 * 86400)
+        storage = SqliteFileStorage(tmp_path, retention=30 * 86400)
+        storage.put(bubble.alice.public.mailbox_id, envelope_id_of(old), old, month_ago,
+                    bytes(bubble.gateway.signing_key.verify_key))
+        config = RelayConfig(home=tmp_path, trusted_roots=(bubble.root.public,))
+        server = RelayServer(config, storage)
+        await server.start()  # the first sweep runs as the relay starts
+        try:
+            async with RelayClient(server.url) as client:
+                deadline = time.monotonic() + 20
+                while (answer := await client.status(envelope_id_of(old), bubble.gateway)) \
+                        .status == "pending":
+                    assert time.monotonic() < deadline, "the sweep never ran"
+                    await asyncio.sleep(0.05)
+                assert answer.status == "expired"
+                assert await client.list(bubble.alice.mailbox) == []
+        finally:
+            await server.stop()
+            storage.close()
 
     run(scenario())
