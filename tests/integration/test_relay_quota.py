@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.integration.test_relay import (
     relay,
     run,
 )
+from tests.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.integration
 
@@ -121,20 +123,17 @@ def test_concurrent_deposits_at_the_quota_of_a_relay_process(
          "--trust-root", str(root_file), "--quota", f"{quota}B", "--retention", "1d"],
         tmp_path / "relay.log", [port],
     )
-    # While deposits run, a watcher sums every byte under envelopes/ (temporary files too).
+    # While deposits run, a watcher samples how much of the file system that holds the
+    # envelope files is used: one statvfs is one consistent view of every file on it
+    # (temporary files too), which a directory walk is not. Each envelope takes one block.
     done = threading.Event()
-    peak = 0
+    peak_blocks = 0
 
-    def watch() -> None:
-        nonlocal peak
+    def watch(envelopes: Path) -> None:
+        nonlocal peak_blocks
         while not done.is_set():
-            total = 0
-            for path in (home / "envelopes").rglob("*"):
-                try:
-                    total += path.stat().st_size if path.is_file() else 0
-                except FileNotFoundError:
-                    continue
-            peak = max(peak, total)
+            info = os.statvfs(envelopes)
+            peak_blocks = max(peak_blocks, info.f_blocks - info.f_bfree)
 
     async def deposit_all(url: str) -> None:
         envelopes = [
@@ -162,19 +161,22 @@ def test_concurrent_deposits_at_the_quota_of_a_relay_process(
             for client in clients:
                 await client.close()
 
-    service.start()
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        run(deposit_all(f"http://127.0.0.1:{port}"))
-    finally:
-        done.set()
-        watcher.join()
-        assert service.stop() == 0
-    assert 0 < peak <= quota
-    files = [p for p in (home / "envelopes").rglob("*") if p.is_file()]
-    assert len(files) == 8 and sum(p.stat().st_size for p in files) == quota
-    assert not [p for p in files if p.name.endswith(".tmp")]
+    home.mkdir()
+    with small_tmpfs(home / "envelopes", "1m") as envelopes:
+        service.start()
+        watcher = threading.Thread(target=watch, args=(envelopes,))
+        watcher.start()
+        try:
+            run(deposit_all(f"http://127.0.0.1:{port}"))
+        finally:
+            done.set()
+            watcher.join()
+            assert service.stop() == 0
+        assert ENVELOPE_BYTES <= os.statvfs(envelopes).f_frsize
+        assert 0 < peak_blocks <= 8
+        files = [p for p in envelopes.rglob("*") if p.is_file()]
+        assert len(files) == 8 and sum(p.stat().st_size for p in files) == quota
+        assert not [p for p in files if p.name.endswith(".tmp")]
 
 
 def test_status_answers_are_json_with_only_status_and_hour(tmp_path: Path, bubble: Bubble) -> None:

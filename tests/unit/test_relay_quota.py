@@ -3,10 +3,8 @@ what its files and rows say about time and order, and a disk that fills first.""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +28,7 @@ from bridge.settings import (
     load_settings,
     parse_quantity,
 )
+from tests.tmpfs import small_tmpfs
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % HOUR
 GATEWAY = b"\x42" * 32
@@ -212,22 +211,6 @@ def test_a_home_of_the_seq_layout_is_upgraded(tmp_path: Path) -> None:
         assert store.status(eid(5), GATEWAY).status is EnvelopeStatus.UNKNOWN
     finally:
         store.close()
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A size-limited tmpfs mounted at `path` (needs root); skips the test otherwise."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True, check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def test_a_full_disk_refuses_deposits_with_507_and_keeps_what_is_stored(tmp_path: Path) -> None:
