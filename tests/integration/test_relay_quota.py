@@ -21,7 +21,7 @@ from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
 from bridge.relay.storage import HOUR, SqliteFileStorage, coarse_hour
 from bridge.revocation import GatewayRevocation
-from tests.bubble_processes import Service, free_port
+from tests.bubble_processes import Service, free_port, sealgate
 from tests.integration.test_relay import (
     Bubble,
     envelope_id_of,
@@ -219,3 +219,24 @@ def test_a_running_relay_sweeps_expired_envelopes(tmp_path: Path, bubble: Bubble
             storage.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--quota", "lots", "setting 'quota': expected a size like 20GiB, got 'lots'"),
+        ("--quota", "1.5B", "setting 'quota': '1.5B' is not a whole number of units"),
+        ("--retention", "forever", "setting 'retention': expected a duration like 30d"),
+        ("--retention", "10m", "retention must be an integer from 3600"),
+    ],
+)
+def test_relay_serve_refuses_nonsense_units_in_one_line(
+    tmp_path: Path, bubble: Bubble, flag: str, value: str, message: str
+) -> None:
+    root_file = tmp_path / "root.pub"
+    root_file.write_text(bubble.root.public.hex())
+    result = sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen", "127.0.0.1:0",
+                      "--trust-root", root_file, flag, value, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"sealgate: error: {message}")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
