@@ -108,3 +108,59 @@ def test_lost_envelopes_become_notices_once_the_sender_is_unlocked(tmp_path: Pat
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_pending_is_asked_again_delivered_and_long_unknown_are_forgotten(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        admin = AdminHome.create(tmp_path / "admin", DOMAIN)
+        server = RelayServer(RelayConfig(home=tmp_path / "relay",
+                                         trusted_roots=(admin.root.public,)))
+        await server.start()
+        relay = RelayClient(server.url, timeout=30)
+        try:
+            home = tmp_path / "gateway"
+            for address in (ALICE, BOB):
+                await add_account(address, gateway_home=home, admin=admin, relays=[server.url],
+                                  password=PASSWORD, cost=KdfCost.minimum())
+            membership = Membership.load(home)
+            engine = open_engine(gateway_database_url(home))
+            accounts = AccountStore(engine)
+            alice = KeyRing(accounts).unlock(ALICE, PASSWORD)
+            bob = KeyRing(accounts).unlock(BOB, PASSWORD)
+            outbox, sent = Outbox(engine), SentLog(engine)
+            stored, never = new_envelope_id(), new_envelope_id()
+            envelope = seal(b"Subject: s\r\n\r\nb\r\n", sender=ALICE, sender_keys=alice,
+                            recipient=bob.public, envelope_id=stored)
+            outbox.put([
+                (stored, envelope, (server.url,), seal_note(ALICE, alice, stored, BOB, "s")),
+                (never, b"never sent", (server.url,), seal_note(ALICE, alice, never, BOB, "n")),
+            ])
+            await relay.deposit(envelope, membership.credential)
+            entries = {e.envelope_id: e.id for e in outbox.due(datetime.now(UTC), 2**30)}
+            outbox.delivered(*entries.values(), relays={i: server.url for i in entries.values()})
+
+            def checker(forget_after: float) -> UndeliveredChecker:
+                return UndeliveredChecker(
+                    sent=sent, keyring=KeyRing(accounts), mailboxes=MailboxStore(engine),
+                    credential=membership.credential, client_for=lambda url: relay,
+                    domain=DOMAIN, interval=60, check_interval=0.001, forget_after=forget_after,
+                )
+
+            def asked() -> set[bytes]:
+                soon = datetime.now(UTC) + timedelta(seconds=1)
+                return {check.envelope_id for check in sent.due(soon, 10)}
+
+            await checker(forget_after=3600).check_due()
+            assert asked() == {stored, never}  # pending, and unknown but recent: ask again
+            await relay.ack(bob.mailbox, stored)
+            await checker(forget_after=1e-6).check_due()
+            assert asked() == set()  # delivered: forgotten; unknown for long: forgotten
+            assert sent.lost_for(ALICE) == []
+            engine.dispose()
+        finally:
+            await relay.close()
+            await server.stop()
+
+    asyncio.run(scenario())
