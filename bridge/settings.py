@@ -2,21 +2,66 @@
 
 Every service (relay, gateway) has one frozen dataclass; this module fills it and
 turns any bad value into a one-line `SettingsError` naming the setting. It knows the
-field types int, float, bool, str, Path, tuple[str, ...] and `X | None` of those; the
-dataclass's own `__post_init__` checks ranges and raises ValueError, reported the same way.
+field types int, float, bool, str, Path, tuple[str, ...] and `X | None` of those, plus
+`Size` and `Duration` (ints that a file or flag may also write in human units: "20GiB",
+"30d", parsed by `parse_quantity`); the dataclass's own `__post_init__` checks ranges and
+raises ValueError, reported the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: Annotated metadata must hash
+class Units:
+    """How a quantity may be written: unit suffix -> multiplier; `example` for errors."""
+
+    kind: str
+    example: str
+    factors: Mapping[str, int]
+
+
+BYTE_UNITS = Units("size", "20GiB", {
+    "": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+})
+SECOND_UNITS = Units("duration", "30d", {
+    "": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
+})
+Size = Annotated[int, BYTE_UNITS]  # bytes
+Duration = Annotated[int, SECOND_UNITS]  # seconds
+
+_QUANTITY_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*")
+
+
+def parse_quantity(text: str, units: Units, name: str) -> int:
+    """'20GiB' -> 21474836480, '30d' -> 2592000 (a whole number of the base unit).
+
+    SettingsError naming the setting for anything else: no number, an unknown unit,
+    a negative or fractional result.
+    """
+    match = _QUANTITY_RE.fullmatch(text.lower())
+    factor = units.factors.get(match.group(2)) if match else None
+    if match is None or factor is None:
+        raise SettingsError(
+            f"setting '{name}': expected a {units.kind} like {units.example}, got {text!r}"
+        )
+    value = Fraction(match.group(1)) * factor
+    if value.denominator != 1:
+        raise SettingsError(f"setting '{name}': {text!r} is not a whole number of units")
+    return int(value)
 
 
 class SettingsError(Exception):
@@ -28,6 +73,12 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if len(options) == 1:
             kind = options[0]
+    if typing.get_origin(kind) is Annotated:
+        base, *extras = typing.get_args(kind)
+        units = next((e for e in extras if isinstance(e, Units)), None)
+        if units is not None and isinstance(value, str):
+            return parse_quantity(value, units, name)
+        kind = base
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -83,7 +134,7 @@ def load_settings(
 ) -> T:
     """Merge file values and overrides (overrides win; None means "not given")."""
     assert dataclasses.is_dataclass(cls)  # noqa: S101 - programming error only
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     values: dict[str, Any] = {}
     for key, value in (file_values or {}).items():

@@ -2,6 +2,7 @@
 
     sealgate bubble init   --home ADMIN --domain DOMAIN
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
+                           [--quota SIZE] [--retention DURATION]
     sealgate relay status  --url URL [--json]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
                            --password-file FILE [--kdf-cost moderate|interactive|minimum]
@@ -91,7 +92,8 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
     base = load_settings(
         RelayConfig,
         _file_values(args.config),
-        {"home": args.home, "host": host, "port": port},
+        {"home": args.home, "host": host, "port": port, "quota": args.quota,
+         "retention": args.retention},
         source=str(args.config),
     )
     roots = tuple(load_root_public(Path(p)) for p in args.trust_root)
@@ -311,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, metavar="FILE",
                    help="PEM certificate chain: serve HTTPS (needs --tls-key)")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
+    p.add_argument("--quota", metavar="SIZE",
+                   help="envelope bytes kept at most, e.g. 20GiB (then the oldest are purged)")
+    p.add_argument("--retention", metavar="DURATION",
+                   help="how long envelopes and tombstones are kept, e.g. 30d (default)")
     p.add_argument("--config", type=Path, help="TOML file with relay settings")
     p.set_defaults(func=cmd_relay_serve)
     p = relay.add_parser("status", help="a relay's storage, traffic and purge figures")

@@ -54,6 +54,10 @@ class GatewayConfig:
     login_tracked_max: int = 65_536
     kdf_workers: int = 2  # threads for Argon2id (logins), apart from sealing and delivery
     kdf_queue: int = 16  # logins waiting for them; beyond, a temporary failure
+    # Sent envelopes: their relay is asked what became of them every status_check_interval
+    # seconds; one it no longer knows is forgotten status_forget_after the message was sent.
+    status_check_interval: float = 3600.0
+    status_forget_after: float = 90 * 86400.0
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -84,6 +88,8 @@ class GatewayConfig:
             "notice_fold_seconds",
             "login_block_seconds",
             "login_failure_window",
+            "status_check_interval",
+            "status_forget_after",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")

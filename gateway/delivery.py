@@ -6,11 +6,14 @@ deposit repeated after a crash is harmless because relays store envelopes by id.
 Relays are tried in the recipient's priority order; when all fail, the entry is
 retried later with exponential backoff. A pass loads due entries up to
 `batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
+The outbox records which relay took each envelope, to be asked about it after
+`status_check_interval` seconds (`gateway.undelivered`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,6 +43,7 @@ class DeliveryWorker(PeriodicJob):
         retry_max: float,
         concurrency: int = 8,
         batch_bytes: int = 64 * 1024 * 1024,
+        status_check_interval: float = 3600.0,
     ) -> None:
         super().__init__(retry_initial)
         self._outbox = outbox
@@ -49,6 +53,7 @@ class DeliveryWorker(PeriodicJob):
         self._retry_max = retry_max
         self._slots = asyncio.Semaphore(concurrency)
         self._batch_bytes = batch_bytes
+        self._status_check = timedelta(seconds=status_check_interval)
 
     async def run_once(self) -> bool:
         """Try the due entries that fit the byte budget once; True if any were delivered.
@@ -60,17 +65,22 @@ class DeliveryWorker(PeriodicJob):
         """
         due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
         taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
-        done = [entry.id for entry, ok in zip(due, taken, strict=True) if ok]
+        relays = {entry.id: url for entry, url in zip(due, taken, strict=True) if url}
         del due, taken
-        await asyncio.to_thread(self._outbox.delivered, *done)
-        return bool(done)
+        await asyncio.to_thread(
+            functools.partial(
+                self._outbox.delivered, *relays, relays=relays,
+                check_at=datetime.now(UTC) + self._status_check,
+            )
+        )
+        return bool(relays)
 
-    async def _deliver(self, entry: OutboxEntry) -> bool:
-        """Deposit on the first relay that takes it; True if one did."""
+    async def _deliver(self, entry: OutboxEntry) -> str | None:
+        """Deposit on the first relay that takes it; that relay's URL, or None."""
         async with self._slots:
             return await self._deposit(entry)
 
-    async def _deposit(self, entry: OutboxEntry) -> bool:
+    async def _deposit(self, entry: OutboxEntry) -> str | None:
         errors = []
         for url in entry.relays:
             try:
@@ -82,7 +92,7 @@ class DeliveryWorker(PeriodicJob):
                 errors.append(f"{url}: {type(e).__name__}")
                 continue
             log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
-            return True
+            return url
         attempts = entry.attempts + 1
         delay = backoff(attempts, self._retry_initial, self._retry_max)
         at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -94,4 +104,4 @@ class DeliveryWorker(PeriodicJob):
             reason,
             delay,
         )
-        return False
+        return None

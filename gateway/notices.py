@@ -69,6 +69,48 @@ def cannot_open_notice(
     )
 
 
+UNDELIVERED_REASONS = {
+    "purged": "the relay's storage was full, and it removes the oldest unfetched messages"
+              " first to make room",
+    "expired": "it waited on the relay longer than the relay keeps messages",
+}
+_MAX_SHOWN_SUBJECT = 200
+
+
+def undelivered_notice(
+    *,
+    account: str,
+    domain: str,
+    envelope_id: bytes,
+    recipient: str,
+    subject: str,
+    sent: datetime,
+    removed: datetime | None,
+    reason: str,
+    when: datetime,
+) -> bytes:
+    """The notice of a sent message its relay removed unfetched. `recipient` and
+    `subject` come from the sender's own records, never from a relay; the subject is
+    shown on one line, without control characters, shortened if long."""
+    shown = "".join(c if c.isprintable() else " " for c in subject).strip()
+    if len(shown) > _MAX_SHOWN_SUBJECT:
+        shown = shown[: _MAX_SHOWN_SUBJECT - 1] + "\u2026"
+    return render_notice(
+        "undelivered.txt.j2",
+        account=account,
+        domain=domain,
+        subject="A message you sent was not delivered",
+        when=when,
+        envelope_id=envelope_id.hex(),
+        recipient=recipient,
+        subject_shown=shown or "(no subject)",
+        sent=email.utils.format_datetime(sent),
+        removed="at some time" if removed is None else
+        f"in the hour from {email.utils.format_datetime(removed)}",
+        reason=UNDELIVERED_REASONS[reason],
+    )
+
+
 _SHOWABLE = re.compile(r"[!-~]{1,254}")  # printable ASCII, as long as an address may be
 
 

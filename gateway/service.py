@@ -32,7 +32,9 @@ from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.outbox import Outbox
+from gateway.store.sent import SentLog
 from gateway.tls import ensure_certificate, server_context
+from gateway.undelivered import UndeliveredChecker
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,18 @@ class Gateway:
             retry_max=cfg.retry_max,
             concurrency=cfg.delivery_concurrency,
             batch_bytes=cfg.delivery_batch_bytes,
+            status_check_interval=cfg.status_check_interval,
+        )
+        undelivered = UndeliveredChecker(
+            sent=SentLog(engine),
+            keyring=keyring,
+            mailboxes=mailboxes,
+            credential=membership.credential,
+            client_for=self.client_for,
+            domain=membership.domain,
+            interval=min(cfg.poll_interval, cfg.status_check_interval),
+            check_interval=cfg.status_check_interval,
+            forget_after=cfg.status_forget_after,
         )
         fetcher = Fetcher(
             accounts=accounts,
@@ -167,6 +181,7 @@ class Gateway:
             asyncio.create_task(delivery.run(), name="delivery"),
             asyncio.create_task(fetcher.run(), name="fetcher"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
+            asyncio.create_task(undelivered.run(), name="undelivered"),
         ]
         log.info(
             "gateway: smtp on %s:%d, imap on %s:%d",

@@ -111,6 +111,7 @@ class Bubble:
     relay_port: int = field(default_factory=free_port)
     https: bool = False  # the relay serves HTTPS with its own certificate, which gateways pin
     gateway_settings: tuple[str, ...] = ()  # extra TOML lines for every gateway's config
+    relay_args: tuple[str, ...] = ()  # extra flags for `relay serve` (e.g. --quota)
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -144,7 +145,7 @@ class Bubble:
             "relay",
             ["relay", "serve", "--home", str(self.relay_home),
              "--listen", f"127.0.0.1:{self.relay_port}",
-             "--trust-root", str(self.admin / "root.pub"), *tls],
+             "--trust-root", str(self.admin / "root.pub"), *tls, *self.relay_args],
             self.root / "logs" / "relay.log",
             [self.relay_port],
         )

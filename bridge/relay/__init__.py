@@ -3,7 +3,8 @@
     auth      request signatures and the checks built on them (pure, no I/O)
     config    `RelayConfig`, the one frozen settings object, and `load_root_public`
     storage   the `EnvelopeStorage` Protocol and the SQLite-plus-files backend
-              (envelopes, directory records by version, gateway revocations)
+              (envelopes under a quota and a retention period, their tombstones,
+              directory records by version, gateway revocations)
     server    the aiohttp application, `RelayServer` and `serve_forever`
     metrics   `RelayMetrics` (Prometheus counters, one registry per app) and `RelayStatus`
     operator  the operator routes: /healthz, /metrics, the /status page, /status.json
@@ -12,9 +13,10 @@
 Errors the relay answers with (their HTTP status travels with them):
 
     BridgeError
-    └── RequestError          4xx: the relay refuses this request (auth.py)
-        └── RequestAuthError  401: signature missing, malformed, stale or wrong;
-                              403: a valid key that is not allowed to do this
+    └── RequestError          4xx or 507: the relay refuses this request (auth.py)
+        ├── RequestAuthError  401: signature missing, malformed, stale or wrong;
+        │                     403: a valid key that is not allowed to do this
+        └── StorageFull       507: larger than the quota, or the disk is full (storage.py)
 
 The client raises `bridge.errors.RelayUnavailable` / `RelayRejected`.
 

@@ -10,7 +10,8 @@ Every request except health and directory reads carries three headers:
         + sha256(body).hexdigest()
 
 PATH is the request target as sent (percent-encoded path plus any query). A deposit
-adds `Sealgate-Credential`: base64 of the root's gateway certificate for that key.
+and an envelope status request add `Sealgate-Credential`: base64 of the root's gateway
+certificate for that key.
 Base64 is the standard alphabet, padded, canonical.
 
     RequestError (BridgeError)  the relay refuses the request; carries the HTTP status
@@ -113,7 +114,14 @@ def sign_deposit(
     credential: GatewayCredential, path: str, body: bytes, now: float
 ) -> dict[str, str]:
     """Headers for a deposit: the gateway's signature plus its root certificate."""
-    headers = sign_request(credential.signing_key, "POST", path, body, now)
+    return sign_gateway_request(credential, "POST", path, body, now)
+
+
+def sign_gateway_request(
+    credential: GatewayCredential, method: str, path: str, body: bytes, now: float
+) -> dict[str, str]:
+    """Headers for a request made as a gateway (a deposit, an envelope status)."""
+    headers = sign_request(credential.signing_key, method, path, body, now)
     headers[HEADER_CREDENTIAL] = _b64(credential.certificate)
     return headers
 

@@ -35,7 +35,7 @@ from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
 from bridge.envelope import ENVELOPE_ID_LEN, parse_outer
 from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailable
 from bridge.keys import GatewayCredential, mailbox_id_for
-from bridge.relay.auth import sign_deposit, sign_request
+from bridge.relay.auth import sign_deposit, sign_gateway_request, sign_request
 from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
 from bridge.relay.metrics import RelayStatus
 from bridge.revocation import GatewayRevocation
@@ -55,6 +55,17 @@ class EnvelopeInfo:
     envelope_id: bytes
     size: int
     received: int  # unix time rounded down to the hour
+
+
+ENVELOPE_STATUSES = frozenset({"pending", "delivered", "purged", "expired", "unknown"})
+
+
+@dataclass(frozen=True)
+class DepositStatus:
+    """What a relay says became of an envelope this gateway deposited."""
+
+    status: str  # one of ENVELOPE_STATUSES
+    hour: int | None  # when it was delivered, purged or expired (unix time, to the hour)
 
 
 class RelayClient:
@@ -112,6 +123,21 @@ class RelayClient:
         await self._call(
             "POST", url, body=envelope, headers=headers, expect=(200, 201), pool=_DEPOSITS,
         )
+
+    async def envelope_status(
+        self, envelope_id: bytes, credential: GatewayCredential
+    ) -> DepositStatus:
+        """What became of an envelope this gateway deposited (signed like a deposit)."""
+        _check_len(envelope_id, ENVELOPE_ID_LEN, "envelope id")
+        url = self._url(f"/v1/envelopes/{envelope_id.hex()}/status")
+        headers = sign_gateway_request(credential, "GET", url.raw_path_qs, b"", time.time())
+        _, body = await self._call("GET", url, headers=headers, expect=(200,))
+        data = _json(body)
+        status = data.get("status") if isinstance(data, dict) else None
+        hour = data.get("hour") if isinstance(data, dict) else None
+        if status not in ENVELOPE_STATUSES or not (hour is None or type(hour) is int):
+            raise RelayUnavailable("malformed relay answer")
+        return DepositStatus(str(status), hour)
 
     async def list(self, mailbox_key: nacl.signing.SigningKey) -> builtins.list[EnvelopeInfo]:
         """The envelopes waiting in this key's mailbox, oldest first (at most the relay's cap)."""

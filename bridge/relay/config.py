@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.envelope import MAX_ENVELOPE_LEN, OUTER_HEADER_LEN
+from bridge.settings import Duration, Size
 
 MIB = 1024 * 1024
 DEFAULT_MAX_ENVELOPE_BYTES = MAX_ENVELOPE_LEN  # the largest envelope the format allows
 ROOT_KEY_LEN = 32
+DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class RelayConfig:
     body_timeout: int = 300  # seconds to send a whole request body; slower ones get 408
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the relay speaks HTTPS
     tls_key: Path | None = None
+    # Storage: envelope bytes kept at most (None: no quota; a deposit that would exceed
+    # it purges unfetched envelopes, oldest first; one larger than the quota gets 507),
+    # how long an envelope and a tombstone are kept, how often expired ones are swept.
+    quota: Size | None = None
+    retention: Duration = 30 * DAY
+    sweep_interval: Duration = 600
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
@@ -54,6 +62,10 @@ class RelayConfig:
         _check_int("max_query_bytes", self.max_query_bytes, 0, MIB)
         _check_int("header_timeout", self.header_timeout, 1, 3600)
         _check_int("body_timeout", self.body_timeout, 1, 86400)
+        if self.quota is not None:
+            _check_int("quota", self.quota, OUTER_HEADER_LEN, 2**62)
+        _check_int("retention", self.retention, 3600, 100 * 365 * DAY)
+        _check_int("sweep_interval", self.sweep_interval, 1, DAY)
 
 
 def load_root_public(path: Path) -> bytes:

@@ -19,11 +19,14 @@ seconds, else `408`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import re
 import ssl
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -103,12 +106,45 @@ class RelayHandler:
         except EnvelopeFormatError as exc:
             raise RequestError(400, str(exc)) from None
         outcome = await asyncio.to_thread(
-            self.storage.put, header.mailbox_id, header.envelope_id, body, coarse_hour(time.time())
+            self.storage.put, header.mailbox_id, header.envelope_id, body,
+            coarse_hour(time.time()), signed.verify_key,
         )
         if outcome is PutOutcome.CONFLICT:
             raise RequestError(409, "a different envelope is stored under this id")
         status = 201 if outcome is PutOutcome.CREATED else 200
         return web.json_response({"id": header.envelope_id.hex()}, status=status)
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        """What became of an envelope, told only to the gateway that deposited it."""
+        envelope_id = _path_id(request, "envelope_id", ENVELOPE_ID_LEN)
+        body = await _read_body(request, self.config.max_query_bytes)
+        arrived = time.time()
+        gateway_key = verify_request(
+            request.headers, request.method, request.raw_path, body, arrived,
+            self.config.max_clock_skew,
+        )
+        check_gateway_credential(
+            request.headers, gateway_key, self.config.trusted_roots,
+            await self._revoked_gateways(),
+        )
+        answer = await asyncio.to_thread(self.storage.status, envelope_id, gateway_key)
+        payload: dict[str, object] = {"status": answer.status.value}
+        if answer.hour is not None:
+            payload["hour"] = answer.hour
+        return web.json_response(payload)
+
+    async def sweep_forever(self) -> None:
+        """Remove expired envelopes and old tombstones every `sweep_interval` seconds."""
+        while True:
+            try:
+                result = await asyncio.to_thread(self.storage.sweep, time.time())
+            except Exception as exc:  # noqa: BLE001 - the sweep must outlive one failure
+                logger.error("event=sweep_failed error=%s", type(exc).__name__)
+            else:
+                if result.expired or result.forgotten:
+                    logger.info("event=sweep expired=%d forgotten=%d",
+                                result.expired, result.forgotten)
+            await asyncio.sleep(self.config.sweep_interval)
 
     async def handle_list(self, request: web.Request) -> web.Response:
         mailbox_id = await self._authorize_mailbox(request)
@@ -207,7 +243,8 @@ class RelayHandler:
 def build_app(
     config: RelayConfig, storage: EnvelopeStorage, metrics: RelayMetrics | None = None
 ) -> web.Application:
-    """The relay's aiohttp application over `storage`, counting into `metrics`."""
+    """The relay's aiohttp application over `storage`, counting into `metrics` (its sweep
+    runs while it is up)."""
     handler = RelayHandler(config, storage)
     pages = OperatorPages(metrics or RelayMetrics(storage.usage))
     # Each route reads its body through `_read_body` with its own limit, or not at all;
@@ -226,6 +263,7 @@ def build_app(
     router = app.router
     router.add_get("/v1/health", handler.handle_health)
     router.add_post("/v1/envelopes", handler.handle_deposit)
+    router.add_get("/v1/envelopes/{envelope_id}/status", handler.handle_status, allow_head=False)
     router.add_get(mailbox, handler.handle_list, allow_head=False)
     router.add_get(mailbox + "/{envelope_id}", handler.handle_fetch, allow_head=False)
     router.add_delete(mailbox + "/{envelope_id}", handler.handle_ack)
@@ -234,14 +272,24 @@ def build_app(
     router.add_get("/v1/directory", handler.handle_directory)
     router.add_put("/v1/revocations/gateways/{gateway_key}", handler.handle_revoke_gateway)
     router.add_get("/v1/revocations/gateways", handler.handle_gateway_revocations)
+    app.cleanup_ctx.append(functools.partial(_sweeping, handler))
     return app
+
+
+async def _sweeping(handler: RelayHandler, app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(handler.sweep_forever(), name="relay-sweep")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class RelayServer:
     """A relay listening on `config.host:config.port` (port 0: the OS picks; see `.port`).
 
-    Without a `storage`, it opens `SqliteFileStorage(config.home)` on start and
-    closes it on stop.
+    Without a `storage`, it opens `SqliteFileStorage(config.home)` with the config's
+    quota and retention on start and closes it on stop. While it runs, expired
+    envelopes are swept every `config.sweep_interval` seconds.
     """
 
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage | None = None) -> None:
@@ -251,13 +299,18 @@ class RelayServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         # Exists before storage is opened, so storage can be given `count_purge`.
-        self.metrics = RelayMetrics(lambda: self._opened_storage().usage())
+        self.metrics = RelayMetrics(
+            lambda: self._opened_storage().usage(), quota_bytes=config.quota or 0
+        )
 
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("relay server already started")
         if self._storage is None:
-            self._storage = await asyncio.to_thread(SqliteFileStorage, self.config.home)
+            self._storage = await asyncio.to_thread(
+                SqliteFileStorage, self.config.home, quota=self.config.quota,
+                retention=self.config.retention, on_purge=self.metrics.count_purge,
+            )
         runner = web.AppRunner(
             build_app(self.config, self._storage, self.metrics),
             access_log_class=_TerseAccessLogger, access_log=access_logger,

@@ -39,6 +39,7 @@ from gateway.smtp.policy import (
     declared_size,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.undelivered import seal_note, subject_of
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +158,17 @@ class SubmissionHandler:
         return "250 2.1.5 Recipient ok"
 
     @staticmethod
-    def _seal_one(message: bytes, account: str, keys: AccountKeys, entry: DirectoryEntry) -> Item:
-        """The envelope of `message` for one recipient, with its own random id."""
+    def _seal_one(
+        message: bytes, account: str, keys: AccountKeys, subject: str, entry: DirectoryEntry
+    ) -> Item:
+        """The envelope of `message` for one recipient, with its own random id, and the
+        sender's sealed note of it (for a notice should its relay lose it)."""
         envelope_id = new_envelope_id()
         sealed = seal(
             message, sender=account, sender_keys=keys, recipient=entry.keys, envelope_id=envelope_id
         )
-        return envelope_id, sealed, tuple(entry.relays)
+        note = seal_note(account, keys, envelope_id, entry.address, subject)
+        return envelope_id, sealed, tuple(entry.relays), note
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         account = str(session.auth_data)
@@ -191,7 +196,8 @@ class SubmissionHandler:
         # sessions (group commit) and durable before the 250.
         try:
             count = await self._outbox.submit(
-                list(resolved.values()), functools.partial(self._seal_one, message, account, keys)
+                list(resolved.values()),
+                functools.partial(self._seal_one, message, account, keys, subject_of(header)),
             )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(

@@ -6,7 +6,8 @@ per-message metadata an IMAP server must answer without a key (UID, flags, size,
 internal date, modseq), envelope ids (random, used to drop duplicates), relay URLs.
 Everything else is sealed: the account seed under the user's passphrase, each
 message under the account's storage key, each outbox envelope to its recipient,
-each directory record under the bubble's directory key.
+each directory record under the bubble's directory key, each sent note (recipient and
+subject of a sent envelope) under a key derived from the sender's storage key.
 
 Modseq: every change of a message's flags or presence takes the folder's next
 `highest_modseq` and stamps it on the changed messages, so CONDSTORE/QRESYNC can be
@@ -173,3 +174,24 @@ class DirectoryRecordRow(StoreTable, table=True):
     sealed: bytes
     signature: bytes
     fetched_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SentEnvelope(StoreTable, table=True):
+    """An envelope an account sent, remembered until its relay says what became of it.
+
+    Written with its outbox item; `relay` is set when a relay acknowledged the deposit.
+    `note` holds the recipient's address and the subject, sealed under a key derived
+    from the sender's storage key (`gateway.undelivered`), for the notice should the
+    relay purge or expire it unfetched: neither is ever here in clear.
+    """
+
+    __tablename__ = "sent_envelope"
+
+    envelope_id: bytes = Field(primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE", index=True)
+    note: bytes  # nonce || XChaCha20-Poly1305(note key, JSON), the envelope id as AD
+    relay: str | None = Field(default=None, max_length=2048)  # the relay that took it
+    next_check: datetime = Field(sa_type=UTCDateTime, index=True)
+    outcome: str | None = Field(default=None, max_length=16)  # "purged" | "expired"
+    outcome_hour: int | None = Field(default=None, sa_type=BigInteger)  # unix hour, relay's
+    created_at: datetime = Field(sa_type=UTCDateTime)

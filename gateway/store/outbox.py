@@ -13,13 +13,16 @@ queued for all its recipients or not accepted.
 The delivery worker takes `due` entries up to a byte budget, removes an entry once
 a relay acknowledged it (`delivered`) or schedules the next try (`retry_later`). An
 entry holds only the sealed envelope, its random id and the relay URLs: no address,
-no content. `last_error` is a short reason from the worker (a status or exception
+no content. An item may carry a `SentNote`: it becomes a `sent_envelope` row in the
+same transaction (discarded with a discarded submission), which `delivered` stamps
+with the relay that took the envelope, so that `gateway.undelivered` can ask that
+relay later what became of it. `last_error` is a short reason from the worker (a status or exception
 name), trimmed to one line; callers must not put content or addresses in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,12 +52,23 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.models import OutboxHold, OutboxItem
+from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
 HOLD_LEN = 16
 
-Item = tuple[bytes, bytes, Sequence[str]]  # (envelope id, sealed envelope, relays)
+
+@dataclass(frozen=True)
+class SentNote:
+    """What the sender's gateway keeps of one envelope for a notice: `sealed` is opaque
+    here (recipient and subject sealed under the sender's key); `account` its address."""
+
+    account: str
+    sealed: bytes
+
+
+# (envelope id, sealed envelope, relays[, note for the sender])
+Item = tuple[bytes, bytes, Sequence[str]] | tuple[bytes, bytes, Sequence[str], SentNote]
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,22 @@ _DISCARD = delete(OutboxItem).where(
     col(OutboxItem.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
 )
 _DISCARD_ALL = delete(OutboxItem).where(col(OutboxItem.envelope_id).in_(_HELD))
+_DISCARD_SENT = delete(SentEnvelope).where(
+    col(SentEnvelope.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
+)
+_DISCARD_ALL_SENT = delete(SentEnvelope).where(col(SentEnvelope.envelope_id).in_(_HELD))
+_INSERT_SENT = insert(SentEnvelope)
+_ACCOUNT_ID = select(col(Account.id)).where(col(Account.address) == bindparam("address"))
+_MARK_DEPOSITED = (
+    update(SentEnvelope)
+    .where(
+        col(SentEnvelope.envelope_id)
+        == select(col(OutboxItem.envelope_id))
+        .where(col(OutboxItem.id) == bindparam("entry_id"))
+        .scalar_subquery()
+    )
+    .values(relay=bindparam("taken_by"), next_check=bindparam("check_at"))
+)
 # Due entries are chosen on metadata first: length() of a column reads no blob (on
 # SQLite, nor its overflow pages), then only the chosen rows' envelopes are read.
 _SCHEDULE = (col(OutboxItem.next_attempt), col(OutboxItem.id))
@@ -177,6 +207,7 @@ class Outbox:
     def discard_held(self) -> int:
         """Delete every held envelope (a crash cut its submission short); returns how many."""
         with writing(self._engine) as connection:
+            connection.execute(_DISCARD_ALL_SENT)
             return connection.execute(_DISCARD_ALL).rowcount
 
     def due(self, now: datetime, max_bytes: int) -> list[OutboxEntry]:
@@ -212,14 +243,24 @@ class Outbox:
             if entry_id is not None
         ]
 
-    def delivered(self, *entry_ids: int) -> None:
+    def delivered(
+        self, *entry_ids: int, relays: Mapping[int, str] | None = None,
+        check_at: datetime | None = None,
+    ) -> None:
         """Relays acknowledged these envelopes: forget them, in one transaction.
 
-        An id already gone has no effect.
+        `relays` says which relay took which entry: its sent note (if any) records it and
+        is first checked at `check_at`. An id already gone has no effect.
         """
         if not entry_ids:
             return
+        marks = [
+            {"entry_id": entry_id, "taken_by": url, "check_at": utc(check_at or utc_now())}
+            for entry_id, url in (relays or {}).items()
+        ]
         with writing(self._engine) as connection:
+            if marks:
+                connection.execute(_MARK_DEPOSITED, marks)
             connection.execute(_DELETE, [{"entry_id": entry_id} for entry_id in entry_ids])
 
     def retry_later(self, entry_id: int, at: datetime, error: str) -> None:
@@ -237,7 +278,7 @@ class Outbox:
 
 def _rows(items: Sequence[Item], now: datetime) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for envelope_id, envelope, relays in items:
+    for envelope_id, envelope, relays, *_ in items:
         if not envelope_id:
             raise InvalidValue("envelope id is empty")
         relays_json = relays_to_json(relays)
@@ -259,6 +300,7 @@ def _rows(items: Sequence[Item], now: datetime) -> list[dict[str, object]]:
 
 def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, object]]) -> None:
     if isinstance(step, Discard):
+        connection.execute(_DISCARD_SENT, {"hold": step.hold})
         connection.execute(_DISCARD, {"hold": step.hold})
         connection.execute(_RELEASE, {"hold": step.hold})
         return
@@ -268,8 +310,34 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
             raise HeldPartsMissing()
     if rows:
         connection.execute(_INSERT, rows)
+        _insert_sent(connection, step.items, rows)
     if step.last:
         connection.execute(_RELEASE, {"hold": step.hold})
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)
+
+
+def _insert_sent(
+    connection: Connection, items: Sequence[Item], rows: list[dict[str, object]]
+) -> None:
+    accounts: dict[str, int | None] = {}
+    sent: list[dict[str, object]] = []
+    for item, row in zip(items, rows, strict=True):
+        if len(item) < 4:
+            continue
+        note = item[3]
+        if note.account not in accounts:
+            accounts[note.account] = connection.execute(
+                _ACCOUNT_ID, {"address": note.account}
+            ).scalar()
+        account_id = accounts[note.account]
+        if account_id is None:
+            raise InvalidValue("a sent note names no account of this gateway")
+        sent.append({
+            "envelope_id": row["envelope_id"], "account_id": account_id, "note": note.sealed,
+            "relay": None, "next_check": row["created_at"], "outcome": None,
+            "outcome_hour": None, "created_at": row["created_at"],
+        })
+    if sent:
+        connection.execute(_INSERT_SENT, sent)

@@ -24,6 +24,7 @@ from bridge.relay.storage import (
 from bridge.revocation import GatewayRevocation
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
+GATEWAY = b"\x42" * 32  # the depositing gateway key
 
 
 def envelope(mailbox_id: bytes, envelope_id: bytes, size: int = 100) -> bytes:
@@ -58,7 +59,7 @@ def test_put_list_get_delete(tmp_path: Path, storage: SqliteFileStorage) -> None
     ids = [bytes([255 - n]) * 16 for n in range(4)]
     data = [envelope(mailbox, envelope_id, 10 * n) for n, envelope_id in enumerate(ids)]
     for envelope_id, blob in zip(ids, data, strict=True):
-        assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
+        assert storage.put(mailbox, envelope_id, blob, HOUR_START, GATEWAY) is PutOutcome.CREATED
     assert storage.list(mailbox, 10) == [
         StoredEnvelope(envelope_id, len(blob), HOUR_START)
         for envelope_id, blob in zip(ids, data, strict=True)
@@ -75,7 +76,7 @@ def test_put_list_get_delete(tmp_path: Path, storage: SqliteFileStorage) -> None
 
 def test_files_are_private(tmp_path: Path, storage: SqliteFileStorage) -> None:
     mailbox, envelope_id = b"\x01" * 32, b"\x02" * 16
-    storage.put(mailbox, envelope_id, envelope(mailbox, envelope_id), HOUR_START)
+    storage.put(mailbox, envelope_id, envelope(mailbox, envelope_id), HOUR_START, GATEWAY)
     mode = envelope_file(tmp_path, mailbox, envelope_id).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE((tmp_path / "envelopes").stat().st_mode) == 0o700
@@ -85,7 +86,7 @@ def test_other_mailbox_cannot_reach_an_envelope(storage: SqliteFileStorage) -> N
     # Same first byte: both mailboxes share a shard directory, so only the row can tell.
     alice, bob, envelope_id = b"\xaa" * 32, b"\xaa" + b"\xbb" * 31, b"\x05" * 16
     blob = envelope(alice, envelope_id)
-    storage.put(alice, envelope_id, blob, HOUR_START)
+    storage.put(alice, envelope_id, blob, HOUR_START, GATEWAY)
     assert storage.get(bob, envelope_id) is None
     assert storage.delete(bob, envelope_id) is False
     assert storage.get(alice, envelope_id) == blob
@@ -94,12 +95,13 @@ def test_other_mailbox_cannot_reach_an_envelope(storage: SqliteFileStorage) -> N
 def test_duplicate_and_conflict(storage: SqliteFileStorage) -> None:
     mailbox, other, envelope_id = b"\x10" * 32, b"\x20" * 32, b"\x03" * 16
     blob = envelope(mailbox, envelope_id)
-    assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
-    assert storage.put(mailbox, envelope_id, blob, HOUR_START + 3600) is PutOutcome.DUPLICATE
+    assert storage.put(mailbox, envelope_id, blob, HOUR_START, GATEWAY) is PutOutcome.CREATED
+    again = storage.put(mailbox, envelope_id, blob, HOUR_START + 3600, GATEWAY)
+    assert again is PutOutcome.DUPLICATE
     changed = envelope(mailbox, envelope_id)
-    assert storage.put(mailbox, envelope_id, changed, HOUR_START) is PutOutcome.CONFLICT
+    assert storage.put(mailbox, envelope_id, changed, HOUR_START, GATEWAY) is PutOutcome.CONFLICT
     elsewhere = envelope(other, envelope_id)
-    assert storage.put(other, envelope_id, elsewhere, HOUR_START) is PutOutcome.CONFLICT
+    assert storage.put(other, envelope_id, elsewhere, HOUR_START, GATEWAY) is PutOutcome.CONFLICT
     assert storage.get(mailbox, envelope_id) == blob
     assert storage.list(other, 10) == []
     assert storage.list(mailbox, 10) == [StoredEnvelope(envelope_id, len(blob), HOUR_START)]
@@ -112,7 +114,9 @@ def test_concurrent_puts_of_one_id_store_one_envelope(
     candidates = [envelope(mailbox, envelope_id, 5000) for _ in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(
-            pool.map(lambda b: storage.put(mailbox, envelope_id, b, HOUR_START), candidates)
+            pool.map(
+                lambda b: storage.put(mailbox, envelope_id, b, HOUR_START, GATEWAY), candidates
+            )
         )
     assert sorted(o.value for o in outcomes) == ["conflict"] * 7 + ["created"]
     winner = candidates[outcomes.index(PutOutcome.CREATED)]
@@ -123,7 +127,7 @@ def test_concurrent_puts_of_one_id_store_one_envelope(
     same = envelope(mailbox, same_id)
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(
-            pool.map(lambda _: storage.put(mailbox, same_id, same, HOUR_START), range(8))
+            pool.map(lambda _: storage.put(mailbox, same_id, same, HOUR_START, GATEWAY), range(8))
         )
     assert sorted(o.value for o in outcomes) == ["created"] + ["duplicate"] * 7
 
@@ -132,7 +136,7 @@ def test_reopening_removes_crash_debris_and_keeps_envelopes(tmp_path: Path) -> N
     store = SqliteFileStorage(tmp_path)
     kept_mailbox, kept_id = b"\xff" * 32, b"\x06" * 16
     kept = envelope(kept_mailbox, kept_id)
-    store.put(kept_mailbox, kept_id, kept, HOUR_START)
+    store.put(kept_mailbox, kept_id, kept, HOUR_START, GATEWAY)
     store.close()
     shard = tmp_path / "envelopes" / "ff"
     orphan = shard / ("07" * 16)  # written, then the process died before the row
@@ -157,7 +161,7 @@ def test_debris_under_a_new_id_is_replaced(tmp_path: Path, storage: SqliteFileSt
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"left over from a deposit never acknowledged")
     blob = envelope(mailbox, envelope_id)
-    assert storage.put(mailbox, envelope_id, blob, HOUR_START) is PutOutcome.CREATED
+    assert storage.put(mailbox, envelope_id, blob, HOUR_START, GATEWAY) is PutOutcome.CREATED
     assert storage.get(mailbox, envelope_id) == blob
     assert path.read_bytes() == blob
 
