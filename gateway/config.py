@@ -18,6 +18,12 @@ class GatewayConfig:
     smtp_port: int = 2587
     imap_host: str = "127.0.0.1"
     imap_port: int = 2143
+    smtps_host: str = "127.0.0.1"
+    smtps_port: int | None = None  # submission over implicit TLS (port 465 style); None: off
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int | None = None  # the MX hands mail from outside here; None: off
+    inbound_authserv_id: str = ""  # the MX's Authentication-Results id kept on inbound mail
+    sent_copy: bool = True  # a sealed copy of each submitted message in the sender's Sent
     hostname: str = "sealgate.localhost"  # SMTP greeting and certificate name
     max_message_bytes: int = 50 * MiB
     max_recipients: int = 100
@@ -56,8 +62,8 @@ class GatewayConfig:
     kdf_queue: int = 16  # logins waiting for them; beyond, a temporary failure
 
     def __post_init__(self) -> None:
-        for name in ("smtp_port", "imap_port"):
-            if not 0 <= getattr(self, name) <= 65535:
+        for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
         for name in (
             "max_message_bytes",
