@@ -1,5 +1,6 @@
-"""Mail from outside into the bubble: smtplib as the MX against alice's gateway's
-`--inbound` listener, read over imaplib on alice's and on bob's gateway (separate processes).
+"""Mail from outside into the bubble: smtplib, and a real Postfix, as the MX of alice's
+gateway's `--inbound` listener, read over imaplib on alice's and on bob's gateway
+(separate processes).
 """
 
 from __future__ import annotations
@@ -7,10 +8,17 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import secrets
+import shutil
 import smtplib
 import ssl
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +29,7 @@ from bridge.relay.client import RelayClient
 from gateway.homes import Membership, gateway_database_url
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
-from tests.bubble_processes import DOMAIN, Bubble, files_containing, free_port
+from tests.bubble_processes import DOMAIN, Bubble, files_containing, free_port, wait_for_port
 from tests.integration.test_end_to_end import wait_for_messages
 
 pytestmark = pytest.mark.integration
@@ -224,3 +232,138 @@ def test_reception_refuses_external_mail_from_an_uncertified_gateway(
                     f"From: {OUTSIDE}\r\nSubject: s\r\n\r\n{canary}\r\n".encode())
     assert len(wait_for_messages(bob, token="could not be opened", timeout=30)) >= 1
     assert not any(canary.encode() in m for m in wait_for_messages(bob, 0))
+
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.test
+mydestination =
+relay_domains = {domain}
+transport_maps = inline:{{ {domain}=smtp:[127.0.0.1]:{inbound} }}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtp_dns_support_level = disabled
+smtp_tls_security_level = encrypt
+smtp_tls_loglevel = 1
+"""
+# master.cf: the daemons a relay-only Postfix needs, none chrooted; smtpd on a loopback port.
+SERVICES = """\
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+
+@dataclass
+class Postfix:
+    root: Path
+    port: int
+
+    @property
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while self.log.count(needle) < count:
+            assert time.monotonic() < deadline, f"Postfix never logged {needle!r}:\n{self.log}"
+            time.sleep(0.2)
+        return self.log
+
+
+@pytest.fixture(scope="module")
+def postfix_mx(inbound_bubble: Bubble) -> Iterator[Postfix]:
+    """A real Postfix (Debian's package) from its own config_directory, relaying the
+    bubble's domain to alice's gateway's inbound listener over STARTTLS."""
+    if shutil.which("postfix") is None or os.geteuid() != 0:
+        pytest.skip("needs Debian's postfix (scripts/system-packages) and root")
+    # Under /tmp, not the test's 0700 directory: Postfix's daemons run as user postfix.
+    root = Path(tempfile.mkdtemp(prefix="sealgate-mx-", dir="/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - the daemons (user postfix) must reach their queue
+    for name in ("conf", "data", "queue"):
+        (root / name).mkdir()  # postfix-script makes the queue's own directories
+    shutil.chown(root / "data", "postfix")
+    port = free_port()
+    (root / "conf" / "main.cf").write_text(
+        MAIN_CF.format(root=root, domain=DOMAIN, inbound=inbound_port(inbound_bubble))
+    )
+    (root / "conf" / "master.cf").write_text(f"127.0.0.1:{port} inet n - n - - smtpd\n" + SERVICES)
+    control = ["postfix", "-c", str(root / "conf")]
+    started = subprocess.run([*control, "start"], capture_output=True, text=True, timeout=60)
+    try:
+        assert started.returncode == 0, started.stderr + (root / "maillog").read_text()
+        wait_for_port(port)
+        yield Postfix(root, port)
+    finally:
+        subprocess.run([*control, "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def swaks_to(postfix: Postfix, recipient: str, canary: str, *headers: str) -> None:
+    result = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{postfix.port}", "--from", OUTSIDE, "--to", recipient,
+         "--helo", "mail.partner.example",
+         *(arg for header in headers for arg in ("--header", header)),
+         "--header", "Subject: through Postfix", "--body", f"the canary is {canary}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_postfix_as_the_mx_hands_mail_to_the_inbound_listener(
+    inbound_bubble: Bubble, postfix_mx: Postfix
+) -> None:
+    """swaks -> Postfix (queue, then its smtp client over STARTTLS) -> inbound -> bob's IMAP.
+    The Authentication-Results line stands for the one a milter on the MX would add."""
+    bob = inbound_bubble.accounts["bob"]
+    canary = "via-postfix-" + secrets.token_hex(6)
+    swaks_to(postfix_mx, BOB, canary,
+             "Authentication-Results: mx.test; spf=pass smtp.mailfrom=partner.example")
+    log = postfix_mx.wait_for_log("status=sent (250 2.0.0 Sealed for 1 recipient(s)")
+    assert "TLS connection established to 127.0.0.1" in log
+    mails = wait_for_messages(bob, token=canary, timeout=30)
+    assert len(mails) == 1
+    got = email.message_from_bytes(mails[0], policy=email.policy.default)
+    assert got["Sealgate-Origin"].startswith("external;")
+    assert got["Authentication-Results"] == "mx.test; spf=pass smtp.mailfrom=partner.example"
+    assert got["Received"] is None and b"mx.test (Postfix)" not in mails[0]
+    assert files_containing(inbound_bubble.state_dirs, [canary.encode()]) == []
+
+
+def test_postfix_bounces_what_the_inbound_listener_refuses(
+    inbound_bubble: Bubble, postfix_mx: Postfix
+) -> None:
+    swaks_to(postfix_mx, f"nobody@{DOMAIN}", "unknown-" + secrets.token_hex(4))
+    swaks_to(postfix_mx, BOB, "claims-bob-" + secrets.token_hex(4), f"From: {BOB}")
+    postfix_mx.wait_for_log("said: 550 5.1.1 No such recipient in this bubble")
+    log = postfix_mx.wait_for_log("said: 550 5.7.1 Mail from outside the bubble must not")
+    assert log.count("status=bounced") >= 2
