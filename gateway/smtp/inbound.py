@@ -23,6 +23,7 @@ addresses, subjects or content.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import weakref
@@ -32,7 +33,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.directory import DirectoryEntry, normalize_address
 from bridge.envelope import new_envelope_id, seal
-from bridge.external import InboundIdentity, check_external_header
+from bridge.external import ORIGIN_FIELD, InboundIdentity, check_external_header
 from bridge.headers import DEFAULT_LIMITS, HeaderBlock, HeaderLimits, HeaderTooLarge, parse_header
 from bridge.sanitize import SanitizePolicy, sanitize
 from bridge.sender import SenderRefused
@@ -83,7 +84,10 @@ class InboundHandler:
         self._recipients = recipients
         self._outbox = outbox
         self._domain = domain.lower()
-        self._policy = policy
+        # A field of that name from outside would stand beside the receiving gateway's own.
+        self._policy = dataclasses.replace(
+            policy, extra_headers=(*policy.extra_headers, ORIGIN_FIELD)
+        )
         self._max_recipients = max_recipients
         self._max_transaction_bytes = max_transaction_bytes
         self._wake_delivery = wake_delivery

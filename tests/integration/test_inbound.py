@@ -72,6 +72,7 @@ def outside_message(canary: str, *, sender: str = OUTSIDE, extra: str = "") -> b
         "Authentication-Results: partner.example; dkim=pass header.d=partner.example\r\n"
         f"From: Carol <{sender}>\r\nTo: {ALICE}, {BOB}\r\nSubject: from outside\r\n"
         "Message-ID: <123@laptop.partner.example>\r\nX-Mailer: Outlook 16\r\n"
+        "Sealgate-Origin: a bubble member, honest\r\n"
         f"{extra}\r\nthe canary is {canary}\r\n"
     ).encode()
 
@@ -101,7 +102,9 @@ def test_mail_from_the_mx_reaches_members_of_every_gateway(inbound_bubble: Bubbl
         assert got.get_all("Authentication-Results") == [
             "mx.test; spf=pass smtp.mailfrom=partner.example"
         ]
-        for gone in (b"Received:", b"X-Mailer", b"laptop.partner.example", b"198.51.100.7"):
+        assert len(got.get_all("Sealgate-Origin")) == 1
+        for gone in (b"Received:", b"X-Mailer", b"laptop.partner.example", b"198.51.100.7",
+                     b"honest"):
             assert gone not in head
     assert files_containing(inbound_bubble.state_dirs, [canary.encode()]) == []
     log = inbound_bubble.log_text("alice")
