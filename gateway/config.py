@@ -24,6 +24,8 @@ class GatewayConfig:
     inbound_port: int | None = None  # the MX hands mail from outside here; None: off
     inbound_authserv_id: str = ""  # the MX's Authentication-Results id kept on inbound mail
     sent_copy: bool = True  # a sealed copy of each submitted message in the sender's Sent
+    submission_limit: int = 1000  # messages one account may submit per submission_window;
+    submission_window: float = 3600.0  # beyond, MAIL gets 451 4.7.1
     hostname: str = "sealgate.localhost"  # SMTP greeting and certificate name
     max_message_bytes: int = 50 * MiB
     max_recipients: int = 100
@@ -76,6 +78,7 @@ class GatewayConfig:
             "login_block_failures",
             "login_tracked_max",
             "kdf_workers",
+            "submission_limit",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
@@ -90,6 +93,7 @@ class GatewayConfig:
             "notice_fold_seconds",
             "login_block_seconds",
             "login_failure_window",
+            "submission_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")

@@ -34,6 +34,7 @@ from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, Conne
 from gateway.smtp.handler import SubmissionHandler
 from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.queueing import OutboxWriter
+from gateway.smtp.rate import SubmissionRate
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -136,6 +137,7 @@ class Gateway:
             header_limits=cfg.header_limits(),
             gate=gate,
             sent_copies=mailboxes if cfg.sent_copy else None,
+            rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)

@@ -6,7 +6,9 @@ recipient and commits them all to the durable outbox before answering 250 (in
 parts bounded by bytes, see `gateway.smtp.queueing`); a message whose size times its
 recipients exceeds `max_transaction_bytes` is refused with 552 5.3.4. With `sent_copy`
 the message as it was sealed (its Bcc line put back) is also stored, sealed under the
-account's storage key, in the account's Sent folder, before the 250.
+account's storage key, in the account's Sent folder, before the 250. MAIL answers
+`451 4.7.1` once an account had `submission_limit` messages accepted within
+`submission_window` seconds (`gateway.smtp.rate`).
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
@@ -39,6 +41,7 @@ from gateway.smtp.policy import (
     complete_headers,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.rate import SubmissionRate
 from gateway.smtp.server import ehlo_lines
 from gateway.store.mailbox import MailboxStore
 
@@ -61,7 +64,9 @@ class SubmissionHandler:
         header_limits: HeaderLimits = DEFAULT_LIMITS,
         gate: LoginGate,
         sent_copies: MailboxStore | None = None,
+        rate: SubmissionRate | None = None,
     ) -> None:
+        self._rate = rate
         self._keyring = keyring
         self._sent_copies = sent_copies  # None: no Sent copy (clients that APPEND their own)
         self._gate = gate
@@ -119,6 +124,8 @@ class SubmissionHandler:
         account = session.auth_data
         try:
             check_envelope_sender(address, str(account))
+            if self._rate is not None:
+                self._rate.check(str(account))
         except SmtpRefusal as refusal:
             return refusal.reply
         envelope.mail_from = address
@@ -201,6 +208,8 @@ class SubmissionHandler:
             )
             return "451 4.3.0 Cannot queue the message now; try again later"
         self._wake_delivery()
+        if self._rate is not None:
+            self._rate.accepted(account)
         if self._sent_copies is not None:
             bcc = ", ".join(cleaned.bcc).encode("utf-8")
             await self._keep_sent_copy(account, keys, (b"Bcc: " + bcc + b"\r\n" if bcc else b"")

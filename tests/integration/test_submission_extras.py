@@ -18,9 +18,13 @@ from tests.integration.test_end_to_end import imap_login, wait_for_messages
 pytestmark = pytest.mark.integration
 
 
+RATE_LIMIT = 2
+
+
 @pytest.fixture(scope="module")
 def clients_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]:
-    """alice: implicit TLS on a second port, Sent copies (the default); bob: sent_copy off."""
+    """alice: implicit TLS on a second port, Sent copies (the default); bob: sent_copy off;
+    carol: a submission limit of RATE_LIMIT messages per hour."""
     bubble = Bubble(tmp_path_factory.mktemp("clients"))
     try:
         bubble.init()
@@ -30,8 +34,10 @@ def clients_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]
         bubble.add_account("bob", "bob-" + secrets.token_hex(6))
         config = bubble.root / "bob.toml"
         config.write_text(config.read_text() + "sent_copy = false\n")
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.add_account("carol", "carol-" + secrets.token_hex(6),
+                           settings={"submission_limit": RATE_LIMIT})
+        for user in ("alice", "bob", "carol"):
+            bubble.start_gateway(user)
         yield bubble
     finally:
         bubble.kill_all()
@@ -138,3 +144,17 @@ def test_sent_copy_off_keeps_none(clients_bubble: Bubble) -> None:
         smtp.sendmail(bob.address, [alice.address], message(bob, alice.address, canary))
     assert len(wait_for_messages(alice, token=canary)) == 1  # delivered, so DATA is done
     assert not any(canary.encode() in m for m in folder(bob, "Sent"))
+
+
+def test_the_submission_limit_answers_451_4_7_1(clients_bubble: Bubble) -> None:
+    carol, alice = clients_bubble.accounts["carol"], clients_bubble.accounts["alice"]
+    canary = "rate-" + secrets.token_hex(6)
+    with smtplib.SMTP("127.0.0.1", carol.smtp_port, timeout=30) as smtp:
+        smtp.starttls(context=carol.tls_context())
+        smtp.login(carol.address, carol.password)
+        for _ in range(RATE_LIMIT):
+            assert smtp.sendmail(carol.address, [alice.address],
+                                 message(carol, alice.address, canary)) == {}
+        code, reply = smtp.mail(carol.address)
+    assert code == 451 and reply.startswith(b"4.7.1 This account has sent 2 messages")
+    assert len(wait_for_messages(alice, RATE_LIMIT, token=canary)) == RATE_LIMIT
