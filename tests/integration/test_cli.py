@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import json
+import secrets
 import signal
 import smtplib
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bubble_processes import free_port, sealgate, wait_for_port
+from tests.bubble_processes import Bubble, free_port, sealgate, wait_for_port
 from tests.integration.test_end_to_end import fetch_all
 
 pytestmark = pytest.mark.integration
@@ -207,6 +208,16 @@ def test_operator_errors_are_one_line(tmp_path: Path) -> None:
         sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
         "setting 'max_recipients'",
     )
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--inbound", "nowhere",
+                 check=False),
+        "setting 'inbound'",
+    )
+    config.write_text("inbound_port = 70000\n")
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
+        "setting 'inbound_port'",
+    )
     config.write_text("poll_intervall = 3\n")
     assert_one_line_error(
         sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
@@ -228,3 +239,26 @@ def test_help_lists_every_command() -> None:
     for command in ("bubble", "relay", "account", "gateway", "demo"):
         assert command in out
     assert "--password-file" in sealgate("account", "add", "--help").stdout
+
+
+def test_gateway_serve_flags_for_the_inbound_and_implicit_tls_listeners(tmp_path: Path) -> None:
+    bubble = Bubble(tmp_path)
+    try:
+        bubble.init()
+        alice = bubble.add_account("alice", "alice-" + secrets.token_hex(6))
+        inbound, smtps = free_port(), free_port()
+        service = bubble.services["alice"]
+        service.args += ["--inbound", f"127.0.0.1:{inbound}", "--smtps", f"127.0.0.1:{smtps}"]
+        service.ports += [inbound, smtps]
+        bubble.start_gateway("alice")
+        with smtplib.SMTP("127.0.0.1", inbound, timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
+        with smtplib.SMTP_SSL("127.0.0.1", smtps, context=alice.tls_context(), timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("auth")
+        assert bubble.stop_gateway("alice") == 0
+        assert (f"smtps on 127.0.0.1:{smtps}, inbound on 127.0.0.1:{inbound}"
+                in bubble.log_text("alice"))
+    finally:
+        bubble.kill_all()
