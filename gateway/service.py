@@ -35,6 +35,7 @@ from gateway.smtp.handler import SubmissionHandler
 from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.queueing import OutboxWriter
 from gateway.smtp.rate import SubmissionRate
+from gateway.smtp.sent import SentCopies
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -136,7 +137,7 @@ class Gateway:
             on_unlock=fetcher.wake,
             header_limits=cfg.header_limits(),
             gate=gate,
-            sent_copies=mailboxes if cfg.sent_copy else None,
+            sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)

@@ -6,7 +6,8 @@ recipient and commits them all to the durable outbox before answering 250 (in
 parts bounded by bytes, see `gateway.smtp.queueing`); a message whose size times its
 recipients exceeds `max_transaction_bytes` is refused with 552 5.3.4. With `sent_copy`
 the message as it was sealed (its Bcc line put back) is also stored, sealed under the
-account's storage key, in the account's Sent folder, before the 250. MAIL answers
+account's storage key, in the account's Sent folder, before the 250 (group commit:
+`gateway.smtp.sent`). MAIL answers
 `451 4.7.1` once an account had `submission_limit` messages accepted within
 `submission_window` seconds (`gateway.smtp.rate`).
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
@@ -15,12 +16,10 @@ addresses, subjects or content.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
@@ -42,8 +41,8 @@ from gateway.smtp.policy import (
 )
 from gateway.smtp.queueing import Item, OutboxWriter
 from gateway.smtp.rate import SubmissionRate
+from gateway.smtp.sent import SentCopies
 from gateway.smtp.server import ehlo_lines
-from gateway.store.mailbox import MailboxStore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class SubmissionHandler:
         on_unlock: Callable[[], None],
         header_limits: HeaderLimits = DEFAULT_LIMITS,
         gate: LoginGate,
-        sent_copies: MailboxStore | None = None,
+        sent_copies: SentCopies | None = None,
         rate: SubmissionRate | None = None,
     ) -> None:
         self._rate = rate
@@ -222,9 +221,6 @@ class SubmissionHandler:
         is queued already, and a 4xx would make the client send it twice."""
         assert self._sent_copies is not None  # noqa: S101 - checked by the caller
         try:
-            await asyncio.to_thread(
-                self._sent_copies.deliver, account, keys, "Sent", message,
-                internal_date=datetime.now(UTC), flags=frozenset({"\\Seen"}),
-            )
+            await self._sent_copies.keep(account, keys, message)
         except Exception as e:  # noqa: BLE001 - a missing Sent folder must not fail the 250
             log.warning("smtp: no Sent copy kept (%s)", type(e).__name__)
