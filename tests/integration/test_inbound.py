@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
 OUTSIDE = "carol@partner.example"
 MAX_MESSAGE = 200_000
+MAX_TRANSACTION = 300_000  # message size x recipients
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def inbound_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]
         port = free_port()
         bubble.add_account("alice", "alice-" + secrets.token_hex(6), settings={
             "inbound_port": port, "max_message_bytes": MAX_MESSAGE,
+            "max_transaction_bytes": MAX_TRANSACTION,
         })
         bubble.services["alice"].ports.append(port)
         config = bubble.root / "alice.toml"
@@ -144,6 +146,15 @@ def test_over_size_is_552_5_3_4_declared_or_not(inbound_bubble: Bubble) -> None:
         assert smtp.rcpt(ALICE)[0] == 250
         code, reply = smtp.data(outside_message("big\r\n" + ("y" * 998 + "\r\n") * 250))
     assert (code, reply[:5]) == (552, b"5.3.4")
+
+
+def test_size_times_recipients_over_the_limit_is_552_5_3_4(inbound_bubble: Bubble) -> None:
+    big = outside_message("wide\r\n" + ("z" * 998 + "\r\n") * 160)  # ~160 KB
+    with mx(inbound_bubble) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            smtp.sendmail(OUTSIDE, [ALICE, BOB], big)
+        assert (err.value.smtp_code, err.value.smtp_error[:5]) == (552, b"5.3.4")
+        assert smtp.sendmail(OUTSIDE, [ALICE], big) == {}  # one recipient fits
 
 
 @pytest.mark.parametrize("from_line", [
