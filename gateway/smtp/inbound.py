@@ -15,7 +15,9 @@ the MX's own authserv-id (setting `inbound_authserv_id`; RFC 8601 section 5: a f
 any other id may be the sender's own writing), then seals one envelope per recipient
 under the external sealed sender and commits them all to the durable outbox before the
 250. A relay that is down does not matter here: the outbox delivers later. Size:
-`552 5.3.4` past `max_message_bytes` or `max_transaction_bytes`.
+`552 5.3.4` past `max_message_bytes` or `max_transaction_bytes`. The listener has a
+connection cap of its own (`max_smtp_connections`, like submission's), so an MX flood
+cannot take the users' submission slots.
 
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
