@@ -83,7 +83,9 @@ def _other_author(header: HeaderBlock, own: str) -> str | None:
     return None
 
 
-def _check(header: HeaderBlock, own: str, max_length: int) -> None:
+def check_structure(header: HeaderBlock) -> None:
+    """The rules on the shape of a header block alone (the first four above): what every
+    message must pass whoever sent it, mail from outside the bubble included."""
     for field in header.fields:
         if field.has_control:
             raise SenderRefused("Header fields must not contain control characters or NUL")
@@ -94,6 +96,10 @@ def _check(header: HeaderBlock, own: str, max_length: int) -> None:
     for name in SINGLE_FIELDS:
         if len(header.get_all(name)) > 1:
             raise SenderRefused(f"The message must not have more than one {_spelt(name)} field")
+
+
+def _check(header: HeaderBlock, own: str, max_length: int) -> None:
+    check_structure(header)
     author = header.first("from")
     if author is None:
         raise SenderRefused("The message must have a From field")

@@ -13,6 +13,7 @@
     sealgate bubble sign   REQ --bubble ADMIN --out SIGNED (2, where the root key is)
     sealgate account import SIGNED --gateway GW            (3)
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
+                           [--smtps HOST:PORT] [--inbound HOST:PORT]
     sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
 
@@ -236,6 +237,10 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         overrides["smtp_host"], overrides["smtp_port"] = parse_host_port(args.smtp, "smtp")
     if args.imap:
         overrides["imap_host"], overrides["imap_port"] = parse_host_port(args.imap, "imap")
+    for name in ("smtps", "inbound"):
+        if getattr(args, name):
+            host_port = parse_host_port(getattr(args, name), name)
+            overrides[f"{name}_host"], overrides[f"{name}_port"] = host_port
     overrides["hostname"] = args.hostname
     overrides["poll_interval"] = args.poll_interval
     return load_settings(
@@ -252,7 +257,11 @@ def cmd_gateway_serve(args: argparse.Namespace) -> None:
         await gateway.start()
         print(
             f"gateway smtp on {gateway.config.smtp_host}:{gateway.smtp_port}, "
-            f"imap on {gateway.config.imap_host}:{gateway.imap_port}",
+            f"imap on {gateway.config.imap_host}:{gateway.imap_port}"
+            + (f", smtps on {gateway.config.smtps_host}:{gateway.smtps_port}"
+               if gateway.smtps_port is not None else "")
+            + (f", inbound on {gateway.config.inbound_host}:{gateway.inbound_port}"
+               if gateway.inbound_port is not None else ""),
             flush=True,
         )
 
@@ -361,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, required=True, help="gateway state directory")
     p.add_argument("--smtp", metavar="HOST:PORT", help="SMTP submission listener (port 0: any)")
     p.add_argument("--imap", metavar="HOST:PORT", help="IMAP listener (port 0: any)")
+    p.add_argument("--smtps", metavar="HOST:PORT",
+                   help="SMTP submission over implicit TLS (port 465 style)")
+    p.add_argument("--inbound", metavar="HOST:PORT",
+                   help="SMTP listener for the organisation's MX: mail from outside")
     p.add_argument("--hostname", help="name in the SMTP greeting and the TLS certificate")
     p.add_argument("--poll-interval", type=float, help="seconds between relay fetches")
     p.add_argument("--config", type=Path, help="TOML file with gateway settings")
@@ -375,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a relay and two gateways (alice, bob) on loopback")
     p.add_argument("--dir", type=Path, required=True, help="state directory (reused on later runs)")
-    p.add_argument("--port-base", type=int, help="use ports N..N+4 instead of free ones")
+    p.add_argument("--port-base", type=int, help="use ports N..N+6 instead of free ones")
     p.set_defaults(func=cmd_demo)
     return parser
 

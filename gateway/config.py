@@ -18,6 +18,14 @@ class GatewayConfig:
     smtp_port: int = 2587
     imap_host: str = "127.0.0.1"
     imap_port: int = 2143
+    smtps_host: str = "127.0.0.1"
+    smtps_port: int | None = None  # submission over implicit TLS (port 465 style); None: off
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int | None = None  # the MX hands mail from outside here; None: off
+    inbound_authserv_id: str = ""  # the MX's Authentication-Results id kept on inbound mail
+    sent_copy: bool = True  # a sealed copy of each submitted message in the sender's Sent
+    submission_limit: int = 1000  # messages one account may submit per submission_window;
+    submission_window: float = 3600.0  # beyond, MAIL gets 451 4.7.1
     hostname: str = "sealgate.localhost"  # SMTP greeting and certificate name
     max_message_bytes: int = 50 * MiB
     max_recipients: int = 100
@@ -60,8 +68,8 @@ class GatewayConfig:
     status_forget_after: float = 90 * 86400.0
 
     def __post_init__(self) -> None:
-        for name in ("smtp_port", "imap_port"):
-            if not 0 <= getattr(self, name) <= 65535:
+        for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
         for name in (
             "max_message_bytes",
@@ -74,6 +82,7 @@ class GatewayConfig:
             "login_block_failures",
             "login_tracked_max",
             "kdf_workers",
+            "submission_limit",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
@@ -90,6 +99,7 @@ class GatewayConfig:
             "login_failure_window",
             "status_check_interval",
             "status_forget_after",
+            "submission_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")

@@ -4,7 +4,8 @@
     DIR/relay/            one relay
     DIR/gateways/alice/   alice's gateway      DIR/gateways/bob/   bob's gateway
     DIR/demo.json         ports and passwords chosen on the first run (mode 0600)
-    DIR/clients.json      what a mail client needs, written once every listener is up
+    DIR/clients.json      what a mail client needs, written once every listener is up;
+                          each account's "inbound" is its gateway's listener for an MX
 
 A second run on the same DIR reuses everything: keys, mail, ports and passwords.
 """
@@ -50,6 +51,8 @@ def _plan(path: Path, port_base: int | None) -> dict[str, Any]:
             raise HomeError(f"{path} is not valid JSON") from None
         if port_base is not None:
             plan["ports"] = _ports(port_base)
+        for name, port in _ports(None).items():  # a plan from before a listener was added
+            plan["ports"].setdefault(name, port)
         return plan
     return {
         "ports": _ports(port_base),
@@ -59,6 +62,7 @@ def _plan(path: Path, port_base: int | None) -> dict[str, Any]:
 
 def _ports(base: int | None) -> dict[str, int]:
     names = ["relay"] + [f"{u}-{p}" for u in USERS for p in ("smtp", "imap")]
+    names += [f"{u}-inbound" for u in USERS]
     if base is not None:
         if not 1024 <= base <= 65535 - len(names):
             raise HomeError(f"--port-base must be between 1024 and {65535 - len(names)}")
@@ -110,6 +114,7 @@ async def run_demo(directory: Path, *, port_base: int | None, run: Runner) -> No
                     home=home,
                     smtp_port=ports[f"{user}-smtp"],
                     imap_port=ports[f"{user}-imap"],
+                    inbound_port=ports[f"{user}-inbound"],
                     poll_interval=2.0,
                 )
             )
@@ -144,6 +149,7 @@ def _clients(plan: dict[str, Any], relay_url: str) -> dict[str, Any]:
                     "port": ports[f"{user}-imap"],
                     "security": "starttls",
                 },
+                "inbound": {"host": "127.0.0.1", "port": ports[f"{user}-inbound"]},
             }
             for user in USERS
         ],
@@ -157,7 +163,8 @@ def _print_summary(directory: Path, clients: dict[str, Any]) -> None:
         lines.append(
             f"  {acc['address']:<20} password {acc['password']}  "
             f"SMTP 127.0.0.1:{acc['smtp']['port']} (STARTTLS)  "
-            f"IMAP 127.0.0.1:{acc['imap']['port']} (STARTTLS)"
+            f"IMAP 127.0.0.1:{acc['imap']['port']} (STARTTLS)  "
+            f"inbound (for an MX) 127.0.0.1:{acc['inbound']['port']}"
         )
     lines.append(f"  relay {clients['relays'][0]['url']}")
     lines.append(f"Client settings: {directory / 'clients.json'}")

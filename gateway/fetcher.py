@@ -15,6 +15,8 @@ content. Content is never logged. Other notices fold: one per claimed sender (a
 directory member) per `notice_fold_seconds`, and one per account per window for
 envelopes whose sender is unknown (they do not open, or claim an address outside the
 directory, which a forger can vary at will), so a flood of bad envelopes makes few.
+Mail from outside (sealed by a bubble gateway's inbound listener) is checked and marked
+by `bridge.external` instead of the directory, and never shown as a member's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import nacl.hash
 from bridge.directory import KeyStatus
 from bridge.envelope import OpenedEnvelope, open_envelope
 from bridge.errors import CannotOpen, RelayError
+from bridge.external import is_external, open_external
 from bridge.headers import DEFAULT_LIMITS, HeaderError, HeaderLimits, parse_header
 from bridge.keys import AccountKeys
 from bridge.relay.client import RelayClient
@@ -75,8 +78,10 @@ class Fetcher(PeriodicJob):
         header_limits: HeaderLimits = DEFAULT_LIMITS,
         notice_fold_seconds: float = 3600.0,
         clock: Callable[[], datetime] = _utc_now,
+        trusted_roots: tuple[bytes, ...] = (),
     ) -> None:
         super().__init__(poll_interval)
+        self._trusted_roots = trusted_roots  # whose gateways may seal mail from outside
         self._header_limits = header_limits
         self._fold_seconds = notice_fold_seconds
         self._clock = clock
@@ -142,6 +147,8 @@ class Fetcher(PeriodicJob):
         except CannotOpen:
             await self._reject(address, keys, envelope_id, "cannot-open", now)
             return False
+        if is_external(opened.sender):
+            return await self._accept_external(address, keys, envelope_id, opened, now)
         signer = opened.sender_signing_key
         try:
             status = (await self._recipients.resolve(opened.sender)).signing_key_status(signer)
@@ -174,6 +181,28 @@ class Fetcher(PeriodicJob):
         )
         if uid is not None:
             log.info("fetch: envelope %s delivered", envelope_id.hex()[:8])
+        return uid is not None
+
+    async def _accept_external(
+        self, address: str, keys: AccountKeys, envelope_id: bytes, opened: OpenedEnvelope,
+        now: datetime,
+    ) -> bool:
+        """Mail from outside, sealed by an inbound gateway (`bridge.external`): stored marked
+        as external, or replaced by a notice when its header claims a bubble author."""
+        try:
+            message = open_external(opened, self._trusted_roots, self._domain,
+                                    self._header_limits)
+        except CannotOpen:
+            await self._reject(address, keys, envelope_id, "unknown-sender", now)
+            return False
+        except HeaderError as e:
+            sender = "someone outside the bubble (through its inbound gateway)"
+            await self._replace_forgery(address, keys, envelope_id, sender, e, now)
+            return False
+        uid = await asyncio.to_thread(
+            self._mailboxes.deliver, address, keys, "INBOX", message,
+            internal_date=now, envelope_id=envelope_id,
+        )
         return uid is not None
 
     async def _replace_forgery(

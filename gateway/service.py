@@ -1,4 +1,6 @@
-"""One gateway process: SMTP submission, IMAP, delivery and fetch on one asyncio loop.
+"""One gateway process: SMTP submission (STARTTLS, and implicit TLS when `smtps_port` is
+set), the inbound listener for the MX (when `inbound_port` is set), IMAP, delivery and
+fetch on one asyncio loop.
 
 This module wires the parts together and owns their lifetimes; it holds no policy.
 """
@@ -8,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from bridge.external import InboundIdentity
 from bridge.relay.client import RelayClient
 from bridge.sanitize import SanitizePolicy
 from gateway.config import GatewayConfig
@@ -24,9 +30,12 @@ from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.recipients import Recipients
-from gateway.smtp.capacity import CappedSubmissionSMTP, ConnectionCap
+from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
+from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.queueing import OutboxWriter
+from gateway.smtp.rate import SubmissionRate
+from gateway.smtp.sent import SentCopies
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
@@ -44,6 +53,8 @@ class Gateway:
     config: GatewayConfig
     smtp_port: int = 0
     imap_port: int = 0
+    smtps_port: int | None = None
+    inbound_port: int | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _imap: ImapServer | None = None
@@ -110,6 +121,7 @@ class Gateway:
             poll_interval=cfg.poll_interval,
             header_limits=cfg.header_limits(),
             notice_fold_seconds=cfg.notice_fold_seconds,
+            trusted_roots=(membership.root_public,),
         )
         self.gate = gate = LoginGate(
             LoginLimiter(
@@ -139,32 +151,68 @@ class Gateway:
             on_unlock=fetcher.wake,
             header_limits=cfg.header_limits(),
             gate=gate,
+            sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
+            rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)
 
-        loop = asyncio.get_running_loop()
         cap = ConnectionCap(cfg.max_smtp_connections)
-        smtp_server = await loop.create_server(
-            cap.protocol_factory(lambda: CappedSubmissionSMTP(
+
+        def submission(**tls_options: Any) -> asyncio.BaseProtocol:
+            return CappedSubmissionSMTP(
                 handler,
                 cap=cap,
                 verify=handler.verify,
                 hostname=cfg.hostname,
                 ident="Sealgate ESMTP",
-                tls_context=tls,
-                require_starttls=True,
                 auth_required=True,
                 auth_require_tls=True,
                 data_size_limit=cfg.max_message_bytes,
                 enable_SMTPUTF8=True,
                 timeout=cfg.smtp_timeout,
-            )),
-            cfg.smtp_host,
-            cfg.smtp_port,
+                **tls_options,
+            )
+
+        self.smtp_port = await self._listen(
+            lambda: submission(tls_context=tls, require_starttls=True), cfg.smtp_host,
+            cfg.smtp_port, cap,
         )
-        self._servers.append(smtp_server)
-        self.smtp_port = smtp_server.sockets[0].getsockname()[1]
+        if cfg.smtps_port is not None:  # the same sessions, TLS from the first byte
+            self.smtps_port = await self._listen(
+                submission, cfg.smtps_host, cfg.smtps_port, cap, implicit_tls=tls
+            )
+        if cfg.inbound_port is not None:
+            inbound = InboundHandler(
+                identity=InboundIdentity(
+                    membership.credential.seed, membership.credential.certificate
+                ),
+                recipients=recipients,
+                outbox=OutboxWriter(outbox, part_bytes=cfg.outbox_part_bytes),
+                domain=membership.domain,
+                policy=SanitizePolicy(
+                    extra_headers=cfg.strip_headers, message_id_domain=membership.domain
+                ),
+                max_recipients=cfg.max_recipients,
+                max_transaction_bytes=cfg.max_transaction_bytes,
+                wake_delivery=delivery.wake,
+                authserv_id=cfg.inbound_authserv_id,
+                header_limits=cfg.header_limits(),
+            )
+            inbound_cap = ConnectionCap(cfg.max_smtp_connections)
+            self.inbound_port = await self._listen(
+                lambda: CappedInboundSMTP(
+                    inbound,
+                    cap=inbound_cap,
+                    hostname=cfg.hostname,
+                    ident="Sealgate inbound ESMTP",
+                    tls_context=tls,
+                    data_size_limit=cfg.max_message_bytes,
+                    enable_SMTPUTF8=True,
+                    timeout=cfg.smtp_timeout,
+                ),
+                cfg.inbound_host, cfg.inbound_port, inbound_cap,
+            )
 
         imap_config = ImapConfig(
             idle_timeout=cfg.imap_idle_timeout,
@@ -190,6 +238,21 @@ class Gateway:
             cfg.imap_host,
             self.imap_port,
         )
+        if self.smtps_port is not None:
+            log.info("gateway: smtps on %s:%d", cfg.smtps_host, self.smtps_port)
+        if self.inbound_port is not None:
+            log.info("gateway: inbound smtp on %s:%d", cfg.inbound_host, self.inbound_port)
+
+    async def _listen(
+        self, make: Callable[[], asyncio.BaseProtocol], host: str, port: int, cap: ConnectionCap,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> int:
+        """Serve SMTP sessions made by `make` under `cap`; the port bound."""
+        server = await asyncio.get_running_loop().create_server(
+            cap.protocol_factory(make), host, port, ssl=implicit_tls
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         for task in self._tasks:

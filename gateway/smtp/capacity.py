@@ -4,8 +4,8 @@
 while `limit` connections are open, a new one is answered `421 4.7.0` and closed
 without reaching aiosmtpd. A connection's slot is taken when its protocol is made
 (before any byte is read, so a burst of connects cannot overshoot) and given back in
-`connection_lost` of `CappedSubmissionSMTP`, which survives STARTTLS (aiosmtpd keeps
-the same protocol object under the TLS transport).
+`connection_lost` of `CappedSubmissionSMTP` (or `CappedInboundSMTP`), which survives
+STARTTLS (aiosmtpd keeps the same protocol object under the TLS transport).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from aiosmtpd.smtp import SMTP
+
+from gateway.smtp.inbound import InboundSMTP
 from gateway.smtp.server import SubmissionSMTP
 
 TOO_MANY = b"421 4.7.0 Too many connections, try again later\r\n"
@@ -50,8 +53,8 @@ class ConnectionCap:
         self.open -= 1
 
 
-class CappedSubmissionSMTP(SubmissionSMTP):
-    """A submission session that gives its slot back once its connection is gone."""
+class _GivesSlotBack(SMTP):
+    """An SMTP session that gives its slot back once its connection is gone."""
 
     def __init__(self, handler: Any, *, cap: ConnectionCap, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -64,6 +67,14 @@ class CappedSubmissionSMTP(SubmissionSMTP):
             if self._cap is not None:
                 self._cap.release()
                 self._cap = None  # once only, however the transport ended
+
+
+class CappedSubmissionSMTP(_GivesSlotBack, SubmissionSMTP):
+    """A submission session under a `ConnectionCap`."""
+
+
+class CappedInboundSMTP(_GivesSlotBack, InboundSMTP):
+    """An inbound session under a `ConnectionCap`."""
 
 
 class _Refusal(asyncio.Protocol):

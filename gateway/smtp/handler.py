@@ -6,7 +6,11 @@ declared SIZE, a transaction that would exceed `max_transaction_bytes`); DATA
 sanitizes the message, seals one envelope per recipient and commits them all to the
 durable outbox before answering 250 (in parts bounded by bytes, see
 `gateway.smtp.queueing`); a message whose size times its recipients exceeds
-`max_transaction_bytes` is refused with 552 5.3.4.
+`max_transaction_bytes` is refused with 552 5.3.4. With `sent_copy` the message as it
+was sealed (its Bcc line put back) is also stored, sealed under the account's storage
+key, in the account's Sent folder, before the 250 (group commit: `gateway.smtp.sent`).
+MAIL answers `451 4.7.1` once an account had `submission_limit` messages accepted within
+`submission_window` seconds (`gateway.smtp.rate`).
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
@@ -39,6 +43,9 @@ from gateway.smtp.policy import (
     declared_size,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.rate import SubmissionRate
+from gateway.smtp.sent import SentCopies
+from gateway.smtp.server import ehlo_lines
 from gateway.undelivered import seal_note, subject_of
 
 log = logging.getLogger(__name__)
@@ -59,8 +66,12 @@ class SubmissionHandler:
         on_unlock: Callable[[], None],
         header_limits: HeaderLimits = DEFAULT_LIMITS,
         gate: LoginGate,
+        sent_copies: SentCopies | None = None,
+        rate: SubmissionRate | None = None,
     ) -> None:
+        self._rate = rate
         self._keyring = keyring
+        self._sent_copies = sent_copies  # None: no Sent copy (clients that APPEND their own)
         self._gate = gate
         self._recipients = recipients
         self._outbox = outbox
@@ -75,6 +86,12 @@ class SubmissionHandler:
         self._resolved: weakref.WeakKeyDictionary[Envelope, dict[str, DirectoryEntry]] = (
             weakref.WeakKeyDictionary()
         )
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        return ehlo_lines(session, hostname, responses, auth=True)
 
     async def verify(self, credentials: LoginPassword, peer: object) -> str | None:
         """The account these AUTH credentials unlock, or None after the failure's delay.
@@ -110,6 +127,8 @@ class SubmissionHandler:
         account = session.auth_data
         try:
             check_envelope_sender(address, str(account))
+            if self._rate is not None:
+                self._rate.check(str(account))
         except SmtpRefusal as refusal:
             return refusal.reply
         try:
@@ -205,5 +224,20 @@ class SubmissionHandler:
             )
             return "451 4.3.0 Cannot queue the message now; try again later"
         self._wake_delivery()
+        if self._rate is not None:
+            self._rate.accepted(account)
+        if self._sent_copies is not None:
+            bcc = ", ".join(cleaned.bcc).encode("utf-8")
+            await self._keep_sent_copy(account, keys, (b"Bcc: " + bcc + b"\r\n" if bcc else b"")
+                                       + message)
         log.info("smtp: accepted a message, %d sealed envelope(s) queued", count)
         return f"250 2.0.0 Sealed for {count} recipient(s) and queued"
+
+    async def _keep_sent_copy(self, account: str, keys: AccountKeys, message: bytes) -> None:
+        """Store the sender's copy in Sent. A failure is logged, not answered: the message
+        is queued already, and a 4xx would make the client send it twice."""
+        assert self._sent_copies is not None  # noqa: S101 - checked by the caller
+        try:
+            await self._sent_copies.keep(account, keys, message)
+        except Exception as e:  # noqa: BLE001 - a missing Sent folder must not fail the 250
+            log.warning("smtp: no Sent copy kept (%s)", type(e).__name__)

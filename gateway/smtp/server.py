@@ -7,14 +7,21 @@ the credentials from that hook, and verifies them with the client's peer name th
 the handler (which runs them through `gateway.login_gate`). After `max_auth_failures`
 failures on one connection, or when the client's address is blocked, it answers 421
 and closes; when the Argon2id pool is full it answers 454 and keeps the connection.
+
+`GatewaySMTP`, the base of the submission and inbound sessions, holds what both say on
+the wire: EHLO adds PIPELINING and ENHANCEDSTATUSCODES to aiosmtpd's SIZE, 8BITMIME and
+SMTPUTF8 (`ehlo_lines`, called from each handler's `handle_EHLO`); aiosmtpd's own size
+refusals get their enhanced code (`552 5.3.4`); and a connection that is TLS from its
+first byte (implicit TLS, port 465 style) counts as encrypted, as after STARTTLS.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from gateway.login_gate import LoginBlocked, LoginRefused
 
@@ -25,7 +32,40 @@ class _Pending(AuthResult):
     """Credentials decoded by aiosmtpd, not yet verified."""
 
 
-class SubmissionSMTP(SMTP):
+EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+
+# aiosmtpd's size refusals, with the enhanced status code RFC 3463 gives them.
+_REPLIES = {
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for this gateway",
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds this gateway's limit",
+}
+
+
+def ehlo_lines(session: Session, hostname: str, responses: list[str], *, auth: bool) -> list[str]:
+    """What a handler's `handle_EHLO` answers: aiosmtpd's lines with `EXTENSIONS` added
+    (and without AUTH when `auth` is False). aiosmtpd leaves the name to the hook."""
+    session.host_name = hostname
+    lines = [r for r in responses[:-1] if auth or not r.startswith("250-AUTH")]
+    return [*lines, *(f"250-{name}" for name in EXTENSIONS), responses[-1]]
+
+
+class GatewaySMTP(SMTP):
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            status = _REPLIES.get(status, status)
+        await super().push(status)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A listener with ssl=...: the transport is TLS already (not after STARTTLS).
+        tls = getattr(transport, "_ssl_protocol", None)
+        if tls is not None and self._tls_protocol is None and self.session is not None:
+            self._tls_protocol = tls
+            self.session.ssl = tls._extra
+
+
+class SubmissionSMTP(GatewaySMTP):
     def __init__(
         self, handler: Any, *, verify: Verifier, max_auth_failures: int = 3, **kwargs: Any
     ) -> None:

@@ -464,6 +464,34 @@ class MailboxStore:
             raise
         return uid
 
+    def deliver_copies(
+        self, folder: str, copies: Sequence[tuple[str, AccountKeys, bytes]], *,
+        internal_date: datetime, flags: frozenset[str] = frozenset(),
+    ) -> None:
+        """Seal and store each (address, keys, message) in that account's `folder`, all in
+        one transaction (one fsync for many Sent copies). Raises what `deliver` raises."""
+        when = utc(internal_date)
+        flags_text = _flags_text(canonical_flags(flags))
+        rows = []
+        with reading(self._engine) as connection:
+            for address, keys, message in copies:
+                account_id = _account_id(connection, address, keys)
+                seal_id = nacl.utils.random(SEAL_ID_LEN)
+                key = keys.storage_key
+                rows.append((account_id, {
+                    "envelope_id": None, "seal_id": seal_id, "internal_date": when,
+                    "size": len(message), "flags": flags_text,
+                    "sealed": seal_message(key, account_id, seal_id, message),
+                    "sealed_header": seal_header(key, account_id, seal_id, message),
+                }))
+        with writing(self._engine) as connection:
+            for account_id, row in rows:
+                target = _folder(connection, account_id, folder, lock=True)
+                uid, modseq = _take_uid(connection, target.id)
+                connection.execute(
+                    _INSERT_MESSAGE, {**row, "folder_id": target.id, "uid": uid, "modseq": modseq}
+                )
+
     def record_rejected(
         self, address: str, envelope_id: bytes, fold_key: bytes = b"", window: int | None = None
     ) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
+import secrets
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bubble_processes import free_port, sealgate, wait_for_port
+from tests.bubble_processes import Bubble, free_port, sealgate, wait_for_port
 from tests.integration.test_end_to_end import fetch_all
 
 pytestmark = pytest.mark.integration
@@ -74,6 +77,8 @@ def test_demo_contract_and_reuse(tmp_path: Path, demos: list[subprocess.Popen[st
         for proto in ("smtp", "imap"):
             assert acc[proto]["host"] == "127.0.0.1" and acc[proto]["security"] == "starttls"
             wait_for_port(acc[proto]["port"])
+        assert acc["inbound"]["host"] == "127.0.0.1"
+        wait_for_port(acc["inbound"]["port"])
     assert clients["relays"][0]["url"].startswith("http://127.0.0.1:")
     for part in ("relay", "gateways/alice", "gateways/bob", "admin"):
         assert (directory / part).is_dir()
@@ -101,14 +106,56 @@ def test_demo_contract_and_reuse(tmp_path: Path, demos: list[subprocess.Popen[st
     assert stop(proc) == 0
 
 
+def free_port_run(count: int) -> int:
+    """A port N such that N..N+count-1 are free now (others may still take one later)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise AssertionError(f"no run of {count} free ports")
+
+
 def test_demo_port_base(tmp_path: Path, demos: list[subprocess.Popen[str]]) -> None:
-    base = free_port()  # a hint only: the demo needs base..base+4
+    base = free_port_run(7)  # relay, two SMTP, two IMAP, two inbound
     proc = start_demo(tmp_path / "demo", "--port-base", str(base), track=demos)
     clients = json.loads((tmp_path / "demo" / "clients.json").read_text())
     ports = {clients["accounts"][0]["smtp"]["port"], clients["accounts"][0]["imap"]["port"],
              clients["accounts"][1]["smtp"]["port"], clients["accounts"][1]["imap"]["port"]}
     assert clients["relays"][0]["url"] == f"http://127.0.0.1:{base}"
     assert ports == {base + 1, base + 2, base + 3, base + 4}
+    assert [acc["inbound"]["port"] for acc in clients["accounts"]] == [base + 5, base + 6]
+    assert stop(proc) == 0
+
+
+def test_demo_inbound_listener_takes_mail_from_outside(
+    tmp_path: Path, demos: list[subprocess.Popen[str]]
+) -> None:
+    """An MX (smtplib here) hands bob's gateway's inbound listener mail for alice, who
+    reads it over IMAP on her own gateway, marked as from outside."""
+    directory = tmp_path / "demo"
+    proc = start_demo(directory, track=demos)
+    alice, bob = json.loads((directory / "clients.json").read_text())["accounts"]
+    assert {acc["inbound"]["host"] for acc in (alice, bob)} == {"127.0.0.1"}
+    with smtplib.SMTP(bob["inbound"]["host"], bob["inbound"]["port"], timeout=30) as smtp:
+        smtp.sendmail("dave@partner.example", [alice["address"]],
+                      f"From: dave@partner.example\r\nTo: {alice['address']}\r\n"
+                      "Subject: hello from outside\r\n\r\nfrom the legacy world\r\n")
+    imap = imaplib.IMAP4("127.0.0.1", alice["imap"]["port"], timeout=30)
+    imap.starttls(ssl_context=ssl.create_default_context(
+        cafile=str(directory / "gateways/alice/tls/cert.pem")))
+    imap.login(alice["address"], alice["password"])
+    deadline = time.monotonic() + 20
+    while not (bodies := fetch_all(imap)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    imap.logout()
+    assert len(bodies) == 1 and b"from the legacy world" in bodies[0]
+    assert bodies[0].startswith(b"Sealgate-Origin: external;")
     assert stop(proc) == 0
 
 
@@ -161,6 +208,16 @@ def test_operator_errors_are_one_line(tmp_path: Path) -> None:
         sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
         "setting 'max_recipients'",
     )
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--inbound", "nowhere",
+                 check=False),
+        "setting 'inbound'",
+    )
+    config.write_text("inbound_port = 70000\n")
+    assert_one_line_error(
+        sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
+        "setting 'inbound_port'",
+    )
     config.write_text("poll_intervall = 3\n")
     assert_one_line_error(
         sealgate("gateway", "serve", "--home", tmp_path / "gw", "--config", config, check=False),
@@ -182,3 +239,26 @@ def test_help_lists_every_command() -> None:
     for command in ("bubble", "relay", "account", "gateway", "demo"):
         assert command in out
     assert "--password-file" in sealgate("account", "add", "--help").stdout
+
+
+def test_gateway_serve_flags_for_the_inbound_and_implicit_tls_listeners(tmp_path: Path) -> None:
+    bubble = Bubble(tmp_path)
+    try:
+        bubble.init()
+        alice = bubble.add_account("alice", "alice-" + secrets.token_hex(6))
+        inbound, smtps = free_port(), free_port()
+        service = bubble.services["alice"]
+        service.args += ["--inbound", f"127.0.0.1:{inbound}", "--smtps", f"127.0.0.1:{smtps}"]
+        service.ports += [inbound, smtps]
+        bubble.start_gateway("alice")
+        with smtplib.SMTP("127.0.0.1", inbound, timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
+        with smtplib.SMTP_SSL("127.0.0.1", smtps, context=alice.tls_context(), timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("auth")
+        assert bubble.stop_gateway("alice") == 0
+        assert (f"smtps on 127.0.0.1:{smtps}, inbound on 127.0.0.1:{inbound}"
+                in bubble.log_text("alice"))
+    finally:
+        bubble.kill_all()
