@@ -54,6 +54,7 @@ class GatewayConfig:
     login_tracked_max: int = 65_536
     kdf_workers: int = 2  # threads for Argon2id (logins), apart from sealing and delivery
     kdf_queue: int = 16  # logins waiting for them; beyond, a temporary failure
+    import_batch_messages: int = 100  # migrated messages filed per transaction (gateway.migrate)
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -70,6 +71,7 @@ class GatewayConfig:
             "login_block_failures",
             "login_tracked_max",
             "kdf_workers",
+            "import_batch_messages",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
