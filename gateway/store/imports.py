@@ -112,8 +112,10 @@ class ImportStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def target(self, address: str) -> ImportTarget:
-        """The account's public encryption key and migration key (created on first use)."""
+    def target(self, address: str, *, create: bool = True) -> ImportTarget:
+        """The account's public encryption key and migration key, created on first use
+        (without `create`, a missing key is replaced by a random one not kept: a dry run
+        writes nothing)."""
         with writing(self._engine) as connection:
             account = find_account(connection, address)
             if account is None:
@@ -123,7 +125,10 @@ class ImportStore:
             ).scalar_one_or_none()
             if key is None:
                 key = nacl.utils.random(MIGRATION_KEY_LEN)
-                connection.execute(insert(MigrationKey), {"account_id": account.id, "key": key})
+                if create:
+                    connection.execute(
+                        insert(MigrationKey), {"account_id": account.id, "key": key}
+                    )
         return ImportTarget(account.id, account.public.encryption_key, key)
 
     def digests(self, account_id: int, folder: str) -> set[bytes]:

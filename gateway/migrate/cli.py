@@ -1,0 +1,142 @@
+"""The `sealgate migrate` subcommands (registered by `gateway.cli`).
+
+    sealgate migrate mbox FILE ... --account ADDRESS --gateway GW [--folder NAME]
+    sealgate migrate maildir DIR --account ADDRESS --gateway GW
+    sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
+                          --password-file F --account ADDRESS --gateway GW
+                          [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
+
+Each takes `--dry-run`, `--json` (the summary object on stdout instead of the
+table) and `--config FILE` (TOML: `gateway.migrate.settings.MigrateSettings`). The
+exit status is 0 when every folder verified, 3 when one did not, 1 on an error
+(one line on stderr). None asks for the account's password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fnmatch
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bridge.settings import load_settings, read_toml
+from gateway.homes import DATABASE_FILE, gateway_database_url
+from gateway.migrate.errors import MigrateError
+from gateway.migrate.progress import folder_progress
+from gateway.migrate.run import Migration, MigrationReport, format_table
+from gateway.migrate.settings import MigrateSettings
+from gateway.migrate.sources import (
+    MBOX_FORMATS,
+    MaildirSource,
+    MboxSource,
+    Source,
+    SourceFolder,
+)
+from gateway.store.db import StoreError, UnknownAccount, open_engine
+from gateway.store.imports import ImportStore, ImportTarget
+
+MISMATCH_EXIT = 3
+
+
+def _settings(args: argparse.Namespace) -> MigrateSettings:
+    values = read_toml(args.config) if args.config is not None else {}
+    return load_settings(MigrateSettings, values, source=str(args.config))
+
+
+def _open_target(args: argparse.Namespace) -> tuple[ImportStore, ImportTarget]:
+    if not (args.gateway / DATABASE_FILE).is_file():
+        raise MigrateError(f"{args.gateway} is not a gateway state directory (no {DATABASE_FILE})")
+    imports = ImportStore(open_engine(gateway_database_url(args.gateway)))
+    try:
+        return imports, imports.target(args.account, create=not args.dry_run)
+    except (UnknownAccount, StoreError) as e:
+        if isinstance(e, UnknownAccount):
+            raise MigrateError(f"no account {args.account} on the gateway {args.gateway}") from None
+        raise MigrateError(str(e)) from None
+
+
+async def _migrate(
+    args: argparse.Namespace, source: Source, settings: MigrateSettings,
+    select: list[str] | None = None,
+) -> MigrationReport:
+    imports, target = _open_target(args)
+    bar = sys.stderr.isatty()
+    try:
+        folders: list[SourceFolder] = await source.folders()
+        if select:
+            folders = [f for f in folders
+                       if any(fnmatch.fnmatchcase(f.display, glob) for glob in select)]
+            if not folders:
+                raise MigrateError("no source folder matches --folders")
+        migration = Migration(
+            imports, target, source, settings,
+            lambda name, total: folder_progress(name, total, bar=bar),
+            dry_run=args.dry_run, delete_source=getattr(args, "delete_source", False),
+        )
+        return await migration.run(folders)
+    finally:
+        await source.close()
+
+
+def _finish(args: argparse.Namespace, report: MigrationReport) -> None:
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_table(report))
+    if not report.ok:
+        raise SystemExit(MISMATCH_EXIT)
+
+
+def _run(args: argparse.Namespace, source: Source, select: list[str] | None = None) -> None:
+    _finish(args, asyncio.run(_migrate(args, source, args.settings, select)))
+
+
+def cmd_migrate_mbox(args: argparse.Namespace) -> None:
+    settings = args.settings = _settings(args)
+    source = MboxSource(
+        args.files, folder=args.folder, max_bytes=settings.max_message_bytes,
+        batch=settings.batch_messages, quoting=args.mbox_format,
+    )
+    _run(args, source)
+
+
+def cmd_migrate_maildir(args: argparse.Namespace) -> None:
+    settings = args.settings = _settings(args)
+    source = MaildirSource(
+        args.directory, max_bytes=settings.max_message_bytes, batch=settings.batch_messages
+    )
+    _run(args, source)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--account", required=True, metavar="ADDRESS",
+                   help="the bubble account the mail is for (its password is not needed)")
+    p.add_argument("--gateway", type=Path, required=True, metavar="GW",
+                   help="the account's gateway state directory (it may be serving)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read and count everything, write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML file with migrate settings")
+
+
+def add_migrate_commands(sub: Any) -> None:
+    migrate = sub.add_parser(
+        "migrate", help="move mailboxes from legacy IMAP, mbox or Maildir into the bubble"
+    ).add_subparsers(dest="action", required=True, metavar="SOURCE")
+
+    p = migrate.add_parser("mbox", help="import mbox files (one folder per file)")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    p.add_argument("--folder", metavar="NAME",
+                   help="import every file into this folder (default: one per file, by name)")
+    p.add_argument("--mbox-format", choices=MBOX_FORMATS, default="mboxrd",
+                   help="how '>From ' lines are quoted in the files (default mboxrd)")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_mbox)
+
+    p = migrate.add_parser("maildir", help="import a Maildir (Maildir++ or LAYOUT=fs folders)")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_maildir)
