@@ -111,6 +111,21 @@ def cmd_migrate_maildir(args: argparse.Namespace) -> None:
     _run(args, source)
 
 
+def cmd_migrate_imap(args: argparse.Namespace) -> None:
+    from gateway.migrate.imap import ImapSource
+    from gateway.provision import read_password_file
+
+    settings = args.settings = _settings(args)
+    if args.insecure and args.ca_file:
+        raise MigrateError("--insecure and --ca-file exclude each other")
+    source = ImapSource(
+        host=args.host, port=args.port, security=args.security, user=args.user,
+        password=read_password_file(args.password_file), settings=settings,
+        ca_file=args.ca_file, insecure=args.insecure,
+    )
+    _run(args, source, args.folders)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--account", required=True, metavar="ADDRESS",
                    help="the bubble account the mail is for (its password is not needed)")
@@ -135,6 +150,30 @@ def add_migrate_commands(sub: Any) -> None:
                    help="how '>From ' lines are quoted in the files (default mboxrd)")
     _common(p)
     p.set_defaults(func=cmd_migrate_mbox)
+
+    p = migrate.add_parser("imap", help="import every folder of a legacy IMAP account")
+    p.add_argument("--host", required=True, help="the legacy IMAP server")
+    p.add_argument("--port", type=int, help="default 993 with --tls, else 143")
+    security = p.add_mutually_exclusive_group()
+    for flag, what in (("tls", "TLS from the start (IMAPS)"),
+                       ("starttls", "STARTTLS (the default)"),
+                       ("plain", "no TLS at all: passwords and mail cross the network in clear")):
+        security.add_argument(f"--{flag}", dest="security", action="store_const", const=flag,
+                              help=what)
+    p.set_defaults(security="starttls")
+    p.add_argument("--user", required=True, help="the user name on the legacy server")
+    p.add_argument("--password-file", type=Path, required=True, metavar="F",
+                   help="file whose first line is the legacy server's password")
+    p.add_argument("--folders", nargs="+", metavar="GLOB",
+                   help="only the folders whose name (with '/' between levels) matches")
+    p.add_argument("--delete-source", action="store_true",
+                   help="delete each folder's messages from the legacy server once verified")
+    p.add_argument("--ca-file", type=Path, metavar="FILE",
+                   help="trust the server's certificate when signed by a CA in FILE")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not check the server's certificate (only on a network you trust)")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_imap)
 
     p = migrate.add_parser("maildir", help="import a Maildir (Maildir++ or LAYOUT=fs folders)")
     p.add_argument("directory", type=Path, metavar="DIR")

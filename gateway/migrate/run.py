@@ -254,13 +254,16 @@ class Migration:
         self, folder: SourceFolder, read: dict[int, bytes], report: FolderReport
     ) -> None:
         if self._dry_run:
-            report.verified = not report.problems
+            report.verified = not report.problems and report.source_count >= folder.count
             return
         stored = await asyncio.to_thread(
             self._imports.digests, self._target.account_id, folder.target.name
         )
         report.missing = len(set(read.values()) - stored)
-        report.verified = report.missing == 0 and not report.problems
+        # Fewer messages than the folder held when listed: some vanished from the source
+        # meanwhile (or it answered short); not verified, so never deleted.
+        short = report.source_count < folder.count
+        report.verified = report.missing == 0 and not report.problems and not short
 
 
 def format_table(report: MigrationReport) -> str:
