@@ -55,6 +55,7 @@ class GatewayConfig:
     kdf_workers: int = 2  # threads for Argon2id (logins), apart from sealing and delivery
     kdf_queue: int = 16  # logins waiting for them; beyond, a temporary failure
     import_batch_messages: int = 100  # migrated messages filed per transaction (gateway.migrate)
+    import_batch_bytes: int = 64 * MiB  # and their octets at most (a larger one: alone)
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port"):
@@ -72,6 +73,7 @@ class GatewayConfig:
             "login_tracked_max",
             "kdf_workers",
             "import_batch_messages",
+            "import_batch_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")

@@ -103,6 +103,7 @@ class Gateway:
         filer = ImportFiler(
             accounts=accounts, keyring=keyring, imports=ImportStore(engine),
             interval=cfg.poll_interval, batch_messages=cfg.import_batch_messages,
+            batch_bytes=cfg.import_batch_bytes,
         )
 
         def on_unlock() -> None:

@@ -2,6 +2,7 @@
 
     sealgate migrate mbox FILE ... --account ADDRESS --gateway GW [--folder NAME]
     sealgate migrate maildir DIR --account ADDRESS --gateway GW
+    sealgate migrate forget --account ADDRESS --gateway GW   (after the migration)
     sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
                           --password-file F --account ADDRESS --gateway GW
                           [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
@@ -36,7 +37,7 @@ from gateway.migrate.sources import (
     SourceFolder,
 )
 from gateway.store.db import StoreError, UnknownAccount, open_engine
-from gateway.store.imports import ImportStore, ImportTarget
+from gateway.store.imports import PENDING, ImportStore, ImportTarget
 
 MISMATCH_EXIT = 3
 
@@ -91,7 +92,11 @@ def _finish(args: argparse.Namespace, report: MigrationReport) -> None:
 
 
 def _run(args: argparse.Namespace, source: Source, select: list[str] | None = None) -> None:
-    _finish(args, asyncio.run(_migrate(args, source, args.settings, select)))
+    try:
+        report = asyncio.run(_migrate(args, source, args.settings, select))
+    except KeyboardInterrupt:
+        raise MigrateError("interrupted: what was stored is kept; run again to resume") from None
+    _finish(args, report)
 
 
 def cmd_migrate_mbox(args: argparse.Namespace) -> None:
@@ -124,6 +129,16 @@ def cmd_migrate_imap(args: argparse.Namespace) -> None:
         ca_file=args.ca_file, insecure=args.insecure,
     )
     _run(args, source, args.folders)
+
+
+def cmd_migrate_forget(args: argparse.Namespace) -> None:
+    args.dry_run = False
+    imports, target = _open_target(args)
+    pending = imports.counts(target.account_id).get(PENDING, 0)
+    if pending:
+        raise MigrateError(f"{pending} imported message(s) are not filed yet: log in first")
+    imports.forget(target.account_id)
+    print(f"migration records of {args.account} removed; a new migration starts afresh")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -174,6 +189,13 @@ def add_migrate_commands(sub: Any) -> None:
                    help="do not check the server's certificate (only on a network you trust)")
     _common(p)
     p.set_defaults(func=cmd_migrate_imap)
+
+    p = migrate.add_parser(
+        "forget", help="once migrated and filed: drop the digests and checkpoints kept for "
+        "dedup (a later migration of the same mail would import it again)")
+    p.add_argument("--account", required=True, metavar="ADDRESS")
+    p.add_argument("--gateway", type=Path, required=True, metavar="GW")
+    p.set_defaults(func=cmd_migrate_forget)
 
     p = migrate.add_parser("maildir", help="import a Maildir (Maildir++ or LAYOUT=fs folders)")
     p.add_argument("directory", type=Path, metavar="DIR")

@@ -2,7 +2,8 @@
 
 For every unlocked account that has pending imports, a pass opens them in memory
 (`sealing.open_import`), re-seals each under the account's storage key and, in one
-transaction per batch, stores it in its folder (created with its SPECIAL-USE
+transaction per batch (a count and a byte budget: memory follows the budget),
+stores it in its folder (created with its SPECIAL-USE
 attribute if missing) with its flags, keywords and internal date and marks the
 import filed (`ImportStore.file`). An import that does not open is marked refused
 and logged by row id. The job is woken on every unlock, like the fetcher, and looks
@@ -35,12 +36,14 @@ class ImportFiler(PeriodicJob):
         imports: ImportStore,
         interval: float,
         batch_messages: int = 100,
+        batch_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         super().__init__(interval)
         self._accounts = accounts
         self._keyring = keyring
         self._imports = imports
         self._batch = batch_messages
+        self._batch_bytes = batch_bytes
 
     async def run_once(self) -> bool:
         return await asyncio.to_thread(self.file_all) > 0
@@ -60,7 +63,7 @@ class ImportFiler(PeriodicJob):
     def _file_batch(self, account_id: int, keys: AccountKeys) -> int:
         ready: list[tuple[PendingImport, PreparedMessage]] = []
         refused: list[int] = []
-        for item in self._imports.pending(account_id, self._batch):
+        for item in self._imports.pending(account_id, self._batch, self._batch_bytes):
             try:
                 message = open_import(
                     keys, item.sealed, folder=item.folder, flags=item.flags,

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -317,7 +317,7 @@ class ImapSource:
 
     async def read(
         self, folder: SourceFolder, after_uid: int
-    ) -> AsyncIterator[list[SourceMessage]]:
+    ) -> AsyncGenerator[list[SourceMessage], None]:
         async def search() -> list[int]:
             response = await self._call(self._client.uid_search(f"UID {after_uid + 1}:*"))
             if response.result != "OK":

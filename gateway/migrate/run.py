@@ -25,6 +25,7 @@ message in clear, and nothing here logs content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,14 +131,15 @@ class Migration:
         progress = self._progress(folder.display, max(0, folder.count - after))
         try:
             task: asyncio.Future[None] | None = None
-            async for batch in self._source.read(folder, after):
-                if task is not None:
-                    await task  # the next batch was read while this one was stored
-                task = asyncio.ensure_future(
-                    asyncio.to_thread(self._import_batch, folder, batch, present, read, report)
-                )
-                progress.advance(len(batch), sum(message.size for message in batch))
-                await self._pace(len(batch))
+            async with contextlib.aclosing(self._source.read(folder, after)) as batches:
+                async for batch in batches:
+                    if task is not None:
+                        await task  # the next batch was read while this one was stored
+                    task = asyncio.ensure_future(asyncio.to_thread(
+                        self._import_batch, folder, batch, present, read, report
+                    ))
+                    progress.advance(len(batch), sum(message.size for message in batch))
+                    await self._pace(len(batch))
             if task is not None:
                 await task
         finally:
@@ -239,16 +241,26 @@ class Migration:
     ) -> None:
         """Read again the messages an earlier run imported (up to UID `after`), for the
         verification and for --delete-source: only their digests are kept."""
-        async for batch in self._source.read(folder, 0):
-            for message in batch:
-                if message.uid > after:
+        async with contextlib.aclosing(self._source.read(folder, 0)) as batches:
+            async for batch in batches:
+                if self._digest_known(batch, after, read, report):
                     return
-                report.source_count += 1
-                if message.raw is None:
-                    report.problems.append((message.uid, message.problem or "not read"))
-                else:
-                    read[message.uid] = digest(self._target.digest_key, crlf(message.raw))
-                    report.present += 1
+
+    def _digest_known(
+        self, batch: list[SourceMessage], after: int, read: dict[int, bytes],
+        report: FolderReport,
+    ) -> bool:
+        """Digest the messages up to UID `after`; True once past it."""
+        for message in batch:
+            if message.uid > after:
+                return True
+            report.source_count += 1
+            if message.raw is None:
+                report.problems.append((message.uid, message.problem or "not read"))
+            else:
+                read[message.uid] = digest(self._target.digest_key, crlf(message.raw))
+                report.present += 1
+        return False
 
     async def _verify(
         self, folder: SourceFolder, read: dict[int, bytes], report: FolderReport

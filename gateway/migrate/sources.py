@@ -27,7 +27,7 @@ import email.utils
 import mailbox
 import os
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +67,9 @@ class Source(Protocol):
 
     async def folders(self) -> list[SourceFolder]: ...
 
-    def read(self, folder: SourceFolder, after_uid: int) -> AsyncIterator[list[SourceMessage]]:
+    def read(
+        self, folder: SourceFolder, after_uid: int
+    ) -> AsyncGenerator[list[SourceMessage], None]:
         """The folder's messages with a UID above `after_uid`, in UID order, in batches."""
 
     async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> None:
@@ -78,7 +80,7 @@ class Source(Protocol):
 
 async def _batches(
     messages: Iterator[SourceMessage], batch: int
-) -> AsyncIterator[list[SourceMessage]]:
+) -> AsyncGenerator[list[SourceMessage], None]:
     """A blocking iterator of messages as batches read in a worker thread."""
 
     def take() -> list[SourceMessage]:
@@ -147,7 +149,9 @@ class MboxSource(_FileSource):
             found.append(SourceFolder(name, str(path), target, 1, count, str(path)))
         return found
 
-    def read(self, folder: SourceFolder, after_uid: int) -> AsyncIterator[list[SourceMessage]]:
+    def read(
+        self, folder: SourceFolder, after_uid: int
+    ) -> AsyncGenerator[list[SourceMessage], None]:
         return _batches(self._messages(Path(folder.location), after_uid), self._batch)
 
     def _messages(self, path: Path, after_uid: int) -> Iterator[SourceMessage]:
@@ -266,7 +270,9 @@ class MaildirSource(_FileSource):
                 found.append((path, entry))
             self._walk(entry, path, found)
 
-    def read(self, folder: SourceFolder, after_uid: int) -> AsyncIterator[list[SourceMessage]]:
+    def read(
+        self, folder: SourceFolder, after_uid: int
+    ) -> AsyncGenerator[list[SourceMessage], None]:
         return _batches(self._messages(Path(folder.location), after_uid), self._batch)
 
     def _messages(self, directory: Path, after_uid: int) -> Iterator[SourceMessage]:

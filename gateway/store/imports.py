@@ -83,6 +83,12 @@ _IMPORT = col(ImportedMessage.account_id) == bindparam("account_id")
 _SELECT_DIGESTS = select(col(ImportedMessage.digest)).where(
     _IMPORT, col(ImportedMessage.folder) == bindparam("folder")
 )
+_SELECT_PENDING_SIZES = (
+    select(col(ImportedMessage.id), col(ImportedMessage.size))
+    .where(_IMPORT, col(ImportedMessage.state) == PENDING)
+    .order_by(col(ImportedMessage.id))
+    .limit(bindparam("limit"))
+)
 _SELECT_PENDING = (
     select(
         col(ImportedMessage.id),
@@ -94,9 +100,8 @@ _SELECT_PENDING = (
         col(ImportedMessage.size),
         col(ImportedMessage.sealed),
     )
-    .where(_IMPORT, col(ImportedMessage.state) == PENDING)
+    .where(col(ImportedMessage.id).in_(bindparam("ids", expanding=True)))
     .order_by(col(ImportedMessage.id))
-    .limit(bindparam("limit"))
 )
 
 
@@ -209,10 +214,24 @@ class ImportStore:
             )
             return {account_id for (account_id,) in rows}
 
-    def pending(self, account_id: int, limit: int) -> list[PendingImport]:
-        """Up to `limit` pending imports of an account, oldest first."""
+    def pending(self, account_id: int, limit: int, max_bytes: int) -> list[PendingImport]:
+        """Pending imports of an account, oldest first: up to `limit` of them and
+        `max_bytes` of messages (at least one)."""
         with reading(self._engine) as connection:
-            rows = connection.execute(_SELECT_PENDING, {"account_id": account_id, "limit": limit})
+            sizes = connection.execute(
+                _SELECT_PENDING_SIZES, {"account_id": account_id, "limit": limit}
+            ).all()
+            ids: list[int] = []
+            total = 0
+            for row_id, size in sizes:
+                if ids and total + size > max_bytes:
+                    break
+                if row_id is not None:
+                    ids.append(row_id)
+                    total += size
+            if not ids:
+                return []
+            rows = connection.execute(_SELECT_PENDING, {"ids": ids})
             return [
                 PendingImport(row_id, folder, special, digest, tuple(flags.split()), date, size,
                               sealed)

@@ -144,6 +144,8 @@ def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
     expected |= {m.seq: ("Archiv/2015", m) for m in fs}
     assert_migrated(wait_for_view(lone, 120), expected)
     assert files_containing(lone.state_dirs, [canary.encode()]) == []
+    migrate("forget", "--account", alice.address, "--gateway", alice.home)
+    assert imported_rows(alice.home) == 0  # no digest left once the mail is filed
 
 
 def test_oversized_dry_run_and_bad_input_are_reported_not_dropped(
@@ -166,6 +168,10 @@ def test_oversized_dry_run_and_bad_input_are_reported_not_dropped(
     (folder,) = json.loads(result.stdout)["folders"]
     assert (folder["imported"], folder["verified"]) == (3, False)
     assert folder["problems"] == [{"uid": 4, "problem": "over the size limit"}]
+    refused = migrate("forget", "--account", alice.address, "--gateway", alice.home,
+                      check=False)
+    assert (refused.returncode, refused.stderr.strip()) == (
+        1, "sealgate: error: 3 imported message(s) are not filed yet: log in first")
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -100,3 +100,31 @@ def test_create_folder_keeps_its_special_use_and_is_idempotent(parts):
     assert mailboxes.create_folder(ALICE, "Archive", "\\Archive") is False
     folders = {f.name: f.attributes for f in mailboxes.session(ALICE, keys).list_folders()}
     assert "\\Archive" in folders["Archive"]
+
+
+def test_forget_drops_the_key_digests_and_checkpoints_but_not_pending_mail(parts):
+    _, keyring, imports, filer, _ = parts
+    target = imports.target(ALICE)
+    imports.add(target.account_id, [new_import(target, b"Subject: a\n\nb\n")],
+                (SOURCE, "INBOX", Checkpoint(1, 1)))
+    imports.forget(target.account_id)
+    assert imports.counts(target.account_id) == {"pending": 1}  # still to be filed
+    keyring.unlock(ALICE, PASSWORD)
+    assert filer.file_all() == 1
+    imports.forget(target.account_id)
+    assert imports.counts(target.account_id) == {}
+    assert imports.digests(target.account_id, "INBOX") == set()
+    assert imports.checkpoint(target.account_id, SOURCE, "INBOX") is None
+    assert imports.target(ALICE).digest_key != target.digest_key
+
+
+def test_a_filing_pass_keeps_to_its_byte_budget_but_files_at_least_one(parts, store_engine):
+    _, keyring, imports, _, _ = parts
+    accounts = AccountStore(store_engine)
+    filer = ImportFiler(accounts=accounts, keyring=keyring, imports=imports, interval=1.0,
+                        batch_messages=100, batch_bytes=1)
+    target = imports.target(ALICE)
+    imports.add(target.account_id,
+                [new_import(target, f"Subject: {n}\n\nbody\n".encode()) for n in range(3)])
+    keyring.unlock(ALICE, PASSWORD)
+    assert [filer.file_all() for _ in range(4)] == [1, 1, 1, 0]
