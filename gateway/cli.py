@@ -16,6 +16,7 @@
                            [--smtps HOST:PORT] [--inbound HOST:PORT]
     sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
+    sealgate migrate mbox|maildir|imap ...  (gateway.migrate.cli)
 
 Errors are one line on stderr (`sealgate: error: ...`) and exit status 1; usage
 errors exit 2. Serving commands run until SIGINT or SIGTERM and then exit 0.
@@ -43,6 +44,8 @@ from bridge.relay.server import RelayServer
 from bridge.settings import SettingsError, load_settings, parse_host_port, read_toml
 from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, HomeError, Membership, load_root_public
+from gateway.migrate.cli import add_migrate_commands
+from gateway.migrate.errors import MigrateError
 from gateway.provision import (
     KDF_COSTS,
     ProvisionError,
@@ -390,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, required=True, help="state directory (reused on later runs)")
     p.add_argument("--port-base", type=int, help="use ports N..N+6 instead of free ones")
     p.set_defaults(func=cmd_demo)
+    add_migrate_commands(sub)
     return parser
 
 
@@ -467,7 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         args.func(args)
-    except (CliError, SettingsError, HomeError, ProvisionError, BridgeError, OSError) as e:
+    except (
+        CliError, SettingsError, HomeError, ProvisionError, BridgeError, MigrateError, OSError
+    ) as e:
         message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
         print(f"sealgate: error: {message}", file=sys.stderr)
         return 1

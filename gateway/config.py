@@ -66,6 +66,8 @@ class GatewayConfig:
     # seconds; one it no longer knows is forgotten status_forget_after the message was sent.
     status_check_interval: float = 3600.0
     status_forget_after: float = 90 * 86400.0
+    import_batch_messages: int = 100  # migrated messages filed per transaction (gateway.migrate)
+    import_batch_bytes: int = 64 * MiB  # and their octets at most (a larger one: alone)
 
     def __post_init__(self) -> None:
         for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port"):
@@ -83,6 +85,8 @@ class GatewayConfig:
             "login_tracked_max",
             "kdf_workers",
             "submission_limit",
+            "import_batch_messages",
+            "import_batch_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")

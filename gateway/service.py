@@ -29,6 +29,7 @@ from gateway.keyring import KeyRing
 from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
+from gateway.migrate.filing import ImportFiler
 from gateway.recipients import Recipients
 from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
@@ -39,11 +40,13 @@ from gateway.smtp.sent import SentCopies
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
+from gateway.store.imports import ImportStore
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.outbox import Outbox
 from gateway.store.sent import SentLog
 from gateway.tls import ensure_certificate, server_context
 from gateway.undelivered import UndeliveredChecker
+from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,16 @@ class Gateway:
             notice_fold_seconds=cfg.notice_fold_seconds,
             trusted_roots=(membership.root_public,),
         )
+        filer = ImportFiler(
+            accounts=accounts, keyring=keyring, imports=ImportStore(engine),
+            interval=cfg.poll_interval, batch_messages=cfg.import_batch_messages,
+            batch_bytes=cfg.import_batch_bytes,
+        )
+
+        def on_unlock() -> None:
+            fetcher.wake()
+            filer.wake()
+
         self.gate = gate = LoginGate(
             LoginLimiter(
                 LimiterSettings(
@@ -148,7 +161,7 @@ class Gateway:
             max_recipients=cfg.max_recipients,
             max_transaction_bytes=cfg.max_transaction_bytes,
             wake_delivery=delivery.wake,
-            on_unlock=fetcher.wake,
+            on_unlock=on_unlock,
             header_limits=cfg.header_limits(),
             gate=gate,
             sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
@@ -221,13 +234,16 @@ class Gateway:
             max_mime_parts=cfg.imap_max_mime_parts,
             server_name="Sealgate",
         )
-        authenticator = UnlockingAuthenticator(StoreAuthenticator(keyring, mailboxes), fetcher)
+        authenticator = UnlockingAuthenticator(
+            StoreAuthenticator(keyring, mailboxes), fetcher, filer
+        )
         self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
 
         self._tasks += [
             asyncio.create_task(delivery.run(), name="delivery"),
             asyncio.create_task(fetcher.run(), name="fetcher"),
+            asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
         ]
@@ -272,14 +288,15 @@ class Gateway:
 
 
 class UnlockingAuthenticator:
-    """An IMAP login also starts fetching that account's mail at once."""
+    """An IMAP login also starts fetching (and filing imports of) that account at once."""
 
-    def __init__(self, inner: StoreAuthenticator, fetcher: Fetcher) -> None:
+    def __init__(self, inner: StoreAuthenticator, *jobs: PeriodicJob) -> None:
         self._inner = inner
-        self._fetcher = fetcher
+        self._jobs = jobs
         self._loop = asyncio.get_running_loop()
 
     def login(self, username: str, password: str) -> MailSession:
         session = self._inner.login(username, password)
-        self._loop.call_soon_threadsafe(self._fetcher.wake)
+        for job in self._jobs:
+            self._loop.call_soon_threadsafe(job.wake)
         return session

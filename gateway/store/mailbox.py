@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,6 +99,7 @@ _SYSTEM_FLAGS = {
     flag.lower(): flag for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 }
 _DELETED = "\\Deleted"
+_MAX_FOLDER_NAME = 512
 
 
 # -- sealing ---------------------------------------------------------------------------
@@ -240,6 +242,7 @@ _SELECT_SEEN = select(col(SeenEnvelope.outcome)).where(
 )
 _INSERT_SEEN = insert(SeenEnvelope)
 _INSERT_MESSAGE = insert(Message)
+_INSERT_FOLDER = insert(Folder)
 _IN_FOLDER = _FOLDER_ID == bindparam("folder_id")
 _UID_IN = _UID.in_(bindparam("uids", expanding=True))
 _SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
@@ -359,6 +362,86 @@ def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
         yield ordered[start : start + _IN_CHUNK]
 
 
+# -- folder creation and delivery inside a caller's transaction (APPEND, imports) -------
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message sealed for one account's store, not yet given a folder or UID."""
+
+    seal_id: bytes
+    size: int
+    sealed: bytes
+    sealed_header: bytes
+
+
+def prepare_message(storage_key: bytes, account_id: int, message: bytes) -> PreparedMessage:
+    """Seal `message` and its header block (outside any transaction: it is the slow part)."""
+    seal_id = nacl.utils.random(SEAL_ID_LEN)
+    return PreparedMessage(
+        seal_id=seal_id,
+        size=len(message),
+        sealed=seal_message(storage_key, account_id, seal_id, message),
+        sealed_header=seal_header(storage_key, account_id, seal_id, message),
+    )
+
+
+def ensure_folder(
+    connection: Connection, account_id: int, name: str, special_use: str | None = None
+) -> tuple[int, bool]:
+    """The folder's id, creating it if missing; and whether it was created."""
+    name = canonical_folder_name(name)
+    if not name or len(name) > _MAX_FOLDER_NAME or any(ord(ch) < 0x20 for ch in name):
+        raise InvalidValue("folder name is empty, too long or holds a control character")
+    try:
+        return _folder(connection, account_id, name, lock=True).id, False
+    except MailboxNotFound:
+        pass
+    inserted = connection.execute(
+        _INSERT_FOLDER,
+        {
+            "account_id": account_id,
+            "name": name,
+            "special_use": special_use,
+            "uid_validity": int(time.time()),
+            "uid_next": 1,
+            "highest_modseq": 1,
+        },
+    )
+    (folder_id,) = inserted.inserted_primary_key or (None,)
+    assert folder_id is not None  # noqa: S101 - an insert always yields its key
+    return folder_id, True
+
+
+def store_prepared(
+    connection: Connection,
+    folder_id: int,
+    prepared: PreparedMessage,
+    *,
+    internal_date: datetime,
+    flags: Iterable[str] = (),
+    envelope_id: bytes | None = None,
+) -> int:
+    """Insert a prepared message into a folder (whose row the caller locked); its UID."""
+    uid, modseq = _take_uid(connection, folder_id)
+    connection.execute(
+        _INSERT_MESSAGE,
+        {
+            "folder_id": folder_id,
+            "uid": uid,
+            "envelope_id": envelope_id,
+            "seal_id": prepared.seal_id,
+            "internal_date": utc(internal_date),
+            "size": prepared.size,
+            "flags": _flags_text(canonical_flags(flags)),
+            "modseq": modseq,
+            "sealed": prepared.sealed,
+            "sealed_header": prepared.sealed_header,
+        },
+    )
+    return uid
+
+
 # -- errors toward IMAP ----------------------------------------------------------------
 
 # SQLite's primary result codes for a database that may answer if asked again.
@@ -427,13 +510,9 @@ class MailboxStore:
         The message row and the envelope's "delivered" record commit together.
         Raises `UnknownAccount`, `KeyMismatch`, `MailboxNotFound`, `InvalidValue`.
         """
-        when = utc(internal_date)
-        flags_text = _flags_text(canonical_flags(flags))
         with reading(self._engine) as connection:
             account_id = _account_id(connection, address, keys)
-        seal_id = nacl.utils.random(SEAL_ID_LEN)
-        sealed = seal_message(keys.storage_key, account_id, seal_id, message)
-        sealed_header = seal_header(keys.storage_key, account_id, seal_id, message)
+        prepared = prepare_message(keys.storage_key, account_id, message)
         try:
             with writing(self._engine) as connection:
                 target = _folder(connection, account_id, folder, lock=True)
@@ -441,28 +520,21 @@ class MailboxStore:
                     if _seen(connection, account_id, envelope_id):
                         return None
                     _record_seen(connection, account_id, envelope_id, DELIVERED)
-                uid, modseq = _take_uid(connection, target.id)
-                connection.execute(
-                    _INSERT_MESSAGE,
-                    {
-                        "folder_id": target.id,
-                        "uid": uid,
-                        "envelope_id": envelope_id,
-                        "seal_id": seal_id,
-                        "internal_date": when,
-                        "size": len(message),
-                        "flags": flags_text,
-                        "modseq": modseq,
-                        "sealed": sealed,
-                        "sealed_header": sealed_header,
-                    },
+                return store_prepared(
+                    connection, target.id, prepared, internal_date=internal_date, flags=flags,
+                    envelope_id=envelope_id,
                 )
         except IntegrityError:
             # PostgreSQL: a concurrent delivery of the same envelope committed first.
             if envelope_id is not None and self.seen_envelope(address, envelope_id):
                 return None
             raise
-        return uid
+
+    def create_folder(self, address: str, name: str, special_use: str | None = None) -> bool:
+        """Create a folder (with its SPECIAL-USE attribute); False if it was there."""
+        with writing(self._engine) as connection:
+            account_id = _account_id(connection, address)
+            return ensure_folder(connection, account_id, name, special_use)[1]
 
     def deliver_copies(
         self, folder: str, copies: Sequence[tuple[str, AccountKeys, bytes]], *,

@@ -195,3 +195,50 @@ class SentEnvelope(StoreTable, table=True):
     outcome: str | None = Field(default=None, max_length=16)  # "purged" | "expired"
     outcome_hour: int | None = Field(default=None, sa_type=BigInteger)  # unix hour, relay's
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class MigrationKey(StoreTable, table=True):
+    """The random key under which the migration tool digests an account's imported mail
+    (`gateway.store.imports`): no digest at rest can be matched without it."""
+
+    __tablename__ = "migration_key"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    key: bytes
+
+
+class ImportedMessage(StoreTable, table=True):
+    """One message the migration tool read: sealed to the account's public key while
+    pending, filed into its folder by the gateway once the account is unlocked.
+
+    `digest` is keyed (the account's `MigrationKey`), so equal messages dedup and the
+    tool can verify without a key, while no plaintext hash of content is at rest.
+    `sealed` is emptied when the message is filed; the row stays as its dedup record.
+    """
+
+    __tablename__ = "imported_message"
+    __table_args__ = (UniqueConstraint("account_id", "folder", "digest"),)
+
+    id: int | None = Field(default=None, sa_type=_ROW_ID, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", ondelete="CASCADE")
+    folder: str = Field(max_length=512)  # the target folder in the bubble
+    special_use: str | None = Field(default=None, max_length=32)
+    digest: bytes
+    flags: str = ""  # space-separated, keywords included
+    internal_date: datetime = Field(sa_type=UTCDateTime)
+    size: int = Field(sa_type=BigInteger)
+    state: str = Field(max_length=8, index=True)  # "pending" | "filed" | "refused"
+    sealed: bytes | None = None  # gateway.migrate.sealing; None once filed
+
+
+class MigrationCheckpoint(StoreTable, table=True):
+    """How far the migration of one source folder got: the last source UID done
+    under that UIDVALIDITY. `source` is a keyed digest of the source's identity."""
+
+    __tablename__ = "migration_checkpoint"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    source: bytes = Field(primary_key=True)
+    folder: str = Field(primary_key=True, max_length=512)  # the folder's name at the source
+    uid_validity: int = Field(sa_type=BigInteger)
+    last_uid: int = Field(sa_type=BigInteger)

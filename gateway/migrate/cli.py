@@ -1,0 +1,203 @@
+"""The `sealgate migrate` subcommands (registered by `gateway.cli`).
+
+    sealgate migrate mbox FILE ... --account ADDRESS --gateway GW [--folder NAME]
+    sealgate migrate maildir DIR --account ADDRESS --gateway GW
+    sealgate migrate forget --account ADDRESS --gateway GW   (after the migration)
+    sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
+                          --password-file F --account ADDRESS --gateway GW
+                          [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
+
+Each takes `--dry-run`, `--json` (the summary object on stdout instead of the
+table) and `--config FILE` (TOML: `gateway.migrate.settings.MigrateSettings`). The
+exit status is 0 when every folder verified, 3 when one did not, 1 on an error
+(one line on stderr). None asks for the account's password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fnmatch
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bridge.settings import load_settings, read_toml
+from gateway.homes import DATABASE_FILE, gateway_database_url
+from gateway.migrate.errors import MigrateError
+from gateway.migrate.progress import folder_progress
+from gateway.migrate.run import Migration, MigrationReport, format_table
+from gateway.migrate.settings import MigrateSettings
+from gateway.migrate.sources import (
+    MBOX_FORMATS,
+    MaildirSource,
+    MboxSource,
+    Source,
+    SourceFolder,
+)
+from gateway.store.db import StoreError, UnknownAccount, open_engine
+from gateway.store.imports import PENDING, ImportStore, ImportTarget
+
+MISMATCH_EXIT = 3
+
+
+def _settings(args: argparse.Namespace) -> MigrateSettings:
+    values = read_toml(args.config) if args.config is not None else {}
+    return load_settings(MigrateSettings, values, source=str(args.config))
+
+
+def _open_target(args: argparse.Namespace) -> tuple[ImportStore, ImportTarget]:
+    if not (args.gateway / DATABASE_FILE).is_file():
+        raise MigrateError(f"{args.gateway} is not a gateway state directory (no {DATABASE_FILE})")
+    imports = ImportStore(open_engine(gateway_database_url(args.gateway)))
+    try:
+        return imports, imports.target(args.account, create=not args.dry_run)
+    except (UnknownAccount, StoreError) as e:
+        if isinstance(e, UnknownAccount):
+            raise MigrateError(f"no account {args.account} on the gateway {args.gateway}") from None
+        raise MigrateError(str(e)) from None
+
+
+async def _migrate(
+    args: argparse.Namespace, source: Source, settings: MigrateSettings,
+    select: list[str] | None = None,
+) -> MigrationReport:
+    imports, target = _open_target(args)
+    bar = sys.stderr.isatty()
+    try:
+        folders: list[SourceFolder] = await source.folders()
+        if select:
+            folders = [f for f in folders
+                       if any(fnmatch.fnmatchcase(f.display, glob) for glob in select)]
+            if not folders:
+                raise MigrateError("no source folder matches --folders")
+        migration = Migration(
+            imports, target, source, settings,
+            lambda name, total: folder_progress(name, total, bar=bar),
+            dry_run=args.dry_run, delete_source=getattr(args, "delete_source", False),
+        )
+        return await migration.run(folders)
+    finally:
+        await source.close()
+
+
+def _finish(args: argparse.Namespace, report: MigrationReport) -> None:
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_table(report))
+    if not report.ok:
+        raise SystemExit(MISMATCH_EXIT)
+
+
+def _run(args: argparse.Namespace, source: Source, select: list[str] | None = None) -> None:
+    try:
+        report = asyncio.run(_migrate(args, source, args.settings, select))
+    except KeyboardInterrupt:
+        raise MigrateError("interrupted: what was stored is kept; run again to resume") from None
+    _finish(args, report)
+
+
+def cmd_migrate_mbox(args: argparse.Namespace) -> None:
+    settings = args.settings = _settings(args)
+    source = MboxSource(
+        args.files, folder=args.folder, max_bytes=settings.max_message_bytes,
+        batch=settings.batch_messages, quoting=args.mbox_format,
+    )
+    _run(args, source)
+
+
+def cmd_migrate_maildir(args: argparse.Namespace) -> None:
+    settings = args.settings = _settings(args)
+    source = MaildirSource(
+        args.directory, max_bytes=settings.max_message_bytes, batch=settings.batch_messages
+    )
+    _run(args, source)
+
+
+def cmd_migrate_imap(args: argparse.Namespace) -> None:
+    from gateway.migrate.imap import ImapSource
+    from gateway.provision import read_password_file
+
+    settings = args.settings = _settings(args)
+    if args.insecure and args.ca_file:
+        raise MigrateError("--insecure and --ca-file exclude each other")
+    source = ImapSource(
+        host=args.host, port=args.port, security=args.security, user=args.user,
+        password=read_password_file(args.password_file), settings=settings,
+        ca_file=args.ca_file, insecure=args.insecure,
+    )
+    _run(args, source, args.folders)
+
+
+def cmd_migrate_forget(args: argparse.Namespace) -> None:
+    args.dry_run = False
+    imports, target = _open_target(args)
+    pending = imports.counts(target.account_id).get(PENDING, 0)
+    if pending:
+        raise MigrateError(f"{pending} imported message(s) are not filed yet: log in first")
+    imports.forget(target.account_id)
+    print(f"migration records of {args.account} removed; a new migration starts afresh")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--account", required=True, metavar="ADDRESS",
+                   help="the bubble account the mail is for (its password is not needed)")
+    p.add_argument("--gateway", type=Path, required=True, metavar="GW",
+                   help="the account's gateway state directory (it may be serving)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read and count everything, write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML file with migrate settings")
+
+
+def add_migrate_commands(sub: Any) -> None:
+    migrate = sub.add_parser(
+        "migrate", help="move mailboxes from legacy IMAP, mbox or Maildir into the bubble"
+    ).add_subparsers(dest="action", required=True, metavar="SOURCE")
+
+    p = migrate.add_parser("mbox", help="import mbox files (one folder per file)")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    p.add_argument("--folder", metavar="NAME",
+                   help="import every file into this folder (default: one per file, by name)")
+    p.add_argument("--mbox-format", choices=MBOX_FORMATS, default="mboxrd",
+                   help="how '>From ' lines are quoted in the files (default mboxrd)")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_mbox)
+
+    p = migrate.add_parser("imap", help="import every folder of a legacy IMAP account")
+    p.add_argument("--host", required=True, help="the legacy IMAP server")
+    p.add_argument("--port", type=int, help="default 993 with --tls, else 143")
+    security = p.add_mutually_exclusive_group()
+    for flag, what in (("tls", "TLS from the start (IMAPS)"),
+                       ("starttls", "STARTTLS (the default)"),
+                       ("plain", "no TLS at all: passwords and mail cross the network in clear")):
+        security.add_argument(f"--{flag}", dest="security", action="store_const", const=flag,
+                              help=what)
+    p.set_defaults(security="starttls")
+    p.add_argument("--user", required=True, help="the user name on the legacy server")
+    p.add_argument("--password-file", type=Path, required=True, metavar="F",
+                   help="file whose first line is the legacy server's password")
+    p.add_argument("--folders", nargs="+", metavar="GLOB",
+                   help="only the folders whose name (with '/' between levels) matches")
+    p.add_argument("--delete-source", action="store_true",
+                   help="delete each folder's messages from the legacy server once verified")
+    p.add_argument("--ca-file", type=Path, metavar="FILE",
+                   help="trust the server's certificate when signed by a CA in FILE")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not check the server's certificate (only on a network you trust)")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_imap)
+
+    p = migrate.add_parser(
+        "forget", help="once migrated and filed: drop the digests and checkpoints kept for "
+        "dedup (a later migration of the same mail would import it again)")
+    p.add_argument("--account", required=True, metavar="ADDRESS")
+    p.add_argument("--gateway", type=Path, required=True, metavar="GW")
+    p.set_defaults(func=cmd_migrate_forget)
+
+    p = migrate.add_parser("maildir", help="import a Maildir (Maildir++ or LAYOUT=fs folders)")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    _common(p)
+    p.set_defaults(func=cmd_migrate_maildir)

@@ -1,0 +1,316 @@
+"""Imported mail waiting to be filed, its dedup records and the migration checkpoints.
+
+The migration tool (`gateway.migrate`) writes here without the account's password:
+each message arrives already sealed to the account's public encryption key, with
+its target folder, flags, internal date, size and a keyed digest. The gateway files
+pending messages into the mailbox store once the account is unlocked (`file`): the
+message row, a created folder and the import's "filed" state commit together, so a
+crash never files a message twice nor loses one.
+
+The digest is keyed with the account's random `MigrationKey`, kept in this store:
+it tells equal messages apart for dedup and verification, and cannot be matched
+against a hash computed elsewhere, nor between accounts. Whoever holds the whole
+store can still test a guessed message against it (`forget` drops the key and the
+digests once a migration is done).
+
+A batch of imports and its source checkpoint commit in one transaction, so a
+checkpoint never claims a message that is not stored. Every write is a short
+`writing` transaction: the tool and a serving gateway share the database safely.
+This module never sees a message in clear and never logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import nacl.utils
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlmodel import col
+
+from gateway.store.accounts import find_account
+from gateway.store.db import UnknownAccount, reading, utc, writing
+from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
+from gateway.store.models import ImportedMessage, MigrationCheckpoint, MigrationKey
+
+PENDING = "pending"
+FILED = "filed"
+REFUSED = "refused"
+MIGRATION_KEY_LEN = 32
+
+
+@dataclass(frozen=True)
+class ImportTarget:
+    """What the migration tool needs of an account: no secret that opens mail."""
+
+    account_id: int
+    encryption_key: bytes  # public X25519: imports are sealed to it
+    digest_key: bytes  # the account's MigrationKey
+
+
+@dataclass(frozen=True)
+class NewImport:
+    folder: str
+    special_use: str | None
+    digest: bytes
+    flags: tuple[str, ...]
+    internal_date: datetime
+    size: int
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class PendingImport:
+    id: int
+    folder: str
+    special_use: str | None
+    digest: bytes
+    flags: tuple[str, ...]
+    internal_date: datetime
+    size: int
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    uid_validity: int
+    last_uid: int
+
+
+_IMPORT = col(ImportedMessage.account_id) == bindparam("account_id")
+_SELECT_DIGESTS = select(col(ImportedMessage.digest)).where(
+    _IMPORT, col(ImportedMessage.folder) == bindparam("folder")
+)
+_SELECT_PENDING_SIZES = (
+    select(col(ImportedMessage.id), col(ImportedMessage.size))
+    .where(_IMPORT, col(ImportedMessage.state) == PENDING)
+    .order_by(col(ImportedMessage.id))
+    .limit(bindparam("limit"))
+)
+_SELECT_PENDING = (
+    select(
+        col(ImportedMessage.id),
+        col(ImportedMessage.folder),
+        col(ImportedMessage.special_use),
+        col(ImportedMessage.digest),
+        col(ImportedMessage.flags),
+        col(ImportedMessage.internal_date),
+        col(ImportedMessage.size),
+        col(ImportedMessage.sealed),
+    )
+    .where(col(ImportedMessage.id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(ImportedMessage.id))
+)
+
+
+def _checkpoint_key(account_id: int, source: bytes, source_folder: str) -> tuple[Any, ...]:
+    return (
+        col(MigrationCheckpoint.account_id) == account_id,
+        col(MigrationCheckpoint.source) == source,
+        col(MigrationCheckpoint.folder) == source_folder,
+    )
+
+
+class ImportStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def target(self, address: str, *, create: bool = True) -> ImportTarget:
+        """The account's public encryption key and migration key, created on first use
+        (without `create`, a missing key is replaced by a random one not kept: a dry run
+        writes nothing)."""
+        with writing(self._engine) as connection:
+            account = find_account(connection, address)
+            if account is None:
+                raise UnknownAccount()
+            key = connection.execute(
+                select(col(MigrationKey.key)).where(col(MigrationKey.account_id) == account.id)
+            ).scalar_one_or_none()
+            if key is None:
+                key = nacl.utils.random(MIGRATION_KEY_LEN)
+                if create:
+                    connection.execute(
+                        insert(MigrationKey), {"account_id": account.id, "key": key}
+                    )
+        return ImportTarget(account.id, account.public.encryption_key, key)
+
+    def digests(self, account_id: int, folder: str) -> set[bytes]:
+        """The digests imported into a target folder so far (pending, filed or refused)."""
+        with reading(self._engine) as connection:
+            rows = connection.execute(_SELECT_DIGESTS, {"account_id": account_id, "folder": folder})
+            return {digest for (digest,) in rows}
+
+    def checkpoint(self, account_id: int, source: bytes, source_folder: str) -> Checkpoint | None:
+        with reading(self._engine) as connection:
+            row = connection.execute(
+                select(
+                    col(MigrationCheckpoint.uid_validity), col(MigrationCheckpoint.last_uid)
+                ).where(*_checkpoint_key(account_id, source, source_folder))
+            ).first()
+        return None if row is None else Checkpoint(row[0], row[1])
+
+    def add(
+        self,
+        account_id: int,
+        imports: Sequence[NewImport],
+        checkpoint: tuple[bytes, str, Checkpoint] | None = None,
+    ) -> int:
+        """Store new imports (a digest already in its folder is skipped) and move the
+        checkpoint (source, source folder, position), all in one transaction; the count
+        stored."""
+        stored = 0
+        with writing(self._engine) as connection:
+            seen: dict[str, set[bytes]] = {}
+            for item in imports:
+                if item.folder not in seen:
+                    rows = connection.execute(
+                        _SELECT_DIGESTS, {"account_id": account_id, "folder": item.folder}
+                    )
+                    seen[item.folder] = {digest for (digest,) in rows}
+                if item.digest in seen[item.folder]:
+                    continue
+                seen[item.folder].add(item.digest)
+                connection.execute(
+                    insert(ImportedMessage),
+                    {
+                        "account_id": account_id,
+                        "folder": item.folder,
+                        "special_use": item.special_use,
+                        "digest": item.digest,
+                        "flags": " ".join(item.flags),
+                        "internal_date": utc(item.internal_date),
+                        "size": item.size,
+                        "state": PENDING,
+                        "sealed": item.sealed,
+                    },
+                )
+                stored += 1
+            if checkpoint is not None:
+                source, source_folder, position = checkpoint
+                _set_checkpoint(connection, account_id, source, source_folder, position)
+        return stored
+
+    def set_checkpoint(
+        self, account_id: int, source: bytes, source_folder: str, position: Checkpoint
+    ) -> None:
+        with writing(self._engine) as connection:
+            _set_checkpoint(connection, account_id, source, source_folder, position)
+
+    def pending_accounts(self, account_ids: Iterable[int]) -> set[int]:
+        """Which of these accounts have imports waiting to be filed."""
+        ids = list(account_ids)
+        if not ids:
+            return set()
+        with reading(self._engine) as connection:
+            rows = connection.execute(
+                select(col(ImportedMessage.account_id))
+                .where(
+                    col(ImportedMessage.account_id).in_(ids),
+                    col(ImportedMessage.state) == PENDING,
+                )
+                .distinct()
+            )
+            return {account_id for (account_id,) in rows}
+
+    def pending(self, account_id: int, limit: int, max_bytes: int) -> list[PendingImport]:
+        """Pending imports of an account, oldest first: up to `limit` of them and
+        `max_bytes` of messages (at least one)."""
+        with reading(self._engine) as connection:
+            sizes = connection.execute(
+                _SELECT_PENDING_SIZES, {"account_id": account_id, "limit": limit}
+            ).all()
+            ids: list[int] = []
+            total = 0
+            for row_id, size in sizes:
+                if ids and total + size > max_bytes:
+                    break
+                if row_id is not None:
+                    ids.append(row_id)
+                    total += size
+            if not ids:
+                return []
+            rows = connection.execute(_SELECT_PENDING, {"ids": ids})
+            return [
+                PendingImport(row_id, folder, special, digest, tuple(flags.split()), date, size,
+                              sealed)
+                for row_id, folder, special, digest, flags, date, size, sealed in rows
+                if row_id is not None and sealed is not None
+            ]
+
+    def file(
+        self,
+        account_id: int,
+        filed: Sequence[tuple[PendingImport, PreparedMessage]],
+        refused: Sequence[int] = (),
+    ) -> int:
+        """File prepared messages into their folders (created if missing) and mark them
+        filed; mark `refused` import ids refused. One transaction; the count filed (an
+        import filed meanwhile by another process is skipped)."""
+        count = 0
+        with writing(self._engine) as connection:
+            for item, prepared in filed:
+                taken = connection.execute(
+                    update(ImportedMessage)
+                    .where(
+                        col(ImportedMessage.id) == item.id, col(ImportedMessage.state) == PENDING
+                    )
+                    .values(state=FILED, sealed=None)
+                )
+                if taken.rowcount != 1:
+                    continue
+                folder_id, _ = ensure_folder(connection, account_id, item.folder, item.special_use)
+                store_prepared(
+                    connection, folder_id, prepared, internal_date=item.internal_date,
+                    flags=item.flags,
+                )
+                count += 1
+            if refused:
+                connection.execute(
+                    update(ImportedMessage)
+                    .where(col(ImportedMessage.id).in_(list(refused)),
+                           col(ImportedMessage.state) == PENDING)
+                    .values(state=REFUSED, sealed=None)
+                )
+        return count
+
+    def counts(self, account_id: int) -> dict[str, int]:
+        """Imports of an account by state."""
+        with reading(self._engine) as connection:
+            rows = connection.execute(
+                select(col(ImportedMessage.state), func.count())
+                .where(col(ImportedMessage.account_id) == account_id)
+                .group_by(col(ImportedMessage.state))
+            )
+            return {state: count for state, count in rows}
+
+    def forget(self, account_id: int) -> None:
+        """Drop the account's migration key, dedup records and checkpoints (after the
+        migration: no digest is left that a guess could be tested against)."""
+        with writing(self._engine) as connection:
+            for table in (MigrationCheckpoint, MigrationKey):
+                connection.execute(delete(table).where(col(table.account_id) == account_id))
+            connection.execute(
+                delete(ImportedMessage).where(
+                    col(ImportedMessage.account_id) == account_id,
+                    col(ImportedMessage.state) != PENDING,
+                )
+            )
+
+
+def _set_checkpoint(
+    connection: Connection, account_id: int, source: bytes, source_folder: str,
+    position: Checkpoint,
+) -> None:
+    values = {"uid_validity": position.uid_validity, "last_uid": position.last_uid}
+    updated = connection.execute(
+        update(MigrationCheckpoint)
+        .where(*_checkpoint_key(account_id, source, source_folder))
+        .values(**values)
+    )
+    if updated.rowcount == 0:
+        connection.execute(
+            insert(MigrationCheckpoint),
+            {"account_id": account_id, "source": source, "folder": source_folder, **values},
+        )

@@ -1,0 +1,254 @@
+"""`sealgate migrate imap` from a real Dovecot into a serving gateway, seen through its IMAP.
+
+Dovecot (tests/dovecot.py) holds several folders seeded by IMAP APPEND: special-use
+ones under other names, a hierarchy with a non-ASCII name, flags, keywords and
+internal dates. The migration is killed part-way and resumed with --delete-source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main as cli_main
+from gateway.tls import ensure_certificate
+from tests.bubble_processes import Bubble, files_containing, free_port, sealgate
+from tests.dovecot import Dovecot, make_root, missing
+from tests.integration.conftest import start_bubble
+from tests.integration.test_migrate_files import assert_migrated, imported_rows, wait_for_view
+from tests.migrate_mail import Legacy, corpus, imap_login
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "legacy-password-1"
+TEMPLATE = "template"  # seeded once; each test migrates a copy of its own
+# Dovecot's folder (wire name) -> (the bubble's folder as its IMAP lists it, how many)
+FOLDERS = {
+    "INBOX": ("INBOX", 100),
+    "Gesendet": ("Sent", 40),  # \Sent
+    "Work.Projekt &AMQ-": ("Work/Projekt &AMQ-", 30),  # "Work/Projekt Ä"
+    "Spam": ("Junk", 15),  # \Junk
+    "Entw&APw-rfe": ("Drafts", 10),  # "Entwürfe", \Drafts
+}
+
+
+@dataclass
+class LegacyServer:
+    dovecot: Dovecot
+    cert: Path
+    password_file: Path
+    mails: dict[str, list[Legacy]]
+    canary: str
+    user: str = TEMPLATE
+
+
+def legacy_imap(server: Dovecot, user: str) -> imaplib.IMAP4:
+    imap = imaplib.IMAP4("127.0.0.1", server.port, timeout=30)
+    imap.login(user, PASSWORD)
+    return imap
+
+
+def seed(server: Dovecot, canary: str) -> dict[str, list[Legacy]]:
+    mails: dict[str, list[Legacy]] = {}
+    start = 0
+    imap = legacy_imap(server, TEMPLATE)
+    try:
+        for name, (_, count) in FOLDERS.items():
+            if name != "INBOX":
+                assert imap.create(f'"{name}"')[0] == "OK"
+            mails[name] = corpus(canary, count, start)
+            start += count
+            for mail in mails[name]:
+                flags = "(" + " ".join(sorted(mail.flags)) + ")"
+                when = imaplib.Time2Internaldate(mail.date)
+                typ, said = imap.append(f'"{name}"', flags, when, mail.message)
+                assert typ == "OK", said
+    finally:
+        imap.logout()
+    return mails
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
+    why = missing()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    tmp = tmp_path_factory.mktemp("legacy")
+    cert, key = ensure_certificate(tmp / "tls", "localhost")
+    users = {TEMPLATE: PASSWORD} | {f"user{n}": PASSWORD for n in range(10)}
+    server = Dovecot(make_root(), users, tls=(cert, key))
+    server.start()
+    try:
+        canary = "canary" + secrets.token_hex(6)
+        password_file = tmp / "legacy.password"
+        password_file.write_text(PASSWORD + "\n")
+        yield LegacyServer(server, cert, password_file, seed(server, canary), canary)
+    finally:
+        server.remove()
+
+
+_clones = iter(range(10))
+
+
+@pytest.fixture
+def legacy(seeded: LegacyServer) -> LegacyServer:
+    """The seeded mailbox, copied to a user of this test's own."""
+    user = f"user{next(_clones)}"
+    seeded.dovecot.clone_user(TEMPLATE, user)
+    return dataclasses.replace(seeded, user=user)
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[Bubble]:
+    b = start_bubble(tmp_path / "bubble", ("alice",))
+    try:
+        yield b
+    finally:
+        b.kill_all()
+
+
+def migrate_args(bubble: Bubble, legacy: LegacyServer, *extra: str | Path) -> list[str]:
+    alice = bubble.accounts["alice"]
+    return [str(a) for a in (
+        "migrate", "imap", "--host", "127.0.0.1", "--port", legacy.dovecot.port, "--plain",
+        "--user", legacy.user, "--password-file", legacy.password_file, "--account", alice.address,
+        "--gateway", alice.home, "--json", *extra)]
+
+
+def expected(legacy: LegacyServer) -> dict[int, tuple[str, Legacy]]:
+    return {mail.seq: (FOLDERS[name][0], mail)
+            for name, mails in legacy.mails.items() for mail in mails}
+
+
+def legacy_counts(legacy: LegacyServer) -> dict[str, int]:
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        counts = {}
+        for name in FOLDERS:
+            typ, data = imap.status(f'"{name}"', "(MESSAGES)")
+            assert typ == "OK"
+            counts[name] = int(data[0].rsplit(b" ", 1)[1].rstrip(b")"))
+        return counts
+    finally:
+        imap.logout()
+
+
+def run_until_rows(args: list[str], gateway: Path, rows: int) -> subprocess.Popen[bytes]:
+    """Start a migration and return it once the gateway store holds `rows` imports."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while imported_rows(gateway) < rows and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the migration ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc
+
+
+def paced(tmp_path: Path) -> Path:
+    config = tmp_path / "migrate.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 150\n"
+                      "imap_retry_delay = 0.1\n")
+    return config
+
+
+def test_imap_migration_killed_resumed_verified_and_deleted_at_the_source(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
+) -> None:
+    alice = lone.accounts["alice"]
+    imap_login(alice).logout()  # unlocked: the serving gateway files imports as they come
+
+    first = run_until_rows(migrate_args(lone, legacy, "--config", paced(tmp_path)),
+                           alice.home, 40)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert 40 <= imported_rows(alice.home) < 195
+
+    result = sealgate(*migrate_args(lone, legacy, "--delete-source"))
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert any(f["resumed_after"] > 0 for f in report["folders"])
+    assert sum(f["deleted"] for f in report["folders"]) == 195
+    assert {f["source"]: f["target"] for f in report["folders"]} == {
+        "INBOX": "INBOX", "Gesendet": "Sent", "Work/Projekt Ä": "Work/Projekt Ä",
+        "Spam": "Junk", "Entwürfe": "Drafts"}
+
+    assert_migrated(wait_for_view(lone, 195), expected(legacy))
+    assert legacy_counts(legacy) == dict.fromkeys(FOLDERS, 0)
+    assert imported_rows(alice.home) == 195
+    assert files_containing(lone.state_dirs, [legacy.canary.encode()]) == []
+
+
+def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
+) -> None:
+    alice = lone.accounts["alice"]
+    proc = run_until_rows(migrate_args(lone, legacy, "--config", paced(tmp_path)),
+                          alice.home, 30)
+    legacy.dovecot.kick(legacy.user)  # the server drops the connection mid-folder
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"connection lost" in err  # and it went on after reconnecting
+    assert json.loads(out)["ok"] is True
+    assert imported_rows(alice.home) == 195
+
+    # The folder is recreated at the source (a new UIDVALIDITY), with one message more.
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        assert imap.delete('"Spam"')[0] == "OK"
+        assert imap.create('"Spam"')[0] == "OK"
+        for mail in [*legacy.mails["Spam"], *corpus(legacy.canary, 1, 500)]:
+            imap.append('"Spam"', "()", imaplib.Time2Internaldate(mail.date), mail.message)
+    finally:
+        imap.logout()
+    again = json.loads(sealgate(*migrate_args(lone, legacy, "--folders", "Spam")).stdout)
+    (spam,) = again["folders"]
+    assert (spam["uid_validity_changed"], spam["imported"], spam["present"]) == (True, 1, 15)
+    assert imported_rows(alice.home) == 196
+
+
+def test_credentials_and_tls_problems_are_one_line_errors(
+    lone: Bubble, legacy: LegacyServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sealgate` in this process (its startup is what costs here), over real sockets."""
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        argv = [a for a in migrate_args(lone, legacy, "--dry-run") if a != "--plain"]
+        code = cli_main([*argv, *map(str, args)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    wrong = legacy.password_file.with_name("wrong.password")
+    wrong.write_text("not-the-password\n")
+    for args, message in (
+        (("--plain", "--password-file", wrong), "refused the login of user"),
+        (("--starttls",), "is not trusted"),  # a self-signed certificate
+        (("--tls", "--port", legacy.dovecot.tls_port), "is not trusted"),
+        (("--starttls", "--ca-file", legacy.dovecot.root), "cannot read --ca-file"),
+        (("--plain", "--port", free_port()), "cannot connect to 127.0.0.1"),
+    ):
+        code, _, err = run(*args)
+        assert code == 1, err
+        assert err.startswith("sealgate: error: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+
+    for args in (("--starttls", "--ca-file", legacy.cert), ("--starttls", "--insecure"),
+                 ("--tls", "--port", legacy.dovecot.tls_port, "--ca-file", legacy.cert)):
+        code, out, err = run(*args, "--folders", "Spam")
+        assert code == 0, err
+        assert [f["imported"] for f in json.loads(out)["folders"]] == [15]
+    assert imported_rows(lone.accounts["alice"].home) == 0  # dry runs wrote nothing
