@@ -35,15 +35,14 @@ from gateway.login_gate import LoginGate
 from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
 from gateway.smtp.policy import (
     SmtpRefusal,
-    address_domain,
     check_envelope_sender,
     check_headers,
     check_transaction_size,
     complete_headers,
-    declared_size,
 )
 from gateway.smtp.queueing import Item, OutboxWriter
 from gateway.smtp.rate import SubmissionRate
+from gateway.smtp.rcpt import ACCEPTED, resolve_recipient
 from gateway.smtp.sent import SentCopies
 from gateway.smtp.server import ehlo_lines
 from gateway.undelivered import seal_note, subject_of
@@ -150,31 +149,18 @@ class SubmissionHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        resolved = self._resolved.setdefault(envelope, {})
-        try:
-            key = normalize_address(address)
-        except ValueError:
-            return "501 5.1.3 Bad recipient address syntax"
-        if key in resolved:
-            return "250 2.1.5 Recipient ok (duplicate)"
-        if len(resolved) >= self._max_recipients:
-            return "452 4.5.3 Too many recipients"
-        size = declared_size(envelope.mail_options)
-        try:
-            if size is not None:
-                check_transaction_size(size, len(resolved) + 1, self._max_transaction_bytes)
-        except SmtpRefusal as refusal:
-            return refusal.reply
-        if address_domain(key) != self._domain:
-            return "550 5.7.1 Recipient is outside the bubble; refusing to send in clear"
-        try:
-            entry = await self._recipients.resolve(key)
-        except (UnknownAddress, DirectoryUnavailable) as refusal:  # RevokedAddress too
-            return refusal.smtp_reply
-        resolved[key] = entry
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Recipient ok"
+        reply = await resolve_recipient(
+            address, self._resolved.setdefault(envelope, {}), recipients=self._recipients,
+            domain=self._domain,
+            outside_reply="550 5.7.1 Recipient is outside the bubble; refusing to send in clear",
+            max_recipients=self._max_recipients,
+            max_transaction_bytes=self._max_transaction_bytes,
+            mail_options=envelope.mail_options,
+        )
+        if reply == ACCEPTED:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        return reply
 
     @staticmethod
     def _seal_one(

@@ -33,15 +33,16 @@ from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bridge.directory import DirectoryEntry, normalize_address
+from bridge.directory import DirectoryEntry
 from bridge.envelope import new_envelope_id, seal
 from bridge.external import ORIGIN_FIELD, InboundIdentity, check_external_header
 from bridge.headers import DEFAULT_LIMITS, HeaderBlock, HeaderLimits, HeaderTooLarge, parse_header
 from bridge.sanitize import SanitizePolicy, sanitize
 from bridge.sender import SenderRefused
-from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
-from gateway.smtp.policy import address_domain, complete_headers
+from gateway.recipients import Recipients
+from gateway.smtp.policy import complete_headers
 from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.rcpt import ACCEPTED, resolve_recipient
 from gateway.smtp.server import GatewaySMTP, ehlo_lines
 
 log = logging.getLogger(__name__)
@@ -122,25 +123,18 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:
-        resolved = self._resolved.setdefault(envelope, {})
-        try:
-            key = normalize_address(address)
-        except ValueError:
-            return "501 5.1.3 Bad recipient address syntax"
-        if key in resolved:
-            return "250 2.1.5 Recipient ok (duplicate)"
-        if len(resolved) >= self._max_recipients:
-            return "452 4.5.3 Too many recipients"
-        if address_domain(key) != self._domain:
-            return "550 5.7.1 Relaying denied: this gateway takes mail for the bubble only"
-        try:
-            entry = await self._recipients.resolve(key)
-        except (UnknownAddress, DirectoryUnavailable) as refusal:  # RevokedAddress too
-            return refusal.smtp_reply
-        resolved[key] = entry
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Recipient ok"
+        reply = await resolve_recipient(
+            address, self._resolved.setdefault(envelope, {}), recipients=self._recipients,
+            domain=self._domain,
+            outside_reply="550 5.7.1 Relaying denied: this gateway takes mail for the bubble only",
+            max_recipients=self._max_recipients,
+            max_transaction_bytes=self._max_transaction_bytes,
+            mail_options=envelope.mail_options,
+        )
+        if reply == ACCEPTED:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        return reply
 
     def _seal_one(self, message: bytes, sender: str, entry: DirectoryEntry) -> Item:
         envelope_id = new_envelope_id()

@@ -1,0 +1,59 @@
+"""RCPT for both SMTP listeners (submission and inbound): one recipient, one reply.
+
+Checks the address, the count and the declared size, then resolves the recipient in
+the signed directory. The listeners differ only in what they answer for an address
+outside the bubble. Holds no state of its own; never logs an address.
+"""
+
+from __future__ import annotations
+
+from bridge.directory import DirectoryEntry, normalize_address
+from gateway.recipients import DirectoryUnavailable, Recipients, UnknownAddress
+from gateway.smtp.policy import (
+    SmtpRefusal,
+    address_domain,
+    check_transaction_size,
+    declared_size,
+)
+
+ACCEPTED = "250 2.1.5 Recipient ok"
+
+
+async def resolve_recipient(
+    address: str,
+    resolved: dict[str, DirectoryEntry],
+    *,
+    recipients: Recipients,
+    domain: str,
+    outside_reply: str,
+    max_recipients: int,
+    max_transaction_bytes: int,
+    mail_options: list[str],
+) -> str:
+    """The reply to RCPT TO:<address>; on `ACCEPTED` the entry is added to `resolved`.
+
+    A size declared with MAIL FROM's SIZE= counts once per recipient against
+    `max_transaction_bytes` (each recipient gets a sealed copy of its own).
+    """
+    try:
+        key = normalize_address(address)
+    except ValueError:
+        return "501 5.1.3 Bad recipient address syntax"
+    if key in resolved:
+        return "250 2.1.5 Recipient ok (duplicate)"
+    if len(resolved) >= max_recipients:
+        return "452 4.5.3 Too many recipients"
+    size = declared_size(mail_options)
+    try:
+        if size is not None:
+            check_transaction_size(size, len(resolved) + 1, max_transaction_bytes)
+    except SmtpRefusal as refusal:
+        return refusal.reply
+    if address_domain(key) != domain:
+        return outside_reply
+    try:
+        entry = await recipients.resolve(key)
+    except (UnknownAddress, DirectoryUnavailable) as refusal:  # RevokedAddress too
+        return refusal.smtp_reply
+    resolved[key] = entry
+    return ACCEPTED
