@@ -320,3 +320,22 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
         assert files_containing(bubble.state_dirs, [seeded.canary.encode()]) == []
     finally:
         bubble.kill_all()
+
+
+def test_imap_messages_over_the_size_limit_are_listed_and_fail_the_folder(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spam = legacy.mails["Spam"]
+    sizes = sorted(len(mail.message) for mail in spam)
+    limit = sizes[-3]  # the two largest are over it
+    config = tmp_path / "limit.toml"
+    config.write_text(f"max_message_bytes = {limit}\n")
+    with pytest.raises(SystemExit) as exit_status:
+        cli_main(migrate_args(lone, legacy, "--folders", "Spam", "--config", config))
+    assert exit_status.value.code == 3
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    over = sorted(n + 1 for n, mail in enumerate(spam) if len(mail.message) > limit)
+    assert len(over) == 2
+    assert folder["problems"] == [{"uid": uid, "problem": "over the size limit"} for uid in over]
+    assert (folder["imported"], folder["verified"]) == (len(spam) - 2, False)
+    assert imported_rows(lone.accounts["alice"].home) == len(spam) - 2
