@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "imap_fetch": "bench.imap_fetch",
     "sanitize": "bench.sanitize",
     "login_flood": "bench.login_flood",
+    "migrate_imap": "bench.migrate_imap",
 }
 """Benchmark name -> module; every module has NAME and run(Settings) -> list[Result]."""
 

@@ -168,10 +168,12 @@ class Bubble:
         *,
         kdf_cost: str | None = "interactive",
         settings: dict[str, float | int] | None = None,
+        gateway: str | None = None,
     ) -> Account:
         """`account add` (Argon2id at `kdf_cost`: cheaper than the moderate default unless
-        None), and a gateway to serve it with `settings` in its TOML file."""
-        home = self.root / "gateways" / user
+        None), and a gateway to serve it with `settings` in its TOML file; with `gateway`,
+        into that user's gateway home (one gateway serving several accounts)."""
+        home = self.root / "gateways" / (gateway or user)
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
         os.chmod(pw_file, 0o600)

@@ -6,10 +6,13 @@
     sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
                           --password-file F --account ADDRESS --gateway GW
                           [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
+    sealgate migrate imap --accounts CSV [--parallel N] --host H ... --gateway GW
+                          (many accounts: gateway.migrate.batch)
 
 Each takes `--dry-run`, `--json` (the summary object on stdout instead of the
 table) and `--config FILE` (TOML: `gateway.migrate.settings.MigrateSettings`). The
-exit status is 0 when every folder verified, 3 when one did not, 1 on an error
+exit status is 0 when every folder verified, 3 when one did not (in batch mode: or an
+account failed; the others still ran), 1 on an error
 (one line on stderr). None asks for the account's password.
 """
 
@@ -47,24 +50,33 @@ def _settings(args: argparse.Namespace) -> MigrateSettings:
     return load_settings(MigrateSettings, values, source=str(args.config))
 
 
-def _open_target(args: argparse.Namespace) -> tuple[ImportStore, ImportTarget]:
-    if not (args.gateway / DATABASE_FILE).is_file():
-        raise MigrateError(f"{args.gateway} is not a gateway state directory (no {DATABASE_FILE})")
-    imports = ImportStore(open_engine(gateway_database_url(args.gateway)))
+def _open_imports(gateway: Path) -> ImportStore:
+    if not (gateway / DATABASE_FILE).is_file():
+        raise MigrateError(f"{gateway} is not a gateway state directory (no {DATABASE_FILE})")
+    return ImportStore(open_engine(gateway_database_url(gateway)))
+
+
+def _target(imports: ImportStore, account: str, gateway: Path, *, dry_run: bool) -> ImportTarget:
     try:
-        return imports, imports.target(args.account, create=not args.dry_run)
-    except (UnknownAccount, StoreError) as e:
-        if isinstance(e, UnknownAccount):
-            raise MigrateError(f"no account {args.account} on the gateway {args.gateway}") from None
+        return imports.target(account, create=not dry_run)
+    except UnknownAccount:
+        raise MigrateError(f"no account {account} on the gateway {gateway}") from None
+    except StoreError as e:
         raise MigrateError(str(e)) from None
+
+
+def _open_target(args: argparse.Namespace) -> tuple[ImportStore, ImportTarget]:
+    imports = _open_imports(args.gateway)
+    return imports, _target(imports, args.account, args.gateway, dry_run=args.dry_run)
 
 
 async def _migrate(
     args: argparse.Namespace, source: Source, settings: MigrateSettings,
-    select: list[str] | None = None,
+    select: list[str] | None = None, *, into: tuple[ImportStore, ImportTarget] | None = None,
+    label: str = "",
 ) -> MigrationReport:
-    imports, target = _open_target(args)
-    bar = sys.stderr.isatty()
+    imports, target = into if into is not None else _open_target(args)
+    bar = sys.stderr.isatty() and not label  # parallel accounts log lines, not bars
     try:
         folders: list[SourceFolder] = await source.folders()
         if select:
@@ -74,7 +86,7 @@ async def _migrate(
                 raise MigrateError("no source folder matches --folders")
         migration = Migration(
             imports, target, source, settings,
-            lambda name, total: folder_progress(name, total, bar=bar),
+            lambda name, total: folder_progress(label + name, total, bar=bar),
             dry_run=args.dry_run, delete_source=getattr(args, "delete_source", False),
         )
         return await migration.run(folders)
@@ -116,19 +128,66 @@ def cmd_migrate_maildir(args: argparse.Namespace) -> None:
     _run(args, source)
 
 
-def cmd_migrate_imap(args: argparse.Namespace) -> None:
+def _imap_source(args: argparse.Namespace, user: str, password_file: Path) -> Source:
     from gateway.migrate.imap import ImapSource
     from gateway.provision import read_password_file
 
-    settings = args.settings = _settings(args)
-    if args.insecure and args.ca_file:
-        raise MigrateError("--insecure and --ca-file exclude each other")
-    source = ImapSource(
-        host=args.host, port=args.port, security=args.security, user=args.user,
-        password=read_password_file(args.password_file), settings=settings,
+    return ImapSource(
+        host=args.host, port=args.port, security=args.security, user=user,
+        password=read_password_file(password_file), settings=args.settings,
         ca_file=args.ca_file, insecure=args.insecure,
     )
-    _run(args, source, args.folders)
+
+
+def cmd_migrate_imap(args: argparse.Namespace) -> None:
+    args.settings = _settings(args)
+    if args.insecure and args.ca_file:
+        raise MigrateError("--insecure and --ca-file exclude each other")
+    if args.accounts is not None:
+        alone = [flag for flag, value in (("--user", args.user), ("--account", args.account),
+                 ("--password-file", args.password_file)) if value is not None]
+        if alone:
+            raise MigrateError(f"--accounts takes the accounts from the CSV file: "
+                               f"drop {', '.join(alone)}")
+        _run_batch(args)
+        return
+    absent = [flag for flag, value in (("--user", args.user), ("--account", args.account),
+              ("--password-file", args.password_file)) if value is None]
+    if absent:
+        raise MigrateError(f"give {', '.join(absent)} (or --accounts CSV for many accounts)")
+    if args.parallel is not None:
+        raise MigrateError("--parallel goes with --accounts")
+    _run(args, _imap_source(args, args.user, args.password_file), args.folders)
+
+
+def _run_batch(args: argparse.Namespace) -> None:
+    from gateway.migrate.batch import BatchAccount, format_batch, read_accounts, run_batch
+
+    settings: MigrateSettings = args.settings
+    parallel = args.parallel if args.parallel is not None else settings.parallel_accounts
+    if parallel < 1:
+        raise MigrateError("--parallel must be at least 1")
+    accounts = read_accounts(args.accounts)
+    imports = _open_imports(args.gateway)
+
+    async def migrate(entry: BatchAccount) -> MigrationReport:
+        target = await asyncio.to_thread(_target, imports, entry.account, args.gateway,
+                                         dry_run=args.dry_run)
+        source = _imap_source(args, entry.user, entry.password_file)
+        return await _migrate(args, source, settings, args.folders, into=(imports, target),
+                              label=f"row {entry.row}: ")
+
+    try:
+        report = asyncio.run(run_batch(accounts, migrate, parallel=parallel,
+                                       dry_run=args.dry_run))
+    except KeyboardInterrupt:
+        raise MigrateError("interrupted: what was stored is kept; run again to resume") from None
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_batch(report))
+    if not report.ok:
+        raise SystemExit(MISMATCH_EXIT)
 
 
 def cmd_migrate_forget(args: argparse.Namespace) -> None:
@@ -141,8 +200,8 @@ def cmd_migrate_forget(args: argparse.Namespace) -> None:
     print(f"migration records of {args.account} removed; a new migration starts afresh")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--account", required=True, metavar="ADDRESS",
+def _common(p: argparse.ArgumentParser, *, account: bool = True) -> None:
+    p.add_argument("--account", required=account, metavar="ADDRESS",
                    help="the bubble account the mail is for (its password is not needed)")
     p.add_argument("--gateway", type=Path, required=True, metavar="GW",
                    help="the account's gateway state directory (it may be serving)")
@@ -176,9 +235,15 @@ def add_migrate_commands(sub: Any) -> None:
         security.add_argument(f"--{flag}", dest="security", action="store_const", const=flag,
                               help=what)
     p.set_defaults(security="starttls")
-    p.add_argument("--user", required=True, help="the user name on the legacy server")
-    p.add_argument("--password-file", type=Path, required=True, metavar="F",
+    p.add_argument("--user", help="the user name on the legacy server")
+    p.add_argument("--password-file", type=Path, metavar="F",
                    help="file whose first line is the legacy server's password")
+    p.add_argument("--accounts", type=Path, metavar="CSV",
+                   help="migrate many accounts: a CSV file with the header row "
+                   "user,password_file,account (instead of --user, --password-file, --account)")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="with --accounts: migrate N accounts at once (default: the setting "
+                   "parallel_accounts, 4)")
     p.add_argument("--folders", nargs="+", metavar="GLOB",
                    help="only the folders whose name (with '/' between levels) matches")
     p.add_argument("--delete-source", action="store_true",
@@ -187,7 +252,7 @@ def add_migrate_commands(sub: Any) -> None:
                    help="trust the server's certificate when signed by a CA in FILE")
     p.add_argument("--insecure", action="store_true",
                    help="do not check the server's certificate (only on a network you trust)")
-    _common(p)
+    _common(p, account=False)
     p.set_defaults(func=cmd_migrate_imap)
 
     p = migrate.add_parser(

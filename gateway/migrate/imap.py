@@ -50,6 +50,7 @@ _META = {
     "size": re.compile(rb"RFC822\.SIZE (\d+)"),
 }
 _LITERAL = re.compile(rb"\{(\d+)\}$")
+_FETCH_START = re.compile(rb"\d+ FETCH \(")
 _T = TypeVar("_T")
 _IN_ONE_COMMAND = 500  # UIDs per STORE/EXPUNGE
 
@@ -342,53 +343,36 @@ class ImapSource:
             yield await self._retrying(folder, step)
 
     async def _fetch(self, uids: list[int]) -> list[SourceMessage]:
-        response = await self._call(
-            self._client.uid("fetch", uid_set(uids), "(UID FLAGS INTERNALDATE RFC822.SIZE)")
-        )
+        """One UID FETCH for the batch: metadata and body together (aioimaplib's work on
+        an answer grows with its lines squared: one answer costs less than two). The
+        body is fetched up to one octet over `max_message_bytes`, so a message over
+        the limit is never read in full."""
+        limit = self._settings.max_message_bytes
+        items = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{limit + 1}>)"
+        response = await self._call(self._client.uid("fetch", uid_set(uids), items))
         if response.result != "OK":
             raise _Dropped("FETCH refused")
-        meta: dict[int, tuple[tuple[str, ...], datetime, int]] = {}
-        for line in response.lines:
-            text = _text(line)
-            found = {key: pattern.search(text) for key, pattern in _META.items()}
-            m_uid, m_flags, m_date, m_size = (found[k] for k in ("uid", "flags", "date", "size"))
-            if m_uid and m_flags is not None and m_date and m_size:
-                names = tuple(sorted(
-                    f for f in m_flags.group(1).decode("utf-8", "replace").split()
-                    if f.lower() != "\\recent"
-                ))
-                meta[int(m_uid.group(1))] = (names, _internal_date(m_date.group(1)),
-                                             int(m_size.group(1)))
-        wanted = [u for u in uids if u in meta and meta[u][2] <= self._settings.max_message_bytes]
-        bodies = await self._bodies(wanted) if wanted else {}
-        result = []
-        for uid in uids:
-            if uid not in meta:
-                continue  # expunged meanwhile: no longer in the folder
-            flags_, date_, size_ = meta[uid]
-            if size_ > self._settings.max_message_bytes:
-                result.append(SourceMessage(uid, None, flags_, date_, size_, OVERSIZE))
-            elif uid not in bodies:
-                result.append(SourceMessage(uid, None, flags_, date_, size_,
-                                            "the server did not return it"))
+        found: dict[int, SourceMessage] = {}
+        for text, body in _fetch_records(response.lines):
+            matches = {key: pattern.search(text) for key, pattern in _META.items()}
+            m_uid, m_flags, m_date, m_size = (matches[k] for k in ("uid", "flags", "date", "size"))
+            if not (m_uid and m_flags is not None and m_date and m_size):
+                continue
+            flags = tuple(sorted(
+                f for f in m_flags.group(1).decode("utf-8", "replace").split()
+                if f.lower() != "\\recent"
+            ))
+            uid, date, size = int(m_uid.group(1)), _internal_date(m_date.group(1)), \
+                int(m_size.group(1))
+            if size > limit:
+                found[uid] = SourceMessage(uid, None, flags, date, size, OVERSIZE)
+            elif body is None:
+                found[uid] = SourceMessage(uid, None, flags, date, size,
+                                           "the server did not return it")
             else:
-                result.append(SourceMessage(uid, bodies[uid], flags_, date_, len(bodies[uid])))
-        return result
-
-    async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
-        response = await self._call(self._client.uid("fetch", uid_set(uids), "(UID BODY.PEEK[])"))
-        if response.result != "OK":
-            raise _Dropped("FETCH refused")
-        bodies: dict[int, bytes] = {}
-        lines = response.lines
-        for index, line in enumerate(lines):
-            text = _text(line) if isinstance(line, bytes) else b""
-            uid = _META["uid"].search(text)
-            if uid and _LITERAL.search(text) and index + 1 < len(lines):
-                body = lines[index + 1]
-                if isinstance(body, bytearray):
-                    bodies[int(uid.group(1))] = bytes(body)
-        return bodies
+                found[uid] = SourceMessage(uid, body, flags, date, len(body))
+        # A UID not answered was expunged meanwhile: no longer in the folder.
+        return [found[uid] for uid in uids if uid in found]
 
     async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> None:
         async def remove() -> None:
@@ -404,6 +388,22 @@ class ImapSource:
                     raise SourceError(f"{folder.display}: the server refused STORE or EXPUNGE")
 
         await self._retrying(folder, remove)
+
+
+def _fetch_records(lines: Sequence[object]) -> list[tuple[bytes, bytes | None]]:
+    """A FETCH answer as (the text of one message's items, its body literal or None).
+    A record starts at a `N FETCH (` line; items may follow the literal on later lines."""
+    records: list[tuple[bytearray, list[bytes]]] = []
+    for line in lines:
+        if isinstance(line, bytearray):
+            if records:
+                records[-1][1].append(bytes(line))
+        elif isinstance(line, bytes):
+            if _FETCH_START.match(line):
+                records.append((bytearray(line), []))
+            elif records:
+                records[-1][0].extend(b" " + line)
+    return [(bytes(text), bodies[0] if bodies else None) for text, bodies in records]
 
 
 def _reason(error: BaseException) -> str:

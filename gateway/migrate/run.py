@@ -10,8 +10,8 @@ Per source folder:
 2. Import, in batches: each message is put in CRLF form, digested under the
    account's migration key, and unless its digest is in the target folder already,
    sealed to the account's public key; the batch and the checkpoint commit
-   together (`ImportStore.add`). Reading the next batch from the source overlaps
-   sealing and storing the last one in a worker thread.
+   together (`ImportStore.add`). Reading from the source, sealing and committing
+   overlap: while batch N commits, N+1 is sealed and N+2 read.
 3. Verify: the digest of every message of the source folder (those skipped by the
    checkpoint are read again) must be among the target folder's imports; a message
    that could not be read or was over the size limit fails the folder too (it is
@@ -89,6 +89,15 @@ class MigrationReport:
 ProgressFactory = Callable[[str, int], FolderProgress]
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """Sealed imports to commit together, and the checkpoint's UID after them (None:
+    the checkpoint stays)."""
+
+    imports: list[NewImport]
+    last_uid: int | None
+
+
 class Migration:
     def __init__(
         self,
@@ -128,20 +137,40 @@ class Migration:
             self._imports.digests, self._target.account_id, folder.target.name
         )
         read: dict[int, bytes] = {}  # uid -> digest of every message read
+        queued: set[bytes] = set()  # digests sealed by this run, stored or about to be
         progress = self._progress(folder.display, max(0, folder.count - after))
+        # Three stages overlap: the source reads batch N+2 while a worker thread seals
+        # N+1 and another commits N (libsodium and SQLite let go of the GIL). Commits
+        # stay in order, so a checkpoint never passes a batch not stored.
+        sealing: asyncio.Future[list[_Chunk]] | None = None
+        storing: asyncio.Future[None] | None = None
         try:
-            task: asyncio.Future[None] | None = None
             async with contextlib.aclosing(self._source.read(folder, after)) as batches:
                 async for batch in batches:
-                    if task is not None:
-                        await task  # the next batch was read while this one was stored
-                    task = asyncio.ensure_future(asyncio.to_thread(
-                        self._import_batch, folder, batch, present, read, report
-                    ))
+                    if sealing is not None:
+                        chunks = await sealing
+                        if storing is not None:
+                            await storing
+                        storing = asyncio.ensure_future(
+                            asyncio.to_thread(self._store_chunks, folder, chunks, report))
+                    sealing = asyncio.get_running_loop().create_future()
+                    sealing.set_result(
+                        self._seal_batch(folder, batch, present, queued, read, report))
                     progress.advance(len(batch), sum(message.size for message in batch))
                     await self._pace(len(batch))
-            if task is not None:
-                await task
+            if sealing is not None:
+                chunks = await sealing
+                if storing is not None:
+                    await storing
+                await asyncio.to_thread(self._store_chunks, folder, chunks, report)
+        except BaseException:
+            # What was read before the failure is still stored (the next run resumes
+            # after it); the failure itself is what the caller sees.
+            for stage in (sealing, storing):
+                if stage is not None:
+                    with contextlib.suppress(Exception):
+                        await stage
+            raise
         finally:
             progress.close()
         if after:
@@ -181,15 +210,19 @@ class Migration:
         report.resumed_after = checkpoint.last_uid
         return checkpoint.last_uid
 
-    def _import_batch(
+    def _seal_batch(
         self,
         folder: SourceFolder,
         batch: list[SourceMessage],
         present: set[bytes],
+        queued: set[bytes],
         read: dict[int, bytes],
         report: FolderReport,
-    ) -> None:
-        """Digest, seal and store one batch (in a worker thread; batches never overlap)."""
+    ) -> list[_Chunk]:
+        """Digest and seal one batch (in a worker thread; batches never overlap here):
+        the commits to make, each at most `batch_messages` / `batch_bytes`, the last one
+        moving the checkpoint to the batch's last UID."""
+        chunks: list[_Chunk] = []
         new: list[NewImport] = []
         octets = 0
         for message in batch:
@@ -200,12 +233,13 @@ class Migration:
             text = crlf(message.raw)
             mark = digest(self._target.digest_key, text)
             read[message.uid] = mark
+            if mark in queued:
+                report.duplicates += 1
+                continue
             if mark in present:
                 report.present += 1
                 continue
-            if any(item.digest == mark for item in new):
-                report.duplicates += 1
-                continue
+            queued.add(mark)
             sealed = seal_import(
                 self._target.encryption_key, text, folder=folder.target.name,
                 flags=message.flags, internal_date=message.internal_date, message_digest=mark,
@@ -214,18 +248,23 @@ class Migration:
                                  message.flags, message.internal_date, len(text), sealed))
             octets += len(text)
             if len(new) >= self._settings.batch_messages or octets >= self._settings.batch_bytes:
-                self._store(folder, new, present, report, None)
+                chunks.append(_Chunk(new, None))
                 new, octets = [], 0
-        last = batch[-1].uid if batch else 0
-        self._store(folder, new, present, report, last)
+        chunks.append(_Chunk(new, batch[-1].uid if batch else 0))
+        return chunks
+
+    def _store_chunks(self, folder: SourceFolder, chunks: list[_Chunk],
+                      report: FolderReport) -> None:
+        """Commit a sealed batch (in a worker thread, one batch after the other)."""
+        for chunk in chunks:
+            self._store(folder, chunk.imports, report, chunk.last_uid)
 
     def _store(
-        self, folder: SourceFolder, new: list[NewImport], present: set[bytes],
-        report: FolderReport, last_uid: int | None,
+        self, folder: SourceFolder, new: list[NewImport], report: FolderReport,
+        last_uid: int | None,
     ) -> None:
         if self._dry_run:
             report.imported += len(new)
-            present.update(item.digest for item in new)
             return
         checkpoint = None
         if last_uid is not None and self._source.kind == "imap":
@@ -234,7 +273,6 @@ class Migration:
         if not new and checkpoint is None:
             return
         report.imported += self._imports.add(self._target.account_id, new, checkpoint)
-        present.update(item.digest for item in new)
 
     async def _digest_done_part(
         self, folder: SourceFolder, after: int, read: dict[int, bytes], report: FolderReport

@@ -16,9 +16,10 @@ class MigrateSettings:
     imap_retries: int = 3  # reconnections after a dropped connection, per folder
     imap_retry_delay: float = 1.0  # seconds before the first reconnection; doubles
     max_messages_per_second: float = 0.0  # spare a busy legacy server (0: as fast as it goes)
+    parallel_accounts: int = 4  # batch mode (--accounts): accounts migrated at once
 
     def __post_init__(self) -> None:
-        for name in ("max_message_bytes", "batch_messages", "batch_bytes"):
+        for name in ("max_message_bytes", "batch_messages", "batch_bytes", "parallel_accounts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
         if self.imap_timeout <= 0:

@@ -252,3 +252,90 @@ def test_credentials_and_tls_problems_are_one_line_errors(
         assert code == 0, err
         assert [f["imported"] for f in json.loads(out)["folders"]] == [15]
     assert imported_rows(lone.accounts["alice"].home) == 0  # dry runs wrote nothing
+
+
+def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
+    seeded: LegacyServer, tmp_path: Path
+) -> None:
+    """Three accounts on one gateway from one CSV file: carol's legacy password is
+    wrong, so hers fails with its own line while alice's and bob's migrate and verify."""
+    bubble = Bubble(tmp_path / "bubble")
+    try:
+        bubble.init()
+        for user in ("alice", "bob", "carol"):
+            bubble.add_account(user, f"{user}-{secrets.token_hex(4)}", gateway="alice")
+        bubble.start_gateway("alice")
+        home = bubble.accounts["alice"].home
+        users = {}
+        for user in ("alice", "bob", "carol"):
+            users[user] = f"user{next(_clones)}"
+            seeded.dovecot.clone_user(TEMPLATE, users[user])
+        secrets_dir = tmp_path / "secrets"
+        secrets_dir.mkdir()
+        (secrets_dir / "good.password").write_text(PASSWORD + "\n")
+        (secrets_dir / "carol.password").write_text("not-the-password-9\n")
+        csv_file = tmp_path / "accounts.csv"
+        csv_file.write_text(
+            "user,password_file,account\n"
+            f"{users['alice']},secrets/good.password,{bubble.accounts['alice'].address}\n"
+            f"{users['carol']},secrets/carol.password,{bubble.accounts['carol'].address}\n"
+            f"{users['bob']},{secrets_dir / 'good.password'},{bubble.accounts['bob'].address}\n"
+        )
+        result = sealgate(
+            "migrate", "imap", "--accounts", csv_file, "--parallel", "2",
+            "--host", "127.0.0.1", "--port", seeded.dovecot.port, "--plain",
+            "--gateway", home, "--json", check=False,
+        )
+        assert result.returncode == 3, result.stderr
+        report = json.loads(result.stdout)
+        assert report["ok"] is False
+        by_account = {a["account"].split("@")[0]: a for a in report["accounts"]}
+        assert [a["row"] for a in report["accounts"]] == [2, 3, 4]
+        for user in ("alice", "bob"):
+            assert by_account[user]["ok"] is True, by_account[user]
+            assert by_account[user]["error"] is None
+            assert sum(f["imported"] for f in by_account[user]["folders"]) == 195
+            assert all(f["verified"] for f in by_account[user]["folders"])
+        carol = by_account["carol"]
+        assert carol["ok"] is False and carol["folders"] == []
+        assert "refused the login of" in carol["error"]
+        assert imported_rows(home) == 2 * 195
+
+        table = sealgate(
+            "migrate", "imap", "--accounts", csv_file, "--host", "127.0.0.1",
+            "--port", seeded.dovecot.port, "--plain", "--gateway", home, check=False,
+        )
+        assert table.returncode == 3
+        lines = table.stdout.splitlines()
+        carol_row = next(line for line in lines if line.startswith("3 "))
+        assert carol_row.split()[1:] == [bubble.accounts["carol"].address, "0", "0", "0", "0",
+                                         "0", "FAILED"]
+        assert any("refused the login of" in line for line in lines)
+        assert lines[-1].startswith("1 of 3 account(s) FAILED")
+        assert imported_rows(home) == 2 * 195  # the second run found everything in place
+
+        alice = bubble.accounts["alice"]
+        imap_login(alice).logout()  # unlocked: the gateway files alice's imports
+        assert_migrated(wait_for_view(bubble, 195), expected(seeded))
+        assert files_containing(bubble.state_dirs, [seeded.canary.encode()]) == []
+    finally:
+        bubble.kill_all()
+
+
+def test_imap_messages_over_the_size_limit_are_listed_and_fail_the_folder(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spam = legacy.mails["Spam"]
+    sizes = sorted(len(mail.message) for mail in spam)
+    limit = sizes[-3]  # the two largest are over it
+    config = tmp_path / "limit.toml"
+    config.write_text(f"max_message_bytes = {limit}\n")
+    with pytest.raises(SystemExit) as exit_status:
+        cli_main(migrate_args(lone, legacy, "--folders", "Spam", "--config", config))
+    assert exit_status.value.code == 3
+    (folder,) = json.loads(capsys.readouterr().out)["folders"]
+    over = sorted(n + 1 for n, mail in enumerate(spam) if len(mail.message) > limit)
+    assert len(over) == 2
+    assert folder["problems"] == [{"uid": uid, "problem": "over the size limit"} for uid in over]
+    assert (folder["imported"], folder["verified"]) == (len(spam) - 2, False)
+    assert imported_rows(lone.accounts["alice"].home) == len(spam) - 2

@@ -73,7 +73,8 @@ def test_maildir_flags_keywords_and_unreadable_sizes(tmp_path: Path):
 
 @pytest.mark.parametrize("values", [
     {"max_message_bytes": 0}, {"batch_messages": -1}, {"imap_timeout": 0},
-    {"imap_retries": -1}, {"max_messages_per_second": -2}, {"no_such": 1},
+    {"imap_retries": -1}, {"max_messages_per_second": -2}, {"parallel_accounts": 0},
+    {"no_such": 1},
 ])
 def test_bad_migrate_settings_are_refused(values):
     with pytest.raises(SettingsError):
