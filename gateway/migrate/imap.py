@@ -160,6 +160,7 @@ class ImapSource:
             raise
         if response.result != "OK":
             self._abort()
+            await asyncio.sleep(0)  # the aborted transport closes its socket
             said = b" ".join(_text(line) for line in response.lines).decode("utf-8", "replace")
             raise SourceError(f"the server {where} refused the login of {self._user}: {said}")
 
@@ -220,9 +221,13 @@ class ImapSource:
                 await asyncio.wait_for(client.logout(), 5)
         except (aioimaplib.AioImapException, OSError, TimeoutError):
             pass
+        # Abort, not close: LOGOUT said goodbye already, and a TLS close waits for the
+        # peer's close_notify, which may come after the event loop is gone (leaving the
+        # socket beneath open). One loop turn lets the transport close its socket.
         transport = getattr(client.protocol, "transport", None)
         if transport is not None:
-            transport.close()
+            transport.abort()
+            await asyncio.sleep(0)
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
         """The command's result, or `_Dropped` when the connection goes or it takes
