@@ -2,7 +2,7 @@
 
     sealgate bubble init   --home ADMIN --domain DOMAIN
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
-                           [--quota SIZE] [--retention DURATION]
+                           [--quota SIZE] [--retention DURATION] [--db postgresql://...]
     sealgate relay status  --url URL [--json]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
                            --password-file FILE [--kdf-cost moderate|interactive|minimum]
@@ -97,7 +97,7 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
         RelayConfig,
         _file_values(args.config),
         {"home": args.home, "host": host, "port": port, "quota": args.quota,
-         "retention": args.retention},
+         "retention": args.retention, "db": args.db},
         source=str(args.config),
     )
     roots = tuple(load_root_public(Path(p)) for p in args.trust_root)
@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="envelope bytes kept at most, e.g. 20GiB (then the oldest are purged)")
     p.add_argument("--retention", metavar="DURATION",
                    help="how long envelopes and tombstones are kept, e.g. 30d (default)")
+    p.add_argument("--db", metavar="URL",
+                   help="postgresql://USER@HOST/DB: keep everything in PostgreSQL, shared "
+                   "by every relay process given it (default: SQLite + files in --home)")
     p.add_argument("--config", type=Path, help="TOML file with relay settings")
     p.set_defaults(func=cmd_relay_serve)
     p = relay.add_parser("status", help="a relay's storage, traffic and purge figures")

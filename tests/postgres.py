@@ -1,11 +1,13 @@
 """A fresh PostgreSQL schema per test, on the server at 127.0.0.1:5432 (trust auth).
 
 Tests that run a store on PostgreSQL get a URL whose search_path is a new schema,
-dropped afterwards; without a server they are skipped, saying so.
+dropped afterwards; without a server they are skipped, saying so, except in CI
+(CI=true), where .ci/run starts the server: there a missing server fails the test.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ def fresh_schema(prefix: str) -> Iterator[str]:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     except OperationalError:
         admin.dispose()
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     try:
         yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"

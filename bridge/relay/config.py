@@ -6,8 +6,9 @@ This module reads that one file and nothing else; it never writes.
 
 from __future__ import annotations
 
+import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.envelope import MAX_ENVELOPE_LEN, OUTER_HEADER_LEN
@@ -17,13 +18,14 @@ MIB = 1024 * 1024
 DEFAULT_MAX_ENVELOPE_BYTES = MAX_ENVELOPE_LEN  # the largest envelope the format allows
 ROOT_KEY_LEN = 32
 DAY = 86400
+_POSTGRES_URL = re.compile(r"postgres(ql)?(\+psycopg)?://\S*")
 
 
 @dataclass(frozen=True)
 class RelayConfig:
     """Everything a relay process needs; built once (by the CLI or a test) and passed down."""
 
-    home: Path  # relay.db and envelopes/ live here
+    home: Path  # relay.db and envelopes/ live here (unless `db` is set)
     host: str = "127.0.0.1"
     port: int = 0  # 0: let the OS choose (RelayServer.port tells which)
     trusted_roots: tuple[bytes, ...] = ()  # Ed25519 root public keys, 32 bytes each
@@ -42,6 +44,9 @@ class RelayConfig:
     quota: Size | None = None
     retention: Duration = 30 * DAY
     sweep_interval: Duration = 600
+    # postgresql://user@host/dbname: all state (rows and envelope bytes) in PostgreSQL,
+    # shared by every relay process given the same URL; None: SQLite + files in home.
+    db: str | None = field(default=None, repr=False)  # may carry a password
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
@@ -66,6 +71,10 @@ class RelayConfig:
             _check_int("quota", self.quota, OUTER_HEADER_LEN, 2**62)
         _check_int("retention", self.retention, 3600, 100 * 365 * DAY)
         _check_int("sweep_interval", self.sweep_interval, 1, DAY)
+        if self.db is not None and not (
+            isinstance(self.db, str) and _POSTGRES_URL.fullmatch(self.db)
+        ):
+            raise ValueError("db must be a postgresql:// URL")
 
 
 def load_root_public(path: Path) -> bytes:

@@ -47,7 +47,7 @@ from bridge.relay.auth import (
 from bridge.relay.config import RelayConfig
 from bridge.relay.metrics import RelayMetrics
 from bridge.relay.operator import OperatorPages
-from bridge.relay.storage import EnvelopeStorage, PutOutcome, SqliteFileStorage, coarse_hour
+from bridge.relay.storage import EnvelopeStorage, PutOutcome, coarse_hour, open_storage
 from bridge.revocation import GatewayRevocation
 
 logger = logging.getLogger("sealgate.relay")
@@ -78,9 +78,6 @@ class RelayHandler:
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage) -> None:
         self.config = config
         self.storage = storage
-        # Revoked gateway keys: read from storage once, then kept up to date by this
-        # process (one relay process owns a home).
-        self._revoked: frozenset[bytes] | None = None
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -202,9 +199,7 @@ class RelayHandler:
             revocation.verify(self.config.trusted_roots)
         except DirectoryError as exc:
             raise RequestError(403, str(exc)) from None
-        await self._revoked_gateways()
         await asyncio.to_thread(self.storage.put_gateway_revocation, revocation)
-        self._revoked = (self._revoked or frozenset()) | {gateway_key}
         return web.Response(status=204)
 
     async def handle_gateway_revocations(self, request: web.Request) -> web.Response:
@@ -212,10 +207,10 @@ class RelayHandler:
         return web.json_response({"revocations": [r.to_json() for r in revocations]})
 
     async def _revoked_gateways(self) -> frozenset[bytes]:
-        if self._revoked is None:
-            stored = await asyncio.to_thread(self.storage.gateway_revocations)
-            self._revoked = frozenset(r.gateway_key for r in stored)
-        return self._revoked
+        # Read from storage each time: a revocation stored through another relay
+        # process on the same database counts at once.
+        stored = await asyncio.to_thread(self.storage.gateway_revocations)
+        return frozenset(r.gateway_key for r in stored)
 
     async def handle_lookup(self, request: web.Request) -> web.Response:
         lookup_id = _path_id(request, "lookup_id", LOOKUP_ID_LEN)
@@ -287,8 +282,9 @@ async def _sweeping(handler: RelayHandler, app: web.Application) -> AsyncIterato
 class RelayServer:
     """A relay listening on `config.host:config.port` (port 0: the OS picks; see `.port`).
 
-    Without a `storage`, it opens `SqliteFileStorage(config.home)` with the config's
-    quota and retention on start and closes it on stop. While it runs, expired
+    Without a `storage`, it opens the storage the config names (`open_storage`: SQLite
+    plus files in `config.home`, or PostgreSQL at `config.db`) with the config's quota
+    and retention on start and closes it on stop. While it runs, expired
     envelopes are swept every `config.sweep_interval` seconds.
     """
 
@@ -308,8 +304,7 @@ class RelayServer:
             raise RuntimeError("relay server already started")
         if self._storage is None:
             self._storage = await asyncio.to_thread(
-                SqliteFileStorage, self.config.home, quota=self.config.quota,
-                retention=self.config.retention, on_purge=self.metrics.count_purge,
+                open_storage, self.config, self.metrics.count_purge
             )
         runner = web.AppRunner(
             build_app(self.config, self._storage, self.metrics),

@@ -1,5 +1,6 @@
-"""SqliteFileStorage under a quota and a retention period: purges, tombstones, status,
-what its files and rows say about time and order, and a disk that fills first."""
+"""Relay storage under a quota and a retention period, on both backends: purges,
+tombstones, status, concurrent deposits; what SqliteFileStorage's files and rows say
+about time and order, and a disk that fills first."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bridge.relay.storage import (
     StatusAnswer,
     StorageFull,
 )
+from bridge.relay.storage.postgres import PostgresStorage
 from bridge.settings import (
     BYTE_UNITS,
     SECOND_UNITS,
@@ -28,6 +30,7 @@ from bridge.settings import (
     load_settings,
     parse_quantity,
 )
+from tests.relay_backends import Backend
 from tests.tmpfs import small_tmpfs
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % HOUR
@@ -46,9 +49,19 @@ def eid(n: int) -> bytes:
     return n.to_bytes(16, "big")
 
 
+Storage = SqliteFileStorage | PostgresStorage
+
+
 @pytest.fixture
-def three(tmp_path: Path) -> Iterator[SqliteFileStorage]:
+def three(relay_backend: Backend) -> Iterator[Storage]:
     """A storage whose quota holds three test envelopes."""
+    store = relay_backend.open(quota=3 * ENVELOPE_BYTES, retention=24 * HOUR)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_three(tmp_path: Path) -> Iterator[SqliteFileStorage]:
     store = SqliteFileStorage(tmp_path, quota=3 * ENVELOPE_BYTES, retention=24 * HOUR)
     yield store
     store.close()
@@ -59,7 +72,7 @@ def stored_files(home: Path) -> list[Path]:
 
 
 def test_a_deposit_over_the_quota_purges_the_oldest_first(
-    tmp_path: Path, three: SqliteFileStorage
+    relay_backend: Backend, three: Storage
 ) -> None:
     # Deposit order differs from id order, so the purge cannot be following ids.
     ids = [eid(n) for n in (9, 3, 7, 1, 5)]
@@ -69,7 +82,7 @@ def test_a_deposit_over_the_quota_purges_the_oldest_first(
         )
         assert three.stored_bytes <= 3 * ENVELOPE_BYTES
     assert [item.envelope_id for item in three.list(MAILBOX, 10)] == ids[2:]
-    assert sum(p.stat().st_size for p in stored_files(tmp_path)) == 3 * ENVELOPE_BYTES
+    assert relay_backend.stored_total() == 3 * ENVELOPE_BYTES
     for envelope_id in ids[:2]:
         answer = three.status(envelope_id, GATEWAY)
         assert answer.status is EnvelopeStatus.PURGED and answer.hour is not None
@@ -78,7 +91,7 @@ def test_a_deposit_over_the_quota_purges_the_oldest_first(
     assert three.status(ids[2], GATEWAY) == StatusAnswer(EnvelopeStatus.PENDING)
 
 
-def test_an_older_hour_goes_first_whatever_the_deposit_order(three: SqliteFileStorage) -> None:
+def test_an_older_hour_goes_first_whatever_the_deposit_order(three: Storage) -> None:
     three.put(MAILBOX, eid(1), envelope(eid(1)), HOUR_START, GATEWAY)
     three.put(MAILBOX, eid(2), envelope(eid(2)), HOUR_START - HOUR, GATEWAY)
     three.put(MAILBOX, eid(3), envelope(eid(3)), HOUR_START, GATEWAY)
@@ -88,7 +101,7 @@ def test_an_older_hour_goes_first_whatever_the_deposit_order(three: SqliteFileSt
 
 
 def test_an_envelope_larger_than_the_quota_is_refused_and_nothing_purged(
-    three: SqliteFileStorage,
+    three: Storage,
 ) -> None:
     three.put(MAILBOX, eid(1), envelope(eid(1)), HOUR_START, GATEWAY)
     with pytest.raises(StorageFull) as refused:
@@ -100,7 +113,7 @@ def test_an_envelope_larger_than_the_quota_is_refused_and_nothing_purged(
     assert three.status(eid(2), GATEWAY).status is EnvelopeStatus.UNKNOWN
 
 
-def test_status_answers_only_the_depositing_gateway(three: SqliteFileStorage) -> None:
+def test_status_answers_only_the_depositing_gateway(three: Storage) -> None:
     three.put(MAILBOX, eid(1), envelope(eid(1)), HOUR_START, GATEWAY)
     three.put(MAILBOX, eid(2), envelope(eid(2)), HOUR_START, GATEWAY)
     assert three.delete(MAILBOX, eid(2))
@@ -113,7 +126,7 @@ def test_status_answers_only_the_depositing_gateway(three: SqliteFileStorage) ->
 
 
 def test_the_sweep_expires_old_envelopes_and_forgets_old_tombstones(
-    three: SqliteFileStorage,
+    three: Storage,
 ) -> None:
     three.put(MAILBOX, eid(1), envelope(eid(1)), HOUR_START, GATEWAY)
     three.put(MAILBOX, eid(2), envelope(eid(2)), HOUR_START + 2 * HOUR, GATEWAY)
@@ -133,9 +146,9 @@ def test_the_sweep_expires_old_envelopes_and_forgets_old_tombstones(
     assert three.status(eid(1), GATEWAY) == StatusAnswer(EnvelopeStatus.UNKNOWN)
 
 
-def test_concurrent_deposits_never_exceed_the_quota(tmp_path: Path) -> None:
+def test_concurrent_deposits_never_exceed_the_quota(relay_backend: Backend) -> None:
     quota = 10 * ENVELOPE_BYTES
-    store = SqliteFileStorage(tmp_path, quota=quota)
+    store = relay_backend.open(quota=quota)
     try:
         blobs = {eid(n): envelope(eid(n), MAILBOX if n % 2 else b"\x22" * 32) for n in range(200)}
         peak = 0
@@ -150,20 +163,24 @@ def test_concurrent_deposits_never_exceed_the_quota(tmp_path: Path) -> None:
             outcomes = list(pool.map(deposit, blobs.items()))
         assert outcomes == [PutOutcome.CREATED] * 200
         assert peak <= quota
-        files = stored_files(tmp_path)
-        assert len(files) == 10 and sum(p.stat().st_size for p in files) == quota
-        statuses = [store.status(envelope_id, GATEWAY).status for envelope_id in blobs]
-        assert statuses.count(EnvelopeStatus.PENDING) == 10
-        assert statuses.count(EnvelopeStatus.PURGED) == 190
-        for path in files:
-            assert path.read_bytes() == blobs[bytes.fromhex(path.name)]
+        assert relay_backend.stored_total() == quota == store.stored_bytes
+        statuses = {envelope_id: store.status(envelope_id, GATEWAY).status
+                    for envelope_id in blobs}
+        assert list(statuses.values()).count(EnvelopeStatus.PURGED) == 190
+        pending = [i for i, status in statuses.items() if status is EnvelopeStatus.PENDING]
+        assert len(pending) == 10
+        for envelope_id in pending:  # whole, and the bytes deposited under that id
+            assert relay_backend.at_rest(blobs[envelope_id][20:52], envelope_id) == (
+                blobs[envelope_id]
+            )
     finally:
         store.close()
 
 
 def test_files_and_rows_keep_hours_and_no_deposit_order(
-    tmp_path: Path, three: SqliteFileStorage
+    tmp_path: Path, sqlite_three: SqliteFileStorage
 ) -> None:
+    three = sqlite_three
     for n in range(3):
         three.put(MAILBOX, eid(n), envelope(eid(n)), HOUR_START, GATEWAY)
     three.delete(MAILBOX, eid(0))

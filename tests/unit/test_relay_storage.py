@@ -1,4 +1,5 @@
-"""SqliteFileStorage on a real temporary directory: durability order, races, crash debris."""
+"""Relay storage on both backends (SQLite + files, PostgreSQL): rows, bytes, races; and
+SqliteFileStorage on a real temporary directory: file modes, durability, crash debris."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from bridge.relay.storage import (
     StoredEnvelope,
     coarse_hour,
 )
+from bridge.relay.storage.postgres import PostgresStorage
 from bridge.revocation import GatewayRevocation
+from tests.relay_backends import Backend
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
 GATEWAY = b"\x42" * 32  # the depositing gateway key
@@ -37,13 +40,20 @@ def envelope_file(home: Path, mailbox_id: bytes, envelope_id: bytes) -> Path:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Iterator[SqliteFileStorage]:
+def storage(relay_backend: Backend) -> Iterator[SqliteFileStorage | PostgresStorage]:
+    store = relay_backend.open()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_storage(tmp_path: Path) -> Iterator[SqliteFileStorage]:
     store = SqliteFileStorage(tmp_path)
     yield store
     store.close()
 
 
-def test_is_an_envelope_storage(storage: SqliteFileStorage) -> None:
+def test_is_an_envelope_storage(storage: SqliteFileStorage | PostgresStorage) -> None:
     backend: EnvelopeStorage = storage
     assert backend.list(b"\0" * 32, 10) == []
 
@@ -53,7 +63,9 @@ def test_coarse_hour() -> None:
     assert coarse_hour(HOUR_START) == HOUR_START
 
 
-def test_put_list_get_delete(tmp_path: Path, storage: SqliteFileStorage) -> None:
+def test_put_list_get_delete(
+    relay_backend: Backend, storage: SqliteFileStorage | PostgresStorage
+) -> None:
     mailbox = b"\x7f" * 32
     # Deposit order differs from id order: listing must follow deposit order.
     ids = [bytes([255 - n]) * 16 for n in range(4)]
@@ -66,23 +78,25 @@ def test_put_list_get_delete(tmp_path: Path, storage: SqliteFileStorage) -> None
     ]
     assert [item.envelope_id for item in storage.list(mailbox, 2)] == ids[:2]
     assert storage.get(mailbox, ids[1]) == data[1]
-    assert envelope_file(tmp_path, mailbox, ids[1]).read_bytes() == data[1]
+    assert relay_backend.at_rest(mailbox, ids[1]) == data[1]
     assert storage.delete(mailbox, ids[1]) is True
     assert storage.delete(mailbox, ids[1]) is False
     assert storage.get(mailbox, ids[1]) is None
-    assert not envelope_file(tmp_path, mailbox, ids[1]).exists()
+    assert relay_backend.at_rest(mailbox, ids[1]) is None
     assert [item.envelope_id for item in storage.list(mailbox, 10)] == [ids[0], ids[2], ids[3]]
 
 
-def test_files_are_private(tmp_path: Path, storage: SqliteFileStorage) -> None:
+def test_files_are_private(tmp_path: Path, sqlite_storage: SqliteFileStorage) -> None:
     mailbox, envelope_id = b"\x01" * 32, b"\x02" * 16
-    storage.put(mailbox, envelope_id, envelope(mailbox, envelope_id), HOUR_START, GATEWAY)
+    sqlite_storage.put(mailbox, envelope_id, envelope(mailbox, envelope_id), HOUR_START, GATEWAY)
     mode = envelope_file(tmp_path, mailbox, envelope_id).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE((tmp_path / "envelopes").stat().st_mode) == 0o700
 
 
-def test_other_mailbox_cannot_reach_an_envelope(storage: SqliteFileStorage) -> None:
+def test_other_mailbox_cannot_reach_an_envelope(
+    storage: SqliteFileStorage | PostgresStorage,
+) -> None:
     # Same first byte: both mailboxes share a shard directory, so only the row can tell.
     alice, bob, envelope_id = b"\xaa" * 32, b"\xaa" + b"\xbb" * 31, b"\x05" * 16
     blob = envelope(alice, envelope_id)
@@ -92,7 +106,7 @@ def test_other_mailbox_cannot_reach_an_envelope(storage: SqliteFileStorage) -> N
     assert storage.get(alice, envelope_id) == blob
 
 
-def test_duplicate_and_conflict(storage: SqliteFileStorage) -> None:
+def test_duplicate_and_conflict(storage: SqliteFileStorage | PostgresStorage) -> None:
     mailbox, other, envelope_id = b"\x10" * 32, b"\x20" * 32, b"\x03" * 16
     blob = envelope(mailbox, envelope_id)
     assert storage.put(mailbox, envelope_id, blob, HOUR_START, GATEWAY) is PutOutcome.CREATED
@@ -108,7 +122,7 @@ def test_duplicate_and_conflict(storage: SqliteFileStorage) -> None:
 
 
 def test_concurrent_puts_of_one_id_store_one_envelope(
-    tmp_path: Path, storage: SqliteFileStorage
+    relay_backend: Backend, storage: SqliteFileStorage | PostgresStorage
 ) -> None:
     mailbox, envelope_id = b"\x33" * 32, b"\x44" * 16
     candidates = [envelope(mailbox, envelope_id, 5000) for _ in range(8)]
@@ -121,7 +135,7 @@ def test_concurrent_puts_of_one_id_store_one_envelope(
     assert sorted(o.value for o in outcomes) == ["conflict"] * 7 + ["created"]
     winner = candidates[outcomes.index(PutOutcome.CREATED)]
     assert storage.get(mailbox, envelope_id) == winner
-    assert envelope_file(tmp_path, mailbox, envelope_id).read_bytes() == winner
+    assert relay_backend.at_rest(mailbox, envelope_id) == winner
 
     same_id = b"\x45" * 16
     same = envelope(mailbox, same_id)
@@ -155,7 +169,10 @@ def test_reopening_removes_crash_debris_and_keeps_envelopes(tmp_path: Path) -> N
         store.close()
 
 
-def test_debris_under_a_new_id_is_replaced(tmp_path: Path, storage: SqliteFileStorage) -> None:
+def test_debris_under_a_new_id_is_replaced(
+    tmp_path: Path, sqlite_storage: SqliteFileStorage
+) -> None:
+    storage = sqlite_storage
     mailbox, envelope_id = b"\x09" * 32, b"\x0a" * 16
     path = envelope_file(tmp_path, mailbox, envelope_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +183,10 @@ def test_debris_under_a_new_id_is_replaced(tmp_path: Path, storage: SqliteFileSt
     assert path.read_bytes() == blob
 
 
-def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path, storage: SqliteFileStorage) -> None:
+def test_sqlite_runs_in_wal_with_full_sync(
+    tmp_path: Path, sqlite_storage: SqliteFileStorage
+) -> None:
+    storage = sqlite_storage
     storage.put_directory(DirectoryRecord(b"\x01" * 32, 1, b"sealed", b"\x02" * 64))
     with sqlite3.connect(tmp_path / "relay.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -174,7 +194,7 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path, storage: SqliteFileSt
         assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL
 
 
-def test_directory_records(storage: SqliteFileStorage) -> None:
+def test_directory_records(storage: SqliteFileStorage | PostgresStorage) -> None:
     first = DirectoryRecord(b"\x02" * 32, 1, b"sealed one", b"\x03" * 64)
     second = DirectoryRecord(b"\x01" * 32, 5, b"sealed two", b"\x04" * 64)
     assert storage.get_directory(first.lookup_id) is None
@@ -187,7 +207,9 @@ def test_directory_records(storage: SqliteFileStorage) -> None:
     assert storage.all_directory() == [second, replaced]
 
 
-def test_directory_keeps_the_highest_version(storage: SqliteFileStorage) -> None:
+def test_directory_keeps_the_highest_version(
+    storage: SqliteFileStorage | PostgresStorage,
+) -> None:
     newest = DirectoryRecord(b"\x01" * 32, 3, b"version three", b"\x03" * 64)
     assert storage.put_directory(newest)
     for version in (1, 2, 3):  # older, and equal with other bytes: refused, nothing changes
@@ -196,14 +218,18 @@ def test_directory_keeps_the_highest_version(storage: SqliteFileStorage) -> None
     assert storage.get_directory(newest.lookup_id) == newest
 
 
-def test_racing_publications_leave_the_highest_version(storage: SqliteFileStorage) -> None:
+def test_racing_publications_leave_the_highest_version(
+    storage: SqliteFileStorage | PostgresStorage,
+) -> None:
     records = [DirectoryRecord(b"\x07" * 32, v, b"v%d" % v, b"\x01" * 64) for v in range(1, 41)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(storage.put_directory, reversed(records)))
     assert storage.get_directory(b"\x07" * 32) == records[-1]
 
 
-def test_gateway_revocations_are_kept_once(tmp_path: Path, storage: SqliteFileStorage) -> None:
+def test_gateway_revocations_are_kept_once(
+    relay_backend: Backend, storage: SqliteFileStorage | PostgresStorage
+) -> None:
     one = GatewayRevocation(b"\x02" * 32, b"\x03" * 64)
     two = GatewayRevocation(b"\x01" * 32, b"\x04" * 64)
     storage.put_gateway_revocation(one)
@@ -211,4 +237,8 @@ def test_gateway_revocations_are_kept_once(tmp_path: Path, storage: SqliteFileSt
     storage.put_gateway_revocation(one)
     assert storage.gateway_revocations() == [two, one]
     storage.close()
-    assert SqliteFileStorage(tmp_path).gateway_revocations() == [two, one]
+    again = relay_backend.open()
+    try:
+        assert again.gateway_revocations() == [two, one]
+    finally:
+        again.close()
