@@ -50,6 +50,21 @@ class Backend:
             engine.dispose()
         return None if data is None else bytes(data)
 
+    def dump(self) -> bytes:
+        """Every value of every row of every table in the backend's schema (PostgreSQL)."""
+        assert self.db is not None
+        engine = sa.create_engine(engine_url(self.db))
+        values: list[bytes] = []
+        try:
+            with engine.connect() as conn:
+                for table in sa.inspect(conn).get_table_names():
+                    for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):  # noqa: S608
+                        values += [bytes(v) if isinstance(v, (bytes, memoryview))
+                                   else str(v).encode() for v in row]
+        finally:
+            engine.dispose()
+        return b"\x00".join(values)
+
     def stored_total(self) -> int:
         """Bytes of every envelope at rest (files, or rows of envelope_bytes)."""
         if self.db is None:

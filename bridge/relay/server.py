@@ -133,8 +133,12 @@ class RelayHandler:
     async def sweep_forever(self) -> None:
         """Remove expired envelopes and old tombstones every `sweep_interval` seconds."""
         while True:
+            work = asyncio.ensure_future(asyncio.to_thread(self.storage.sweep, time.time()))
             try:
-                result = await asyncio.to_thread(self.storage.sweep, time.time())
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])  # the thread runs on: let it end before storage closes
+                raise
             except Exception as exc:  # noqa: BLE001 - the sweep must outlive one failure
                 logger.error("event=sweep_failed error=%s", type(exc).__name__)
             else:

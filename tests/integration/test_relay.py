@@ -1,9 +1,14 @@
-"""The relay over real sockets: RelayServer on 127.0.0.1:0, RelayClient and raw HTTP."""
+"""The relay over real sockets: RelayServer on 127.0.0.1:0, RelayClient and raw HTTP.
+
+Every test that takes `bubble` runs once per storage backend (SQLite + files, then
+PostgreSQL: tests/relay_backends.py), the relay opening the bubble's backend.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -34,6 +39,7 @@ from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer, serve_forever
 from bridge.relay.storage import PutOutcome, SqliteFileStorage
 from bridge.revocation import GatewayRevocation
+from tests.relay_backends import Backend
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +54,23 @@ class Bubble:
     gateway: GatewayCredential
     alice: AccountKeys
     bob: AccountKeys
+    backend: Backend | None = None  # where the test's relays keep state (None: SQLite + files)
+
+    @property
+    def db(self) -> str | None:
+        return None if self.backend is None else self.backend.db
+
+    @property
+    def store(self) -> Backend:
+        assert self.backend is not None, "this bubble was made without a backend"
+        return self.backend
 
 
 @pytest.fixture
-def bubble() -> Bubble:
+def bubble(relay_backend: Backend) -> Bubble:
     root = RootKey.generate()
     alice, bob = AccountKeys.generate(), AccountKeys.generate()
-    return Bubble(root, GatewayCredential.issue(root), alice, bob)
+    return Bubble(root, GatewayCredential.issue(root), alice, bob, relay_backend)
 
 
 def make_envelope(
@@ -82,7 +98,9 @@ def make_record(
 async def relay(
     home: Path, bubble: Bubble, **settings: Any
 ) -> AsyncIterator[tuple[RelayServer, RelayClient]]:
-    config = RelayConfig(home=home, trusted_roots=(bubble.root.public,), **settings)
+    config = RelayConfig(
+        home=home, trusted_roots=(bubble.root.public,), db=bubble.db, **settings
+    )
     server = RelayServer(config)
     await server.start()
     client = RelayClient(server.url, timeout=10)
@@ -637,7 +655,7 @@ def test_restart_keeps_envelopes_and_records(tmp_path: Path, bubble: Bubble) -> 
     run(scenario())
 
 
-def _files_containing(home: Path, needle: bytes) -> list[Path]:
+def _files_containing(home: Path, needle: bytes) -> list[Path]:  # the scan of control
     return [path for path in home.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
@@ -668,17 +686,22 @@ def test_no_address_at_rest_and_files_hold_exact_bytes(tmp_path: Path, bubble: B
             await client.publish(make_record(bubble.root, lookup_id, sealed))
             await client.ack(bubble.alice.mailbox, envelope_id_of(deposited[0]))
 
-        files = {path for path in (home / "envelopes").rglob("*") if path.is_file()}
-        mailbox_shard = bubble.alice.public.mailbox_id[:1].hex()
-        expected = {
-            home / "envelopes" / mailbox_shard / envelope_id_of(e).hex(): e for e in deposited[1:]
-        }
-        assert files == set(expected)
-        for path, envelope in expected.items():
-            assert path.read_bytes() == envelope
+        mailbox = bubble.alice.public.mailbox_id
+        backend = dataclasses.replace(bubble.store, home=home)
+        for envelope in deposited:
+            kept = backend.at_rest(mailbox, envelope_id_of(envelope))
+            assert kept == (None if envelope is deposited[0] else envelope)
+        if bubble.db is None:
+            files = {path for path in (home / "envelopes").rglob("*") if path.is_file()}
+            assert files == {home / "envelopes" / mailbox[:1].hex() / envelope_id_of(e).hex()
+                             for e in deposited[1:]}
+            at_rest = b"".join(path.read_bytes() for path in home.rglob("*") if path.is_file())
+        else:
+            at_rest = bubble.store.dump()
         for needle in (canary, canary.upper(), canary.split("@")[0]):
             for encoding in ("utf-8", "utf-16-le"):
-                assert _files_containing(home, needle.encode(encoding)) == []
+                assert needle.encode(encoding) not in at_rest
+        assert envelope_id_of(deposited[1]) in at_rest  # the scan reads what is kept
 
     run(scenario())
 
@@ -859,7 +882,8 @@ def test_serve_forever_runs_until_cancelled(tmp_path: Path, bubble: Bubble) -> N
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        config = RelayConfig(home=tmp_path, port=port, trusted_roots=(bubble.root.public,))
+        config = RelayConfig(home=tmp_path, port=port, trusted_roots=(bubble.root.public,),
+                             db=bubble.db)
         task = asyncio.create_task(serve_forever(config))
         async with RelayClient(f"http://127.0.0.1:{port}", timeout=2) as client:
             for _ in range(100):
@@ -872,7 +896,7 @@ def test_serve_forever_runs_until_cancelled(tmp_path: Path, bubble: Bubble) -> N
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await client.health() is False
-        storage = SqliteFileStorage(tmp_path)  # the relay closed it: it opens again
+        storage = bubble.store.open()  # the relay closed it: it opens again
         try:
             assert storage.get(bubble.alice.public.mailbox_id, envelope_id_of(envelope)) == envelope
         finally:

@@ -1,5 +1,7 @@
 """Quota, tombstones and envelope status over real sockets: an in-process RelayServer for
-the HTTP answers, and a `sealgate relay serve --quota` process under concurrent deposits."""
+the HTTP answers (on both storage backends), and a `sealgate relay serve --quota` process
+under concurrent deposits (SQLite + files on a small tmpfs; two processes on one
+PostgreSQL database are in test_relay_postgres.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from bridge.relay.auth import sign_gateway_request, sign_request
 from bridge.relay.client import DepositStatus, RelayClient
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
-from bridge.relay.storage import HOUR, SqliteFileStorage, coarse_hour
+from bridge.relay.storage import HOUR, coarse_hour
 from bridge.revocation import GatewayRevocation
 from tests.bubble_processes import Service, free_port, sealgate
 from tests.integration.test_relay import (
@@ -31,17 +33,27 @@ from tests.integration.test_relay import (
     relay,
     run,
 )
+from tests.relay_backends import Backend
 from tests.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def bubble() -> Bubble:
+def keys(backend: Backend) -> Bubble:
     """A root, a gateway it certified, alice and bob (keys only; the relay is the test's)."""
     root = RootKey.generate()
     return Bubble(root, GatewayCredential.issue(root), AccountKeys.generate(),
-                  AccountKeys.generate())
+                  AccountKeys.generate(), backend)
+
+
+@pytest.fixture
+def bubble(relay_backend: Backend) -> Bubble:
+    return keys(relay_backend)
+
+
+@pytest.fixture
+def sqlite_bubble(tmp_path: Path) -> Bubble:
+    return keys(Backend("sqlite", tmp_path, None))
 
 SIZE = 1000
 ENVELOPE_BYTES = OUTER_HEADER_LEN + SIZE
@@ -112,8 +124,9 @@ def test_an_envelope_larger_than_the_quota_gets_507(tmp_path: Path, bubble: Bubb
 
 
 def test_concurrent_deposits_at_the_quota_of_a_relay_process(
-    tmp_path: Path, bubble: Bubble
+    tmp_path: Path, sqlite_bubble: Bubble
 ) -> None:
+    bubble = sqlite_bubble
     quota = 8 * ENVELOPE_BYTES
     root_file = tmp_path / "root.pub"
     root_file.write_text(bubble.root.public.hex())
@@ -201,7 +214,7 @@ def test_a_running_relay_sweeps_expired_envelopes(tmp_path: Path, bubble: Bubble
     async def scenario() -> None:
         old = make_envelope(bubble.alice, SIZE)
         month_ago = coarse_hour(time.time() - 31 * 86400)
-        storage = SqliteFileStorage(tmp_path, retention=30 * 86400)
+        storage = bubble.store.open(retention=30 * 86400)
         storage.put(bubble.alice.public.mailbox_id, envelope_id_of(old), old, month_ago,
                     bytes(bubble.gateway.signing_key.verify_key))
         config = RelayConfig(home=tmp_path, trusted_roots=(bubble.root.public,))
@@ -233,8 +246,9 @@ def test_a_running_relay_sweeps_expired_envelopes(tmp_path: Path, bubble: Bubble
     ],
 )
 def test_relay_serve_refuses_nonsense_units_in_one_line(
-    tmp_path: Path, bubble: Bubble, flag: str, value: str, message: str
+    tmp_path: Path, sqlite_bubble: Bubble, flag: str, value: str, message: str
 ) -> None:
+    bubble = sqlite_bubble
     root_file = tmp_path / "root.pub"
     root_file.write_text(bubble.root.public.hex())
     result = sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen", "127.0.0.1:0",
