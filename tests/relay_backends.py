@@ -92,3 +92,9 @@ def backend_for(name: str, home: Path) -> Iterator[Backend]:
 def relay_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """One storage backend per run of the test: SQLite + files, then PostgreSQL."""
     yield from backend_for(request.param, tmp_path)
+
+
+@pytest.fixture
+def postgres_backend(tmp_path: Path) -> Iterator[Backend]:
+    """PostgreSQL alone, for what only a shared database has to show."""
+    yield from backend_for("postgresql", tmp_path)

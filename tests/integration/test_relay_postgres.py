@@ -10,6 +10,7 @@ relay sees the other's tombstones, acknowledgements and gateway revocations.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,9 @@ from bridge.errors import RelayRejected
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.client import RelayClient
 from bridge.relay.storage.postgres import engine_url
+from bridge.relay.storage.schema import SCHEMA_VERSION
 from bridge.revocation import GatewayRevocation
-from tests.bubble_processes import Service, free_port
+from tests.bubble_processes import Service, free_port, sealgate
 from tests.integration.test_relay import Bubble, envelope_id_of, make_envelope, run
 from tests.postgres import fresh_schema
 from tests.relay_backends import Backend
@@ -225,3 +227,31 @@ def test_two_relay_processes_share_quota_purges_tombstones_and_acks(
     for service in relays:
         log = service.log.read_text()
         assert "Traceback" not in log and "internal_error" not in log
+
+
+def test_relay_serve_refuses_a_bad_database_in_one_line(tmp_path: Path, database: str) -> None:
+    root_file = tmp_path / "root.pub"
+    root_file.write_text(RootKey.generate().public.hex())
+    engine = sa.create_engine(engine_url(database))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE relay_schema (version INTEGER NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO relay_schema VALUES (:v)"), {"v": SCHEMA_VERSION + 1})
+    finally:
+        engine.dispose()
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for db, message in [
+        (database, f"the relay database has schema version {SCHEMA_VERSION + 1}, newer than"
+                   f" this relay knows ({SCHEMA_VERSION})"),
+        (f"postgresql://postgres:secret-pw@127.0.0.1:{closed}/test",
+         f"cannot reach the relay database postgresql+psycopg://postgres:***@127.0.0.1:"
+         f"{closed}/test"),
+        ("mysql://relay@127.0.0.1/relay", "db must be a postgresql:// URL"),
+    ]:
+        result = sealgate("relay", "serve", "--home", tmp_path / "relay", "--listen",
+                          "127.0.0.1:0", "--trust-root", root_file, "--db", db, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"sealgate: error: {message}"), result.stderr
+        assert result.stderr.count("\n") == 1 and "secret-pw" not in result.stderr
