@@ -10,6 +10,7 @@ relay sees the other's tombstones, acknowledgements and gateway revocations.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,7 +27,14 @@ from bridge.relay.storage.postgres import engine_url
 from bridge.relay.storage.schema import SCHEMA_VERSION
 from bridge.revocation import GatewayRevocation
 from tests.bubble_processes import Service, free_port, sealgate
-from tests.integration.test_relay import Bubble, envelope_id_of, make_envelope, run
+from tests.integration.test_relay import (
+    Bubble,
+    envelope_id_of,
+    make_envelope,
+    raw_deposit,
+    relay,
+    run,
+)
 from tests.postgres import fresh_schema
 from tests.relay_backends import Backend
 
@@ -255,3 +263,32 @@ def test_relay_serve_refuses_a_bad_database_in_one_line(tmp_path: Path, database
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith(f"sealgate: error: {message}"), result.stderr
         assert result.stderr.count("\n") == 1 and "secret-pw" not in result.stderr
+
+
+def test_a_lost_database_connection_is_503_and_the_relay_recovers(
+    tmp_path: Path, database: str
+) -> None:
+    name = f"sg_cut_{os.urandom(4).hex()}"
+    root = RootKey.generate()
+    named = f"{database}&application_name={name}"  # so that the test can find its connections
+    bubble = Bubble(root, GatewayCredential.issue(root), AccountKeys.generate(),
+                    AccountKeys.generate(), Backend("postgresql", tmp_path, named))
+    admin = sa.create_engine(engine_url(database))
+
+    async def scenario() -> None:
+        async with relay(tmp_path, bubble) as (server, client):
+            await client.deposit(make_envelope(bubble.alice), bubble.gateway)
+            with admin.connect() as conn:  # the server side ends the relay's connections
+                cut = conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name"), {"name": name}).scalar()
+            assert cut
+            answer = await raw_deposit(server, bubble.gateway, make_envelope(bubble.alice))
+            assert (answer.status, answer.error()) == (503, "relay storage is unavailable")
+            await client.deposit(make_envelope(bubble.alice), bubble.gateway)  # reconnected
+            assert len(await client.list(bubble.alice.mailbox)) == 2
+
+    try:
+        run(scenario())
+    finally:
+        admin.dispose()

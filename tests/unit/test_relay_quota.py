@@ -30,6 +30,7 @@ from bridge.settings import (
     load_settings,
     parse_quantity,
 )
+from tests.postgres import small_tablespace
 from tests.relay_backends import Backend
 from tests.tmpfs import small_tmpfs
 
@@ -258,6 +259,45 @@ def test_a_full_disk_refuses_deposits_with_507_and_keeps_what_is_stored(tmp_path
             for envelope_id, blob in stored.items():
                 assert store.get(MAILBOX, envelope_id) == blob
             assert store.delete(MAILBOX, next(iter(stored)))
+        finally:
+            store.close()
+
+
+def test_a_full_postgresql_disk_refuses_deposits_with_507_and_keeps_what_is_stored() -> None:
+    # The database's tables on a 4 MiB tmpfs tablespace, no quota: that disk fills first.
+    with small_tablespace("sg_relay_full", "4m") as url:
+        store = PostgresStorage(url)
+        stored: dict[bytes, bytes] = {}
+        refused = None
+        try:
+            for n in range(200):
+                blob = envelope(eid(n), size=64 * 1024)
+                try:
+                    store.put(MAILBOX, eid(n), blob, HOUR_START, GATEWAY)
+                except StorageFull as exc:
+                    refused = exc
+                    break
+                stored[eid(n)] = blob
+            assert refused is not None and refused.status == 507
+            assert refused.reason == "relay storage is full"
+            assert stored, "the tablespace took nothing at all"
+            assert store.status(eid(len(stored)), GATEWAY).status is EnvelopeStatus.UNKNOWN
+        finally:
+            store.close()
+        store = PostgresStorage(url)  # opens again; everything acknowledged is intact
+        try:
+            assert {item.envelope_id for item in store.list(MAILBOX, 1000)} == set(stored)
+            for envelope_id, blob in stored.items():
+                assert store.get(MAILBOX, envelope_id) == blob
+            assert store.usage().stored_bytes == sum(map(len, stored.values()))
+            # An acknowledgement needs room for its tombstone (a deleted row frees none
+            # until VACUUM): it is refused whole, and the gateway acknowledges again later.
+            first = next(iter(stored))
+            with pytest.raises(StorageFull):
+                store.delete(MAILBOX, first)
+            assert store.get(MAILBOX, first) == stored[first]
+            assert store.status(first, GATEWAY).status is EnvelopeStatus.PENDING
+            assert store.usage().stored_bytes == sum(map(len, stored.values()))
         finally:
             store.close()
 

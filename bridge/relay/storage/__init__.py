@@ -45,7 +45,12 @@ __all__ = [
 def open_storage(config: RelayConfig, on_purge: PurgeHook | None = None) -> EnvelopeStorage:
     """The storage `config` names: PostgreSQL at `config.db`, else SQLite + files in home."""
     if config.db is not None:
-        from bridge.relay.storage.postgres import PostgresStorage  # psycopg only when used
+        try:  # psycopg is needed only here
+            from bridge.relay.storage.postgres import PostgresStorage
+        except ImportError:
+            raise StorageUnavailable(
+                "a PostgreSQL relay needs psycopg: install sealgate[postgres]"
+            ) from None
 
         return PostgresStorage(
             config.db, quota=config.quota, retention=config.retention, on_purge=on_purge,

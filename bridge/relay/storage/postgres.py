@@ -27,10 +27,14 @@ Lock order, which keeps transactions free of deadlocks: a deposit's own new row,
 then the quota lock, then envelope rows (oldest first), their bytes, tombstones, and
 a usage row last. Nobody holds a usage row while waiting for anything.
 
-Errors: disk full (SQLSTATE 53100: a table, its index or TOAST could not grow) is
-`StorageFull` (507) and the transaction is rolled back whole; a connection lost or
-refused, a server shutting down or out of connections is `StorageUnavailable` (503),
-so a gateway fails over to its next relay. Anything else stays an internal error.
+Errors, mapped for every statement by the engine's `handle_error` hook: disk full
+(SQLSTATE 53100: a table, its index or TOAST could not grow) is `StorageFull` (507)
+and the transaction is rolled back whole. That holds for an acknowledgement too: its
+tombstone needs room, and a deleted row frees none until VACUUM, so on a full disk
+it is refused and the gateway acknowledges again later. A connection lost or
+refused, a server shutting down or out of connections is `StorageUnavailable`
+(503), so a gateway fails over to its next relay; the pool reconnects on the next
+request. Anything else stays an internal error.
 
 What a database operator sees beyond the shared tables: PostgreSQL itself keeps
 each row's inserting transaction id (`xmin`) and a write-ahead log, both of which
@@ -40,13 +44,12 @@ order deposits; the embedded backend keeps neither.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -101,20 +104,16 @@ class PostgresStorage(SqlRows):
     ) -> None:
         """`on_purge(reason, count)` hears of this process's purges: "quota" or "expired"."""
         target = engine_url(url)
-        try:
-            engine = sa.create_engine(
-                target, hide_parameters=True, pool_size=pool_size, max_overflow=10,
-            )
-        except ImportError:
-            raise StorageUnavailable(
-                "a PostgreSQL relay needs psycopg: install sealgate[postgres]"
-            ) from None
+        engine = sa.create_engine(
+            target, hide_parameters=True, pool_size=pool_size, max_overflow=10,
+        )
+        sa.event.listen(engine, "handle_error", _map_error)
         super().__init__(engine)
         self._quota = quota
         self._retention = retention
         self._on_purge = on_purge
         try:
-            with mapped_errors(), engine.begin() as conn:
+            with engine.begin() as conn:
                 prepare(conn)
         except StorageUnavailable:
             engine.dispose()
@@ -145,24 +144,23 @@ class PostgresStorage(SqlRows):
             "sha256": digest, "received": received, "tiebreak": secrets.randbits(63),
             "depositor": depositor_tag(depositor, envelope_id),
         }
-        with mapped_errors():
-            while True:
-                with self._engine.begin() as conn:
-                    inserted = conn.execute(
-                        pg_insert(envelopes_table).values(row).on_conflict_do_nothing()
-                        .returning(envelopes_table.c.envelope_id)
-                    ).first()
-                    if inserted is None:
-                        known = self._outcome_if_stored(conn, mailbox_id, envelope_id, digest)
-                        if known is not None:
-                            return known
-                        continue  # removed since it conflicted: try again
-                    conn.execute(envelope_bytes_table.insert().values(
-                        envelope_id=envelope_id, data=data
-                    ))
-                    purged = self._make_room(conn, envelope_id, size)
-                    self._count(conn, 1 - len(purged), size - sum(s for _, s in purged))
-                break
+        while True:
+            with self._engine.begin() as conn:
+                inserted = conn.execute(
+                    pg_insert(envelopes_table).values(row).on_conflict_do_nothing()
+                    .returning(envelopes_table.c.envelope_id)
+                ).first()
+                if inserted is None:
+                    known = self._outcome_if_stored(conn, mailbox_id, envelope_id, digest)
+                    if known is not None:
+                        return known
+                    continue  # removed since it conflicted: try again
+                conn.execute(envelope_bytes_table.insert().values(
+                    envelope_id=envelope_id, data=data
+                ))
+                purged = self._make_room(conn, envelope_id, size)
+                self._count(conn, 1 - len(purged), size - sum(s for _, s in purged))
+            break
         self._order.add(envelope_id)
         for victim, _ in purged:
             self._order.forget(victim)
@@ -172,7 +170,7 @@ class PostgresStorage(SqlRows):
 
     def get(self, mailbox_id: bytes, envelope_id: bytes) -> bytes | None:
         e, b = envelopes_table.c, envelope_bytes_table.c
-        with mapped_errors(), self._engine.connect() as conn:
+        with self._engine.connect() as conn:
             data = conn.execute(
                 sa.select(b.data).join_from(envelope_bytes_table, envelopes_table,
                                             e.envelope_id == b.envelope_id)
@@ -183,7 +181,7 @@ class PostgresStorage(SqlRows):
     def delete(self, mailbox_id: bytes, envelope_id: bytes) -> bool:
         e = envelopes_table.c
         hour = coarse_hour(time.time())
-        with mapped_errors(), self._engine.begin() as conn:
+        with self._engine.begin() as conn:
             removed = self._remove(
                 conn, [e.envelope_id == envelope_id, e.mailbox_id == mailbox_id],
                 EnvelopeStatus.DELIVERED, hour,
@@ -197,32 +195,31 @@ class PostgresStorage(SqlRows):
         hour = coarse_hour(now)
         e = envelopes_table.c
         expired = 0
-        with mapped_errors():
-            while True:
-                with self._engine.begin() as conn:
-                    # Rows another transaction holds (an ack, another relay's sweep) are
-                    # left to it.
-                    ids = conn.execute(
-                        sa.select(e.envelope_id).where(e.received <= cutoff)
-                        .limit(PURGE_BATCH).with_for_update(skip_locked=True)
-                    ).scalars().all()
-                    removed = self._remove(
-                        conn, [e.envelope_id.in_(ids)], EnvelopeStatus.EXPIRED, hour
-                    ) if ids else []
-                    self._count(conn, -len(removed), -sum(size for _, size in removed))
-                expired += len(removed)
-                for envelope_id, _ in removed:
-                    self._order.forget(envelope_id)
-                if len(ids) < PURGE_BATCH:
-                    break
-            forgotten = self._forget_tombstones(cutoff)
+        while True:
+            with self._engine.begin() as conn:
+                # Rows another transaction holds (an ack, another relay's sweep) are
+                # left to it.
+                ids = conn.execute(
+                    sa.select(e.envelope_id).where(e.received <= cutoff)
+                    .limit(PURGE_BATCH).with_for_update(skip_locked=True)
+                ).scalars().all()
+                removed = self._remove(
+                    conn, [e.envelope_id.in_(ids)], EnvelopeStatus.EXPIRED, hour
+                ) if ids else []
+                self._count(conn, -len(removed), -sum(size for _, size in removed))
+            expired += len(removed)
+            for envelope_id, _ in removed:
+                self._order.forget(envelope_id)
+            if len(ids) < PURGE_BATCH:
+                break
+        forgotten = self._forget_tombstones(cutoff)
         if expired and self._on_purge is not None:
             self._on_purge("expired", expired)
         return SweepResult(expired, forgotten)
 
     def usage(self) -> StorageUsage:
         u = usage_table.c
-        with mapped_errors(), self._engine.connect() as conn:
+        with self._engine.connect() as conn:
             count, total = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(u.envelopes), 0),
                           sa.func.coalesce(sa.func.sum(u.bytes), 0))
@@ -293,19 +290,13 @@ class PostgresStorage(SqlRows):
         )
 
 
-@contextlib.contextmanager
-def mapped_errors() -> Iterator[None]:
-    """Disk full as StorageFull (507); an unreachable database as StorageUnavailable (503)."""
-    try:
-        yield
-    except sa.exc.TimeoutError:  # no pooled connection came free in time
-        raise StorageUnavailable() from None
-    except sa.exc.DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None)
-        if state == _DISK_FULL:
-            raise StorageFull("relay storage is full") from None
-        if exc.connection_invalidated or (
-            state is None and isinstance(exc, sa.exc.OperationalError)
-        ) or (state is not None and state.startswith(_UNAVAILABLE_STATES)):
-            raise StorageUnavailable() from None
-        raise
+def _map_error(context: sa.engine.ExceptionContext) -> None:
+    """Raise, for every statement and connection of the engine, what the relay answers:
+    disk full as StorageFull (507), an unreachable database as StorageUnavailable (503)."""
+    error = context.original_exception
+    state = getattr(error, "sqlstate", None)
+    if state == _DISK_FULL:
+        raise StorageFull("relay storage is full")
+    if context.is_disconnect or (state is None and isinstance(error, psycopg.OperationalError)) \
+            or (state is not None and state.startswith(_UNAVAILABLE_STATES)):
+        raise StorageUnavailable()
