@@ -231,34 +231,42 @@ def test_a_home_of_the_seq_layout_is_upgraded(tmp_path: Path) -> None:
         store.close()
 
 
+def fill_until_full(store: Storage) -> dict[bytes, bytes]:
+    """Deposit 64 KiB envelopes until one is refused as storage full; what was stored."""
+    stored: dict[bytes, bytes] = {}
+    for n in range(1000):
+        blob = envelope(eid(n), size=64 * 1024)
+        try:
+            store.put(MAILBOX, eid(n), blob, HOUR_START, GATEWAY)
+        except StorageFull as refused:
+            assert (refused.status, refused.reason) == (507, "relay storage is full")
+            assert stored, "the disk took nothing at all"
+            assert store.status(eid(n), GATEWAY).status is EnvelopeStatus.UNKNOWN
+            return stored
+        stored[eid(n)] = blob
+    raise AssertionError("the disk never filled")
+
+
+def assert_intact(store: Storage, stored: dict[bytes, bytes]) -> None:
+    assert {item.envelope_id for item in store.list(MAILBOX, 1000)} == set(stored)
+    for envelope_id, blob in stored.items():
+        assert store.get(MAILBOX, envelope_id) == blob
+    assert store.usage().stored_bytes == sum(map(len, stored.values()))
+
+
 def test_a_full_disk_refuses_deposits_with_507_and_keeps_what_is_stored(tmp_path: Path) -> None:
     # A real full file system: a 2 MiB tmpfs, no quota, so the disk fills first.
     with small_tmpfs(tmp_path / "small", "2m") as home:
         store = SqliteFileStorage(home)
-        stored: dict[bytes, bytes] = {}
-        refused = None
         try:
-            for n in range(100):
-                blob = envelope(eid(n), size=64 * 1024)
-                try:
-                    store.put(MAILBOX, eid(n), blob, HOUR_START, GATEWAY)
-                except StorageFull as exc:
-                    refused = exc
-                    break
-                stored[eid(n)] = blob
-            assert refused is not None and refused.status == 507
-            assert refused.reason == "relay storage is full"
-            assert stored, "the file system took nothing at all"
-            leftovers = [p for p in (home / "envelopes").rglob("*.tmp")]
-            assert leftovers == []
+            stored = fill_until_full(store)
+            assert list((home / "envelopes").rglob("*.tmp")) == []
         finally:
             store.close()
         store = SqliteFileStorage(home)  # opens again; everything acknowledged is intact
         try:
-            assert {item.envelope_id for item in store.list(MAILBOX, 1000)} == set(stored)
-            for envelope_id, blob in stored.items():
-                assert store.get(MAILBOX, envelope_id) == blob
-            assert store.delete(MAILBOX, next(iter(stored)))
+            assert_intact(store, stored)
+            assert store.delete(MAILBOX, next(iter(stored)))  # and an ack frees room
         finally:
             store.close()
 
@@ -267,37 +275,20 @@ def test_a_full_postgresql_disk_refuses_deposits_with_507_and_keeps_what_is_stor
     # The database's tables on a 4 MiB tmpfs tablespace, no quota: that disk fills first.
     with small_tablespace("sg_relay_full", "4m") as url:
         store = PostgresStorage(url)
-        stored: dict[bytes, bytes] = {}
-        refused = None
         try:
-            for n in range(200):
-                blob = envelope(eid(n), size=64 * 1024)
-                try:
-                    store.put(MAILBOX, eid(n), blob, HOUR_START, GATEWAY)
-                except StorageFull as exc:
-                    refused = exc
-                    break
-                stored[eid(n)] = blob
-            assert refused is not None and refused.status == 507
-            assert refused.reason == "relay storage is full"
-            assert stored, "the tablespace took nothing at all"
-            assert store.status(eid(len(stored)), GATEWAY).status is EnvelopeStatus.UNKNOWN
+            stored = fill_until_full(store)
         finally:
             store.close()
         store = PostgresStorage(url)  # opens again; everything acknowledged is intact
         try:
-            assert {item.envelope_id for item in store.list(MAILBOX, 1000)} == set(stored)
-            for envelope_id, blob in stored.items():
-                assert store.get(MAILBOX, envelope_id) == blob
-            assert store.usage().stored_bytes == sum(map(len, stored.values()))
+            assert_intact(store, stored)
             # An acknowledgement needs room for its tombstone (a deleted row frees none
             # until VACUUM): it is refused whole, and the gateway acknowledges again later.
             first = next(iter(stored))
             with pytest.raises(StorageFull):
                 store.delete(MAILBOX, first)
-            assert store.get(MAILBOX, first) == stored[first]
             assert store.status(first, GATEWAY).status is EnvelopeStatus.PENDING
-            assert store.usage().stored_bytes == sum(map(len, stored.values()))
+            assert_intact(store, stored)
         finally:
             store.close()
 
