@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections import namedtuple
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,11 +24,13 @@ from bridge.relay.storage import (
     coarse_hour,
 )
 from bridge.relay.storage.postgres import PostgresStorage
+from bridge.relay.storage.rows import ArrivalOrder
 from bridge.revocation import GatewayRevocation
 from tests.relay_backends import Backend
 
 HOUR_START = 1_700_000_000 - 1_700_000_000 % 3600
 GATEWAY = b"\x42" * 32  # the depositing gateway key
+Row = namedtuple("Row", "envelope_id received tiebreak")
 
 
 def envelope(mailbox_id: bytes, envelope_id: bytes, size: int = 100) -> bytes:
@@ -242,3 +245,14 @@ def test_gateway_revocations_are_kept_once(
         assert again.gateway_revocations() == [two, one]
     finally:
         again.close()
+
+
+def test_arrival_order_forgets_the_earliest_beyond_its_limit() -> None:
+    # Another relay process may acknowledge what this one deposited: the memory of
+    # deposit order must stay bounded all the same.
+    order = ArrivalOrder(limit=3)
+    rows = [Row(bytes([n]) * 16, HOUR_START, 100 - n) for n in range(5)]
+    for row in rows:
+        order.add(row.envelope_id)
+    assert sorted(rows[2:], key=order.key) == rows[2:]  # remembered: deposit order
+    assert sorted(rows[:2], key=order.key) == [rows[1], rows[0]]  # forgotten: tiebreak

@@ -45,6 +45,7 @@ from bridge.relay.storage.schema import (
 from bridge.revocation import GatewayRevocation
 
 PURGE_BATCH = 10_000  # rows of the oldest hour considered per purge step
+ARRIVALS_KEPT = 100_000  # deposits whose order a process remembers (a few MiB)
 DEFAULT_RETENTION = 30 * 24 * HOUR
 PurgeHook = Callable[[str, int], None]  # (reason: "quota" | "expired", count)
 
@@ -64,16 +65,23 @@ def check_fits_quota(size: int, quota: int | None) -> None:
 
 
 class ArrivalOrder:
-    """This process's deposit order, in memory only (see the module docstring)."""
+    """This process's deposit order, in memory only (see the module docstring).
 
-    def __init__(self) -> None:
+    At most `limit` envelopes are remembered, the earliest forgotten first: on a shared
+    database another process may remove an envelope, and this one never hears of it.
+    """
+
+    def __init__(self, limit: int = ARRIVALS_KEPT) -> None:
         self._lock = threading.Lock()
-        self._arrival: dict[bytes, int] = {}
+        self._arrival: dict[bytes, int] = {}  # in arrival order (dicts keep insertion order)
         self._next = itertools.count()
+        self._limit = limit
 
     def add(self, envelope_id: bytes) -> None:
         with self._lock:
             self._arrival[envelope_id] = next(self._next)
+            while len(self._arrival) > self._limit:
+                del self._arrival[next(iter(self._arrival))]
 
     def forget(self, envelope_id: bytes) -> None:
         with self._lock:
