@@ -67,7 +67,8 @@ class Gateway:
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
             self._clients[url] = RelayClient(
-                url, timeout=self.config.relay_timeout, ca_file=self.config.relay_ca_file
+                url, timeout=self.config.relay_timeout, ca_file=self.config.relay_ca_file,
+                max_waiting=self.config.push_connections,
             )
         return self._clients[url]
 
@@ -125,6 +126,8 @@ class Gateway:
             header_limits=cfg.header_limits(),
             notice_fold_seconds=cfg.notice_fold_seconds,
             trusted_roots=(membership.root_public,),
+            push_wait=cfg.push_wait,
+            push_connections=cfg.push_connections,
         )
         filer = ImportFiler(
             accounts=accounts, keyring=keyring, imports=ImportStore(engine),

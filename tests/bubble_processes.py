@@ -112,6 +112,7 @@ class Bubble:
     https: bool = False  # the relay serves HTTPS with its own certificate, which gateways pin
     gateway_settings: tuple[str, ...] = ()  # extra TOML lines for every gateway's config
     relay_args: tuple[str, ...] = ()  # extra flags for `relay serve` (e.g. --quota)
+    poll_interval: float = 0.3  # the gateways' --poll-interval
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -223,7 +224,7 @@ class Bubble:
             ["gateway", "serve", "--home", str(home),
              "--smtp", f"127.0.0.1:{account.smtp_port}",
              "--imap", f"127.0.0.1:{account.imap_port}",
-             "--poll-interval", "0.3", "--config", str(config)],
+             "--poll-interval", str(self.poll_interval), "--config", str(config)],
             self.root / "logs" / f"{user}.log",
             [account.smtp_port, account.imap_port],
         )
