@@ -113,6 +113,8 @@ class Bubble:
     gateway_settings: tuple[str, ...] = ()  # extra TOML lines for every gateway's config
     relay_args: tuple[str, ...] = ()  # extra flags for `relay serve` (e.g. --quota)
     poll_interval: float = 0.3  # the gateways' --poll-interval
+    relay_db: str | None = None  # every relay's --db (one database shared by all relays)
+    _tls_args: list[str] = field(default_factory=list)
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -122,7 +124,7 @@ class Bubble:
 
     @property
     def relay_home(self) -> Path:
-        return self.root / "relay"
+        return self.root / "relay"  # the first relay's; others are ROOT/<name>
 
     @property
     def relay_url(self) -> str:
@@ -142,15 +144,27 @@ class Bubble:
         if self.https:
             cert, key = ensure_certificate(self.relay_cert.parent, "relay.test")
             tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
-        self.services["relay"] = Service(
-            "relay",
-            ["relay", "serve", "--home", str(self.relay_home),
-             "--listen", f"127.0.0.1:{self.relay_port}",
-             "--trust-root", str(self.admin / "root.pub"), *tls, *self.relay_args],
-            self.root / "logs" / "relay.log",
-            [self.relay_port],
-        )
+        self._tls_args = tls
+        self._relay_service("relay", self.relay_port)
         self.start_relay()
+
+    def _relay_service(self, name: str, port: int) -> Service:
+        db = ["--db", self.relay_db] if self.relay_db else []
+        service = self.services[name] = Service(
+            name,
+            ["relay", "serve", "--home", str(self.root / name), *db,
+             "--listen", f"127.0.0.1:{port}",
+             "--trust-root", str(self.admin / "root.pub"), *self._tls_args, *self.relay_args],
+            self.root / "logs" / f"{name}.log",
+            [port],
+        )
+        return service
+
+    def add_relay(self, name: str) -> str:
+        """Start one more relay (home ROOT/name, its own port); its URL."""
+        port = free_port()
+        self._relay_service(name, port).start()
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{port}"
 
     def start_relay(self) -> None:
         self.services["relay"].start()
@@ -170,10 +184,12 @@ class Bubble:
         kdf_cost: str | None = "interactive",
         settings: dict[str, float | int] | None = None,
         gateway: str | None = None,
+        relays: list[str] | None = None,
     ) -> Account:
         """`account add` (Argon2id at `kdf_cost`: cheaper than the moderate default unless
         None), and a gateway to serve it with `settings` in its TOML file; with `gateway`,
-        into that user's gateway home (one gateway serving several accounts)."""
+        into that user's gateway home (one gateway serving several accounts); with
+        `relays`, those home relays in priority order instead of the first relay."""
         home = self.root / "gateways" / (gateway or user)
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
@@ -181,7 +197,8 @@ class Bubble:
         pin = ["--relay-ca", str(self.relay_cert)] if self.https else []
         sealgate(
             "account", "add", f"{user}@{DOMAIN}", "--gateway", home, "--bubble", self.admin,
-            "--relay", self.relay_url, "--password-file", pw_file, *pin,
+            *[arg for url in relays or [self.relay_url] for arg in ("--relay", url)],
+            "--password-file", pw_file, *pin,
             *(["--kdf-cost", kdf_cost] if kdf_cost else []),
         )
         pw_file.unlink()
