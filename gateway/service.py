@@ -20,6 +20,7 @@ from bridge.relay.client import RelayClient
 from bridge.sanitize import SanitizePolicy
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker
+from gateway.drains import RelayDrains
 from gateway.fetcher import Fetcher
 from gateway.homes import Membership, gateway_database_url
 from gateway.imap.backend import MailSession
@@ -87,12 +88,20 @@ class Gateway:
         relay_urls = list(membership.relays)
         for account in accounts.all():
             relay_urls += [u for u in account.relays if u not in relay_urls]
+        directory_cache = DirectoryCache(engine)
         recipients = Recipients(
-            DirectoryCache(engine),
+            directory_cache,
             [self.client_for(u) for u in relay_urls],
             membership.directory_key,
             (membership.root_public,),
             sync_interval=cfg.directory_sync_interval,
+        )
+        drains = RelayDrains(
+            directory_cache,
+            lambda: [*membership.relays, *(url for a in accounts.all() for url in a.relays)],
+            membership.directory_key,
+            (membership.root_public,),
+            interval=cfg.directory_sync_interval,
         )
         delivery = DeliveryWorker(
             outbox,
@@ -103,6 +112,7 @@ class Gateway:
             concurrency=cfg.delivery_concurrency,
             batch_bytes=cfg.delivery_batch_bytes,
             status_check_interval=cfg.status_check_interval,
+            drained=drains.drained,
         )
         undelivered = UndeliveredChecker(
             sent=SentLog(engine),
@@ -248,6 +258,7 @@ class Gateway:
             asyncio.create_task(fetcher.run(), name="fetcher"),
             asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
+            asyncio.create_task(drains.run(), name="relay-drains"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
         ]
         log.info(

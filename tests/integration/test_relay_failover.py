@@ -49,12 +49,12 @@ def relay_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield url
 
 
-def _tokens(bodies: list[bytes]) -> list[bytes]:
+def subject_tokens(bodies: list[bytes]) -> list[bytes]:
     """The token of each message's Subject: one per message."""
     return [found.group(1) for body in bodies for found in _SUBJECT_TOKEN.finditer(body)]
 
 
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
     """Seconds until `check()` held; AssertionError naming `what` after `timeout`."""
     started = time.monotonic()
     while not check():
@@ -64,18 +64,22 @@ def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def _message(alice: Account, bob: Account, token: str) -> email.message.EmailMessage:
+def token_message(alice: Account, bob: Account, token: str) -> email.message.EmailMessage:
     msg = compose(alice, bob.address, token, f"failover {token}")
     del msg["Cc"]  # one envelope per message: counts in bob's INBOX are messages
     return msg
 
 
-def _outbox_size(account: Account) -> int:
+def outbox_size(account: Account) -> int:
     with sqlite3.connect(account.home / "gateway.db") as db:
         return int(db.execute("SELECT count(*) FROM outbox_item").fetchone()[0])
 
 
-def _two_relay_bubble(root: Path, relay_db: str | None, **gateway: float | int) -> Bubble:
+def two_relay_bubble(
+    root: Path, relay_db: str | None, **gateway: float | int
+) -> tuple[Bubble, str]:
+    """A relay, a second relay (its URL returned), alice and bob homed on both in that
+    order, and their gateways (with `gateway` settings) running."""
     bubble = Bubble(root, relay_db=relay_db)
     bubble.init()
     second = bubble.add_relay("relay2")
@@ -84,13 +88,13 @@ def _two_relay_bubble(root: Path, relay_db: str | None, **gateway: float | int) 
                            relays=[bubble.relay_url, second], settings=dict(gateway))
     bubble.start_gateway("alice")
     bubble.start_gateway("bob")
-    return bubble
+    return bubble, second
 
 
 def test_sigkill_of_the_primary_relay_during_a_burst_loses_and_doubles_nothing(
     tmp_path: Path, relay_db: str | None
 ) -> None:
-    bubble = _two_relay_bubble(tmp_path, relay_db)
+    bubble, _ = two_relay_bubble(tmp_path, relay_db)
     try:
         alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
         imap = imap_login(bob)  # bob is unlocked: his gateway holds a listing on both relays
@@ -100,13 +104,13 @@ def test_sigkill_of_the_primary_relay_during_a_burst_loses_and_doubles_nothing(
         def burst() -> None:
             for _ in range(count):
                 token = "token-" + secrets.token_hex(6)
-                assert submit(alice, _message(alice, bob, token)) == {}
+                assert submit(alice, token_message(alice, bob, token)) == {}
                 sent.append(token)
                 time.sleep(0.05)
 
         sender = threading.Thread(target=burst)
         sender.start()
-        _wait_for(lambda: len(sent) >= count // 3, 60, "a third of the burst submitted")
+        wait_for(lambda: len(sent) >= count // 3, 60, "a third of the burst submitted")
         bubble.services["relay"].kill()  # SIGKILL, mid-burst
         killed_at = len(sent)
         sender.join(120)
@@ -115,10 +119,10 @@ def test_sigkill_of_the_primary_relay_during_a_burst_loses_and_doubles_nothing(
         received: list[bytes] = []
 
         def all_arrived() -> bool:
-            received[:] = _tokens(fetch_all(imap))
+            received[:] = subject_tokens(fetch_all(imap))
             return len(received) >= count
 
-        _wait_for(all_arrived, 60, f"all {count} messages in bob's INBOX")
+        wait_for(all_arrived, 60, f"all {count} messages in bob's INBOX")
         assert sorted(received) == sorted(t.encode() for t in sent)  # none lost, none twice
         assert killed_at < count
 
@@ -126,14 +130,14 @@ def test_sigkill_of_the_primary_relay_during_a_burst_loses_and_doubles_nothing(
         # reads it again and drops what it already has; nothing shows twice.
         bubble.start_relay()
         time.sleep(3)
-        assert sorted(_tokens(fetch_all(imap))) == sorted(t.encode() for t in sent)
+        assert sorted(subject_tokens(fetch_all(imap))) == sorted(t.encode() for t in sent)
         imap.logout()
     finally:
         bubble.kill_all()
 
 
 def test_a_relay_that_never_answers_is_skipped_after_one_timeout(tmp_path: Path) -> None:
-    bubble = _two_relay_bubble(tmp_path, None, relay_timeout=2.0)
+    bubble, _ = two_relay_bubble(tmp_path, None, relay_timeout=2.0)
     try:
         alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
         imap = imap_login(bob)
@@ -146,14 +150,14 @@ def test_a_relay_that_never_answers_is_skipped_after_one_timeout(tmp_path: Path)
             silent.listen(64)
             tokens = ["token-" + secrets.token_hex(6) for _ in range(10)]
             for token in tokens:
-                assert submit(alice, _message(alice, bob, token)) == {}
+                assert submit(alice, token_message(alice, bob, token)) == {}
             received: list[bytes] = []
 
             def all_arrived() -> bool:
-                received[:] = _tokens(fetch_all(imap))
+                received[:] = subject_tokens(fetch_all(imap))
                 return len(received) >= len(tokens)
 
-            _wait_for(all_arrived, 60, "all messages through the second relay")
+            wait_for(all_arrived, 60, "all messages through the second relay")
             assert sorted(received) == sorted(t.encode() for t in tokens)
             # A timeout sets the silent relay aside; the deposits after it skip it.
             timeouts = bubble.log_text("alice").count("relay request failed (TimeoutError)")
@@ -175,10 +179,10 @@ def test_a_507_from_every_relay_is_retried_until_one_has_room(tmp_path: Path) ->
         bubble.start_gateway("bob")
         alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
         token = "token-" + secrets.token_hex(6)
-        assert submit(alice, _message(alice, bob, token)) == {}
-        _wait_for(lambda: bubble.log_text("alice").count("relay answered 507") >= 5, 60,
+        assert submit(alice, token_message(alice, bob, token)) == {}
+        wait_for(lambda: bubble.log_text("alice").count("relay answered 507") >= 5, 60,
                   "five refused deposits")
-        assert _outbox_size(alice) == 1  # kept, not given up as a permanent failure
+        assert outbox_size(alice) == 1  # kept, not given up as a permanent failure
 
         bubble.stop_relay()
         bubble.services["relay"].args = [
@@ -186,9 +190,9 @@ def test_a_507_from_every_relay_is_retried_until_one_has_room(tmp_path: Path) ->
         ]
         bubble.start_relay()
         imap = imap_login(bob)
-        _wait_for(lambda: _tokens(fetch_all(imap)) == [token.encode()], 60,
+        wait_for(lambda: subject_tokens(fetch_all(imap)) == [token.encode()], 60,
                   "the message delivered once the relay has room")
-        assert _outbox_size(alice) == 0
+        assert outbox_size(alice) == 0
         imap.logout()
     finally:
         bubble.kill_all()
