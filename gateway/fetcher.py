@@ -31,6 +31,7 @@ two relays holding the same envelope deliver it once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 _FOLD_PERSON = b"sg-notice-fold".ljust(16, b"\0")
 _RETRY_INITIAL, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failing relay
 _HELD_AT_LEAST = 1.0  # an empty held listing that answered sooner was not held
+_FETCH_WINDOW = 8  # envelopes fetched ahead of the one being stored
 
 
 @dataclass(frozen=True)
@@ -216,26 +218,50 @@ class Fetcher(PeriodicJob):
     async def _take(
         self, relay: RelayClient, watch: _Watch, listing: Sequence[EnvelopeInfo]
     ) -> tuple[int, int]:
-        """Fetch, store and acknowledge what `listing` shows; (delivered, acknowledged)."""
+        """Fetch, store and acknowledge what `listing` shows; (delivered, acknowledged).
+
+        Up to `_FETCH_WINDOW` fetches run ahead of the envelope being stored, and each
+        ack goes out once its envelope is committed, alongside the next ones: the round
+        trips overlap, the order of storing and the rule "ack after commit" do not change.
+        """
         address, keys = watch.address, watch.keys
-        delivered = acknowledged = 0
+        delivered = 0
         lock = self._account_locks.setdefault(address, asyncio.Lock())
+        acks: list[asyncio.Task[None]] = []
+        ahead: collections.deque[tuple[bytes, asyncio.Task[bytes]]] = collections.deque()
         async with lock:
+            new = []
             for info in listing:
                 if self._mailboxes.seen_envelope(address, info.envelope_id):
-                    await relay.ack(keys.mailbox, info.envelope_id)
-                    acknowledged += 1
-                    continue
-                data = await relay.fetch(keys.mailbox, info.envelope_id)
-                try:
-                    outcome = await self._accept(address, keys, info.envelope_id, data)
-                except DirectoryUnavailable:
-                    continue  # sender cannot be checked now; leave it on the relay
-                if outcome:
-                    delivered += 1
-                await relay.ack(keys.mailbox, info.envelope_id)
-                acknowledged += 1
-        return delivered, acknowledged
+                    acks.append(asyncio.create_task(relay.ack(keys.mailbox, info.envelope_id)))
+                else:
+                    new.append(info.envelope_id)
+            waiting = iter(new)
+            try:
+                while True:
+                    while len(ahead) < _FETCH_WINDOW and (envelope_id := next(waiting, None)):
+                        ahead.append((envelope_id, asyncio.create_task(
+                            relay.fetch(keys.mailbox, envelope_id)
+                        )))
+                    if not ahead:
+                        break
+                    envelope_id, fetching = ahead.popleft()
+                    data = await fetching
+                    try:
+                        outcome = await self._accept(address, keys, envelope_id, data)
+                    except DirectoryUnavailable:
+                        continue  # sender cannot be checked now; leave it on the relay
+                    delivered += outcome
+                    acks.append(asyncio.create_task(relay.ack(keys.mailbox, envelope_id)))
+            finally:
+                for _, fetching in ahead:
+                    fetching.cancel()
+                await asyncio.gather(*(task for _, task in ahead), return_exceptions=True)
+                done = await asyncio.gather(*acks, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        return delivered, len(done)
 
     async def _accept(
         self, address: str, keys: AccountKeys, envelope_id: bytes, data: bytes
