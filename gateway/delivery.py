@@ -13,6 +13,16 @@ that is full, down or drained is tried again until one takes it. A pass loads du
 `batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
 The outbox records which relay took each envelope, to be asked about it after
 `status_check_interval` seconds (`gateway.undelivered`).
+
+Between passes the worker sleeps until it is woken (a submission, a login) or the
+earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway does
+not look at an empty outbox every second. Entries come only from this process (woken
+when written) or from before its start (the first pass), so nothing due is missed.
+
+A pass deposits its entries in random order, up to `concurrency` at once, so the
+envelopes of one message (one per recipient, written next to each other) reach the
+relays mixed with whatever else is due rather than in a row; a relay that sees only
+one message's envelopes in a pass still sees them at about the same time.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +42,8 @@ from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+_SHUFFLE = secrets.SystemRandom()
+_IDLE_MAX = 60.0  # seconds between passes at most (bounds any wall-clock jump)
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -85,6 +98,7 @@ class DeliveryWorker(PeriodicJob):
         super().__init__(retry_initial)
         self._drained = drained
         self.health = RelayHealth(retry_initial, retry_max)
+        self._retries: list[float] = []  # monotonic times of the retries scheduled
         self._outbox = outbox
         self._credential = credential
         self._client_for = client_for
@@ -103,6 +117,7 @@ class DeliveryWorker(PeriodicJob):
         again before its backoff, so the passes stop once nothing goes out.
         """
         due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
+        _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
         taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
         relays = {entry.id: url for entry, url in zip(due, taken, strict=True) if url}
         del due, taken
@@ -113,6 +128,12 @@ class DeliveryWorker(PeriodicJob):
             )
         )
         return bool(relays)
+
+    def next_wait(self) -> float:
+        now = time.monotonic()
+        self._retries = [t for t in self._retries if t > now]
+        first = min(self._retries, default=now + _IDLE_MAX)
+        return min(_IDLE_MAX, max(first - now, self._retry_initial))
 
     async def _deliver(self, entry: OutboxEntry) -> str | None:
         """Deposit on the first relay that takes it; that relay's URL, or None."""
@@ -148,6 +169,7 @@ class DeliveryWorker(PeriodicJob):
         at = datetime.now(UTC) + timedelta(seconds=delay)
         reason = "; ".join(errors) or "no relay known"
         await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
+        self._retries.append(time.monotonic() + delay)
         log.info(
             "delivery: envelope %s not deposited (%s); retry in %.0fs",
             entry.envelope_id.hex()[:8],

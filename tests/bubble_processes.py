@@ -59,13 +59,13 @@ class Service:
     log: Path
     ports: list[int]
     proc: subprocess.Popen[bytes] | None = None
+    log_level: str = "DEBUG"  # the canary scans then cover the most verbose logs there are
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            # DEBUG: the canary scans then cover the most verbose logs there are.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", "DEBUG", *self.args],
+                [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -114,6 +114,7 @@ class Bubble:
     relay_args: tuple[str, ...] = ()  # extra flags for `relay serve` (e.g. --quota)
     poll_interval: float = 0.3  # the gateways' --poll-interval
     relay_db: str | None = None  # every relay's --db (one database shared by all relays)
+    relay_log_level: str = "DEBUG"  # INFO: what a relay logs by default
     _tls_args: list[str] = field(default_factory=list)
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
@@ -157,6 +158,7 @@ class Bubble:
              "--trust-root", str(self.admin / "root.pub"), *self._tls_args, *self.relay_args],
             self.root / "logs" / f"{name}.log",
             [port],
+            log_level=self.relay_log_level,
         )
         return service
 

@@ -20,7 +20,11 @@ order; listings and purges go oldest hour first and, within an hour, by the orde
 this process's own deposits, which it keeps in memory only (after a restart, earlier
 envelopes of the hour come first, in random tiebreak order). Envelope files get the
 hour as their access and modification time (reads use O_NOATIME), and the directories
-they live in get it as their modification time.
+they live in get it as their modification time; after every write, `relay.db`, its WAL
+and HOME get the current hour too (`_date_database`), so a copy of the home that keeps
+modification times (a backup, rsync, tar) keeps no exact time. The kernel's inode
+change times (ctime) cannot be set and stay exact; `relay.db-shm`, written through a
+memory map, is stamped by the kernel when its pages are written back.
 
 Quota: stored bytes are the sum of envelope sizes. A deposit first reserves its size;
 if stored plus reserved bytes would exceed the quota, unfetched envelopes are purged,
@@ -52,6 +56,7 @@ address or any plaintext.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import enum
 import errno
 import hashlib
@@ -336,6 +341,7 @@ class SqliteFileStorage:
                     self._stored += size
                     self._arrival[envelope_id] = next(self._next_arrival)
                 stored = True
+                self._date_database(received)
         finally:
             if not stored:
                 with self._counters:
@@ -413,6 +419,7 @@ class SqliteFileStorage:
                 break
         with self._engine.begin() as conn:
             forgotten = conn.execute(tombstones_table.delete().where(s.hour <= cutoff)).rowcount
+        self._date_database(hour)
         if expired and self._on_purge is not None:
             self._on_purge("expired", expired)
         return SweepResult(expired, forgotten)
@@ -433,7 +440,9 @@ class SqliteFileStorage:
             where=excluded.version > t.version,
         )
         with self._engine.begin() as conn:
-            return bool(conn.execute(statement).rowcount)
+            stored = bool(conn.execute(statement).rowcount)
+        self._date_database(coarse_hour(time.time()))
+        return stored
 
     def get_directory(self, lookup_id: bytes) -> DirectoryRecord | None:
         t = directory_table.c
@@ -458,6 +467,7 @@ class SqliteFileStorage:
         ).on_conflict_do_nothing()
         with self._engine.begin() as conn:
             conn.execute(statement)
+        self._date_database(coarse_hour(time.time()))
 
     def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
         t = gateway_revocations_table.c
@@ -584,7 +594,14 @@ class SqliteFileStorage:
                 index_elements=[tombstones_table.c.envelope_id],
                 set_={"depositor": row.depositor, "reason": reason.value, "hour": hour},
             ))
+        self._date_database(hour)
         return int(row.size)
+
+    def _date_database(self, hour: int) -> None:
+        """Give the database, its WAL and the home `hour` as their times (after a write)."""
+        for path in (self._home / "relay.db", self._home / "relay.db-wal", self._home):
+            with contextlib.suppress(FileNotFoundError):
+                _set_hour(path, hour)
 
     def _path(self, mailbox_id: bytes, envelope_id: bytes) -> Path:
         return self._envelope_dir / mailbox_id[:1].hex() / envelope_id.hex()
