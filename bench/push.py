@@ -135,13 +135,13 @@ class _ProcessBubble:
         for port in ports:
             _wait_for_port(port)
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of every process of the bubble so far."""
-        total = 0
+    def cpu_seconds(self) -> list[float]:
+        """User + system CPU time of each process so far (relay, alice's, bob's gateway)."""
+        times = []
         for proc in self.procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-        return total / _TICK
+            times.append((int(fields[11]) + int(fields[12])) / _TICK)  # utime, stime
+        return times
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -237,6 +237,7 @@ class _Figures:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     idle: list[float] = field(default_factory=list)  # percent of one core
+    idle_parts: list[list[float]] = field(default_factory=list)  # relay, alice's, bob's
 
 
 def _measure(root: Path, settings: Settings, gateway: dict[str, float | int],
@@ -250,8 +251,10 @@ def _measure(root: Path, settings: Settings, gateway: dict[str, float | int],
         idle_seconds = settings.idle_seconds or (20.0 if settings.quick else 60.0)
         before, t0 = bubble.cpu_seconds(), time.perf_counter()
         time.sleep(idle_seconds)
-        used, elapsed = bubble.cpu_seconds() - before, time.perf_counter() - t0
-        figures.idle.append(100.0 * used / elapsed)
+        after, elapsed = bubble.cpu_seconds(), time.perf_counter() - t0
+        shares = [100.0 * (b - a) / elapsed for a, b in zip(before, after, strict=True)]
+        figures.idle.append(sum(shares))
+        figures.idle_parts.append(shares)
         inbox = _Inbox(bob)
         inbox.start()
         count = int(latency_seconds * RATE)
@@ -292,6 +295,14 @@ def run(settings: Settings) -> list[Result]:
         if goal is not None:
             verdict = "met" if statistics.median(mine) < goal else "MISSED"
             notes = (f"target < {goal:g} {'s' if unit == 's' else '%'}: {verdict}",)
+        if unit == "%":
+            window = settings.idle_seconds or (20.0 if settings.quick else 60.0)
+            notes += tuple(
+                f"{name}: relay {r:.3f} %, alice's gateway {a:.3f} %, bob's gateway "
+                f"{b:.3f} % over {window:.0f} s"
+                for name, parts in (("push", ours.idle_parts), ("polling", polling.idle_parts))
+                for r, a, b in parts
+            )
         rows.append(Result(NAME, case, unit, mine, "polling every 5 s", theirs, ratio, None,
                            notes))
     return rows
