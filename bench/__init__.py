@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "login_flood": "bench.login_flood",
     "migrate_imap": "bench.migrate_imap",
     "relay_storage": "bench.relay_storage",
+    "push": "bench.push",
 }
 """Benchmark name -> module; every module has NAME and run(Settings) -> list[Result]."""
 

@@ -27,6 +27,7 @@ class Settings:
     quick: bool
     reps: int  # repetitions of every measurement; the table shows their median
     workdir: Path  # an empty directory this benchmark may fill
+    idle_seconds: float | None = None  # the window of idle measurements (None: the default)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ def format_value(value: float, unit: str) -> str:
         if value >= 1e-3:
             return f"{value * 1e3:.2f} ms"
         return f"{value * 1e6:.1f} µs"
+    if unit == "%":
+        return f"{value:.3f} %"
     return f"{value:g} {unit}"
 
 

@@ -4,6 +4,8 @@
     sealgate relay serve   --home RELAY --listen HOST:PORT [--trust-root FILE ...]
                            [--quota SIZE] [--retention DURATION] [--db postgresql://...]
     sealgate relay status  --url URL [--json]
+    sealgate relay drain   URL --bubble ADMIN [--relay URL ...]   (planned maintenance)
+    sealgate relay undrain URL --bubble ADMIN [--relay URL ...]
     sealgate account add   ADDRESS --gateway GW --bubble ADMIN --relay URL [...]
                            --password-file FILE [--kdf-cost moderate|interactive|minimum]
     sealgate account rotate ADDRESS --gateway GW --bubble ADMIN --password-file FILE
@@ -50,6 +52,7 @@ from gateway.provision import (
     KDF_COSTS,
     ProvisionError,
     add_account,
+    drain_relay,
     read_password_file,
     revoke_account,
     revoke_gateway,
@@ -135,6 +138,22 @@ def cmd_relay_status(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise CliError(str(e)) from None
     print(json.dumps(status.to_json()) if args.json else status_table(status))
+
+
+def cmd_relay_drain(args: argparse.Namespace) -> None:
+    draining = args.action == "drain"
+    admin = AdminHome.load(args.bubble)
+    statement = asyncio.run(drain_relay(
+        args.url, draining=draining, admin=admin, relays=args.relay,
+        relay_ca_file=args.relay_ca,
+    ))
+    if draining:
+        print(f"relay {statement.relay} drained (statement version {statement.version}): "
+              "gateways stop depositing to it at their next directory sync and keep "
+              "fetching what it holds")
+    else:
+        print(f"relay {statement.relay} undrained (statement version {statement.version}): "
+              "gateways deposit to it again at their next directory sync")
 
 
 def cmd_account_add(args: argparse.Namespace) -> None:
@@ -339,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _relay_ca_argument(p)
     p.set_defaults(func=cmd_relay_status)
+    for action, what in (("drain", "stop depositing to a relay (gateways keep fetching it)"),
+                         ("undrain", "deposit to a drained relay again")):
+        p = relay.add_parser(action, help=what)
+        p.add_argument("url", metavar="URL", help="the relay, as the accounts name it")
+        p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+        p.add_argument("--relay", action="append", default=[], metavar="URL",
+                       help="another relay to publish the statement to; repeatable")
+        _relay_ca_argument(p)
+        p.set_defaults(func=cmd_relay_drain)
 
     account = sub.add_parser("account", help="manage accounts").add_subparsers(
         dest="action", required=True, metavar="ACTION"

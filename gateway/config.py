@@ -34,7 +34,9 @@ class GatewayConfig:
     delivery_batch_bytes: int = 64 * MiB  # envelopes one delivery pass loads (a larger one: alone)
     max_smtp_connections: int = 200  # concurrent SMTP connections; the next gets 421 4.7.0
     smtp_timeout: float = 300.0
-    poll_interval: float = 5.0  # how often unlocked mailboxes are fetched from relays
+    poll_interval: float = 5.0  # how often unlocked mailboxes not held open are fetched
+    push_wait: int = 50  # seconds a relay holds a listing open for new mail (0: poll only)
+    push_connections: int = 32  # listings held open at once (per gateway); more: polled
     directory_sync_interval: float = 60.0
     relay_timeout: float = 120.0  # a whole request, large deposits included
     relay_ca_file: Path | None = None  # trust only these certificates for https relays
@@ -87,9 +89,13 @@ class GatewayConfig:
             "submission_limit",
             "import_batch_messages",
             "import_batch_bytes",
+            "push_connections",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
+        if isinstance(self.push_wait, bool) or not isinstance(self.push_wait, int) \
+                or not 0 <= self.push_wait <= 3600:
+            raise ValueError("setting 'push_wait': must be whole seconds from 0 to 3600")
         for name in (
             "smtp_timeout",
             "poll_interval",

@@ -4,10 +4,25 @@ An outbox entry is removed only after a relay has acknowledged the deposit (201 
 200 for a repeat), so a crash or a dead relay never loses an accepted message; a
 deposit repeated after a crash is harmless because relays store envelopes by id.
 Relays are tried in the recipient's priority order; when all fail, the entry is
-retried later with exponential backoff. A pass loads due entries up to
+retried later with exponential backoff. A relay that fails (no connection, a timeout,
+a 5xx such as 507) is skipped by every deposit until its own backoff has passed
+(`RelayHealth`, memory only), so a dead primary costs one timeout, not one per
+message; the next deposit after that probes it again. A drained relay (`drained`,
+`gateway.drains`) is not deposited to at all. An entry is never given up: a relay
+that is full, down or drained is tried again until one takes it. A pass loads due entries up to
 `batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
 The outbox records which relay took each envelope, to be asked about it after
 `status_check_interval` seconds (`gateway.undelivered`).
+
+Between passes the worker sleeps until it is woken (a submission, a login) or the
+earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway does
+not look at an empty outbox every second. Entries come only from this process (woken
+when written) or from before its start (the first pass), so nothing due is missed.
+
+A pass deposits its entries in random order, up to `concurrency` at once, so the
+envelopes of one message (one per recipient, written next to each other) reach the
+relays mixed with whatever else is due rather than in a row; a relay that sees only
+one message's envelopes in a pass still sees them at about the same time.
 """
 
 from __future__ import annotations
@@ -15,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -25,11 +42,43 @@ from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+_SHUFFLE = secrets.SystemRandom()
+_IDLE_MAX = 60.0  # seconds between passes at most (bounds any wall-clock jump)
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
     """Seconds to wait after the `attempts`-th failure (1, 2, 3, ...)."""
     return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
+
+
+class RelayHealth:
+    """When each relay that failed may be tried again (exponential backoff, memory only)."""
+
+    def __init__(
+        self, initial: float, maximum: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._initial, self._maximum, self._clock = initial, maximum, clock
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+
+    def ready(self, url: str) -> bool:
+        return self._clock() >= self._until.get(url, 0.0)
+
+    def failed(self, url: str) -> float:
+        """Count a failure; the seconds `url` now rests."""
+        failures = self._failures[url] = self._failures.get(url, 0) + 1
+        rest = backoff(failures, self._initial, self._maximum)
+        self._until[url] = self._clock() + rest
+        return rest
+
+    def succeeded(self, url: str) -> None:
+        self._failures.pop(url, None)
+        self._until.pop(url, None)
+
+    def wait(self, urls: list[str]) -> float:
+        """Seconds until the first of `urls` may be tried again (0 if one may now)."""
+        now = self._clock()
+        return max(0.0, min((self._until.get(url, 0.0) - now for url in urls), default=0.0))
 
 
 class DeliveryWorker(PeriodicJob):
@@ -44,8 +93,12 @@ class DeliveryWorker(PeriodicJob):
         concurrency: int = 8,
         batch_bytes: int = 64 * 1024 * 1024,
         status_check_interval: float = 3600.0,
+        drained: Callable[[str], bool] = lambda url: False,
     ) -> None:
         super().__init__(retry_initial)
+        self._drained = drained
+        self.health = RelayHealth(retry_initial, retry_max)
+        self._retries: list[float] = []  # monotonic times of the retries scheduled
         self._outbox = outbox
         self._credential = credential
         self._client_for = client_for
@@ -64,6 +117,7 @@ class DeliveryWorker(PeriodicJob):
         again before its backoff, so the passes stop once nothing goes out.
         """
         due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
+        _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
         taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
         relays = {entry.id: url for entry, url in zip(due, taken, strict=True) if url}
         del due, taken
@@ -75,6 +129,12 @@ class DeliveryWorker(PeriodicJob):
         )
         return bool(relays)
 
+    def next_wait(self) -> float:
+        now = time.monotonic()
+        self._retries = [t for t in self._retries if t > now]
+        first = min(self._retries, default=now + _IDLE_MAX)
+        return min(_IDLE_MAX, max(first - now, self._retry_initial))
+
     async def _deliver(self, entry: OutboxEntry) -> str | None:
         """Deposit on the first relay that takes it; that relay's URL, or None."""
         async with self._slots:
@@ -82,22 +142,34 @@ class DeliveryWorker(PeriodicJob):
 
     async def _deposit(self, entry: OutboxEntry) -> str | None:
         errors = []
-        for url in entry.relays:
+        usable = [url for url in entry.relays if not self._drained(url)]
+        resting = [url for url in usable if not self.health.ready(url)]
+        errors += [f"{url}: drained" for url in entry.relays if url not in usable]
+        errors += [f"{url}: failed recently" for url in resting]
+        for url in usable:
+            if url in resting:
+                continue
             try:
                 await self._client_for(url).deposit(entry.envelope, self._credential)
             except RelayRejected as e:  # e.g. 403 once this gateway's credential is revoked
                 errors.append(f"{url}: {e.status} {e.reason}")
                 continue
             except RelayError as e:
-                errors.append(f"{url}: {type(e).__name__}")
+                rest = self.health.failed(url)
+                log.info("delivery: relay %s failed (%s); set aside for %.0fs", url, e, rest)
+                errors.append(f"{url}: {e}")
                 continue
+            self.health.succeeded(url)
             log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
             return url
         attempts = entry.attempts + 1
         delay = backoff(attempts, self._retry_initial, self._retry_max)
+        if resting:  # not later than the first resting relay may be tried again
+            delay = min(delay, max(self.health.wait(resting), self._retry_initial))
         at = datetime.now(UTC) + timedelta(seconds=delay)
         reason = "; ".join(errors) or "no relay known"
         await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
+        self._retries.append(time.monotonic() + delay)
         log.info(
             "delivery: envelope %s not deposited (%s); retry in %.0fs",
             entry.envelope_id.hex()[:8],

@@ -17,13 +17,25 @@ envelopes whose sender is unknown (they do not open, or claim an address outside
 directory, which a forger can vary at will), so a flood of bad envelopes makes few.
 Mail from outside (sealed by a bubble gateway's inbound listener) is checked and marked
 by `bridge.external` instead of the directory, and never shown as a member's.
+
+Push: for each unlocked account and home relay, a watcher holds a listing open on the
+relay (`RelayClient.list(wait=push_wait)`), which answers as soon as an envelope
+arrives; at most `push_connections` are held per gateway. Pairs beyond that bound,
+and every pair when `push_wait` is 0, are listed every `poll_interval` seconds. A
+relay that answers an empty held listing at once (one that does not hold listings)
+is listed again only after `poll_interval`; one that fails is retried with backoff.
+The envelopes of one account are taken one pass at a time (a per-account lock), so
+two relays holding the same envelope deliver it once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import nacl.encoding
@@ -35,8 +47,9 @@ from bridge.errors import CannotOpen, RelayError
 from bridge.external import is_external, open_external
 from bridge.headers import DEFAULT_LIMITS, HeaderError, HeaderLimits, parse_header
 from bridge.keys import AccountKeys
-from bridge.relay.client import RelayClient
+from bridge.relay.client import EnvelopeInfo, RelayClient
 from bridge.sender import SenderRefused, check_sender
+from gateway.delivery import backoff
 from gateway.keyring import KeyRing
 from gateway.notices import cannot_open_notice, forged_sender_notice
 from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
@@ -47,6 +60,18 @@ from gateway.worker import PeriodicJob
 log = logging.getLogger(__name__)
 
 _FOLD_PERSON = b"sg-notice-fold".ljust(16, b"\0")
+_RETRY_INITIAL, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failing relay
+_HELD_AT_LEAST = 1.0  # an empty held listing that answered sooner was not held
+_FETCH_WINDOW = 8  # envelopes fetched ahead of the one being stored
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """One held listing: an account on one of its home relays."""
+
+    address: str
+    url: str
+    keys: AccountKeys
 
 
 def _utc_now() -> datetime:
@@ -79,8 +104,15 @@ class Fetcher(PeriodicJob):
         notice_fold_seconds: float = 3600.0,
         clock: Callable[[], datetime] = _utc_now,
         trusted_roots: tuple[bytes, ...] = (),
+        push_wait: int = 0,
+        push_connections: int = 32,
     ) -> None:
+        """`push_wait`: seconds a relay holds a listing (0: poll only)."""
         super().__init__(poll_interval)
+        self._push_wait = push_wait
+        self._push_connections = push_connections
+        self._watchers: dict[_Watch, asyncio.Task[None]] = {}
+        self._account_locks: dict[str, asyncio.Lock] = {}
         self._trusted_roots = trusted_roots  # whose gateways may seal mail from outside
         self._header_limits = header_limits
         self._fold_seconds = notice_fold_seconds
@@ -93,13 +125,36 @@ class Fetcher(PeriodicJob):
         self._domain = domain
         self._rotated: set[int] = set()  # accounts already logged as waiting for a login
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self._stop_watchers(list(self._watchers))
+
     async def run_once(self) -> bool:
-        await self.fetch_all()
+        wanted = self._wanted()
+        if self._push_wait:
+            await self._stop_watchers([w for w in self._watchers if w not in wanted])
+            for watch in wanted:
+                if watch not in self._watchers and len(self._watchers) < self._push_connections:
+                    self._watchers[watch] = asyncio.create_task(
+                        self._watch(watch), name="fetch-watch"
+                    )
+        await self._poll([w for w in wanted if w not in self._watchers])
         return False
 
     async def fetch_all(self) -> int:
-        """One pass over every unlocked account; returns messages delivered."""
-        delivered = 0
+        """One pass over every unlocked account on every home relay; messages delivered."""
+        return await self._poll(self._wanted())
+
+    @property
+    def held_listings(self) -> int:
+        """Listings this gateway holds open on relays now (at most `push_connections`)."""
+        return len(self._watchers)
+
+    def _wanted(self) -> list[_Watch]:
+        """Every (unlocked account, home relay), in the accounts' priority order."""
+        wanted = []
         for address, keys in self._keyring.unlocked().items():
             account = self._accounts.get(address)
             if account is None:
@@ -112,28 +167,101 @@ class Fetcher(PeriodicJob):
                     log.info("fetch: account %d was rotated; waiting for its next login",
                              account.id)
                 continue
-            for url in account.relays:
-                try:
-                    delivered += await self._fetch_from(self._client_for(url), address, keys)
-                except RelayError as e:
-                    log.info("fetch: relay %s unavailable (%s)", url, type(e).__name__)
+            wanted += [_Watch(address, url, keys) for url in account.relays]
+        return wanted
+
+    async def _poll(self, watches: Sequence[_Watch]) -> int:
+        delivered = 0
+        for watch in watches:
+            relay = self._client_for(watch.url)
+            try:
+                listing = await relay.list(watch.keys.mailbox)
+                delivered += (await self._take(relay, watch, listing))[0]
+            except RelayError as e:
+                log.info("fetch: relay %s unavailable (%s)", watch.url, type(e).__name__)
         return delivered
 
-    async def _fetch_from(self, relay: RelayClient, address: str, keys: AccountKeys) -> int:
-        delivered = 0
-        for info in await relay.list(keys.mailbox):
-            if self._mailboxes.seen_envelope(address, info.envelope_id):
-                await relay.ack(keys.mailbox, info.envelope_id)
-                continue
-            data = await relay.fetch(keys.mailbox, info.envelope_id)
+    async def _watch(self, watch: _Watch) -> None:
+        """Hold a listing on one relay for one account, take what it shows, and again."""
+        relay = self._client_for(watch.url)
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
             try:
-                outcome = await self._accept(address, keys, info.envelope_id, data)
-            except DirectoryUnavailable:
-                continue  # sender cannot be checked now; leave it on the relay
-            if outcome:
-                delivered += 1
-            await relay.ack(keys.mailbox, info.envelope_id)
-        return delivered
+                listing = await relay.list(watch.keys.mailbox, wait=self._push_wait)
+                _, taken = await self._take(relay, watch, listing)
+            except RelayError as e:
+                failures += 1
+                if failures == 1:
+                    log.info("fetch: relay %s unavailable (%s)", watch.url, type(e).__name__)
+                await asyncio.sleep(backoff(failures, _RETRY_INITIAL, _RETRY_MAX))
+                continue
+            except Exception as e:  # noqa: BLE001 - the watcher must outlive one bad pass
+                log.error("fetch: watcher pass failed (%s)", type(e).__name__)
+                await asyncio.sleep(self._interval)
+                continue
+            failures = 0
+            if listing and not taken:
+                await asyncio.sleep(self._interval)  # all left on the relay: not again at once
+            elif not listing and loop.time() - started < _HELD_AT_LEAST:
+                await asyncio.sleep(self._interval)  # this relay does not hold listings
+
+    async def _stop_watchers(self, watches: Sequence[_Watch]) -> None:
+        tasks = [self._watchers.pop(watch) for watch in watches]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _take(
+        self, relay: RelayClient, watch: _Watch, listing: Sequence[EnvelopeInfo]
+    ) -> tuple[int, int]:
+        """Fetch, store and acknowledge what `listing` shows; (delivered, acknowledged).
+
+        Up to `_FETCH_WINDOW` fetches run ahead of the envelope being stored, and each
+        ack goes out once its envelope is committed, alongside the next ones: the round
+        trips overlap, the order of storing and the rule "ack after commit" do not change.
+        """
+        address, keys = watch.address, watch.keys
+        delivered = 0
+        lock = self._account_locks.setdefault(address, asyncio.Lock())
+        acks: list[asyncio.Task[None]] = []
+        ahead: collections.deque[tuple[bytes, asyncio.Task[bytes]]] = collections.deque()
+        async with lock:
+            new = []
+            for info in listing:
+                if self._mailboxes.seen_envelope(address, info.envelope_id):
+                    acks.append(asyncio.create_task(relay.ack(keys.mailbox, info.envelope_id)))
+                else:
+                    new.append(info.envelope_id)
+            waiting = iter(new)
+            try:
+                while True:
+                    while len(ahead) < _FETCH_WINDOW and (envelope_id := next(waiting, None)):
+                        ahead.append((envelope_id, asyncio.create_task(
+                            relay.fetch(keys.mailbox, envelope_id)
+                        )))
+                    if not ahead:
+                        break
+                    envelope_id, fetching = ahead.popleft()
+                    data = await fetching
+                    try:
+                        outcome = await self._accept(address, keys, envelope_id, data)
+                    except DirectoryUnavailable:
+                        continue  # sender cannot be checked now; leave it on the relay
+                    delivered += outcome
+                    acks.append(asyncio.create_task(relay.ack(keys.mailbox, envelope_id)))
+            finally:
+                for _, fetching in ahead:
+                    fetching.cancel()
+                await asyncio.gather(*(task for _, task in ahead), return_exceptions=True)
+                done = await asyncio.gather(*acks, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        return delivered, len(done)
 
     async def _accept(
         self, address: str, keys: AccountKeys, envelope_id: bytes, data: bytes

@@ -12,6 +12,7 @@ The two-step enrolment that keeps the root key off the gateway is in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import unicodedata
@@ -27,6 +28,7 @@ from bridge.directory import (
     normalize_address,
     open_record,
 )
+from bridge.drain import DrainStatement, drain_lookup_id
 from bridge.errors import DirectoryError, RelayError, RelayRejected, WrongPassphrase
 from bridge.keys import AccountKeys, AccountPublic, KdfCost, seal_seed, sealed_cost, unseal_seed
 from bridge.relay.client import RelayClient
@@ -307,6 +309,37 @@ async def revoke_gateway(
             raise ProvisionError(f"cannot publish the revocation to relay {url}: {e}") from None
         finally:
             await client.close()
+
+
+async def drain_relay(
+    url: str, *, draining: bool, admin: AdminHome, relays: Sequence[str] = (),
+    relay_ca_file: Path | None = None,
+) -> DrainStatement:
+    """Sign that relay `url` is drained (or no longer) and publish it to `url` and `relays`.
+
+    The version is above every one the admin home signed and every one the relays hold.
+    """
+    urls = tuple(dict.fromkeys(check_relays([url, *relays])))
+    lid = drain_lookup_id(admin.directory_key, urls[0])
+    floor = 0
+    for relay in urls:
+        client = RelayClient(relay, ca_file=relay_ca_file)
+        try:
+            record = await client.lookup(lid)
+        except RelayError:
+            continue
+        finally:
+            await client.close()
+        if record is not None:
+            with contextlib.suppress(DirectoryError):
+                statement = DrainStatement.from_record(
+                    record, urls[0], admin.directory_key, (admin.root.public,)
+                )
+                floor = max(floor, statement.version)
+    statement = DrainStatement(urls[0], draining, admin.claim_version(lid, floor))
+    record = statement.to_record(admin.root, admin.directory_key)
+    await publish(record, urls, f"the drain statement of {urls[0]}", relay_ca_file)
+    return statement
 
 
 def read_password_file(path: Path) -> str:

@@ -20,6 +20,7 @@ from bridge.relay.client import RelayClient
 from bridge.sanitize import SanitizePolicy
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryWorker
+from gateway.drains import RelayDrains
 from gateway.fetcher import Fetcher
 from gateway.homes import Membership, gateway_database_url
 from gateway.imap.backend import MailSession
@@ -67,7 +68,8 @@ class Gateway:
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
             self._clients[url] = RelayClient(
-                url, timeout=self.config.relay_timeout, ca_file=self.config.relay_ca_file
+                url, timeout=self.config.relay_timeout, ca_file=self.config.relay_ca_file,
+                max_waiting=self.config.push_connections,
             )
         return self._clients[url]
 
@@ -86,12 +88,20 @@ class Gateway:
         relay_urls = list(membership.relays)
         for account in accounts.all():
             relay_urls += [u for u in account.relays if u not in relay_urls]
+        directory_cache = DirectoryCache(engine)
         recipients = Recipients(
-            DirectoryCache(engine),
+            directory_cache,
             [self.client_for(u) for u in relay_urls],
             membership.directory_key,
             (membership.root_public,),
             sync_interval=cfg.directory_sync_interval,
+        )
+        drains = RelayDrains(
+            directory_cache,
+            lambda: [*membership.relays, *(url for a in accounts.all() for url in a.relays)],
+            membership.directory_key,
+            (membership.root_public,),
+            interval=cfg.directory_sync_interval,
         )
         delivery = DeliveryWorker(
             outbox,
@@ -102,6 +112,7 @@ class Gateway:
             concurrency=cfg.delivery_concurrency,
             batch_bytes=cfg.delivery_batch_bytes,
             status_check_interval=cfg.status_check_interval,
+            drained=drains.drained,
         )
         undelivered = UndeliveredChecker(
             sent=SentLog(engine),
@@ -125,6 +136,8 @@ class Gateway:
             header_limits=cfg.header_limits(),
             notice_fold_seconds=cfg.notice_fold_seconds,
             trusted_roots=(membership.root_public,),
+            push_wait=cfg.push_wait,
+            push_connections=cfg.push_connections,
         )
         filer = ImportFiler(
             accounts=accounts, keyring=keyring, imports=ImportStore(engine),
@@ -245,6 +258,7 @@ class Gateway:
             asyncio.create_task(fetcher.run(), name="fetcher"),
             asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
+            asyncio.create_task(drains.run(), name="relay-drains"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
         ]
         log.info(

@@ -1,4 +1,5 @@
-"""A background job of the gateway: one pass when woken, or every `interval` seconds.
+"""A background job of the gateway: one pass when woken, or every `interval` seconds
+(or as often as the job's `next_wait` says).
 
 A pass that fails unexpectedly is logged by type only (exception text may carry
 data) and the job goes on; it never dies silently.
@@ -25,6 +26,10 @@ class PeriodicJob:
         """One pass; True if more work is waiting and the next pass should start at once."""
         raise NotImplementedError
 
+    def next_wait(self) -> float:
+        """Seconds to sleep after a pass unless woken (a job that knows better overrides it)."""
+        return self._interval
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
@@ -36,4 +41,4 @@ class PeriodicJob:
             if more:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.next_wait())

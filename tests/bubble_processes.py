@@ -59,13 +59,13 @@ class Service:
     log: Path
     ports: list[int]
     proc: subprocess.Popen[bytes] | None = None
+    log_level: str = "DEBUG"  # the canary scans then cover the most verbose logs there are
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            # DEBUG: the canary scans then cover the most verbose logs there are.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", "DEBUG", *self.args],
+                [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -112,6 +112,10 @@ class Bubble:
     https: bool = False  # the relay serves HTTPS with its own certificate, which gateways pin
     gateway_settings: tuple[str, ...] = ()  # extra TOML lines for every gateway's config
     relay_args: tuple[str, ...] = ()  # extra flags for `relay serve` (e.g. --quota)
+    poll_interval: float = 0.3  # the gateways' --poll-interval
+    relay_db: str | None = None  # every relay's --db (one database shared by all relays)
+    relay_log_level: str = "DEBUG"  # INFO: what a relay logs by default
+    _tls_args: list[str] = field(default_factory=list)
     services: dict[str, Service] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
@@ -121,7 +125,7 @@ class Bubble:
 
     @property
     def relay_home(self) -> Path:
-        return self.root / "relay"
+        return self.root / "relay"  # the first relay's; others are ROOT/<name>
 
     @property
     def relay_url(self) -> str:
@@ -141,15 +145,28 @@ class Bubble:
         if self.https:
             cert, key = ensure_certificate(self.relay_cert.parent, "relay.test")
             tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
-        self.services["relay"] = Service(
-            "relay",
-            ["relay", "serve", "--home", str(self.relay_home),
-             "--listen", f"127.0.0.1:{self.relay_port}",
-             "--trust-root", str(self.admin / "root.pub"), *tls, *self.relay_args],
-            self.root / "logs" / "relay.log",
-            [self.relay_port],
-        )
+        self._tls_args = tls
+        self._relay_service("relay", self.relay_port)
         self.start_relay()
+
+    def _relay_service(self, name: str, port: int) -> Service:
+        db = ["--db", self.relay_db] if self.relay_db else []
+        service = self.services[name] = Service(
+            name,
+            ["relay", "serve", "--home", str(self.root / name), *db,
+             "--listen", f"127.0.0.1:{port}",
+             "--trust-root", str(self.admin / "root.pub"), *self._tls_args, *self.relay_args],
+            self.root / "logs" / f"{name}.log",
+            [port],
+            log_level=self.relay_log_level,
+        )
+        return service
+
+    def add_relay(self, name: str) -> str:
+        """Start one more relay (home ROOT/name, its own port); its URL."""
+        port = free_port()
+        self._relay_service(name, port).start()
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{port}"
 
     def start_relay(self) -> None:
         self.services["relay"].start()
@@ -169,10 +186,12 @@ class Bubble:
         kdf_cost: str | None = "interactive",
         settings: dict[str, float | int] | None = None,
         gateway: str | None = None,
+        relays: list[str] | None = None,
     ) -> Account:
         """`account add` (Argon2id at `kdf_cost`: cheaper than the moderate default unless
         None), and a gateway to serve it with `settings` in its TOML file; with `gateway`,
-        into that user's gateway home (one gateway serving several accounts)."""
+        into that user's gateway home (one gateway serving several accounts); with
+        `relays`, those home relays in priority order instead of the first relay."""
         home = self.root / "gateways" / (gateway or user)
         pw_file = self.root / f"{user}.password"
         pw_file.write_text(password + "\n")
@@ -180,7 +199,8 @@ class Bubble:
         pin = ["--relay-ca", str(self.relay_cert)] if self.https else []
         sealgate(
             "account", "add", f"{user}@{DOMAIN}", "--gateway", home, "--bubble", self.admin,
-            "--relay", self.relay_url, "--password-file", pw_file, *pin,
+            *[arg for url in relays or [self.relay_url] for arg in ("--relay", url)],
+            "--password-file", pw_file, *pin,
             *(["--kdf-cost", kdf_cost] if kdf_cost else []),
         )
         pw_file.unlink()
@@ -223,7 +243,7 @@ class Bubble:
             ["gateway", "serve", "--home", str(home),
              "--smtp", f"127.0.0.1:{account.smtp_port}",
              "--imap", f"127.0.0.1:{account.imap_port}",
-             "--poll-interval", "0.3", "--config", str(config)],
+             "--poll-interval", str(self.poll_interval), "--config", str(config)],
             self.root / "logs" / f"{user}.log",
             [account.smtp_port, account.imap_port],
         )

@@ -13,7 +13,9 @@ module keeps nothing on disk and logs nothing.
 
 Deposits travel on connections of their own, never shared with mailbox reads or
 directory lookups: a keep-alive connection that carried both would tell the relay
-which mailbox the depositing gateway reads.
+which mailbox the depositing gateway reads. Held listings (`list(wait=N)`) have a
+third pool of at most `max_waiting` connections, so that they never keep fetches,
+acks or directory lookups waiting for a connection.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ _CHUNK = 64 * 1024
 # Below the relay's header_timeout (default 15 s), so that the client, not the
 # relay, closes an idle connection and a request never races the relay's close.
 _KEEPALIVE = 5.0
-_DEPOSITS, _READS = "deposits", "reads"  # the two connection pools
+_DEPOSITS, _READS, _WAITS = "deposits", "reads", "waits"  # the connection pools
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,16 @@ class RelayClient:
     def __init__(
         self, url: str, *, timeout: float = 10.0,
         max_response_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
-        ca_file: Path | None = None,
+        ca_file: Path | None = None, max_waiting: int = 100,
     ) -> None:
         base = yarl.URL(url)
         if base.scheme not in ("http", "https") or not base.host:
             raise ValueError("relay url must be http:// or https:// with a host")
         if base.query_string or base.fragment:
             raise ValueError("relay url must not have a query or fragment")
-        if timeout <= 0 or max_response_bytes <= 0:
-            raise ValueError("timeout and max_response_bytes must be positive")
+        if timeout <= 0 or max_response_bytes <= 0 or max_waiting <= 0:
+            raise ValueError("timeout, max_response_bytes and max_waiting must be positive")
+        self._max_waiting = max_waiting
         self.url = url
         self._base = base
         self._prefix = base.path.rstrip("/")
@@ -139,9 +142,23 @@ class RelayClient:
             raise RelayUnavailable("malformed relay answer")
         return DepositStatus(str(status), hour)
 
-    async def list(self, mailbox_key: nacl.signing.SigningKey) -> builtins.list[EnvelopeInfo]:
-        """The envelopes waiting in this key's mailbox, oldest first (at most the relay's cap)."""
-        _, body = await self._signed(mailbox_key, "GET", "", expect=(200,))
+    async def list(
+        self, mailbox_key: nacl.signing.SigningKey, *, wait: int = 0
+    ) -> builtins.list[EnvelopeInfo]:
+        """The envelopes waiting in this key's mailbox, oldest first (at most the relay's cap).
+
+        With `wait` seconds, the relay holds the request until the mailbox has one or the
+        time is up (an empty list then); the request may take `wait` plus the timeout.
+        """
+        if wait < 0:
+            raise ValueError("wait must not be negative")
+        if wait:
+            _, body = await self._signed(
+                mailbox_key, "GET", f"?wait={wait}", expect=(200,), pool=_WAITS,
+                extra_time=wait,
+            )
+        else:
+            _, body = await self._signed(mailbox_key, "GET", "", expect=(200,))
         data = _json(body)
         items = data.get("envelopes") if isinstance(data, dict) else None
         if not isinstance(items, builtins.list):
@@ -236,28 +253,41 @@ class RelayClient:
         return self._base.with_path(self._prefix + path, encoded=True)
 
     async def _signed(
-        self, key: nacl.signing.SigningKey, method: str, suffix: str, expect: tuple[int, ...]
+        self, key: nacl.signing.SigningKey, method: str, suffix: str, expect: tuple[int, ...],
+        pool: str = _READS, extra_time: float = 0.0,
     ) -> tuple[int, bytes]:
         mailbox_id = mailbox_id_for(bytes(key.verify_key))
-        url = self._url(f"/v1/mailboxes/{mailbox_id.hex()}/envelopes{suffix}")
+        path, _, query = suffix.partition("?")
+        url = self._url(f"/v1/mailboxes/{mailbox_id.hex()}/envelopes{path}")
+        if query:
+            url = url.with_query(query)
         headers = sign_request(key, method, url.raw_path_qs, b"", time.time())
-        return await self._call(method, url, headers=headers, expect=expect)
+        return await self._call(
+            method, url, headers=headers, expect=expect, pool=pool, extra_time=extra_time
+        )
 
     async def _call(
         self, method: str, target: str | yarl.URL, *, body: bytes | None = None,
         headers: dict[str, str] | None = None, expect: tuple[int, ...], pool: str = _READS,
+        extra_time: float = 0.0,
     ) -> tuple[int, bytes]:
         url = self._url(target) if isinstance(target, str) else target
         session = self._sessions.get(pool)
         if session is None:
+            limit = self._max_waiting if pool == _WAITS else 100  # 100: aiohttp's default
             session = self._sessions[pool] = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=_KEEPALIVE),
+                connector=aiohttp.TCPConnector(
+                    ssl=self._ssl, keepalive_timeout=_KEEPALIVE, limit=limit
+                ),
             )
+        timeout = self._timeout
+        if extra_time:
+            timeout = aiohttp.ClientTimeout(total=(timeout.total or 0) + extra_time)
         try:
             async with session.request(
                 method, url, data=None if body is None else io.BytesIO(body), headers=headers,
-                allow_redirects=False,
+                allow_redirects=False, timeout=timeout,
             ) as response:
                 status = response.status
                 payload = await self._read(response)

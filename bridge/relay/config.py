@@ -34,6 +34,10 @@ class RelayConfig:
     max_list: int = 1000  # envelopes in one list answer (oldest first)
     max_record_bytes: int = 256 * 1024  # a directory record's JSON body
     max_query_bytes: int = 4096  # body of a signed list/fetch/ack (they carry none; some slack)
+    max_wait: Duration = 60  # seconds a listing with ?wait= is held at most (longer asks: this)
+    wait_recheck: Duration = 5  # seconds between looks at storage while a listing is held
+    # (deposits through this process wake it at once; other processes' within this bound)
+    max_connections: int = 1024  # open connections at once; the next gets 503 and is closed
     header_timeout: int = 15  # seconds to send a request's head (also the idle keep-alive)
     body_timeout: int = 300  # seconds to send a whole request body; slower ones get 408
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the relay speaks HTTPS
@@ -65,6 +69,9 @@ class RelayConfig:
         _check_int("max_list", self.max_list, 1, 100_000)
         _check_int("max_record_bytes", self.max_record_bytes, 256, 16 * MIB)
         _check_int("max_query_bytes", self.max_query_bytes, 0, MIB)
+        _check_int("max_wait", self.max_wait, 0, 3600)
+        _check_int("wait_recheck", self.wait_recheck, 1, 3600)
+        _check_int("max_connections", self.max_connections, 1, 1_000_000)
         _check_int("header_timeout", self.header_timeout, 1, 3600)
         _check_int("body_timeout", self.body_timeout, 1, 86400)
         if self.quota is not None:

@@ -13,7 +13,14 @@ operator routes of `bridge.relay.operator` serve.
 Slow clients are cut off: a request head must arrive within `header_timeout`
 seconds of the connection (or of the previous answer), which is also how long an
 idle keep-alive connection stays open; a body must arrive within `body_timeout`
-seconds, else `408`.
+seconds, else `408`. At most `max_connections` connections are open at once
+(`bridge.relay.capacity`); the next one gets `503` and is closed.
+
+A listing with `?wait=N` is held open until its mailbox has an envelope or N seconds
+(at most `max_wait`) have passed: a deposit through this process wakes it at once
+(`bridge.relay.waiting`), and it looks at storage again every `wait_recheck` seconds
+for deposits through other processes on the same database. Stopping the relay
+answers every held listing at once.
 """
 
 from __future__ import annotations
@@ -44,10 +51,12 @@ from bridge.relay.auth import (
     read_signed_headers,
     verify_request,
 )
+from bridge.relay.capacity import ConnectionCap
 from bridge.relay.config import RelayConfig
 from bridge.relay.metrics import RelayMetrics
 from bridge.relay.operator import OperatorPages
 from bridge.relay.storage import EnvelopeStorage, PutOutcome, coarse_hour, open_storage
+from bridge.relay.waiting import MailboxWaiters
 from bridge.revocation import GatewayRevocation
 
 logger = logging.getLogger("sealgate.relay")
@@ -78,6 +87,7 @@ class RelayHandler:
     def __init__(self, config: RelayConfig, storage: EnvelopeStorage) -> None:
         self.config = config
         self.storage = storage
+        self.waiters = MailboxWaiters()
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -108,6 +118,8 @@ class RelayHandler:
         )
         if outcome is PutOutcome.CONFLICT:
             raise RequestError(409, "a different envelope is stored under this id")
+        if outcome is PutOutcome.CREATED:
+            self.waiters.notify(header.mailbox_id)
         status = 201 if outcome is PutOutcome.CREATED else 200
         return web.json_response({"id": header.envelope_id.hex()}, status=status)
 
@@ -149,7 +161,18 @@ class RelayHandler:
 
     async def handle_list(self, request: web.Request) -> web.Response:
         mailbox_id = await self._authorize_mailbox(request)
-        stored = await asyncio.to_thread(self.storage.list, mailbox_id, self.config.max_list)
+        wait = min(_wait_seconds(request), self.config.max_wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            with self.waiters.watch(mailbox_id) as wakeup:  # before the read: no deposit missed
+                stored = await asyncio.to_thread(
+                    self.storage.list, mailbox_id, self.config.max_list
+                )
+                left = deadline - loop.time()
+                if stored or left <= 0 or self.waiters.closed or _gone(request):
+                    break
+                await wakeup.wait(min(left, self.config.wait_recheck))
         return web.json_response({"envelopes": [
             {"id": item.envelope_id.hex(), "size": item.size, "received": item.received}
             for item in stored
@@ -272,6 +295,11 @@ def build_app(
     router.add_put("/v1/revocations/gateways/{gateway_key}", handler.handle_revoke_gateway)
     router.add_get("/v1/revocations/gateways", handler.handle_gateway_revocations)
     app.cleanup_ctx.append(functools.partial(_sweeping, handler))
+
+    async def answer_held_listings(_app: web.Application) -> None:
+        handler.waiters.close()
+
+    app.on_shutdown.append(answer_held_listings)
     return app
 
 
@@ -297,6 +325,7 @@ class RelayServer:
         self._storage = storage
         self._owns_storage = storage is None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._port: int | None = None
         # Exists before storage is opened, so storage can be given `count_purge`.
         self.metrics = RelayMetrics(
@@ -317,18 +346,21 @@ class RelayServer:
         )
         try:
             await runner.setup()
+            assert runner.server is not None  # noqa: S101 - set by setup()
+            cap = ConnectionCap(self.config.max_connections)
             try:
-                await web.TCPSite(
-                    runner, self.config.host, self.config.port, ssl_context=self._tls_context(),
-                ).start()
+                listener = await asyncio.get_running_loop().create_server(
+                    cap.protocol_factory(runner.server), self.config.host, self.config.port,
+                    ssl=self._tls_context(),
+                )
             except BaseException:
                 await runner.cleanup()
                 raise
         except BaseException:
             await self.stop()
             raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._runner, self._listener = runner, listener
+        self._port = int(listener.sockets[0].getsockname()[1])
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None or self.config.tls_key is None:
@@ -356,6 +388,9 @@ class RelayServer:
 
     async def stop(self) -> None:
         """Stop listening, let running requests finish, close owned storage."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -459,6 +494,23 @@ class _TerseAccessLogger(AbstractAccessLogger):
 def _method(request: web.BaseRequest) -> str:
     """The method for a log line or a metric label: a known one, or `other`."""
     return request.method if request.method in _METHODS else "other"
+
+
+def _wait_seconds(request: web.Request) -> int:
+    """The listing's `?wait=` in whole seconds (0 without one); 400 if malformed."""
+    values = request.query.getall("wait", [])
+    if not values:
+        return 0
+    if len(values) > 1 or not values[0].isdigit() or not values[0].isascii() \
+            or len(values[0]) > 6:
+        raise RequestError(400, "malformed wait")
+    return int(values[0])
+
+
+def _gone(request: web.Request) -> bool:
+    """True once the client of a held listing has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _path_id(request: web.Request, name: str, length: int) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -147,7 +148,9 @@ class SqlRows:
             where=excluded.version > t.version,
         ).returning(t.lookup_id)  # rowcount is not told by every driver for an upsert
         with self._engine.begin() as conn:
-            return conn.execute(upsert).first() is not None
+            stored = conn.execute(upsert).first() is not None
+        self._after_write(coarse_hour(time.time()))
+        return stored
 
     def get_directory(self, lookup_id: bytes) -> DirectoryRecord | None:
         t = directory_table.c
@@ -172,6 +175,7 @@ class SqlRows:
         ).on_conflict_do_nothing()
         with self._engine.begin() as conn:
             conn.execute(statement)
+        self._after_write(coarse_hour(time.time()))
 
     def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
         t = gateway_revocations_table.c
@@ -180,6 +184,10 @@ class SqlRows:
             return [GatewayRevocation(row.gateway_key, row.signature) for row in rows]
 
     # shared pieces of the backends' writes
+
+    def _after_write(self, hour: int) -> None:
+        """Called after each committed write, with the current hour; a backend whose
+        files keep times (SQLite) stamps them with the hour here."""
 
     def _outcome_if_stored(
         self, conn: sa.Connection, mailbox_id: bytes, envelope_id: bytes, digest: bytes

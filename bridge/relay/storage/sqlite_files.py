@@ -8,7 +8,11 @@
                                    the first byte of the mailbox id in hex
 
 Envelope files get the hour as their access and modification time (reads use
-O_NOATIME), and the directories they live in get it as their modification time.
+O_NOATIME), and the directories they live in get it as their modification time; after
+every write, `relay.db`, its WAL and HOME get the current hour too (`_after_write`), so
+a copy of the home that keeps modification times keeps no exact time. The kernel's
+inode change times (ctime) cannot be set and stay exact; `relay.db-shm`, written
+through a memory map, is stamped by the kernel when its pages are written back.
 
 Quota: stored bytes are the sum of envelope sizes. A deposit first reserves its size;
 if stored plus reserved bytes would exceed the quota, unfetched envelopes are purged,
@@ -34,6 +38,7 @@ relay processes share one PostgreSQL database instead (`bridge.relay.storage.pos
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -166,6 +171,7 @@ class SqliteFileStorage(SqlRows):
                     self._stored += size
                 self._order.add(envelope_id)
                 stored = True
+                self._after_write(received)
         finally:
             if not stored:
                 with self._counters:
@@ -211,6 +217,7 @@ class SqliteFileStorage(SqlRows):
             if len(rows) < PURGE_BATCH:
                 break
         forgotten = self._forget_tombstones(cutoff)
+        self._after_write(hour)
         if expired and self._on_purge is not None:
             self._on_purge("expired", expired)
         return SweepResult(expired, forgotten)
@@ -308,7 +315,15 @@ class SqliteFileStorage(SqlRows):
                 return None
             conn.execute(envelopes_table.delete().where(t.envelope_id == envelope_id))
             self._write_tombstones(conn, [(envelope_id, row.depositor)], reason, hour)
+        self._after_write(hour)
         return int(row.size)
+
+    def _after_write(self, hour: int) -> None:
+        # The database, its WAL and the home get the hour too, so a copy of the home
+        # that keeps modification times (a backup, rsync, tar) keeps no exact time.
+        for path in (self._home / "relay.db", self._home / "relay.db-wal", self._home):
+            with contextlib.suppress(FileNotFoundError):
+                _set_hour(path, hour)
 
     def _path(self, mailbox_id: bytes, envelope_id: bytes) -> Path:
         return self._envelope_dir / mailbox_id[:1].hex() / envelope_id.hex()
