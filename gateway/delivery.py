@@ -17,14 +17,20 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from bridge.errors import RelayError, RelayRejected
 from bridge.keys import GatewayCredential
-from bridge.relay.client import RelayClient
 from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+
+
+class Depositor(Protocol):
+    """Where an entry goes: a relay (`RelayClient`), or the smarthost (`gateway.pgp`)."""
+
+    async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None: ...
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -37,7 +43,7 @@ class DeliveryWorker(PeriodicJob):
         self,
         outbox: Outbox,
         credential: GatewayCredential,
-        client_for: Callable[[str], RelayClient],
+        client_for: Callable[[str], Depositor],
         *,
         retry_initial: float,
         retry_max: float,

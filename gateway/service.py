@@ -30,6 +30,11 @@ from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.migrate.filing import ImportFiler
+from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
+from gateway.pgp.outbound import OutsideMail
+from gateway.pgp.outside import OutsidePolicy
+from gateway.pgp.smarthost import SMARTHOST, SmarthostClient, job_box
+from gateway.pgp.wiring import smarthost_settings
 from gateway.recipients import Recipients
 from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
@@ -42,6 +47,7 @@ from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 from gateway.store.imports import ImportStore
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
+from gateway.store.openpgp import OpenPgpStore
 from gateway.store.outbox import Outbox
 from gateway.store.sent import SentLog
 from gateway.tls import ensure_certificate, server_context
@@ -63,6 +69,13 @@ class Gateway:
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
     gate: LoginGate | None = None
+    _smarthost: SmarthostClient | None = None
+
+    def depositor_for(self, url: str) -> RelayClient | SmarthostClient:
+        """Where the delivery worker takes an outbox entry: a relay, or the smarthost."""
+        if url == SMARTHOST and self._smarthost is not None:
+            return self._smarthost
+        return self.client_for(url)
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
@@ -93,10 +106,16 @@ class Gateway:
             (membership.root_public,),
             sync_interval=cfg.directory_sync_interval,
         )
+        box = job_box(membership.credential.seed)
+        settings = smarthost_settings(cfg)
+        if settings is not None:
+            self._smarthost = SmarthostClient(settings, box)
+        openpgp = OpenPgpKeys(OpenPgpStore(engine))
+        pgp_keys = AccountKeyJob(openpgp, keyring, interval=cfg.poll_interval)
         delivery = DeliveryWorker(
             outbox,
             membership.credential,
-            self.client_for,
+            self.depositor_for,
             retry_initial=cfg.retry_initial,
             retry_max=cfg.retry_max,
             concurrency=cfg.delivery_concurrency,
@@ -135,6 +154,7 @@ class Gateway:
         def on_unlock() -> None:
             fetcher.wake()
             filer.wake()
+            pgp_keys.wake()
 
         self.gate = gate = LoginGate(
             LoginLimiter(
@@ -166,6 +186,11 @@ class Gateway:
             gate=gate,
             sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
+            outside=OutsideMail(
+                OutsidePolicy(openpgp, smarthost=settings is not None,
+                              allow_plaintext_to=cfg.allow_plaintext_to),
+                openpgp, box,
+            ),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)
@@ -235,7 +260,7 @@ class Gateway:
             server_name="Sealgate",
         )
         authenticator = UnlockingAuthenticator(
-            StoreAuthenticator(keyring, mailboxes), fetcher, filer
+            StoreAuthenticator(keyring, mailboxes), fetcher, filer, pgp_keys
         )
         self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
@@ -246,6 +271,7 @@ class Gateway:
             asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
+            asyncio.create_task(pgp_keys.run(), name="openpgp-keys"),
         ]
         log.info(
             "gateway: smtp on %s:%d, imap on %s:%d",
