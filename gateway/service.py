@@ -30,6 +30,7 @@ from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.migrate.filing import ImportFiler
+from gateway.pgp.inbound import InboundDecryption
 from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
 from gateway.pgp.outbound import OutsideMail
 from gateway.pgp.outside import OutsidePolicy
@@ -144,6 +145,7 @@ class Gateway:
             header_limits=cfg.header_limits(),
             notice_fold_seconds=cfg.notice_fold_seconds,
             trusted_roots=(membership.root_public,),
+            openpgp=InboundDecryption(openpgp),
         )
         filer = ImportFiler(
             accounts=accounts, keyring=keyring, imports=ImportStore(engine),

@@ -20,7 +20,9 @@ class Gpg:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home = home
 
-    def run(self, *args: str, data: bytes = b"", check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, data: bytes = b"", check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         result = subprocess.run(
             ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode",
              "loopback", "--passphrase", "", "--trust-model", "always", *args],
@@ -54,3 +56,14 @@ class Gpg:
     def encrypt_and_sign(self, data: bytes, recipient: str, signer: str) -> bytes:
         return self.run("--armor", "--sign", "--encrypt", "--recipient", f"<{recipient}>",
                         "--local-user", f"<{signer}>", data=data).stdout
+
+
+def pgp_mime(sender: str, recipient: str, armored: bytes) -> bytes:
+    """A PGP/MIME message (RFC 3156) around what `gpg --armor --encrypt` wrote, as a mail
+    client with GnuPG sends it: outer Subject "...", the real one inside."""
+    return (
+        f"From: {sender}\r\nTo: {recipient}\r\nSubject: ...\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+        'boundary="b1"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
+        "Version: 1\r\n\r\n--b1\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode() + armored + b"\r\n--b1--\r\n"

@@ -11,12 +11,19 @@ Each filter names the message and the category and, where the warning is attribu
 pgpy's own code, the module; any other warning, from pgpy or elsewhere, is still shown
 (and is an error under the test suite, whose pyproject filters repeat these). Every
 module of the gateway uses pgpy through this one, so the filters are in place before
-pgpy's first import, at run time as under test. This module does no I/O.
+pgpy's first import, at run time as under test.
+
+pgpy decompresses a compressed packet whole (zlib, bz2): a message from outside of a
+few MB could expand a thousandfold. `CompressionAlgorithm.decompress` is replaced by
+one that stops at `MAX_DECOMPRESSED` bytes and raises ValueError beyond.
+This module does no I/O.
 """
 
 from __future__ import annotations
 
+import bz2
 import warnings
+import zlib
 
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -46,6 +53,29 @@ from pgpy.constants import (  # noqa: E402
     SymmetricKeyAlgorithm,
 )
 from pgpy.errors import PGPError  # noqa: E402
+
+MAX_DECOMPRESSED = 64 * 1024 * 1024  # the most a compressed OpenPGP packet may expand to
+
+
+def _bounded_decompress(self: CompressionAlgorithm, data: bytes) -> bytes:
+    if self is CompressionAlgorithm.Uncompressed:
+        return data
+    decompressor: zlib._Decompress | bz2.BZ2Decompressor
+    if self is CompressionAlgorithm.ZIP:
+        decompressor = zlib.decompressobj(-15)
+    elif self is CompressionAlgorithm.ZLIB:
+        decompressor = zlib.decompressobj()
+    elif self is CompressionAlgorithm.BZ2:
+        decompressor = bz2.BZ2Decompressor()
+    else:
+        raise NotImplementedError(self)
+    out = decompressor.decompress(bytes(data), MAX_DECOMPRESSED + 1)
+    if len(out) > MAX_DECOMPRESSED:
+        raise ValueError("compressed OpenPGP data expands beyond the limit")
+    return out
+
+
+CompressionAlgorithm.decompress = _bounded_decompress
 
 __all__ = [
     "CompressionAlgorithm",

@@ -12,7 +12,7 @@ import pytest
 from gateway.pgp.keys import generate_account_key, public_armored, read_public_key
 from gateway.pgp.lib import pgpy
 from gateway.pgp.mime import decrypt_message, encrypt_message
-from tests.gpg import Gpg
+from tests.gpg import Gpg, pgp_mime
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +65,7 @@ def test_the_gateway_reads_what_gpg_writes_compressed_and_signed(
     inner = (b'Content-Type: text/plain; charset=utf-8; protected-headers="v1"\r\n'
              b"Subject: a reply\r\n\r\nthe canary is gpg-heron-9\r\n")
     armored = carol.encrypt_and_sign(inner, ALICE, "carol@partner.example")  # gpg compresses
-    message = (
-        "From: carol@partner.example\r\nTo: alice@bubble.test\r\nSubject: ...\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
-        'boundary="b1"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
-        "Version: 1\r\n\r\n--b1\r\nContent-Type: application/octet-stream\r\n\r\n"
-    ).encode() + armored + b"\r\n--b1--\r\n"
+    message = pgp_mime("carol@partner.example", ALICE, armored)
     carol_key, _ = pgpy.PGPKey.from_blob(
         read_public_key(carol.export("carol@partner.example")).public
     )

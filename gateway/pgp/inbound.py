@@ -1,0 +1,38 @@
+"""Mail from outside encrypted to an account's OpenPGP key: opened as the fetcher files it.
+
+The fetcher runs only for unlocked accounts, so the account's OpenPGP key can be
+opened there; the readable message is then sealed into the store under the account's
+storage key like any other, and opened in memory at each IMAP read. Decrypting once,
+before the seal, rather than at every read keeps what IMAP serves stable (size,
+BODYSTRUCTURE, SEARCH all see one message) and costs pgpy once per message; the
+store never holds the plaintext unsealed either way. The signature is checked against
+the key the gateway holds for the outer From address (`sealgate pgp import`), if any.
+Never logs content or addresses.
+"""
+
+from __future__ import annotations
+
+from bridge.headers import parse_addresses, parse_header
+from bridge.keys import AccountKeys
+from gateway.pgp.keyring import OpenPgpKeys
+from gateway.pgp.lib import pgpy
+from gateway.pgp.mime import decrypt_message, is_pgp_mime
+
+
+class InboundDecryption:
+    def __init__(self, keys: OpenPgpKeys) -> None:
+        self._keys = keys
+
+    def open(self, address: str, keys: AccountKeys, message: bytes) -> bytes:
+        """`message` decrypted if it is PGP/MIME to the account's key, else unchanged."""
+        header = parse_header(message, limit=None)
+        if not is_pgp_mime(header):
+            return message
+        peers = []
+        author = header.first("from")
+        if author is not None:
+            for mailbox in parse_addresses(author.text, strict=False).mailboxes[:1]:
+                peer = self._keys.peer(mailbox.address)
+                if peer is not None:
+                    peers.append(pgpy.PGPKey.from_blob(peer.public)[0])
+        return decrypt_message(message, [self._keys.own(address, keys)], peers)
