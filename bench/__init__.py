@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "sanitize": "bench.sanitize",
     "login_flood": "bench.login_flood",
     "migrate_imap": "bench.migrate_imap",
+    "openpgp": "bench.openpgp",
 }
 """Benchmark name -> module; every module has NAME and run(Settings) -> list[Result]."""
 

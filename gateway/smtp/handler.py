@@ -11,6 +11,9 @@ was sealed (its Bcc line put back) is also stored, sealed under the account's st
 key, in the account's Sent folder, before the 250 (group commit: `gateway.smtp.sent`).
 MAIL answers `451 4.7.1` once an account had `submission_limit` messages accepted within
 `submission_window` seconds (`gateway.smtp.rate`).
+A recipient outside the bubble is admitted at RCPT by `gateway.pgp` (the gateway holds
+their OpenPGP key, and a smarthost) or refused with `550 5.7.1`; DATA queues a PGP/MIME
+message for them, sealed as a smarthost job, in the same commit as the envelopes.
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
