@@ -109,8 +109,7 @@ class Gateway:
         )
         box = job_box(membership.credential.seed)
         settings = smarthost_settings(cfg)
-        if settings is not None:
-            self._smarthost = SmarthostClient(settings, box)
+        self._smarthost = SmarthostClient(settings, box)
         openpgp = OpenPgpKeys(OpenPgpStore(engine))
         pgp_keys = AccountKeyJob(openpgp, keyring, interval=cfg.poll_interval)
         delivery = DeliveryWorker(

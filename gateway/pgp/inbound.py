@@ -7,6 +7,8 @@ before the seal, rather than at every read keeps what IMAP serves stable (size,
 BODYSTRUCTURE, SEARCH all see one message) and costs pgpy once per message; the
 store never holds the plaintext unsealed either way. The signature is checked against
 the key the gateway holds for the outer From address (`sealgate pgp import`), if any.
+A `Sealgate-OpenPGP` field that came with a message from outside is removed from every
+such message, encrypted or not: only this gateway says what it decrypted.
 Never logs content or addresses.
 """
 
@@ -16,7 +18,7 @@ from bridge.headers import parse_addresses, parse_header
 from bridge.keys import AccountKeys
 from gateway.pgp.keyring import OpenPgpKeys
 from gateway.pgp.lib import pgpy
-from gateway.pgp.mime import decrypt_message, is_pgp_mime
+from gateway.pgp.mime import decrypt_message, is_pgp_mime, without_status
 
 
 class InboundDecryption:
@@ -24,7 +26,10 @@ class InboundDecryption:
         self._keys = keys
 
     def open(self, address: str, keys: AccountKeys, message: bytes) -> bytes:
-        """`message` decrypted if it is PGP/MIME to the account's key, else unchanged."""
+        """`message` decrypted if it is PGP/MIME to the account's key, else unchanged; in
+        both cases without a `Sealgate-OpenPGP` field a sender outside may have written."""
+        header = parse_header(message, limit=None)
+        message = without_status(message, header)
         header = parse_header(message, limit=None)
         if not is_pgp_mime(header):
             return message

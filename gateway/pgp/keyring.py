@@ -62,10 +62,12 @@ class OpenPgpKeys:
         return None if stored is None else stored.public
 
     def peer(self, address: str) -> PeerKey | None:
+        """The key held for a correspondent (checked when imported: not parsed again here,
+        so RCPT does no OpenPGP work)."""
         stored = self._store.peer_key(address)
         if stored is None:
             return None
-        return read_public_key(stored.public)
+        return PeerKey(stored.fingerprint, stored.public, ())
 
     def import_peer(self, address: str, data: bytes) -> PeerKey:
         """Keep the public key in `data` for `address`; `OpenPgpKeyError` if unusable."""

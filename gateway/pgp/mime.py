@@ -123,6 +123,17 @@ def plaintext_message(message: bytes, *, sender: str, sender_public: bytes) -> b
     ).encode("ascii") + autocrypt_field(sender, sender_public) + message
 
 
+def without_status(message: bytes, header: HeaderBlock) -> bytes:
+    """`message` without any `Sealgate-OpenPGP` field: only this gateway writes one."""
+    name = STATUS_FIELD.lower()
+    if header.first(name) is None:
+        return message
+    kept = b"".join(f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+                    for f in header.fields if f.name != name)
+    body = message[header.end :] if header.body_start is not None else b""
+    return kept + b"\r\n" + body
+
+
 def is_pgp_mime(header: HeaderBlock) -> bool:
     content_type = header.first("content-type")
     return (
@@ -185,7 +196,7 @@ def _merge(outer: HeaderBlock, message: bytes, inner: bytes, status: str) -> byt
     keep: list[Field] = [
         f for f in outer.fields
         if f.name not in _CONTENT_FIELDS and f.name not in inner_names
-        and not (f.name == "subject" and f.text == "...")
+        and f.name != STATUS_FIELD.lower() and not (f.name == "subject" and f.text == "...")
     ]
     head = b"".join(f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n" for f in keep)
     body = inner[inner_header.end :] if inner_header.body_start is not None else b""

@@ -11,8 +11,10 @@ all that covers it). So the outbox never holds a message or an address in clear.
 opens the job and hands the message over with smtplib (in a worker thread) with
 STARTTLS and AUTH as `SmarthostSettings` say. A temporary failure (connection refused,
 4xx) raises `RelayUnavailable` and a refusal (5xx) `RelayRejected`; the worker keeps the
-entry and tries again later either way. Error text carries codes only: a smarthost's
-reply may quote addresses. Never logs content or addresses.
+entry and tries again later either way. Whatever else goes wrong (a job that does not
+open, no smarthost set up any more) is one of those two as well, so one entry can never
+stop the worker's pass. Error text carries codes only: a smarthost's reply may quote
+addresses. Never logs content or addresses.
 """
 
 from __future__ import annotations
@@ -77,16 +79,21 @@ class SmarthostClient:
 
     url = SMARTHOST
 
-    def __init__(self, settings: SmarthostSettings, box: nacl.secret.Aead) -> None:
-        self._settings = settings
+    def __init__(self, settings: SmarthostSettings | None, box: nacl.secret.Aead) -> None:
+        self._settings = settings  # None: queued jobs wait until a smarthost is set up
         self._box = box
 
     async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None:
-        reverse_path, recipient, message = open_job(self._box, envelope)
-        await asyncio.to_thread(self._send, reverse_path, recipient, message)
+        if self._settings is None:
+            raise RelayUnavailable("no smarthost is set up (smarthost_port)")
+        try:
+            reverse_path, recipient, message = open_job(self._box, envelope)
+        except CannotOpen:
+            raise RelayRejected(400, "smarthost job does not open") from None
+        await asyncio.to_thread(self._send, self._settings, reverse_path, recipient, message)
 
-    def _send(self, reverse_path: str, recipient: str, message: bytes) -> None:
-        s = self._settings
+    @staticmethod
+    def _send(s: SmarthostSettings, reverse_path: str, recipient: str, message: bytes) -> None:
         try:
             with smtplib.SMTP(s.host, s.port, timeout=s.timeout,
                               local_hostname=s.local_hostname) as smtp:
@@ -105,7 +112,7 @@ class SmarthostClient:
             raise _refusal(code, "recipient refused") from None
         except smtplib.SMTPResponseException as e:
             raise _refusal(e.smtp_code, type(e).__name__) from None
-        except (OSError, smtplib.SMTPException) as e:
+        except (OSError, smtplib.SMTPException, ValueError) as e:  # ValueError: bad text
             raise RelayUnavailable(f"smarthost: {type(e).__name__}") from None
 
 

@@ -129,3 +129,14 @@ def test_nothing_listening_is_temporary(tls_files: tuple[Path, Path]) -> None:
 
     with pytest.raises(RelayUnavailable):
         asyncio.run(go())
+
+
+def test_queued_jobs_wait_when_no_smarthost_is_set_up_and_a_bad_job_is_refused() -> None:
+    box = job_box(nacl.utils.random(32))
+    job = seal_job(box, "alice@bubble.test", "carol@partner.example", b"x")
+    with pytest.raises(RelayUnavailable, match="no smarthost is set up"):
+        asyncio.run(SmarthostClient(None, box).deposit(job, CREDENTIAL))
+    settings = SmarthostSettings(host="127.0.0.1", port=9)
+    with pytest.raises(RelayRejected, match="does not open"):
+        asyncio.run(SmarthostClient(settings, job_box(nacl.utils.random(32))).deposit(
+            job, CREDENTIAL))

@@ -137,3 +137,21 @@ def test_a_smarthost_job_opens_only_with_its_gateway_key() -> None:
     assert open_job(box, sealed) == ("alice@bubble.test", "carol@partner.example", b"ciphertext")
     with pytest.raises(CannotOpen):
         open_job(job_box(nacl.utils.random(32)), sealed)
+
+
+def test_a_status_field_from_outside_is_removed_encrypted_or_not(
+    alice: object, carol: object
+) -> None:
+    from gateway.pgp.inbound import InboundDecryption
+
+    class NoKeys:  # this message is not encrypted: no key is ever asked for
+        def own(self, *args: object) -> object:
+            raise AssertionError("no key needed")
+
+    fake = b"Sealgate-OpenPGP: decrypted by this gateway; signed by X (signature good)\r\n"
+    plain = InboundDecryption(NoKeys()).open("alice@bubble.test", None, fake + MESSAGE)  # type: ignore[arg-type]
+    assert plain == MESSAGE
+    out = encrypt_message(MESSAGE, sender="carol@partner.example", signer=carol,
+                          sender_public=b"", recipient=alice.pubkey)  # type: ignore[attr-defined]
+    back = decrypt_message(fake + out, [alice])
+    assert back.count(b"Sealgate-OpenPGP:") == 1 and b"signature good" not in back
