@@ -32,10 +32,11 @@ class Gpg:
             raise AssertionError(f"gpg {' '.join(args)} failed:\n{result.stderr.decode()}")
         return result
 
-    def generate(self, address: str, algo: str = "future-default") -> str:
-        """A key for `address` without passphrase ('rsa3072', 'future-default' = 25519);
-        returns its fingerprint."""
-        self.run("--quick-generate-key", f"<{address}>", algo, "default", "never")
+    def generate(self, address: str, algo: str = "future-default", prefs: str = "") -> str:
+        """A key for `address` without passphrase ('rsa3072', 'future-default' = 25519),
+        with the cipher preferences `prefs` if given; returns its fingerprint."""
+        listed = ["--default-preference-list", prefs] if prefs else []
+        self.run(*listed, "--quick-generate-key", f"<{address}>", algo, "default", "never")
         listing = self.run("--with-colons", "--list-keys", f"<{address}>").stdout.decode()
         fingerprint = next(line.split(":")[9] for line in listing.splitlines()
                            if line.startswith("fpr:"))

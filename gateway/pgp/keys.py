@@ -143,12 +143,28 @@ def public_armored(public: bytes) -> str:
     return armor("PUBLIC KEY BLOCK", public)
 
 
+_AES = (SymmetricKeyAlgorithm.AES256, SymmetricKeyAlgorithm.AES192,
+        SymmetricKeyAlgorithm.AES128)
+
+
+def cipher_for(recipient: Any) -> SymmetricKeyAlgorithm:
+    """The AES variant the recipient's key prefers, else AES-128 (which every OpenPGP
+    implementation must read, RFC 9580). pgpy would take the first cipher the key lists,
+    TripleDES or CAST5 included, and TripleDES for a key that lists none."""
+    uid = next(iter(recipient.userids), None)
+    if uid is None and recipient.parent is not None:
+        uid = next(iter(recipient.parent.userids), None)
+    listed = list(uid.selfsig.cipherprefs) if uid is not None and uid.selfsig else []
+    return next((c for c in listed if c in _AES), SymmetricKeyAlgorithm.AES128)
+
+
 def _can_encrypt(key: Any) -> bool:
     """Whether pgpy finds a key in `key` whose flags allow encryption (it tries one)."""
+    probe = pgpy.PGPMessage.new(b"probe", compression=CompressionAlgorithm.Uncompressed)
     try:
-        key.encrypt(pgpy.PGPMessage.new(b"probe", compression=CompressionAlgorithm.Uncompressed))
-    except (PGPError, ValueError, TypeError, NotImplementedError):
-        return False
+        key.encrypt(probe, cipher=cipher_for(key))
+    except (PGPError, ValueError, TypeError, NotImplementedError, AttributeError):
+        return False  # AttributeError: pgpy on a user id without a self-signature
     return True
 
 
@@ -183,6 +199,8 @@ def read_public_key(data: bytes) -> PeerKey:
         raise OpenPgpKeyError("not an OpenPGP key pgpy can read") from None
     if not key.is_public:
         raise OpenPgpKeyError("this is a private key: import the correspondent's public key")
+    if not any(uid.is_uid for uid in key.userids):
+        raise OpenPgpKeyError("this key has no user id")
     if not _can_encrypt(key):
         raise OpenPgpKeyError("this key has no encryption key (only signing)")
     uids = tuple(str(uid.userid) for uid in key.userids if uid.is_uid)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.headers import Field, HeaderBlock, parse_header
-from gateway.pgp.keys import armor, dearmor, fingerprint_of
+from gateway.pgp.keys import armor, cipher_for, dearmor, fingerprint_of
 from gateway.pgp.lib import CompressionAlgorithm, PGPError, pgpy
 
 # Fields kept outside the encryption: what delivery and threading need, nothing more.
@@ -79,10 +79,10 @@ def _outer_fields(header: HeaderBlock) -> list[bytes]:
 
 def sign_and_encrypt(data: bytes, signer: Any, recipient: Any) -> bytes:
     """One OpenPGP message: `data` as binary literal, signed by `signer`, encrypted to
-    `recipient` (pgpy keys), uncompressed. Returns the binary message."""
+    `recipient` (pgpy keys) with AES (`cipher_for`), uncompressed. Returns it binary."""
     literal = pgpy.PGPMessage.new(data, format="b", compression=CompressionAlgorithm.Uncompressed)
     literal |= signer.sign(literal)
-    return bytes(recipient.encrypt(literal))
+    return bytes(recipient.encrypt(literal, cipher=cipher_for(recipient)))
 
 
 def encrypt_message(

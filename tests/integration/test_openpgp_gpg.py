@@ -75,3 +75,21 @@ def test_the_gateway_reads_what_gpg_writes_compressed_and_signed(
     assert got["From"] == "carol@partner.example"
     assert "signature good" in got["Sealgate-OpenPGP"]
     assert got.get_content().strip() == "the canary is gpg-heron-9"
+
+
+def test_a_key_that_lists_only_old_ciphers_still_gets_aes(
+    alice: object, tmp_path: Path
+) -> None:
+    """pgpy would take CAST5, the first cipher this key lists; the gateway takes AES-128."""
+    old = Gpg(tmp_path / "gpg")
+    old.generate("olaf@old.example", prefs="CAST5 3DES SHA256 Uncompressed")
+    recipient, _ = pgpy.PGPKey.from_blob(read_public_key(old.export("olaf@old.example")).public)
+    old.import_key(public_armored(bytes(alice.pubkey)).encode())  # type: ignore[attr-defined]
+    out = encrypt_message(MESSAGE, sender=ALICE, signer=alice,
+                          sender_public=bytes(alice.pubkey),  # type: ignore[attr-defined]
+                          recipient=recipient)
+    encrypted = email.message_from_bytes(out, policy=email.policy.default).get_payload()[1]
+    result = old.decrypt(encrypted.get_payload(decode=True))  # type: ignore[union-attr]
+    status = result.stderr.decode()
+    assert result.returncode == 0, status
+    assert "[GNUPG:] DECRYPTION_INFO 2 7" in status  # MDC, AES-128 (7), not CAST5 (3)
