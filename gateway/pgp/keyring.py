@@ -19,15 +19,19 @@ from gateway.keyring import KeyRing
 from gateway.pgp.keys import (
     PeerKey,
     SealedAccountKey,
+    Validity,
     generate_account_key,
     open_account_key,
     read_public_key,
     seal_account_key,
 )
+from gateway.pgp.lib import pgpy
 from gateway.store.openpgp import OpenPgpStore, StoredKey
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
+
+_MAX_PEERS_CHECKED = 4096
 
 
 class OpenPgpKeys:
@@ -35,6 +39,7 @@ class OpenPgpKeys:
         self._store = store
         self._lock = threading.Lock()
         self._opened: dict[str, tuple[bytes, Any]] = {}  # address -> (seed, private key)
+        self._validity: dict[bytes, Validity] = {}  # parsed once per peer key
 
     def own(self, address: str, keys: AccountKeys) -> Any:
         """The account's private key (pgpy), opened with its unlocked `keys`; made if none."""
@@ -68,6 +73,19 @@ class OpenPgpKeys:
         if stored is None:
             return None
         return PeerKey(stored.fingerprint, stored.public, ())
+
+    def problem(self, peer: PeerKey) -> str | None:
+        """Why `peer` cannot be encrypted to now (revoked, expired), or None. Each key is
+        parsed once per process; its expiry is compared with the clock every time."""
+        with self._lock:
+            validity = self._validity.get(peer.public)
+        if validity is None:
+            validity = Validity.of(pgpy.PGPKey.from_blob(peer.public)[0])
+            with self._lock:
+                if len(self._validity) >= _MAX_PEERS_CHECKED:
+                    self._validity.clear()
+                self._validity[peer.public] = validity
+        return validity.problem()
 
     def import_peer(self, address: str, data: bytes) -> PeerKey:
         """Keep the public key in `data` for `address`; `OpenPgpKeyError` if unusable."""

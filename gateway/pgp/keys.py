@@ -24,6 +24,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anycrc
@@ -169,6 +170,26 @@ def _can_encrypt(key: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class Validity:
+    """What decides whether a correspondent's key may be encrypted to at a given time."""
+
+    revoked: bool
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, key: Any) -> Validity:
+        return cls(any(True for _ in key.revocation_signatures), key.expires_at)
+
+    def problem(self, now: datetime | None = None) -> str | None:
+        """Why the key must not be encrypted to at `now` (revoked, expired), or None."""
+        if self.revoked:
+            return "is revoked"
+        if self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC)):
+            return f"expired on {self.expires_at:%Y-%m-%d}"
+        return None
+
+
+@dataclass(frozen=True)
 class PeerKey:
     """A correspondent's public key as imported: binary, its fingerprint and user ids."""
 
@@ -201,6 +222,9 @@ def read_public_key(data: bytes) -> PeerKey:
         raise OpenPgpKeyError("this is a private key: import the correspondent's public key")
     if not any(uid.is_uid for uid in key.userids):
         raise OpenPgpKeyError("this key has no user id")
+    problem = Validity.of(key).problem()
+    if problem is not None:
+        raise OpenPgpKeyError(f"this key {problem}: ask for a current one")
     if not _can_encrypt(key):
         raise OpenPgpKeyError("this key has no encryption key (only signing)")
     uids = tuple(str(uid.userid) for uid in key.userids if uid.is_uid)

@@ -35,7 +35,12 @@ class OutsidePolicy:
                     "mail outside it (no smarthost is set up); ask your administrator")
         key = self._keys.peer(address)
         if key is not None:
-            return OutsideRecipient(address, key)
+            problem = self._keys.problem(key)
+            if problem is None:
+                return OutsideRecipient(address, key)
+            return (f"550 5.7.1 the OpenPGP key this gateway holds for {address} {problem}, "
+                    "so the message cannot leave encrypted; ask the recipient for a current "
+                    "key and your administrator to import it (sealgate pgp import)")
         if address.rpartition("@")[2] in self._plaintext:
             return OutsideRecipient(address, None)
         return (f"550 5.7.1 {address} is outside the bubble and this gateway has no "

@@ -5,13 +5,21 @@ first unlock, the same one ever after, sealed; correspondents' keys replace each
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bridge.errors import CannotOpen
 from gateway.keyring import KeyRing
 from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
-from gateway.pgp.keys import fingerprint_of, generate_account_key
+from gateway.pgp.keys import (
+    OpenPgpKeyError,
+    Validity,
+    fingerprint_of,
+    generate_account_key,
+    read_public_key,
+)
+from gateway.pgp.outside import OutsidePolicy
 from gateway.store.accounts import AccountStore
 from gateway.store.db import UnknownAccount
 from gateway.store.openpgp import OpenPgpStore, StoredKey
@@ -64,3 +72,38 @@ def test_a_correspondent_key_replaces_the_one_held(store_engine) -> None:
     assert held is not None and held.fingerprint == fingerprint_of(new)
     assert OpenPgpStore(store_engine).remove_peer_key("carol@partner.example")
     assert openpgp.peer("carol@partner.example") is None
+
+
+def expired_key(address: str) -> object:
+    """A Curve25519 key made two days ago that expired after one."""
+    from gateway.pgp.lib import EllipticCurveOID, HashAlgorithm, KeyFlags, PubKeyAlgorithm, pgpy
+
+    made = datetime.now(UTC) - timedelta(days=2)
+    key = pgpy.PGPKey.new(PubKeyAlgorithm.EdDSA, EllipticCurveOID.Ed25519, created=made)
+    key.add_uid(pgpy.PGPUID.new(f"<{address}>"), usage={KeyFlags.Certify, KeyFlags.Sign},
+                hashes=[HashAlgorithm.SHA256], key_expiration=timedelta(days=1), created=made)
+    subkey = pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519, created=made)
+    key.add_subkey(subkey, usage={KeyFlags.EncryptCommunications}, created=made)
+    return key
+
+
+def test_an_expired_key_is_refused_at_import_and_at_rcpt(store_engine) -> None:
+    key = expired_key("olga@partner.example")
+    public = bytes(key.pubkey)  # type: ignore[attr-defined]
+    with pytest.raises(OpenPgpKeyError, match="this key expired on"):
+        read_public_key(public)
+    # held from before it expired (written as an import once did)
+    store = OpenPgpStore(store_engine)
+    store.put_peer_key("olga@partner.example", fingerprint_of(key), public)
+    policy = OutsidePolicy(OpenPgpKeys(store), smarthost=True)
+    reply = policy.admit("olga@partner.example")
+    assert isinstance(reply, str) and reply.startswith("550 5.7.1 the OpenPGP key")
+    assert "olga@partner.example expired on" in reply and "sealgate pgp import" in reply
+
+
+def test_validity_follows_the_clock() -> None:
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    validity = Validity(revoked=False, expires_at=later)
+    assert validity.problem(later - timedelta(seconds=1)) is None
+    assert validity.problem(later) == "expired on 2030-01-01"
+    assert Validity(revoked=True, expires_at=None).problem() == "is revoked"
