@@ -13,6 +13,9 @@ Errors are `ProvisionError`s: one line, exit status 1 (`gateway.cli.main`).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,26 @@ from gateway.store.db import InvalidValue, open_engine
 from gateway.store.openpgp import OpenPgpStore
 
 
-def _open(gateway: Path) -> tuple[str, AccountStore, OpenPgpStore, OpenPgpKeys]:
+@dataclass(frozen=True)
+class _Gateway:
+    domain: str
+    accounts: AccountStore
+    store: OpenPgpStore
+    keys: OpenPgpKeys
+
+
+@contextmanager
+def _open(gateway: Path) -> Iterator[_Gateway]:
     try:
         domain = Membership.load(gateway).domain
     except HomeError as e:
         raise ProvisionError(str(e)) from None
     engine = open_engine(gateway_database_url(gateway))
-    store = OpenPgpStore(engine)
-    return domain, AccountStore(engine), store, OpenPgpKeys(store)
+    try:
+        store = OpenPgpStore(engine)
+        yield _Gateway(domain, AccountStore(engine), store, OpenPgpKeys(store))
+    finally:
+        engine.dispose()
 
 
 def _address(text: str) -> str:
@@ -46,10 +61,10 @@ def _address(text: str) -> str:
 
 def cmd_pgp_export(args: argparse.Namespace) -> None:
     address = _address(args.address)
-    _domain, accounts, _store, keys = _open(args.gateway)
-    if accounts.get(address) is None:
-        raise ProvisionError(f"{address} is not an account of this gateway")
-    public = keys.public(address)
+    with _open(args.gateway) as gw:
+        if gw.accounts.get(address) is None:
+            raise ProvisionError(f"{address} is not an account of this gateway")
+        public = gw.keys.public(address)
     if public is None:
         raise ProvisionError(
             f"{address} has no OpenPGP key yet: it gets one at its next login, or run "
@@ -60,19 +75,19 @@ def cmd_pgp_export(args: argparse.Namespace) -> None:
 
 def cmd_pgp_import(args: argparse.Namespace) -> None:
     address = _address(args.address)
-    domain, _accounts, _store, keys = _open(args.gateway)
-    if address.rpartition("@")[2] == domain:
-        raise ProvisionError(
-            f"{address} is in the bubble ({domain}): mail to it is sealed, not OpenPGP"
-        )
     try:
         data = args.keyfile.read_bytes()
     except OSError as e:
         raise ProvisionError(f"cannot read {args.keyfile}: {e.strerror}") from None
-    try:
-        peer = keys.import_peer(address, data)
-    except OpenPgpKeyError as e:
-        raise ProvisionError(f"{args.keyfile}: {e}") from None
+    with _open(args.gateway) as gw:
+        if address.rpartition("@")[2] == gw.domain:
+            raise ProvisionError(
+                f"{address} is in the bubble ({gw.domain}): mail to it is sealed, not OpenPGP"
+            )
+        try:
+            peer = gw.keys.import_peer(address, data)
+        except OpenPgpKeyError as e:
+            raise ProvisionError(f"{args.keyfile}: {e}") from None
     print(f"imported key {peer.fingerprint} for {address}")
     if not peer.names(address):
         print(f"note: none of the key's user ids names {address}: "
@@ -81,35 +96,35 @@ def cmd_pgp_import(args: argparse.Namespace) -> None:
 
 def cmd_pgp_keygen(args: argparse.Namespace) -> None:
     address = _address(args.address)
-    _domain, accounts, _store, keys = _open(args.gateway)
-    account = accounts.get(address)
-    if account is None:
-        raise ProvisionError(f"{address} is not an account of this gateway")
     password = read_password_file(args.password_file)
-    try:
-        unlocked = AccountKeys.unpack(unseal_seed(account.sealed_seed, password.encode("utf-8")))
-    except WrongPassphrase:
-        raise ProvisionError(f"wrong password for {address}") from None
-    had = keys.has_own(address)
-    fingerprint = fingerprint_of(keys.own(address, unlocked))
+    with _open(args.gateway) as gw:
+        account = gw.accounts.get(address)
+        if account is None:
+            raise ProvisionError(f"{address} is not an account of this gateway")
+        try:
+            seeds = unseal_seed(account.sealed_seed, password.encode("utf-8"))
+        except WrongPassphrase:
+            raise ProvisionError(f"wrong password for {address}") from None
+        had = gw.keys.has_own(address)
+        fingerprint = fingerprint_of(gw.keys.own(address, AccountKeys.unpack(seeds)))
     print(f"{address} {'already had' if had else 'now has'} OpenPGP key {fingerprint}")
 
 
 def cmd_pgp_list(args: argparse.Namespace) -> None:
-    _domain, accounts, store, _keys = _open(args.gateway)
-    for account in accounts.all():
-        stored = store.account_key(account.address)
-        print(f"account {account.address} "
-              f"{stored.fingerprint if stored else '(no key yet: next login)'}")
-    for address, peer in store.peers():
-        print(f"correspondent {address} {peer.fingerprint}")
+    with _open(args.gateway) as gw:
+        for account in gw.accounts.all():
+            stored = gw.store.account_key(account.address)
+            print(f"account {account.address} "
+                  f"{stored.fingerprint if stored else '(no key yet: next login)'}")
+        for address, peer in gw.store.peers():
+            print(f"correspondent {address} {peer.fingerprint}")
 
 
 def cmd_pgp_remove(args: argparse.Namespace) -> None:
     address = _address(args.address)
-    _domain, _accounts, store, _keys = _open(args.gateway)
-    if not store.remove_peer_key(address):
-        raise ProvisionError(f"no correspondent key is held for {address}")
+    with _open(args.gateway) as gw:
+        if not gw.store.remove_peer_key(address):
+            raise ProvisionError(f"no correspondent key is held for {address}")
     print(f"forgot the key of {address}")
 
 

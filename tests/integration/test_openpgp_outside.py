@@ -32,7 +32,7 @@ from tests.bubble_processes import (
     wait_for_port,
 )
 from tests.gpg import Gpg, pgp_mime
-from tests.integration.test_end_to_end import submit, wait_for_messages
+from tests.integration.test_end_to_end import imap_login, submit, wait_for_messages
 from tests.integration.test_inbound import Postfix, postfix_mx  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
@@ -313,3 +313,30 @@ def test_pgp_commands_fail_in_one_line(
     assert code == 1
     assert err.startswith("sealgate: error: ") and error in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_account_enrolled_in_two_steps_gets_its_key_at_first_login(
+    inbound_bubble: Bubble,
+) -> None:
+    password = "gina-" + secrets.token_hex(6)
+    gina = inbound_bubble.enrol_two_step("gina", password)
+    code, _out, err = pgp("export", gina.address, "--gateway", gina.home)
+    assert code == 1 and "has no OpenPGP key yet" in err and "sealgate pgp keygen" in err
+    wrong = inbound_bubble.password_file("gina", "not-" + password)
+    code, _out, err = pgp("keygen", gina.address, "--gateway", gina.home,
+                          "--password-file", wrong)
+    assert code == 1 and "wrong password" in err
+    wrong.unlink()
+    inbound_bubble.start_gateway("gina")
+    imap_login(gina).logout()  # unlocks gina's keys: her OpenPGP key is made now
+    deadline = time.monotonic() + 20
+    while "(no key yet" in (listing := pgp_output("list", "--gateway", gina.home)):
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.2)
+    fingerprint = next(x for x in listing.splitlines() if x.startswith("account ")).split()[-1]
+    right = inbound_bubble.password_file("gina", password)
+    out = pgp_output("keygen", gina.address, "--gateway", gina.home, "--password-file", right)
+    right.unlink()
+    assert out.strip() == f"{gina.address} already had OpenPGP key {fingerprint}"
+    assert pgp_output("export", gina.address, "--gateway", gina.home).startswith(
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----")
