@@ -6,9 +6,11 @@ Outgoing (`encrypt_message`): the whole message as the gateway sealed it for the
 marked `protected-headers="v1"`, so Subject and every other field travel inside.
 Outside stay the fields a mail system needs to deliver and thread it (From, To, Cc,
 Date, Message-ID, In-Reply-To, References), `Subject: ...`, and an `Autocrypt` field
-with the sender's public key. The inner message is signed by the sender's key and
-encrypted to the recipient's in one OpenPGP message (RFC 3156 6.2, the combined form),
-uncompressed: compression costs 4-8x the encryption and gains little on mail.
+with the account's public key (an `Autocrypt` field of the client's own is dropped:
+answers must be encrypted to the key the gateway holds). The inner message is signed
+by the sender's key and encrypted to the recipient's in one OpenPGP message (RFC 3156
+6.2, the combined form), uncompressed: compression costs 4-8x the encryption and gains
+little on mail.
 
 Incoming (`decrypt_message`): a `multipart/encrypted` message that opens with one of the
 account's keys becomes the inner message: its fields replace the outer ones of the
@@ -61,6 +63,8 @@ def _protected_inner(message: bytes, header: HeaderBlock) -> bytes:
     lines: list[bytes] = []
     marked = False
     for field in header.fields:
+        if field.name == "autocrypt":
+            continue  # the client's key: answers must come to the gateway's (outside)
         raw = field.raw if field.raw.endswith(b"\n") else field.raw + b"\r\n"
         if field.name == "content-type" and not marked:
             raw = raw.rstrip(b"\r\n") + b'; protected-headers="v1"\r\n'
@@ -116,22 +120,28 @@ def encrypt_message(
 
 
 def plaintext_message(message: bytes, *, sender: str, sender_public: bytes) -> bytes:
-    """The message as it goes to a domain the operator allows plaintext to: marked so."""
+    """The message as it goes to a domain the operator allows plaintext to: marked so,
+    with the account's key in `Autocrypt` instead of any the client put there."""
+    message = without_fields(message, parse_header(message, limit=None), "autocrypt")
     return (
         f"{WARNING_FIELD}: this message left the bubble without encryption; anyone on "
         "its way to you could read it\r\n"
     ).encode("ascii") + autocrypt_field(sender, sender_public) + message
 
 
-def without_status(message: bytes, header: HeaderBlock) -> bytes:
-    """`message` without any `Sealgate-OpenPGP` field: only this gateway writes one."""
-    name = STATUS_FIELD.lower()
-    if header.first(name) is None:
+def without_fields(message: bytes, header: HeaderBlock, *names: str) -> bytes:
+    """`message` (whose parsed header is `header`) without the fields `names` (lower case)."""
+    if not any(header.first(name) is not None for name in names):
         return message
     kept = b"".join(f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
-                    for f in header.fields if f.name != name)
+                    for f in header.fields if f.name not in names)
     body = message[header.end :] if header.body_start is not None else b""
     return kept + b"\r\n" + body
+
+
+def without_status(message: bytes, header: HeaderBlock) -> bytes:
+    """`message` without any `Sealgate-OpenPGP` field: only this gateway writes one."""
+    return without_fields(message, header, STATUS_FIELD.lower())
 
 
 def is_pgp_mime(header: HeaderBlock) -> bool:

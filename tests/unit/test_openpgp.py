@@ -155,3 +155,17 @@ def test_a_status_field_from_outside_is_removed_encrypted_or_not(
                           sender_public=b"", recipient=alice.pubkey)  # type: ignore[attr-defined]
     back = decrypt_message(fake + out, [alice])
     assert back.count(b"Sealgate-OpenPGP:") == 1 and b"signature good" not in back
+
+
+def test_the_clients_own_autocrypt_key_is_replaced_by_the_accounts(
+    alice: object, carol: object
+) -> None:
+    client = b"Autocrypt: addr=alice@bubble.test; keydata=Q0xJRU5U\r\n" + MESSAGE
+    public = bytes(alice.pubkey)  # type: ignore[attr-defined]
+    out = encrypt_message(client, sender="alice@bubble.test", signer=alice,
+                          sender_public=public, recipient=carol.pubkey)  # type: ignore[attr-defined]
+    back = decrypt_message(out, [carol])
+    for got in (out, back, plaintext_message(client, sender="alice@bubble.test",
+                                             sender_public=public)):
+        fields = email.message_from_bytes(got, policy=email.policy.default).get_all("Autocrypt")
+        assert fields is not None and len(fields) == 1 and "Q0xJRU5U" not in fields[0]
