@@ -169,3 +169,19 @@ def test_the_clients_own_autocrypt_key_is_replaced_by_the_accounts(
                                              sender_public=public)):
         fields = email.message_from_bytes(got, policy=email.policy.default).get_all("Autocrypt")
         assert fields is not None and len(fields) == 1 and "Q0xJRU5U" not in fields[0]
+
+
+def test_without_the_accounts_key_the_message_is_filed_as_it_came(
+    alice: object, carol: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.pgp.inbound import InboundDecryption
+
+    class BrokenKeys:
+        def own(self, *args: object) -> object:
+            raise CannotOpen("OpenPGP key")
+
+    out = encrypt_message(MESSAGE, sender="carol@partner.example", signer=carol,
+                          sender_public=b"", recipient=alice.pubkey)  # type: ignore[attr-defined]
+    got = InboundDecryption(BrokenKeys()).open("alice@bubble.test", None, out)  # type: ignore[arg-type]
+    assert got == out
+    assert "not decrypted (CannotOpen)" in caplog.text and "alice" not in caplog.text
