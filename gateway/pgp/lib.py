@@ -9,8 +9,9 @@ pgpy 0.6.0 (its last release) warns on every import and on every signature check
                                     "Selected symmetric algorithm not in key preferences"
                                     when the gateway picks AES over what a key lists
 
-Each filter names the message and the category and, where the warning is attributed to
-pgpy's own code, the module; any other warning, from pgpy or elsewhere, is still shown
+Each filter names the message, the category and the module the warning is attributed
+to (pgpy's own; gateway.pgp for the one pgpy attributes to its caller); any other
+warning, from pgpy or elsewhere, is still shown
 (and is an error under the test suite, whose pyproject filters repeat these). Every
 module of the gateway uses pgpy through this one, so the filters are in place before
 pgpy's first import, at run time as under test.
@@ -29,10 +30,10 @@ import zlib
 
 from cryptography.utils import CryptographyDeprecationWarning
 
-# (category, message regex, module regex or "" for any)
+# (category, message regex, regex of the module the warning is attributed to)
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     (CryptographyDeprecationWarning, r"(TripleDES|Camellia|CFB) has been moved", r"pgpy\."),
-    (DeprecationWarning, r"'imghdr' is deprecated", ""),
+    (DeprecationWarning, r"'imghdr' is deprecated", r"pgpy\."),
     (UserWarning, r"TODO: .* (not yet implemented|not yet working)", r"pgpy\."),
     # gateway.pgp.mime encrypts with AES on purpose when a key lists only older ciphers
     (UserWarning, r"Selected symmetric algorithm not in key preferences", r"gateway\.pgp\."),
