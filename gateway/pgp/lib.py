@@ -11,10 +11,10 @@ pgpy 0.6.0 (its last release) warns on every import and on every signature check
 
 Each filter names the message, the category and the module the warning is attributed
 to (pgpy's own; gateway.pgp for the one pgpy attributes to its caller); any other
-warning, from pgpy or elsewhere, is still shown
-(and is an error under the test suite, whose pyproject filters repeat these). Every
-module of the gateway uses pgpy through this one, so the filters are in place before
-pgpy's first import, at run time as under test.
+warning, from pgpy or elsewhere, is still shown (and is an error under the test suite,
+whose pyproject filters repeat these). Every module of the gateway uses pgpy through
+this one, so the filters are in place before pgpy's first import, at run time as under
+test.
 
 pgpy decompresses a compressed packet whole (zlib, bz2): a message from outside of a
 few MB could expand a thousandfold. `CompressionAlgorithm.decompress` is replaced by
