@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "migrate_imap": "bench.migrate_imap",
     "relay_storage": "bench.relay_storage",
     "push": "bench.push",
+    "openpgp": "bench.openpgp",
 }
 """Benchmark name -> module; every module has NAME and run(Settings) -> list[Result]."""
 

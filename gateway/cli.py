@@ -16,9 +16,11 @@
     sealgate account import SIGNED --gateway GW            (3)
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
                            [--smtps HOST:PORT] [--inbound HOST:PORT]
+                           [--smarthost HOST:PORT]
     sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
     sealgate migrate mbox|maildir|imap ...  (gateway.migrate.cli)
+    sealgate pgp export|import|keygen|list|remove ...  (gateway.pgp.cli)
 
 Errors are one line on stderr (`sealgate: error: ...`) and exit status 1; usage
 errors exit 2. Serving commands run until SIGINT or SIGTERM and then exit 0.
@@ -48,6 +50,7 @@ from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, HomeError, Membership, load_root_public
 from gateway.migrate.cli import add_migrate_commands
 from gateway.migrate.errors import MigrateError
+from gateway.pgp.cli import add_pgp_commands
 from gateway.provision import (
     KDF_COSTS,
     ProvisionError,
@@ -259,7 +262,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         overrides["smtp_host"], overrides["smtp_port"] = parse_host_port(args.smtp, "smtp")
     if args.imap:
         overrides["imap_host"], overrides["imap_port"] = parse_host_port(args.imap, "imap")
-    for name in ("smtps", "inbound"):
+    for name in ("smtps", "inbound", "smarthost"):
         if getattr(args, name):
             host_port = parse_host_port(getattr(args, name), name)
             overrides[f"{name}_host"], overrides[f"{name}_port"] = host_port
@@ -408,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SMTP submission over implicit TLS (port 465 style)")
     p.add_argument("--inbound", metavar="HOST:PORT",
                    help="SMTP listener for the organisation's MX: mail from outside")
+    p.add_argument("--smarthost", metavar="HOST:PORT",
+                   help="the legacy smarthost that takes OpenPGP mail to recipients outside")
     p.add_argument("--hostname", help="name in the SMTP greeting and the TLS certificate")
     p.add_argument("--poll-interval", type=float, help="seconds between relay fetches")
     p.add_argument("--config", type=Path, help="TOML file with gateway settings")
@@ -425,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port-base", type=int, help="use ports N..N+6 instead of free ones")
     p.set_defaults(func=cmd_demo)
     add_migrate_commands(sub)
+    add_pgp_commands(sub)
     return parser
 
 

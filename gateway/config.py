@@ -23,6 +23,16 @@ class GatewayConfig:
     inbound_host: str = "127.0.0.1"
     inbound_port: int | None = None  # the MX hands mail from outside here; None: off
     inbound_authserv_id: str = ""  # the MX's Authentication-Results id kept on inbound mail
+    # Mail to recipients outside the bubble (gateway.pgp): through this smarthost, as
+    # OpenPGP; None: every recipient outside is refused at RCPT.
+    smarthost_host: str = "127.0.0.1"
+    smarthost_port: int | None = None
+    smarthost_starttls: bool = True  # refuse to hand mail over without STARTTLS
+    smarthost_ca_file: Path | None = None  # trust only these certificates (None: the system's)
+    smarthost_user: str = ""  # AUTH towards the smarthost (over TLS), when set
+    smarthost_password_file: Path | None = None  # its first line is the AUTH password
+    smarthost_timeout: float = 60.0
+    allow_plaintext_to: tuple[str, ...] = ()  # domains mail may go to without a key: in clear
     sent_copy: bool = True  # a sealed copy of each submitted message in the sender's Sent
     submission_limit: int = 1000  # messages one account may submit per submission_window;
     submission_window: float = 3600.0  # beyond, MAIL gets 451 4.7.1
@@ -72,7 +82,7 @@ class GatewayConfig:
     import_batch_bytes: int = 64 * MiB  # and their octets at most (a larger one: alone)
 
     def __post_init__(self) -> None:
-        for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port"):
+        for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port", "smarthost_port"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
         for name in (
@@ -110,6 +120,7 @@ class GatewayConfig:
             "status_check_interval",
             "status_forget_after",
             "submission_window",
+            "smarthost_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be a positive number of seconds")
@@ -125,6 +136,13 @@ class GatewayConfig:
                 "setting 'login_failure_delay': must be 0 or more and not above "
                 "login_failure_delay_max"
             )
+        if self.smarthost_user and self.smarthost_password_file is None:
+            raise ValueError("setting 'smarthost_user': needs smarthost_password_file")
+        if self.smarthost_user and not self.smarthost_starttls:
+            raise ValueError("setting 'smarthost_user': AUTH needs smarthost_starttls = true")
+        for domain in self.allow_plaintext_to:
+            if not domain or "@" in domain or any(c.isspace() for c in domain):
+                raise ValueError(f"setting 'allow_plaintext_to': {domain!r} is not a domain")
         if self.retry_max < self.retry_initial:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):

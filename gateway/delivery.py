@@ -34,16 +34,22 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from bridge.errors import RelayError, RelayRejected
 from bridge.keys import GatewayCredential
-from bridge.relay.client import RelayClient
 from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
 _SHUFFLE = secrets.SystemRandom()
 _IDLE_MAX = 60.0  # seconds between passes at most (bounds any wall-clock jump)
+
+
+class Depositor(Protocol):
+    """Where an entry goes: a relay (`RelayClient`), or the smarthost (`gateway.pgp`)."""
+
+    async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None: ...
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -86,7 +92,7 @@ class DeliveryWorker(PeriodicJob):
         self,
         outbox: Outbox,
         credential: GatewayCredential,
-        client_for: Callable[[str], RelayClient],
+        client_for: Callable[[str], Depositor],
         *,
         retry_initial: float,
         retry_max: float,

@@ -16,7 +16,9 @@ directory member) per `notice_fold_seconds`, and one per account per window for
 envelopes whose sender is unknown (they do not open, or claim an address outside the
 directory, which a forger can vary at will), so a flood of bad envelopes makes few.
 Mail from outside (sealed by a bubble gateway's inbound listener) is checked and marked
-by `bridge.external` instead of the directory, and never shown as a member's.
+by `bridge.external` instead of the directory, and never shown as a member's; if it is
+PGP/MIME encrypted to the account's OpenPGP key, it is decrypted first
+(`gateway.pgp.inbound`), so those checks apply to the fields inside.
 
 Push: for each unlocked account and home relay, a watcher holds a listing open on the
 relay (`RelayClient.list(wait=push_wait)`), which answers as soon as an envelope
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ from bridge.sender import SenderRefused, check_sender
 from gateway.delivery import backoff
 from gateway.keyring import KeyRing
 from gateway.notices import cannot_open_notice, forged_sender_notice
+from gateway.pgp.inbound import InboundDecryption
 from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
 from gateway.store.accounts import AccountStore
 from gateway.store.mailbox import MailboxStore
@@ -106,6 +110,7 @@ class Fetcher(PeriodicJob):
         trusted_roots: tuple[bytes, ...] = (),
         push_wait: int = 0,
         push_connections: int = 32,
+        openpgp: InboundDecryption | None = None,
     ) -> None:
         """`push_wait`: seconds a relay holds a listing (0: poll only)."""
         super().__init__(poll_interval)
@@ -113,6 +118,7 @@ class Fetcher(PeriodicJob):
         self._push_connections = push_connections
         self._watchers: dict[_Watch, asyncio.Task[None]] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
+        self._openpgp = openpgp  # None: PGP/MIME from outside is stored as it came
         self._trusted_roots = trusted_roots  # whose gateways may seal mail from outside
         self._header_limits = header_limits
         self._fold_seconds = notice_fold_seconds
@@ -317,6 +323,9 @@ class Fetcher(PeriodicJob):
     ) -> bool:
         """Mail from outside, sealed by an inbound gateway (`bridge.external`): stored marked
         as external, or replaced by a notice when its header claims a bubble author."""
+        if self._openpgp is not None:
+            message = await asyncio.to_thread(self._openpgp.open, address, keys, opened.message)
+            opened = dataclasses.replace(opened, message=message)
         try:
             message = open_external(opened, self._trusted_roots, self._domain,
                                     self._header_limits)

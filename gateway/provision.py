@@ -2,7 +2,8 @@
 
 `add_account` generates the account's keys on the gateway, seals them under the
 account passphrase, publishes the root-signed directory entry to the account's
-home relays and only then records the account in the gateway's store.
+home relays and only then records the account in the gateway's store, with its
+OpenPGP key (`gateway.pgp`; an account enrolled in two steps gets it at first login).
 `rotate_account` gives an account new encryption and signing keys and publishes a
 newer record; `revoke_account` and `revoke_gateway` publish the root's revocations.
 The two-step enrolment that keeps the root key off the gateway is in
@@ -34,9 +35,11 @@ from bridge.keys import AccountKeys, AccountPublic, KdfCost, seal_seed, sealed_c
 from bridge.relay.client import RelayClient
 from bridge.revocation import GatewayRevocation
 from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url
+from gateway.pgp.keyring import OpenPgpKeys
 from gateway.store.accounts import AccountRow, AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
+from gateway.store.openpgp import OpenPgpStore
 
 
 class ProvisionError(Exception):
@@ -172,6 +175,7 @@ async def add_account(
     await publish(record, urls, address, relay_ca_file)
     DirectoryCache(engine).put_many([record])
     accounts.add(address, seal_seed(keys.pack(), password.encode("utf-8"), cost), keys.public, urls)
+    OpenPgpKeys(OpenPgpStore(engine)).own(address, keys)  # its key for mail outside the bubble
     engine.dispose()
     return entry
 

@@ -31,6 +31,12 @@ from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.migrate.filing import ImportFiler
+from gateway.pgp.inbound import InboundDecryption
+from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
+from gateway.pgp.outbound import OutsideMail
+from gateway.pgp.outside import OutsidePolicy
+from gateway.pgp.smarthost import SMARTHOST, SmarthostClient, job_box
+from gateway.pgp.wiring import smarthost_settings
 from gateway.recipients import Recipients
 from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, ConnectionCap
 from gateway.smtp.handler import SubmissionHandler
@@ -43,6 +49,7 @@ from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 from gateway.store.imports import ImportStore
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
+from gateway.store.openpgp import OpenPgpStore
 from gateway.store.outbox import Outbox
 from gateway.store.sent import SentLog
 from gateway.tls import ensure_certificate, server_context
@@ -64,6 +71,13 @@ class Gateway:
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
     gate: LoginGate | None = None
+    _smarthost: SmarthostClient | None = None
+
+    def depositor_for(self, url: str) -> RelayClient | SmarthostClient:
+        """Where the delivery worker takes an outbox entry: a relay, or the smarthost."""
+        if url == SMARTHOST and self._smarthost is not None:
+            return self._smarthost
+        return self.client_for(url)
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
@@ -103,10 +117,15 @@ class Gateway:
             (membership.root_public,),
             interval=cfg.directory_sync_interval,
         )
+        box = job_box(membership.credential.seed)
+        settings = smarthost_settings(cfg)
+        self._smarthost = SmarthostClient(settings, box)
+        openpgp = OpenPgpKeys(OpenPgpStore(engine))
+        pgp_keys = AccountKeyJob(openpgp, keyring, interval=cfg.poll_interval)
         delivery = DeliveryWorker(
             outbox,
             membership.credential,
-            self.client_for,
+            self.depositor_for,
             retry_initial=cfg.retry_initial,
             retry_max=cfg.retry_max,
             concurrency=cfg.delivery_concurrency,
@@ -138,6 +157,7 @@ class Gateway:
             trusted_roots=(membership.root_public,),
             push_wait=cfg.push_wait,
             push_connections=cfg.push_connections,
+            openpgp=InboundDecryption(openpgp),
         )
         filer = ImportFiler(
             accounts=accounts, keyring=keyring, imports=ImportStore(engine),
@@ -148,6 +168,7 @@ class Gateway:
         def on_unlock() -> None:
             fetcher.wake()
             filer.wake()
+            pgp_keys.wake()
 
         self.gate = gate = LoginGate(
             LoginLimiter(
@@ -179,6 +200,11 @@ class Gateway:
             gate=gate,
             sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
+            outside=OutsideMail(
+                OutsidePolicy(openpgp, smarthost=settings is not None,
+                              allow_plaintext_to=cfg.allow_plaintext_to),
+                openpgp, box,
+            ),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)
         tls = server_context(cert, key)
@@ -248,7 +274,7 @@ class Gateway:
             server_name="Sealgate",
         )
         authenticator = UnlockingAuthenticator(
-            StoreAuthenticator(keyring, mailboxes), fetcher, filer
+            StoreAuthenticator(keyring, mailboxes), fetcher, filer, pgp_keys
         )
         self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
@@ -260,6 +286,7 @@ class Gateway:
             asyncio.create_task(recipients.run(), name="directory-sync"),
             asyncio.create_task(drains.run(), name="relay-drains"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
+            asyncio.create_task(pgp_keys.run(), name="openpgp-keys"),
         ]
         log.info(
             "gateway: smtp on %s:%d, imap on %s:%d",

@@ -11,6 +11,9 @@ was sealed (its Bcc line put back) is also stored, sealed under the account's st
 key, in the account's Sent folder, before the 250 (group commit: `gateway.smtp.sent`).
 MAIL answers `451 4.7.1` once an account had `submission_limit` messages accepted within
 `submission_window` seconds (`gateway.smtp.rate`).
+A recipient outside the bubble is admitted at RCPT by `gateway.pgp` (the gateway holds
+their OpenPGP key, and a smarthost) or refused with `550 5.7.1`; DATA queues a PGP/MIME
+message for them, sealed as a smarthost job, in the same commit as the envelopes.
 Plaintext exists only in memory for the duration of DATA. Log lines never carry
 addresses, subjects or content.
 """
@@ -32,6 +35,8 @@ from bridge.sanitize import SanitizePolicy, sanitize
 from gateway.imap.backend import AuthenticationFailed
 from gateway.keyring import KeyRing
 from gateway.login_gate import LoginGate
+from gateway.pgp.outbound import OutsideMail
+from gateway.pgp.outside import OutsideRecipient
 from gateway.recipients import DirectoryUnavailable, Recipients, RevokedAddress, UnknownAddress
 from gateway.smtp.policy import (
     SmtpRefusal,
@@ -67,8 +72,10 @@ class SubmissionHandler:
         gate: LoginGate,
         sent_copies: SentCopies | None = None,
         rate: SubmissionRate | None = None,
+        outside: OutsideMail | None = None,
     ) -> None:
         self._rate = rate
+        self._outside = outside  # None: every recipient outside the bubble is refused
         self._keyring = keyring
         self._sent_copies = sent_copies  # None: no Sent copy (clients that APPEND their own)
         self._gate = gate
@@ -85,6 +92,9 @@ class SubmissionHandler:
         self._resolved: weakref.WeakKeyDictionary[Envelope, dict[str, DirectoryEntry]] = (
             weakref.WeakKeyDictionary()
         )
+        self._resolved_outside: weakref.WeakKeyDictionary[
+            Envelope, dict[str, OutsideRecipient]
+        ] = weakref.WeakKeyDictionary()
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -139,6 +149,7 @@ class SubmissionHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self._resolved[envelope] = {}
+        self._resolved_outside[envelope] = {}
         return "250 2.1.0 Sender ok"
 
     async def handle_RCPT(
@@ -156,18 +167,24 @@ class SubmissionHandler:
             max_recipients=self._max_recipients,
             max_transaction_bytes=self._max_transaction_bytes,
             mail_options=envelope.mail_options,
+            outside=None if self._outside is None else self._outside.admit,
+            resolved_outside=self._resolved_outside.setdefault(envelope, {}),
         )
         if reply == ACCEPTED:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
         return reply
 
-    @staticmethod
     def _seal_one(
-        message: bytes, account: str, keys: AccountKeys, subject: str, entry: DirectoryEntry
+        self, message: bytes, account: str, keys: AccountKeys, subject: str,
+        entry: DirectoryEntry | OutsideRecipient,
     ) -> Item:
         """The envelope of `message` for one recipient, with its own random id, and the
-        sender's sealed note of it (for a notice should its relay lose it)."""
+        sender's sealed note of it (for a notice should its relay lose it); for one
+        outside the bubble, its OpenPGP message for the smarthost (`gateway.pgp`)."""
+        if isinstance(entry, OutsideRecipient):
+            assert self._outside is not None  # noqa: S101 - admitted by it at RCPT
+            return self._outside.item(message, account, keys, entry)
         envelope_id = new_envelope_id()
         sealed = seal(
             message, sender=account, sender_keys=keys, recipient=entry.keys, envelope_id=envelope_id
@@ -179,11 +196,14 @@ class SubmissionHandler:
         account = str(session.auth_data)
         keys = self._keyring.get(account)
         resolved = self._resolved.pop(envelope, {})
+        outside = self._resolved_outside.pop(envelope, {})
         raw = envelope.original_content
-        if keys is None or not resolved or not isinstance(raw, bytes):
+        if keys is None or not (resolved or outside) or not isinstance(raw, bytes):
             return "451 4.3.0 Session state lost; please resubmit"
         try:
-            check_transaction_size(len(raw), len(resolved), self._max_transaction_bytes)
+            check_transaction_size(
+                len(raw), len(resolved) + len(outside), self._max_transaction_bytes
+            )
             header = parse_header(raw, limit=self._header_limits.max_header_block)
             check_headers(header, account, self._header_limits)
             cleaned = sanitize(
@@ -201,7 +221,7 @@ class SubmissionHandler:
         # sessions (group commit) and durable before the 250.
         try:
             count = await self._outbox.submit(
-                list(resolved.values()),
+                [*resolved.values(), *outside.values()],
                 functools.partial(self._seal_one, message, account, keys, subject_of(header)),
             )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang

@@ -242,3 +242,28 @@ class MigrationCheckpoint(StoreTable, table=True):
     folder: str = Field(primary_key=True, max_length=512)  # the folder's name at the source
     uid_validity: int = Field(sa_type=BigInteger)
     last_uid: int = Field(sa_type=BigInteger)
+
+
+class OpenPgpAccountKey(StoreTable, table=True):
+    """An account's own OpenPGP key (`gateway.pgp.keys`): the private half sealed under a
+    key derived from the account's seed, so it opens only after the account is unlocked."""
+
+    __tablename__ = "openpgp_account_key"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    fingerprint: str = Field(max_length=64)
+    public: bytes  # transferable public key, binary
+    sealed: bytes  # nonce || XChaCha20-Poly1305(derived key, private key)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OpenPgpPeerKey(StoreTable, table=True):
+    """The public OpenPGP key of a correspondent outside the bubble, imported by the operator
+    (`sealgate pgp import`); outgoing mail to `address` is encrypted to it."""
+
+    __tablename__ = "openpgp_peer_key"
+
+    address: str = Field(primary_key=True, max_length=320)  # normalized lower-case
+    fingerprint: str = Field(max_length=64)
+    public: bytes  # transferable public key, binary
+    imported_at: datetime = Field(sa_type=UTCDateTime)
