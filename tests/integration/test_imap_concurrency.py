@@ -284,3 +284,36 @@ def test_idle_pushes_mail_the_fetcher_delivers(bubble: Bubble):
         assert data[0][1] == b"Subject: Ping\r\n\r\n"
     finally:
         imap.logout()
+
+
+def test_idle_sees_a_commit_of_another_process_at_its_next_look(tmp_path: Path):
+    """A commit the notifier never hears of (another process wrote the database) is
+    pushed at IDLE's next look, `idle_poll` seconds later at the latest."""
+    with make_backend("sqlite", tmp_path) as backend:
+        assert isinstance(backend, SqlBackend)
+        seed_inbox(backend)
+        config = ImapConfig(require_tls_for_login=False, idle_poll=0.2)
+        running = ServerThread(config, backend.authenticator, None)
+        raw = Raw(running.port)
+        try:
+            raw.send(f"a LOGIN {USER} \"{PASSWORD}\"\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+            raw.until_tagged(b"b")
+            assert raw.line() == b"+ idling\r\n"
+            elsewhere = sqlite3.connect(backend.database_path, isolation_level=None)
+            try:
+                elsewhere.executescript(
+                    "BEGIN IMMEDIATE;"
+                    "UPDATE folder SET highest_modseq = highest_modseq + 1 WHERE name = 'INBOX';"
+                    "UPDATE message SET flags = '\\Answered', modseq = ("
+                    " SELECT highest_modseq FROM folder WHERE folder.id = message.folder_id)"
+                    " WHERE uid = 1;"
+                    "COMMIT;"
+                )
+            finally:
+                elsewhere.close()
+            assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Answered))\r\n"
+            raw.send(b"DONE\r\n")
+            assert raw.line() == b"c OK IDLE terminated.\r\n"
+        finally:
+            raw.close()
+            running.close()
