@@ -14,9 +14,10 @@ PostgreSQL), so every command a session handles, and every lazy response it yiel
 pool of `ImapConfig.storage_threads` workers. A connection makes one such call at a
 time and awaits it, so its `ImapState` is never touched by two threads at once; while
 one connection waits on a lock, the loop goes on serving every other IMAP and SMTP
-session, and at most `storage_threads` storage calls run at once (the rest queue). The
-loop itself only parses, serializes lists of responses that are already built, and
-moves bytes; IDLE waits on `MailSession.wait_for_change`, which touches no database.
+session, and at most `storage_threads` storage calls run at once (the rest queue). On
+the loop run only the protocol layer's framing and parsing (bounded by the line and
+command limits), the serializing of responses already built, and the moving of bytes;
+IDLE waits there on `MailSession.wait_for_change`, which touches no database.
 
 It never parses IMAP itself and never decides what a command means. Log lines carry a
 connection number and event names, never message content, user names or addresses; an
