@@ -19,7 +19,7 @@ are only 2^32 IPv4 addresses to try against a hash); the price is that tags do n
 match across restarts. The gate never sees a password (`verify` holds it) and never
 decides the policy (the limiter does).
 
-Errors, with their SMTP reply (`gateway.imap.state` words the IMAP ones, as
+Errors, with their SMTP reply (`gateway.imap.session` words the IMAP ones, as
 `LoginFailure.BLOCKED` and `UNAVAILABLE`):
 
     LoginRefused     a login refused before its password was looked at: 454 4.7.0

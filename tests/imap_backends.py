@@ -54,6 +54,7 @@ from bridge.keys import AccountKeys, KdfCost, seal_seed
 from gateway.imap.backend import (
     Authenticator,
     FlagMode,
+    FolderChanges,
     FolderInfo,
     FolderSnapshot,
     MailSession,
@@ -95,6 +96,12 @@ class ObservedSession:
 
     def snapshot(self, folder: str) -> FolderSnapshot:
         return self.inner.snapshot(folder)
+
+    def changes_since(self, folder: str, modseq: int) -> FolderChanges:
+        return self.inner.changes_since(folder, modseq)
+
+    async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
+        return await self.inner.wait_for_change(folder, modseq, timeout)
 
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         self._fetch_calls.append(len(uids))
@@ -252,6 +259,11 @@ class SqlBackend(MailBackend):
             StoreAuthenticator(KeyRing(AccountStore(self._engine)), MailboxStore(self._engine)),
             StoreAuthenticator(KeyRing(self._accounts), self._mailboxes),
         )
+
+    @property
+    def database_path(self) -> str:
+        """The SQLite file, for tests that lock it as another process would."""
+        return str(self._engine.url.database)
 
     def _add_account(self, address: str, password: str, extra_folders: tuple[str, ...]) -> None:
         keys = AccountKeys.generate()

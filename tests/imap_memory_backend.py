@@ -3,7 +3,8 @@
 A real backend, like pymap's `backend/dict`: folders with UIDVALIDITY, UIDNEXT and modseqs,
 flags, expunge, sessions that close. It keeps the SQL store's contract where the IMAP layer
 can see it (addresses normalized as `gateway.store.accounts` does; one new modseq per
-flag change, shared by the messages it changed), so the same tests run on both
+flag change, shared by the messages it changed; an expunge log for `changes_since`;
+a `ChangeNotifier` signalled after every change), so the same tests run on both
 (tests/imap_backends.py). Thread-safe, because integration tests deliver mail from the
 test thread while the server's loop runs in another. It keeps mail in memory only; it
 is for tests and never touches a disk.
@@ -19,7 +20,9 @@ from datetime import UTC, datetime
 
 from gateway.imap.backend import (
     AuthenticationFailed,
+    ChangeNotifier,
     FlagMode,
+    FolderChanges,
     FolderInfo,
     FolderSnapshot,
     MailboxNotFound,
@@ -45,6 +48,20 @@ class _Folder:
     uid_next: int = 1
     highest_modseq: int = 1
     messages: dict[int, StoredMessage] = field(default_factory=dict)
+    expunged: dict[int, int] = field(default_factory=dict)  # uid -> modseq of its expunge
+
+    def changes_since(self, modseq: int) -> FolderChanges:
+        return FolderChanges(
+            uid_validity=self.uid_validity,
+            uid_next=self.uid_next,
+            highest_modseq=self.highest_modseq,
+            changed=tuple(
+                self.messages[uid].meta
+                for uid in sorted(self.messages)
+                if self.messages[uid].meta.modseq > modseq
+            ),
+            expunged=tuple(uid for uid, seq in sorted(self.expunged.items()) if seq > modseq),
+        )
 
     def snapshot(self) -> FolderSnapshot:
         return FolderSnapshot(
@@ -69,7 +86,13 @@ class MemoryStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.accounts: dict[str, _Account] = {}
+        self.notifier = ChangeNotifier()
         self._validity = 1000
+
+    def changed(self, address: str, folder: str) -> None:
+        """Signal waiting sessions (call with the lock released or held: it only wakes)."""
+        f = self.folder(address, folder)
+        self.notifier.changed((normalize_address(address), f.info.name), f.highest_modseq)
 
     def add_account(
         self, address: str, password: str, folders: Iterable[FolderInfo] = DEFAULT_FOLDERS
@@ -110,6 +133,7 @@ class MemoryStore:
                 modseq=f.highest_modseq,
             )
             f.messages[uid] = StoredMessage(meta, body)
+            self.changed(address, folder)
             return uid
 
     def remove_folder(self, address: str, name: str) -> None:
@@ -144,6 +168,14 @@ class MemorySession:
         with self._store.lock:
             return self._folder(folder).snapshot()
 
+    def changes_since(self, folder: str, modseq: int) -> FolderChanges:
+        with self._store.lock:
+            return self._folder(folder).changes_since(modseq)
+
+    async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
+        key = (self._address, self._folder(folder).info.name)
+        return await self._store.notifier.wait(key, modseq, timeout)
+
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         with self._store.lock:
             f = self._folder(folder)
@@ -177,6 +209,8 @@ class MemorySession:
                 message = f.messages[uid]
                 meta = replace(message.meta, flags=new, modseq=f.highest_modseq)
                 f.messages[uid] = StoredMessage(meta, message.body)
+            if changed:
+                self._store.changed(self._address, folder)
             return [f.messages[uid].meta for uid in present]
 
     def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
@@ -188,10 +222,13 @@ class MemorySession:
                 for uid, m in sorted(f.messages.items())
                 if "\\Deleted" in m.meta.flags and (allowed is None or uid in allowed)
             ]
-            for uid in gone:
-                del f.messages[uid]
             if gone:
                 f.highest_modseq += 1
+            for uid in gone:
+                del f.messages[uid]
+                f.expunged[uid] = f.highest_modseq
+            if gone:
+                self._store.changed(self._address, folder)
             return gone
 
     def close(self) -> None:

@@ -1,8 +1,17 @@
-"""What the IMAP server needs from storage, as Protocols (no implementation here).
+"""What the IMAP server needs from storage, as Protocols, and the change notifier stores
+share.
 
-The IMAP layers (`wire`, `state`, `server`) depend only on these; the SQLModel store
-(`gateway.store.mailbox`) implements them. Calls are synchronous and fast (local
-SQLite); `login` is slow (Argon2id) and the server runs it in an executor.
+The IMAP layers (`session`, `render`, `server`) depend only on these; the SQLModel store
+(`gateway.store.mailbox`) implements them. The storage calls are synchronous and may
+block (a held SQLite write lock, a slow PostgreSQL): the server never makes them on its
+event loop but in its own bounded thread pool (`gateway.imap.server`), one call at a
+time per connection. `login` is slow (Argon2id) and runs in the login gate's pool.
+
+Change reporting costs O(changes): a session keeps its view of the selected folder and
+asks `changes_since(folder, modseq)` what happened after the last modseq it reported
+(new messages and flag changes, expunged UIDs), never re-reading the folder.
+`wait_for_change` is the one coroutine: it waits on the `ChangeNotifier` a store signals
+after each commit that changes a folder, and touches no database (IDLE is built on it).
 
 One function belongs to the contract: `header_block`, which says exactly which octets
 `MailSession.fetch_headers` returns, so that every store cuts a message the same way
@@ -23,8 +32,11 @@ its database's, into these; the session goes on after each):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -103,6 +115,22 @@ class FolderSnapshot:
 
 
 @dataclass(frozen=True)
+class FolderChanges:
+    """What changed in a folder after a modseq, up to `highest_modseq`.
+
+    `changed` holds, in UID order, the current metadata of every message whose modseq is
+    above the one asked about: new messages and messages whose flags changed. `expunged`
+    holds the UIDs removed since, ascending (a message that came and went in between may
+    be among them)."""
+
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+    changed: tuple[MessageMeta, ...] = ()
+    expunged: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     meta: MessageMeta
     body: bytes  # the full RFC 5322 message, CRLF line ends, decrypted in memory only
@@ -143,6 +171,19 @@ class MailSession(Protocol):
         """Current state of a folder; raises MailboxNotFound."""
         ...
 
+    def changes_since(self, folder: str, modseq: int) -> FolderChanges:
+        """What changed in the folder after `modseq` (see `FolderChanges`), read in one
+        consistent snapshot, at a cost that grows with the changes, not the folder;
+        raises MailboxNotFound."""
+        ...
+
+    async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
+        """True as soon as a commit in this process took the folder past `modseq`
+        (at once if one already did), False after `timeout` seconds. Runs on the event
+        loop and never touches the database; commits by other processes are seen only
+        by the next `changes_since`."""
+        ...
+
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
         """Decrypted messages for these UIDs (missing UIDs are skipped), in UID order."""
         ...
@@ -170,3 +211,54 @@ class Authenticator(Protocol):
     def login(self, username: str, password: str) -> MailSession:
         """Unlock the account; raises AuthenticationFailed (wrong user or password alike)."""
         ...
+
+
+class ChangeNotifier:
+    """Tells waiting IMAP sessions that a folder changed, within one process.
+
+    A store calls `changed(key, modseq)` after each commit that changes a folder (new
+    mail, flags, expunges), from whatever thread committed; `wait(key, after, timeout)`
+    returns True once a commit with a modseq above `after` was signalled for `key`. The
+    latest modseq per key is kept, so a commit between a session's last read and its
+    `wait` is never missed. Keys are the store's own (e.g. account and folder name).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[Hashable, int] = {}
+        self._waiters: dict[Hashable, set[Callable[[int], None]]] = {}
+
+    def changed(self, key: Hashable, modseq: int) -> None:
+        with self._lock:
+            if modseq > self._latest.get(key, 0):
+                self._latest[key] = modseq
+            waiters = list(self._waiters.get(key, ()))
+        for wake in waiters:
+            wake(modseq)
+
+    async def wait(self, key: Hashable, after: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def wake(modseq: int) -> None:
+            if modseq > after:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(event.set)
+
+        with self._lock:
+            if self._latest.get(key, 0) > after:
+                return True
+            self._waiters.setdefault(key, set()).add(wake)
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(wake)
+                    if not waiters:
+                        del self._waiters[key]

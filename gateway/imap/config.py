@@ -36,6 +36,11 @@ class ImapConfig:
                         bound their header blocks) add up to more than this
     idle_timeout        seconds without a complete command before BYE (RFC 3501: >= 30 min
                         for logged-in clients; shorter values are for tests)
+    idle_poll           seconds between IDLE's looks at the mailbox when no commit of this
+                        process signalled a change (commits of other processes, such as a
+                        migration run, are seen this way)
+    storage_threads     worker threads that make the server's storage calls, so that none
+                        runs on the event loop; more calls at once wait their turn
     tls_handshake_timeout  seconds a STARTTLS or implicit-TLS handshake may take
     require_tls_for_login  LOGINDISABLED and no AUTH=PLAIN until TLS is active
     server_name         the name in the greeting and in the ID response
@@ -55,6 +60,8 @@ class ImapConfig:
     header_batch: int = 256
     header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0
+    idle_poll: float = 30.0
+    storage_threads: int = 8
     tls_handshake_timeout: float = 30.0
     require_tls_for_login: bool = True
     server_name: str = "Sealgate"

@@ -2,9 +2,22 @@
 
 Holds `ImapServer` (asyncio streams; STARTTLS and implicit TLS; connection limit; idle
 timeout; BYE to everyone on stop). Per connection it pumps bytes between the socket and
-`wire.ImapServerConnection`, hands commands to `state.ImapState`, and carries out what the
-state asks for: login (Argon2id, slow) through the `LoginGate` with the client's peer
-name (the gate throttles by it and runs Argon2id in its own pool), the TLS upgrade.
+`protocol.ImapServerConnection`, hands commands to `session.ImapState`, and carries out
+what the session asks for: login (Argon2id, slow) through the `LoginGate` with the
+client's peer name (the gate throttles by it and runs Argon2id in its own pool), the TLS
+upgrade, and IDLE (reading DONE while pushing what storage signals changed).
+
+Nothing blocks the event loop. The storage Protocol is synchronous, and a call may wait
+(a SQLite write lock another connection holds, up to the busy timeout; a slow
+PostgreSQL), so every command a session handles, and every lazy response it yields
+(FETCH reads and decrypts batch by batch as it is sent), runs in the server's own thread
+pool of `ImapConfig.storage_threads` workers. A connection makes one such call at a
+time and awaits it, so its `ImapState` is never touched by two threads at once; while
+one connection waits on a lock, the loop goes on serving every other IMAP and SMTP
+session, and at most `storage_threads` storage calls run at once (the rest queue). On
+the loop run only the protocol layer's framing and parsing (bounded by the line and
+command limits), the serializing of responses already built, and the moving of bytes;
+IDLE waits there on `MailSession.wait_for_change`, which touches no database.
 
 It never parses IMAP itself and never decides what a command means. Log lines carry a
 connection number and event names, never message content, user names or addresses; an
@@ -16,16 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import ssl
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
-from gateway.imap import wire
+from gateway.imap import protocol
 from gateway.imap.backend import AuthenticationFailed, Authenticator, MailSession
 from gateway.imap.config import ImapConfig
-from gateway.imap.state import (
+from gateway.imap.session import (
+    IdleRequest,
     ImapState,
     LoginFailure,
     LoginRequest,
@@ -36,6 +53,7 @@ from gateway.imap.state import (
 from gateway.login_gate import LoginBlocked, LoginGate, LoginRefused
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _READ_SIZE = 65_536
 _WRITE_SIZE = 65_536  # octets of responses gathered into one write
@@ -58,11 +76,13 @@ class _Connection:
         *,
         tls_available: bool,
         tls_active: bool,
+        pool: ThreadPoolExecutor,
     ) -> None:
         self.number = number
         self.reader = reader
         self.writer = writer
-        self.wire = wire.ImapServerConnection(
+        self.pool = pool
+        self.wire = protocol.ImapServerConnection(
             max_line=config.max_line,
             max_literal=config.max_literal,
             max_command=config.max_command,
@@ -71,25 +91,45 @@ class _Connection:
         self.state = ImapState(config, tls_available=tls_available, tls_active=tls_active)
         self.idle_timeout = config.idle_timeout
 
-    async def send(self, responses: Iterable[wire.Response]) -> None:
-        """Write responses as they are produced (FETCH yields them message by message),
-        gathered into writes of about _WRITE_SIZE octets: one TLS record batch and one
-        send per write, not per response. A client that stops reading for idle_timeout
-        is dropped."""
-        pending: list[bytes] = []
-        size = 0
+    async def off_loop(self, call: Callable[[], _T]) -> _T:
+        """Run a call that may reach storage in the server's pool, not on the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+    async def send(self, responses: Iterable[protocol.Response]) -> None:
+        """Write responses as they are produced, gathered into writes of about
+        _WRITE_SIZE octets: one TLS record batch and one send per write, not per
+        response. A list is serialized here; a lazy iterable (FETCH yields message by
+        message, reading storage as it goes) is consumed off the loop, one write's worth
+        at a time, the next one built while the last is sent. A client that stops
+        reading for idle_timeout is dropped."""
+        pending = iter(responses)
         try:
-            for response in responses:
-                data = self.wire.send(response)
-                pending.append(data)
-                size += len(data)
-                if size >= _WRITE_SIZE:
-                    await self._write(pending)
-                    pending.clear()
-                    size = 0
-            await self._write(pending)
+            if isinstance(responses, list | tuple):
+                while chunks := self._gather(pending):
+                    await self._write(chunks)
+                return
+            gather = functools.partial(self._gather, pending)
+            built = asyncio.ensure_future(self.off_loop(gather))
+            try:
+                while chunks := await built:
+                    built = asyncio.ensure_future(self.off_loop(gather))
+                    await self._write(chunks)
+            finally:
+                built.cancel()
         except TimeoutError:
             raise _Closed from None
+
+    def _gather(self, responses: Iterator[protocol.Response]) -> list[bytes]:
+        """The octets of the next responses, up to about _WRITE_SIZE."""
+        chunks: list[bytes] = []
+        size = 0
+        for response in responses:
+            data = self.wire.send(response)
+            chunks.append(data)
+            size += len(data)
+            if size >= _WRITE_SIZE:
+                break
+        return chunks
 
     async def _write(self, chunks: list[bytes]) -> None:
         if chunks:
@@ -118,6 +158,7 @@ class ImapServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
+        self._pool = ThreadPoolExecutor(config.storage_threads, thread_name_prefix="imap-storage")
 
     async def start(self, host: str, port: int, *, implicit_tls: bool = False) -> int:
         """Listen on host:port (0 picks a free port); return the port. Call again to add a
@@ -152,6 +193,7 @@ class ImapServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._own_gate:
             self.gate.close()
 
@@ -170,6 +212,7 @@ class ImapServer:
             self.config,
             tls_available=self.ssl_context is not None,
             tls_active=tls_active,
+            pool=self._pool,
         )
         self._tasks.add(task)
         log.debug("imap connection=%d opened", number)
@@ -217,19 +260,20 @@ class ImapServer:
         while conn.state.state is not State.LOGOUT:
             try:
                 event = conn.wire.next_event()
-            except wire.RemoteProtocolError as error:
+            except protocol.RemoteProtocolError as error:
                 await conn.send(conn.state.reject(error).responses)
                 continue
-            if isinstance(event, wire.NeedData):
+            if isinstance(event, protocol.NeedData):
                 await self._read(conn)
-            elif isinstance(event, wire.ConnectionClosed):
+            elif isinstance(event, protocol.ConnectionClosed):
                 return
-            elif isinstance(event, wire.LiteralContinuation):
-                await conn.send([wire.Continuation("Ready for literal data.")])
-            elif isinstance(event, wire.ContinuationLine):
+            elif isinstance(event, protocol.LiteralContinuation):
+                await conn.send([protocol.Continuation("Ready for literal data.")])
+            elif isinstance(event, protocol.ContinuationLine):
                 await self._carry_out(conn, conn.state.handle_continuation(event.data))
             else:
-                await self._carry_out(conn, conn.state.handle(event))
+                handle = functools.partial(conn.state.handle, event)
+                await self._carry_out(conn, await conn.off_loop(handle))
 
     async def _read(self, conn: _Connection) -> None:
         try:
@@ -248,6 +292,66 @@ class ImapServer:
             await self._carry_out(conn, conn.state.finish_login(action, result))
         elif isinstance(action, StartTlsRequest):
             await self._start_tls(conn)
+        elif isinstance(action, IdleRequest):
+            await self._carry_out(conn, await self._idle(conn, action))
+
+    async def _idle(self, conn: _Connection, request: IdleRequest) -> Reply:
+        """IDLE (RFC 2177): until the client's DONE line, push what changed in the selected
+        mailbox each time storage signals a commit (`wait_for_change`), and at least every
+        `idle_poll` seconds for commits of other processes. A client silent for
+        idle_timeout is logged out."""
+        state = conn.state
+        read: asyncio.Task[bytes] | None = None
+        try:
+            async with asyncio.timeout(self.config.idle_timeout) as deadline:
+                while True:
+                    try:
+                        event = conn.wire.next_event()
+                    except protocol.RemoteProtocolError as error:
+                        return state.reject(error)
+                    if isinstance(event, protocol.ContinuationLine):
+                        return state.finish_idle(request, event.data)
+                    if not isinstance(event, protocol.NeedData):
+                        raise _Closed  # end of stream
+                    read = read or asyncio.ensure_future(conn.reader.read(_READ_SIZE))
+                    changed = self._wait_for_change(state)
+                    done, _ = await asyncio.wait(
+                        {read, changed}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if changed not in done:
+                        changed.cancel()
+                    if read in done:
+                        data, read = read.result(), None
+                        conn.wire.receive_data(data)
+                        deadline.reschedule(
+                            asyncio.get_running_loop().time() + self.config.idle_timeout
+                        )
+                        continue
+                    await conn.send((await conn.off_loop(state.idle_updates)).responses)
+                    if state.state is State.LOGOUT:
+                        raise _Closed
+        except TimeoutError:
+            await conn.send(state.bye("Autologout; idle for too long.").responses)
+            raise _Closed from None
+        finally:
+            if read is not None:
+                read.cancel()
+
+    def _wait_for_change(self, state: ImapState) -> asyncio.Task[bool]:
+        """A task that ends when the selected mailbox may have changed (or to poll)."""
+        selected, session = state.selected, state.session
+        poll = self.config.idle_poll
+
+        async def wait() -> bool:
+            if selected is None or session is None:
+                await asyncio.sleep(self.config.idle_timeout)
+                return False
+            try:
+                return await session.wait_for_change(selected.name, selected.highest_modseq, poll)
+            except Exception:  # noqa: BLE001 -- the next look at the mailbox reports it
+                return True
+
+        return asyncio.ensure_future(wait())
 
     async def _login(self, request: LoginRequest, peer: object) -> MailSession | LoginFailure:
         try:

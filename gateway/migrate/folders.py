@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.imap.wire import decode_mailbox
+from gateway.imap.protocol import decode_mailbox
 
 # SPECIAL-USE attribute (lower-case) -> the bubble's folder, with the attribute as it lists it
 SPECIAL_FOLDERS = {

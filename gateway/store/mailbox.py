@@ -24,6 +24,12 @@ bind the folder or UID: a MOVE or COPY moves or copies the row without re-sealin
 A message that fails to open is skipped and its row id logged; the IMAP client sees
 no error. Snapshots read only metadata columns, never the sealed blob.
 
+Every commit that changes a folder (delivery, flags, expunge) is signalled afterwards to
+the `ChangeNotifier` of the store's database in this process (`changes_notifier`), keyed
+by account id and folder name, so that IMAP IDLE wakes up at once; `changes_since` then
+reads only the rows whose modseq is above the session's, through the (folder, modseq)
+indexes of `message` and `expunged_message`.
+
 `MailboxStore.session` and `StoreAuthenticator` implement the Protocols in
 `gateway.imap.backend`. A session's calls raise only `BackendError`s: a database error
 becomes `StorageUnavailable` when the same call may work later (SQLite busy, locked,
@@ -38,6 +44,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +54,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 import nacl.bindings
 import nacl.exceptions
 import nacl.utils
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import col
@@ -56,7 +63,9 @@ from bridge.keys import AccountKeys
 from gateway.imap.backend import (
     AuthenticationFailed,
     BackendError,
+    ChangeNotifier,
     FlagMode,
+    FolderChanges,
     FolderInfo,
     FolderSnapshot,
     MailboxNotFound,
@@ -80,7 +89,13 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.models import Folder, Message, RejectionNotice, SeenEnvelope
+from gateway.store.models import (
+    ExpungedMessage,
+    Folder,
+    Message,
+    RejectionNotice,
+    SeenEnvelope,
+)
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -267,6 +282,21 @@ _UPDATE_FLAGS = (
 _SELECT_FLAGS = select(_ID, _UID, _FLAGS).where(_IN_FOLDER)
 _SELECT_FLAGS_OF = _SELECT_FLAGS.where(_UID_IN)
 _DELETE_MESSAGES = delete(Message).where(_ID.in_(bindparam("ids", expanding=True)))
+_INSERT_EXPUNGED = insert(ExpungedMessage)
+_MODSEQ_RANGE = (bindparam("since") < _MODSEQ, _MODSEQ <= bindparam("upto"))
+_SELECT_CHANGED = (
+    select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER, *_MODSEQ_RANGE).order_by(_UID)
+)
+_EXPUNGED_MODSEQ = col(ExpungedMessage.modseq)
+_SELECT_EXPUNGED = (
+    select(col(ExpungedMessage.uid))
+    .where(
+        col(ExpungedMessage.folder_id) == bindparam("folder_id"),
+        bindparam("since") < _EXPUNGED_MODSEQ,
+        _EXPUNGED_MODSEQ <= bindparam("upto"),
+    )
+    .order_by(col(ExpungedMessage.uid))
+)
 
 
 # -- shared queries --------------------------------------------------------------------
@@ -354,6 +384,37 @@ def _take_notice(connection: Connection, account_id: int, fold_key: bytes, windo
         return False
     connection.execute(_UPDATE_NOTICE, {**key, "window": window})
     return True
+
+
+def log_expunged(connection: Connection, folder_id: int, uids: Sequence[int], modseq: int) -> None:
+    """Record, in the expunging transaction, that these UIDs left the folder at `modseq`."""
+    if uids:
+        rows = [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids]
+        connection.execute(_INSERT_EXPUNGED, rows)
+
+
+_NOTIFIERS: dict[str, ChangeNotifier] = {}
+_NOTIFIERS_LOCK = threading.Lock()
+
+
+def changes_notifier(engine: Engine) -> ChangeNotifier:
+    """The one notifier of this process for the database behind `engine` (every
+    MailboxStore on it, whatever its engine, signals and waits on the same one)."""
+    key = engine.url.render_as_string(hide_password=True)
+    with _NOTIFIERS_LOCK:
+        notifier = _NOTIFIERS.get(key)
+        if notifier is None:
+            notifier = _NOTIFIERS[key] = ChangeNotifier()
+        return notifier
+
+
+def _metas(rows: Iterable[Row[int, str, datetime, int, int]]) -> tuple[MessageMeta, ...]:
+    """MessageMeta of (uid, flags, internal date, size, modseq) rows."""
+    parse_flags = _FlagCache()
+    return tuple(
+        MessageMeta(uid=uid, flags=parse_flags(flags), internal_date=date, size=size, modseq=seq)
+        for uid, flags, date, size, seq in rows
+    )
 
 
 def _chunks(uids: Sequence[int]) -> Iterator[list[int]]:
@@ -493,6 +554,7 @@ def _raises_backend_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 class MailboxStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._notifier = changes_notifier(engine)
 
     def deliver(
         self,
@@ -520,10 +582,12 @@ class MailboxStore:
                     if _seen(connection, account_id, envelope_id):
                         return None
                     _record_seen(connection, account_id, envelope_id, DELIVERED)
-                return store_prepared(
+                uid = store_prepared(
                     connection, target.id, prepared, internal_date=internal_date, flags=flags,
                     envelope_id=envelope_id,
                 )
+            self._notifier.changed((account_id, target.name), target.highest_modseq + 1)
+            return uid
         except IntegrityError:
             # PostgreSQL: a concurrent delivery of the same envelope committed first.
             if envelope_id is not None and self.seen_envelope(address, envelope_id):
@@ -556,6 +620,7 @@ class MailboxStore:
                     "sealed": seal_message(key, account_id, seal_id, message),
                     "sealed_header": seal_header(key, account_id, seal_id, message),
                 }))
+        taken: list[tuple[tuple[int, str], int]] = []
         with writing(self._engine) as connection:
             for account_id, row in rows:
                 target = _folder(connection, account_id, folder, lock=True)
@@ -563,6 +628,9 @@ class MailboxStore:
                 connection.execute(
                     _INSERT_MESSAGE, {**row, "folder_id": target.id, "uid": uid, "modseq": modseq}
                 )
+                taken.append(((account_id, target.name), modseq))
+        for folder_key, modseq in taken:
+            self._notifier.changed(folder_key, modseq)
 
     def record_rejected(
         self, address: str, envelope_id: bytes, fold_key: bytes = b"", window: int | None = None
@@ -591,17 +659,27 @@ class MailboxStore:
         """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise."""
         with reading(self._engine) as connection:
             account_id = _account_id(connection, address, keys)
-        return StoreSession(self._engine, account_id, normalize_address(address), keys)
+        return StoreSession(
+            self._engine, account_id, normalize_address(address), keys, self._notifier
+        )
 
 
 class StoreSession:
     """One logged-in account's view of its folders (implements `MailSession`)."""
 
-    def __init__(self, engine: Engine, account_id: int, address: str, keys: AccountKeys) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        account_id: int,
+        address: str,
+        keys: AccountKeys,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._engine = engine
         self._account_id = account_id
         self._address = address
         self._keys: AccountKeys | None = keys
+        self._notifier = notifier or changes_notifier(engine)
 
     @property
     def address(self) -> str:
@@ -630,7 +708,6 @@ class StoreSession:
     @_raises_backend_errors
     def snapshot(self, folder: str) -> FolderSnapshot:
         self._storage_key()
-        parse_flags = _FlagCache()
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
             rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
@@ -639,13 +716,30 @@ class StoreSession:
             uid_validity=target.uid_validity,
             uid_next=target.uid_next,
             highest_modseq=target.highest_modseq,
-            messages=tuple(
-                MessageMeta(
-                    uid=uid, flags=parse_flags(flags), internal_date=date, size=size, modseq=modseq
-                )
-                for uid, flags, date, size, modseq in rows
-            ),
+            messages=_metas(rows),
         )
+
+    @_raises_backend_errors
+    def changes_since(self, folder: str, modseq: int) -> FolderChanges:
+        """Rows changed and UIDs expunged after `modseq`, up to the folder's highest modseq
+        read first (a change committed meanwhile is left for the next call)."""
+        self._storage_key()
+        with reading(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder)
+            params = {"folder_id": target.id, "since": modseq, "upto": target.highest_modseq}
+            rows = connection.execute(_SELECT_CHANGED, params).all()
+            expunged = connection.execute(_SELECT_EXPUNGED, params).scalars().all()
+        return FolderChanges(
+            uid_validity=target.uid_validity,
+            uid_next=target.uid_next,
+            highest_modseq=target.highest_modseq,
+            changed=_metas(rows),
+            expunged=tuple(expunged),
+        )
+
+    async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
+        key = (self._account_id, canonical_folder_name(folder))
+        return await self._notifier.wait(key, modseq, timeout)
 
     @_raises_backend_errors
     def fetch(self, folder: str, uids: Sequence[int]) -> Sequence[StoredMessage]:
@@ -729,6 +823,7 @@ class StoreSession:
                     for row_id, new in changed.items()
                 ],
             )
+        self._notifier.changed((self._account_id, target.name), modseq)
         return [
             MessageMeta(meta.uid, changed[row_id], meta.internal_date, meta.size, modseq)
             if row_id in changed
@@ -757,7 +852,9 @@ class StoreSession:
             for start in range(0, len(doomed), _IN_CHUNK):
                 ids = [row_id for _, row_id in doomed[start : start + _IN_CHUNK]]
                 connection.execute(_DELETE_MESSAGES, {"ids": ids})
-            _take_modseq(connection, target.id)
+            modseq = _take_modseq(connection, target.id)
+            log_expunged(connection, target.id, [uid for uid, _ in doomed], modseq)
+        self._notifier.changed((self._account_id, target.name), modseq)
         return [uid for uid, _ in doomed]
 
     def close(self) -> None:

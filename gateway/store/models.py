@@ -11,7 +11,9 @@ subject of a sent envelope) under a key derived from the sender's storage key.
 
 Modseq: every change of a message's flags or presence takes the folder's next
 `highest_modseq` and stamps it on the changed messages, so CONDSTORE/QRESYNC can be
-served from these columns. Expunged messages are deleted rows.
+served from these columns. Expunged messages are deleted rows; each leaves its UID and
+the modseq of its expunge in `expunged_message`, so that a session can learn what went
+away after a modseq without reading the whole folder (and QRESYNC can answer VANISHED).
 
 The tables have their own SQLModel registry (`StoreTable.metadata`), so creating
 them never creates tables other modules declare. This module does no I/O.
@@ -22,7 +24,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -91,7 +101,10 @@ class Message(StoreTable, table=True):
     """
 
     __tablename__ = "message"
-    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid"),
+        Index("ix_message_folder_modseq", "folder_id", "modseq"),  # changes since a modseq
+    )
 
     id: int | None = Field(default=None, sa_type=_ROW_ID, primary_key=True)
     folder_id: int = Field(foreign_key="folder.id", ondelete="CASCADE")
@@ -106,6 +119,18 @@ class Message(StoreTable, table=True):
     # large blob is reached only by walking that blob's overflow pages.
     sealed_header: bytes
     sealed: bytes
+
+
+class ExpungedMessage(StoreTable, table=True):
+    """A message expunged from a folder: its UID and the modseq its expunge took. Holds no
+    content; UIDs are never reused, so a row is never contradicted."""
+
+    __tablename__ = "expunged_message"
+    __table_args__ = (Index("ix_expunged_message_folder_modseq", "folder_id", "modseq"),)
+
+    folder_id: int = Field(foreign_key="folder.id", primary_key=True, ondelete="CASCADE")
+    uid: int = Field(sa_type=BigInteger, primary_key=True)
+    modseq: int = Field(sa_type=BigInteger)
 
 
 class SeenEnvelope(StoreTable, table=True):

@@ -99,13 +99,18 @@ def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certificate[0]))
 
 
+def seed_inbox(backend: MailBackend) -> MailBackend:
+    """USER's account with LUNCH (unseen, UID 1) and NEWS (seen, UID 2) in INBOX."""
+    backend.add_account(USER, PASSWORD)
+    backend.deliver(USER, "INBOX", LUNCH)
+    backend.deliver(USER, "INBOX", NEWS, flags=("\\Seen",))
+    return backend
+
+
 @pytest.fixture
 def backend(mail_backend: MailBackend) -> MailBackend:
-    """Each backend in turn: USER's account with LUNCH (unseen) and NEWS (seen) in INBOX."""
-    mail_backend.add_account(USER, PASSWORD)
-    mail_backend.deliver(USER, "INBOX", LUNCH)
-    mail_backend.deliver(USER, "INBOX", NEWS, flags=("\\Seen",))
-    return mail_backend
+    """Each backend in turn, seeded by `seed_inbox`."""
+    return seed_inbox(mail_backend)
 
 
 def make_server(

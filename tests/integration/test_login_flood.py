@@ -1,4 +1,5 @@
-"""A login flood against a running gateway does not hold up logged-in sessions.
+"""A login flood against a running gateway does not hold up logged-in sessions, and
+neither does an IMAP command waiting on the store's write lock.
 
 The gateway runs in this process (on its own event loop in a thread) so that the test
 can hold its Argon2id pool busy on purpose: one check that waits for an event fills the
@@ -15,7 +16,9 @@ import asyncio
 import concurrent.futures
 import imaplib
 import secrets
+import select
 import smtplib
+import sqlite3
 import ssl
 import threading
 import time
@@ -31,7 +34,7 @@ from bridge.keys import KdfCost
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
 from gateway.config import GatewayConfig
-from gateway.homes import AdminHome
+from gateway.homes import DATABASE_FILE, AdminHome
 from gateway.login_gate import KdfPool
 from gateway.provision import add_account
 from gateway.service import Gateway
@@ -169,17 +172,23 @@ def wait_for_inbox(imap: imaplib.IMAP4, count: int, *, while_held: KdfPool | Non
         time.sleep(0.1)
 
 
-def test_logged_in_sessions_and_mail_go_on_while_a_login_flood_fills_the_pool(
-    running: Running,
-) -> None:
-    run = running
+def sessions_with_one_message(run: Running, token: str) -> tuple[imaplib.IMAP4, smtplib.SMTP]:
+    """alice logged in over IMAP (INBOX selected) and SMTP, with one note in her INBOX."""
     imap = imap_client(run)
     imap.login(ALICE, run.password)
     imap.select("INBOX")
     smtp = smtp_client(run)
     smtp.login(ALICE, run.password)
-    assert smtp.send_message(note("before")) == {}
+    assert smtp.send_message(note(token)) == {}
     wait_for_inbox(imap, 1)
+    return imap, smtp
+
+
+def test_logged_in_sessions_and_mail_go_on_while_a_login_flood_fills_the_pool(
+    running: Running,
+) -> None:
+    run = running
+    imap, smtp = sessions_with_one_message(run, "before")
 
     release = threading.Event()
     held = run.pool.submit(lambda: release.wait(120))
@@ -221,3 +230,37 @@ def test_logged_in_sessions_and_mail_go_on_while_a_login_flood_fills_the_pool(
     assert run.pool.in_pool == 0
     smtp.quit()
     imap.logout()
+
+
+def test_sessions_and_smtp_go_on_while_a_store_waits_on_the_write_lock(
+    running: Running,
+) -> None:
+    """An IMAP STORE waits on the store's SQLite write lock, held here as another process
+    would hold it; meanwhile another IMAP session and an SMTP session, served on the same
+    event loop, are answered, and the STORE completes once the lock is let go."""
+    run = running
+    other, smtp = sessions_with_one_message(run, "before the lock")
+    blocked = imap_client(run)
+    blocked.login(ALICE, run.password)
+    assert blocked.select("INBOX") == ("OK", [b"1"])
+
+    holder = sqlite3.connect(run.gateway.config.home / DATABASE_FILE, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        tag = blocked._new_tag()  # noqa: SLF001 -- imaplib would wait for the answer
+        blocked.send(tag + b" STORE 1 +FLAGS (\\Flagged)\r\n")
+
+        assert other.noop()[0] == "OK"
+        typ, data = other.fetch("1", "(BODY.PEEK[TEXT])")
+        assert typ == "OK" and b"before the lock" in data[0][1]
+        assert smtp.noop()[0] == 250
+        assert smtp.ehlo()[0] == 250
+        assert select.select([blocked.sock], [], [], 0)[0] == []  # the STORE still waits
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert blocked.readline() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n"
+    assert blocked.readline() == tag + b" OK STORE completed.\r\n"
+    smtp.quit()
+    blocked.logout()
+    other.logout()

@@ -17,8 +17,8 @@ from bridge.headers import (
 from bridge.keys import AccountKeys
 from bridge.sanitize import SanitizePolicy, sanitize
 from bridge.sender import SenderRefused, check_sender
-from gateway.imap import fetch
 from gateway.imap.backend import header_block
+from gateway.imap.render import fetch
 
 KEY = AccountKeys(bytes(range(32))).message_id_key
 POLICY = SanitizePolicy()

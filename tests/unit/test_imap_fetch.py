@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.imap import fetch
-from gateway.imap.wire import Raw, Section, SectionText, Untagged, serialize
+from gateway.imap.protocol import Raw, Section, SectionText, Untagged, serialize
+from gateway.imap.render import fetch
 
 
 def render(value: object) -> bytes:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.imap import wire
+from gateway.imap import protocol as wire
+from gateway.imap.backend import FlagMode
 from gateway.imap.config import ImapConfig
-from gateway.imap.wire import Content
+from gateway.imap.protocol import Content
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
 
@@ -120,7 +121,7 @@ def test_header_sync_skips_messages_expunged_meanwhile(backend: MailBackend):
     h.select()
     other = backend.other_session(USER)
     try:
-        other.store_flags("INBOX", [2], frozenset({"\\Deleted"}), wire.FlagMode.ADD)
+        other.store_flags("INBOX", [2], frozenset({"\\Deleted"}), FlagMode.ADD)
         other.expunge("INBOX")
     finally:
         other.close()

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.imap import fetch
 from gateway.imap.config import ImapConfig
+from gateway.imap.render import fetch
 from tests.imap_backends import MailBackend, make_backend
 from tests.unit.test_imap_state import USER, Harness, lines
 

@@ -18,10 +18,17 @@ import pytest
 
 from bridge.settings import SettingsError, load_settings, read_toml
 from gateway.config import GatewayConfig
-from gateway.imap import wire
+from gateway.imap import protocol as wire
 from gateway.imap.backend import AuthenticationFailed, FlagMode
 from gateway.imap.config import ImapConfig
-from gateway.imap.state import ImapState, LoginFailure, LoginRequest, Reply, StartTlsRequest, State
+from gateway.imap.session import (
+    ImapState,
+    LoginFailure,
+    LoginRequest,
+    Reply,
+    StartTlsRequest,
+    State,
+)
 from tests.imap_backends import BACKEND_PARAMS, MailBackend, make_backend, memory_only
 
 USER = "alice@example.org"

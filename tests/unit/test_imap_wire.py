@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import date
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.imap import wire
-from gateway.imap.backend import FlagMode
-from gateway.imap.wire import (
+from gateway.imap import protocol as wire
+from gateway.imap.protocol import (
     Adjacent,
     Code,
     Continuation,
@@ -25,6 +26,7 @@ from gateway.imap.wire import (
     SectionText,
     SequenceSet,
     Status,
+    StoreMode,
     Tagged,
     Untagged,
     UntaggedStatus,
@@ -427,13 +429,13 @@ def test_bad_search_keys(keys: bytes, message: bytes):
 
 def test_store_forms():
     assert command(b"a STORE 1:2 +FLAGS.SILENT (\\seen $Junk)\r\n") == wire.Store(
-        "a", SequenceSet(((1, 2),)), FlagMode.ADD, ("\\Seen", "$Junk"), silent=True
+        "a", SequenceSet(((1, 2),)), StoreMode.ADD, ("\\Seen", "$Junk"), silent=True
     )
     assert command(b"a UID STORE 3 -flags \\Deleted \\Draft\r\n") == wire.Store(
-        "a", SequenceSet(((3, 3),)), FlagMode.REMOVE, ("\\Deleted", "\\Draft"), uid=True
+        "a", SequenceSet(((3, 3),)), StoreMode.REMOVE, ("\\Deleted", "\\Draft"), uid=True
     )
     assert command(b"a STORE 1 FLAGS ()\r\n") == wire.Store(
-        "a", SequenceSet(((1, 1),)), FlagMode.REPLACE, ()
+        "a", SequenceSet(((1, 1),)), StoreMode.REPLACE, ()
     )
     for wrong in (
         b"a STORE 1 *FLAGS x\r\n",
@@ -658,3 +660,23 @@ def _encode_astring(value: str, form: int) -> bytes:
 def test_login_arguments_round_trip(user: str, password: str, f1: int, f2: int):
     data = b"t LOGIN " + _encode_astring(user, f1) + b" " + _encode_astring(password, f2) + b"\r\n"
     assert events(data) == [wire.Login("t", user, password)]
+
+
+def test_the_protocol_layer_imports_nothing_of_the_gateway_but_itself():
+    """gateway/imap/protocol is pure: no storage contract, no session, no asyncio."""
+    package = Path(wire.__file__).parent
+    imported = set()
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "gateway.imap.protocol.events" in imported  # the walk found the imports
+    outside = {
+        name
+        for name in imported
+        if (name.startswith(("gateway", "bridge")) and not name.startswith("gateway.imap.protocol"))
+        or name.split(".")[0] in ("asyncio", "socket", "ssl")
+    }
+    assert outside == set()

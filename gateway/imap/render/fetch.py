@@ -36,7 +36,7 @@ from datetime import datetime
 from bridge.headers import decoded_text as decode_words
 from bridge.headers import parse_addresses, parse_header, unfold
 from gateway.imap.backend import header_block, header_end
-from gateway.imap.wire import Adjacent, Section, SectionText, Value
+from gateway.imap.protocol import Adjacent, Section, SectionText, Value
 
 # parse_message's defaults (ImapConfig.max_mime_depth and max_mime_parts set them):
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves

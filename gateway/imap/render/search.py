@@ -18,8 +18,7 @@ from functools import cached_property
 
 from bridge.headers import decoded_text as decode_words
 from gateway.imap.backend import MessageMeta
-from gateway.imap.fetch import HeaderBlock, MimePart, decoded_text, header_text
-from gateway.imap.wire import (
+from gateway.imap.protocol import (
     Code,
     CommandFailed,
     Content,
@@ -40,6 +39,7 @@ from gateway.imap.wire import (
     SearchText,
     Status,
 )
+from gateway.imap.render.fetch import HeaderBlock, MimePart, decoded_text, header_text
 
 CHARSETS = ("US-ASCII", "UTF-8")
 

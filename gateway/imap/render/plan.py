@@ -1,0 +1,177 @@
+"""FETCH items rendered for one message at a time, and what SEARCH and FETCH share when a
+message fails to render.
+
+Holds `FetchPlan` (the items of one FETCH worked out once for all its messages),
+`message_parser` (MIME parsing with the connection's limits), `candidate` (a message as
+SEARCH sees it) and `degraded` (logging that a message was served opaque). Pure
+functions over opened messages in memory: it never calls storage and never keeps a
+message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+
+from gateway.imap.backend import MessageMeta
+from gateway.imap.config import ImapConfig
+from gateway.imap.protocol import (
+    Content,
+    FetchAttribute,
+    FetchKind,
+    Raw,
+    Section,
+    SectionText,
+    Value,
+    flag_list,
+)
+from gateway.imap.render import fetch
+from gateway.imap.render.search import Candidate
+
+log = logging.getLogger(__name__)
+
+
+def message_parser(config: ImapConfig) -> Callable[[bytes], fetch.MimePart]:
+    return functools.partial(
+        fetch.parse_message, max_depth=config.max_mime_depth, max_parts=config.max_mime_parts
+    )
+
+
+def candidate(
+    i: int,
+    meta: MessageMeta,
+    data: bytes | None,
+    content: Content,
+    parse: Callable[[bytes], fetch.MimePart],
+) -> Candidate:
+    message: fetch.MimePart | fetch.HeaderBlock | None = None
+    if data is not None and content is Content.HEADER:
+        message = fetch.HeaderBlock.parse(data)
+    elif data is not None:
+        message = parse(data)
+    return Candidate(i + 1, meta, message)
+
+
+def degraded(command: str, uid: int, exc: Exception) -> None:
+    """Log that one message was served opaque: the error's type and the frame that raised
+    it, never its text (which could quote the message)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    log.warning(
+        "imap %s: message uid=%d shown opaque after %s at %s:%d:%s",
+        command,
+        uid,
+        type(exc).__name__,
+        frame.filename.rsplit("/", 1)[-1],
+        frame.lineno,
+        frame.name,
+    )
+
+
+class FetchPlan:
+    """The items of one FETCH command, worked out once for all its messages: their
+    response names, how much of a message they read together (`content`), and the flag
+    lists already rendered (most messages share a few sets of flags). `parse` takes a
+    whole message apart (`fetch.parse_message` with the connection's MIME limits)."""
+
+    def __init__(
+        self,
+        attributes: Sequence[FetchAttribute],
+        parse: Callable[[bytes], fetch.MimePart] = fetch.parse_message,
+    ) -> None:
+        self.attributes = tuple(attributes)
+        self._parse = parse
+        self._items = tuple((a, Raw.of(a.response_name), a.content) for a in self.attributes)
+        self.content = max((a.content for a in self.attributes), default=Content.NONE)
+        self._flag_lists: dict[frozenset[str], tuple[Value, ...]] = {}
+
+    def _flags(self, flags: frozenset[str]) -> tuple[Value, ...]:
+        rendered = self._flag_lists.get(flags)
+        if rendered is None:
+            rendered = flag_list(flags)
+            if len(self._flag_lists) < _FLAG_LISTS_KEPT:
+                self._flag_lists[flags] = rendered
+        return rendered
+
+    def items(self, meta: MessageMeta, data: bytes | None) -> tuple[Value, ...]:
+        """The parenthesised FETCH data of one message. `data` is what `content` says:
+        the whole message, its header block alone, or None. A message whose rendering
+        fails is served opaque (`fetch.opaque_message`): the session and the other
+        messages go on."""
+        try:
+            return self._render(meta, data, self._parse, fetch.HeaderBlock.parse)
+        except Exception as exc:  # noqa: BLE001 -- one message must not end the session
+            degraded("FETCH", meta.uid, exc)
+            opaque = fetch.opaque_message
+            return self._render(meta, data, opaque, opaque)
+
+    def _render(
+        self,
+        meta: MessageMeta,
+        data: bytes | None,
+        parse: Callable[[bytes], fetch.MimePart],
+        parse_header: Callable[[bytes], fetch.MimePart | fetch.HeaderBlock],
+    ) -> tuple[Value, ...]:
+        body = data if self.content is Content.FULL else None
+        tree: fetch.MimePart | None = None
+        head: fetch.MimePart | fetch.HeaderBlock | None = None
+
+        def parsed() -> fetch.MimePart:
+            nonlocal tree
+            if tree is None:
+                tree = parse(body or b"")
+            return tree
+
+        def headers() -> fetch.MimePart | fetch.HeaderBlock:
+            nonlocal head
+            if body is not None:
+                return parsed()
+            if head is None:
+                head = parse_header(data or b"")
+            return head
+
+        raw = body or b""
+        out: list[Value] = []
+        for attr, name, content in self._items:
+            kind = attr.kind
+            value: Value
+            if kind is FetchKind.UID:
+                value = meta.uid
+            elif kind is FetchKind.FLAGS:
+                value = self._flags(meta.flags)
+            elif kind is FetchKind.INTERNALDATE:
+                value = fetch.internal_date(meta.internal_date)
+            elif kind is FetchKind.RFC822_SIZE:
+                value = meta.size
+            elif kind is FetchKind.ENVELOPE:
+                value = fetch.envelope(headers())
+            elif kind is FetchKind.BODYSTRUCTURE:
+                value = fetch.body_structure(parsed())
+            elif kind is FetchKind.BODY:
+                value = fetch.body_structure(parsed(), extensible=False)
+            elif kind is FetchKind.RFC822:
+                value = raw
+            elif kind is FetchKind.RFC822_HEADER:
+                value = headers().header
+            elif kind is FetchKind.RFC822_TEXT:
+                value = fetch.section_octets(raw, parsed(), _TEXT_SECTION)
+            else:
+                section = attr.section or _WHOLE_SECTION
+                if content is Content.HEADER:
+                    octets = fetch.header_section(headers(), section)
+                elif section == _WHOLE_SECTION:
+                    octets = raw
+                else:
+                    octets = fetch.section_octets(raw, parsed(), section)
+                if attr.partial is not None:
+                    origin, length = attr.partial
+                    octets = octets[origin : origin + length]
+                value = octets
+            out += [name, value]
+        return tuple(out)
+
+
+_FLAG_LISTS_KEPT = 256
+_WHOLE_SECTION = Section()
+_TEXT_SECTION = Section(text=SectionText.TEXT)

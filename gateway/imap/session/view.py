@@ -1,0 +1,166 @@
+"""This session's view of the selected folder, kept in step by modseq changes.
+
+Holds `SelectedMailbox`: message numbers as the client knows them, their metadata, the
+keywords announced, the modseq up to which changes were reported. It never reads the
+folder again after SELECT: `sync` applies a `FolderChanges` (what storage says changed
+after `highest_modseq`), so keeping a large folder in step costs O(changes). No storage
+call is made here; `connection.ImapState` asks storage and hands the changes in.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+
+from gateway.imap.backend import FolderChanges, FolderSnapshot, MessageMeta
+from gateway.imap.protocol import (
+    SYSTEM_FLAGS,
+    Code,
+    CommandFailed,
+    Raw,
+    Response,
+    SequenceSet,
+    Status,
+    Untagged,
+    UntaggedStatus,
+    flag_list,
+)
+from gateway.imap.session.reply import SEEN
+
+
+class SelectedMailbox:
+    """This session's view of one folder.
+
+    `messages[n - 1]` is message number n as the client knows it. The view changes only
+    when the client is told: new messages with EXISTS, removed ones with EXPUNGE (never
+    during FETCH, STORE or SEARCH, RFC 3501 section 7.4.1: those are kept in
+    `pending_expunge` until a command may report them), new flags with FETCH.
+    """
+
+    def __init__(self, snapshot: FolderSnapshot, *, read_only: bool) -> None:
+        self.name = snapshot.name
+        self.read_only = read_only
+        self.uid_validity = snapshot.uid_validity
+        self.uid_next = snapshot.uid_next
+        self.highest_modseq = snapshot.highest_modseq
+        self.messages: list[MessageMeta] = list(snapshot.messages)
+        self.uids: list[int] = [m.uid for m in self.messages]
+        self.pending_expunge: set[int] = set()
+        self.keywords: set[str] = set()
+        self._new_keywords(self.messages)
+
+    # -- what the client is told on SELECT
+
+    def flag_responses(self) -> list[Response]:
+        flags = self.keywords | set(SYSTEM_FLAGS)
+        permanent = () if self.read_only else (*flag_list(flags), Raw(b"\\*"))
+        return [
+            Untagged((Raw(b"FLAGS"), flag_list(flags))),
+            UntaggedStatus(Status.OK, "Flags permitted.", Code("PERMANENTFLAGS", (permanent,))),
+        ]
+
+    def select_responses(self) -> list[Response]:
+        out = self.flag_responses()
+        out += [
+            Untagged((len(self.messages), Raw(b"EXISTS"))),
+            Untagged((0, Raw(b"RECENT"))),
+        ]
+        unseen = next((n for n, m in enumerate(self.messages, 1) if SEEN not in m.flags), None)
+        if unseen is not None:
+            out.append(UntaggedStatus(Status.OK, "First unseen.", Code("UNSEEN", (unseen,))))
+        out += [
+            UntaggedStatus(Status.OK, "UIDs valid.", Code("UIDVALIDITY", (self.uid_validity,))),
+            UntaggedStatus(Status.OK, "Predicted next UID.", Code("UIDNEXT", (self.uid_next,))),
+            UntaggedStatus(
+                Status.OK, "Highest modseq.", Code("HIGHESTMODSEQ", (self.highest_modseq,))
+            ),
+        ]
+        return out
+
+    # -- keeping the view in step with storage
+
+    def sync(self, changes: FolderChanges, *, allow_expunge: bool) -> list[Response]:
+        """Responses that bring the client up to `changes`; updates the view.
+
+        Flags are reported only when they differ from what the client was last told
+        (its own STORE was applied already); expunges wait in `pending_expunge` unless
+        `allow_expunge`; a message that came and went unseen is never mentioned."""
+        if changes.uid_validity != self.uid_validity:
+            raise CommandFailed(Status.BYE, "Mailbox UIDVALIDITY changed; reconnect.")
+        last = self.uids[-1] if self.uids else 0
+        self.pending_expunge.update(uid for uid in changes.expunged if uid <= last)
+        out: list[Response] = []
+        if allow_expunge and self.pending_expunge:
+            for uid in sorted(self.pending_expunge, reverse=True):
+                i = self.index_of(uid)
+                if i is not None:
+                    out.append(Untagged((i + 1, Raw(b"EXPUNGE"))))
+                    del self.messages[i]
+                    del self.uids[i]
+            self.pending_expunge.clear()
+        gone = set(changes.expunged)
+        changed: list[int] = []
+        added: list[MessageMeta] = []
+        for meta in changes.changed:
+            if meta.uid > last:
+                if meta.uid not in gone:
+                    added.append(meta)
+                continue
+            i = self.index_of(meta.uid)
+            if i is None or meta.uid in self.pending_expunge:
+                continue
+            old = self.messages[i]
+            if meta != old:
+                if meta.flags != old.flags:
+                    changed.append(i)
+                self.messages[i] = meta
+        self.messages += added
+        self.uids += [m.uid for m in added]
+        updated = (self.messages[i] for i in changed)
+        out = self._new_keywords([*added, *updated]) + out
+        out += [self.flags_fetch(i) for i in changed]
+        if added:
+            out.append(Untagged((len(self.messages), Raw(b"EXISTS"))))
+        self.uid_next = max(self.uid_next, changes.uid_next)
+        self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
+        return out
+
+    def apply(self, metas: Iterable[MessageMeta]) -> tuple[list[int], list[Response]]:
+        """Take new metadata from a STORE; the indexes changed and any new FLAGS response."""
+        metas = list(metas)
+        indexes = []
+        for meta in metas:
+            i = self.index_of(meta.uid)
+            if i is not None:
+                self.messages[i] = meta
+                indexes.append(i)
+        return sorted(indexes), self._new_keywords(metas)
+
+    def _new_keywords(self, metas: Iterable[MessageMeta]) -> list[Response]:
+        new = {f for m in metas for f in m.flags} - self.keywords - set(SYSTEM_FLAGS)
+        if not new:
+            return []
+        self.keywords |= new
+        return self.flag_responses()
+
+    # -- message numbers and UIDs
+
+    def index_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int]:
+        """Indexes into `messages` the set names, in message-number order."""
+        if uid:
+            last = self.uids[-1] if self.uids else 0
+            return list(sequence_set.select(self.uids, last))
+        count = len(self.messages)
+        if sequence_set.highest_number() > count or (sequence_set.has_star() and not count):
+            raise CommandFailed(Status.BAD, "No such message sequence number")
+        return [i - 1 for lo, hi in sequence_set.intervals(count) for i in range(lo, hi + 1)]
+
+    def flags_fetch(self, i: int) -> Untagged:
+        meta = self.messages[i]
+        return Untagged(
+            (i + 1, Raw(b"FETCH"), (Raw(b"UID"), meta.uid, Raw(b"FLAGS"), flag_list(meta.flags)))
+        )
