@@ -38,11 +38,10 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import nacl.bindings
 import nacl.exceptions
@@ -80,6 +79,13 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
+from gateway.store.folder_state import (
+    canonical_folder_name,
+    insert_folder,
+    set_up_folders,
+    subscribed,
+)
+from gateway.store.mail_ops import AppendResult, CopyResult
 from gateway.store.models import Folder, Message, RejectionNotice, SeenEnvelope
 
 if TYPE_CHECKING:
@@ -242,7 +248,6 @@ _SELECT_SEEN = select(col(SeenEnvelope.outcome)).where(
 )
 _INSERT_SEEN = insert(SeenEnvelope)
 _INSERT_MESSAGE = insert(Message)
-_INSERT_FOLDER = insert(Folder)
 _IN_FOLDER = _FOLDER_ID == bindparam("folder_id")
 _UID_IN = _UID.in_(bindparam("uids", expanding=True))
 _SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
@@ -270,11 +275,6 @@ _DELETE_MESSAGES = delete(Message).where(_ID.in_(bindparam("ids", expanding=True
 
 
 # -- shared queries --------------------------------------------------------------------
-
-
-def canonical_folder_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 3501 5.1); other names are kept as given."""
-    return "INBOX" if name.upper() == "INBOX" else name
 
 
 def _account_id(connection: Connection, address: str, keys: AccountKeys | None = None) -> int:
@@ -397,20 +397,7 @@ def ensure_folder(
         return _folder(connection, account_id, name, lock=True).id, False
     except MailboxNotFound:
         pass
-    inserted = connection.execute(
-        _INSERT_FOLDER,
-        {
-            "account_id": account_id,
-            "name": name,
-            "special_use": special_use,
-            "uid_validity": int(time.time()),
-            "uid_next": 1,
-            "highest_modseq": 1,
-        },
-    )
-    (folder_id,) = inserted.inserted_primary_key or (None,)
-    assert folder_id is not None  # noqa: S101 - an insert always yields its key
-    return folder_id, True
+    return insert_folder(connection, account_id, name, special_use), True
 
 
 def store_prepared(
@@ -490,9 +477,14 @@ def _raises_backend_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 # -- the store -------------------------------------------------------------------------
 
 
+# The largest message APPEND stores (the default of the gateway's `max_message_bytes`).
+MAX_APPEND_BYTES = 50 * 1024 * 1024
+
+
 class MailboxStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_message_bytes: int = MAX_APPEND_BYTES) -> None:
         self._engine = engine
+        self._max_message_bytes = max_message_bytes
 
     def deliver(
         self,
@@ -588,20 +580,29 @@ class MailboxStore:
             return _seen(connection, _account_id(connection, address), envelope_id)
 
     def session(self, address: str, keys: AccountKeys) -> MailSession:
-        """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise."""
+        """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise.
+        The account's standard folders are created first if any is missing."""
         with reading(self._engine) as connection:
             account_id = _account_id(connection, address, keys)
-        return StoreSession(self._engine, account_id, normalize_address(address), keys)
+        set_up_folders(self._engine, account_id)
+        return StoreSession(
+            self._engine, account_id, normalize_address(address), keys,
+            max_message_bytes=self._max_message_bytes,
+        )
 
 
 class StoreSession:
     """One logged-in account's view of its folders (implements `MailSession`)."""
 
-    def __init__(self, engine: Engine, account_id: int, address: str, keys: AccountKeys) -> None:
+    def __init__(
+        self, engine: Engine, account_id: int, address: str, keys: AccountKeys,
+        *, max_message_bytes: int = MAX_APPEND_BYTES,
+    ) -> None:
         self._engine = engine
         self._account_id = account_id
         self._address = address
         self._keys: AccountKeys | None = keys
+        self._max_message_bytes = max_message_bytes
 
     @property
     def address(self) -> str:
@@ -759,6 +760,86 @@ class StoreSession:
                 connection.execute(_DELETE_MESSAGES, {"ids": ids})
             _take_modseq(connection, target.id)
         return [uid for uid, _ in doomed]
+
+    # -- writing mail and folders (`gateway.store.mail_ops.MailOperations`) -------------
+    # Each is a function of a module that builds on this one's queries, hence the imports
+    # in the methods.
+
+    @_raises_backend_errors
+    def append(
+        self,
+        folder: str,
+        message: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        from gateway.store import append
+
+        return append.append(
+            self._engine, self._account_id, self._storage_key(), folder, message, flags,
+            internal_date, limit=self._max_message_bytes,
+        )
+
+    @_raises_backend_errors
+    def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        from gateway.store import transfer
+
+        self._storage_key()
+        return transfer.copy(self._engine, self._account_id, source, uids, destination)
+
+    @_raises_backend_errors
+    def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        from gateway.store import transfer
+
+        self._storage_key()
+        return transfer.move(self._engine, self._account_id, source, uids, destination)
+
+    @_raises_backend_errors
+    def create_folder(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.create, name)
+
+    @_raises_backend_errors
+    def delete_folder(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.delete_folder, name)
+
+    @_raises_backend_errors
+    def rename_folder(self, old: str, new: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.rename, old, new)
+
+    @_raises_backend_errors
+    def subscribe(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.subscribe, name)
+
+    @_raises_backend_errors
+    def unsubscribe(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.unsubscribe, name)
+
+    def _write(
+        self,
+        operation: Callable[Concatenate[Connection, int, _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """`operation` of this account in a write transaction."""
+        self._storage_key()
+        with writing(self._engine) as connection:
+            return operation(connection, self._account_id, *args, **kwargs)
+
+    @_raises_backend_errors
+    def list_subscribed(self) -> Sequence[str]:
+        self._storage_key()
+        with reading(self._engine) as connection:
+            return subscribed(connection, self._account_id)
 
     def close(self) -> None:
         """Forget the keys; every later call raises `SessionClosed`."""

@@ -77,9 +77,9 @@ def test_folders_are_separate_and_inbox_is_case_insensitive(mailboxes, alice):
     with pytest.raises(MailboxNotFound):
         session.snapshot("sent")
     with pytest.raises(MailboxNotFound):
-        session.fetch("Archive", [1])
+        session.fetch("Nowhere", [1])
     with pytest.raises(MailboxNotFound):
-        mailboxes.deliver(ALICE, alice, "Archive", message(3), internal_date=WHEN)
+        mailboxes.deliver(ALICE, alice, "Nowhere", message(3), internal_date=WHEN)
 
 
 def test_uids_ascend_and_uidvalidity_stays_across_reopening(open_store, alice, mailboxes):
