@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from gateway.imap.backend import MailboxNotFound
+from gateway.store import header_cache
 from gateway.store.db import InvalidValue, utc, utc_now, writing
 from gateway.store.mail_ops import AppendResult, CannotDoThat, MessageTooLarge, TryCreate
 from gateway.store.mailbox import _folder, canonical_flags, prepare_message, store_prepared
@@ -48,4 +49,5 @@ def append(
         except MailboxNotFound:
             raise TryCreate(folder) from None
         uid = store_prepared(connection, target.id, prepared, internal_date=when, flags=kept)
+        header_cache.extend(connection, storage_key, account_id, target.id)
     return AppendResult(uid_validity=target.uid_validity, uid=uid)

@@ -100,6 +100,9 @@ def open_engine(url: str) -> Engine:
     else:
         raise InvalidValue(f"unsupported database backend: {backend}")
     StoreTable.metadata.create_all(engine)
+    for table in StoreTable.metadata.sorted_tables:  # an index added after its table existed
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
     return engine
 
 

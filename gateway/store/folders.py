@@ -40,7 +40,7 @@ from gateway.store.folder_state import subscribe as _subscribe
 from gateway.store.folder_state import unsubscribe as _unsubscribe
 from gateway.store.mail_ops import CannotDoThat, FolderExists, FolderHasChildren
 from gateway.store.mailbox import _folder, _take_modseq
-from gateway.store.models import Folder, Message
+from gateway.store.models import Folder, HeaderCacheBlock, Message
 from gateway.store.transfer import record_expunged
 
 
@@ -134,6 +134,10 @@ def _rename_inbox(connection: Connection, account_id: int, new: str) -> None:
         return
     connection.execute(
         update(Message).where(col(Message.folder_id) == inbox.id).values(folder_id=folder_id)
+    )
+    connection.execute(  # the cached headers go with their messages
+        update(HeaderCacheBlock).where(col(HeaderCacheBlock.folder_id) == inbox.id)
+        .values(folder_id=folder_id)
     )
     record_expunged(connection, inbox.id, uids, _take_modseq(connection, inbox.id))
 

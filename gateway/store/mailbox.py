@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,8 +64,8 @@ from gateway.imap.backend import (
     StorageUnavailable,
     StoredHeader,
     StoredMessage,
-    header_block,
 )
+from gateway.store import header_cache
 from gateway.store.accounts import find_account, normalize_address
 from gateway.store.db import (
     InvalidValue,
@@ -87,6 +86,12 @@ from gateway.store.folder_state import (
 )
 from gateway.store.mail_ops import AppendResult, CopyResult
 from gateway.store.models import Folder, Message, RejectionNotice, SeenEnvelope
+from gateway.store.sealing import (
+    SEAL_ID_LEN,
+    open_message,
+    seal_header,
+    seal_message,
+)
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -95,81 +100,12 @@ log = logging.getLogger(__name__)
 
 DELIVERED = "delivered"
 REJECTED = "rejected"
-SEAL_ID_LEN = 16
-NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-_AD_PREFIX = b"sealgate-store-v1\0"
-_HEADER_AD_PREFIX = b"sealgate-store-header-v1\0"
-_AD_NUMBERS = struct.Struct(">Q")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _SYSTEM_FLAGS = {
     flag.lower(): flag for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 }
 _DELETED = "\\Deleted"
 _MAX_FOLDER_NAME = 512
-
-
-# -- sealing ---------------------------------------------------------------------------
-
-
-def _associated_data(account_id: int, seal_id: bytes, size: int) -> bytes:
-    return _AD_PREFIX + _AD_NUMBERS.pack(account_id) + seal_id + _AD_NUMBERS.pack(size)
-
-
-def _header_associated_data(account_id: int, seal_id: bytes, size: int, length: int) -> bytes:
-    return (
-        _HEADER_AD_PREFIX
-        + _AD_NUMBERS.pack(account_id)
-        + seal_id
-        + _AD_NUMBERS.pack(size)
-        + _AD_NUMBERS.pack(length)
-    )
-
-
-def _seal(storage_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    nonce = nacl.utils.random(NONCE_LEN)
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, ad, nonce, storage_key
-    )
-
-
-def _open(storage_key: bytes, sealed: bytes, ad: bytes) -> bytes | None:
-    if len(sealed) < NONCE_LEN:
-        return None
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed[NONCE_LEN:], ad, sealed[:NONCE_LEN], storage_key
-        )
-    except nacl.exceptions.CryptoError:
-        return None
-
-
-def seal_message(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
-    return _seal(storage_key, message, _associated_data(account_id, seal_id, len(message)))
-
-
-def open_message(
-    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
-) -> bytes | None:
-    """The message, or None if the blob does not open under this key and binding."""
-    return _open(storage_key, sealed, _associated_data(account_id, seal_id, size))
-
-
-def seal_header(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
-    """The message's header block (`header_block`), sealed as the message's header part."""
-    header = header_block(message)
-    ad = _header_associated_data(account_id, seal_id, len(message), len(header))
-    return _seal(storage_key, header, ad)
-
-
-def open_header(
-    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
-) -> bytes | None:
-    """The header block, or None if the blob does not open under this key and binding."""
-    # The header's length is bound too, and the ciphertext gives it away: nonce || c || tag.
-    length = len(sealed) - NONCE_LEN - nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
-    if length < 0:
-        return None
-    return _open(storage_key, sealed, _header_associated_data(account_id, seal_id, size, length))
 
 
 # -- flags -----------------------------------------------------------------------------
@@ -253,11 +189,6 @@ _UID_IN = _UID.in_(bindparam("uids", expanding=True))
 _SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
 _SELECT_SEALED = (
     select(_ID, col(Message.seal_id), col(Message.sealed), _UID, _FLAGS, _DATE, _SIZE, _MODSEQ)
-    .where(_IN_FOLDER, _UID_IN)
-    .order_by(_UID)
-)
-_SELECT_SEALED_HEADERS = (
-    select(_ID, col(Message.seal_id), col(Message.sealed_header), _UID, _SIZE)
     .where(_IN_FOLDER, _UID_IN)
     .order_by(_UID)
 )
@@ -512,10 +443,12 @@ class MailboxStore:
                     if _seen(connection, account_id, envelope_id):
                         return None
                     _record_seen(connection, account_id, envelope_id, DELIVERED)
-                return store_prepared(
+                uid = store_prepared(
                     connection, target.id, prepared, internal_date=internal_date, flags=flags,
                     envelope_id=envelope_id,
                 )
+                header_cache.extend(connection, keys.storage_key, account_id, target.id)
+                return uid
         except IntegrityError:
             # PostgreSQL: a concurrent delivery of the same envelope committed first.
             if envelope_id is not None and self.seen_envelope(address, envelope_id):
@@ -542,19 +475,23 @@ class MailboxStore:
                 account_id = _account_id(connection, address, keys)
                 seal_id = nacl.utils.random(SEAL_ID_LEN)
                 key = keys.storage_key
-                rows.append((account_id, {
+                rows.append((account_id, key, {
                     "envelope_id": None, "seal_id": seal_id, "internal_date": when,
                     "size": len(message), "flags": flags_text,
                     "sealed": seal_message(key, account_id, seal_id, message),
                     "sealed_header": seal_header(key, account_id, seal_id, message),
                 }))
         with writing(self._engine) as connection:
-            for account_id, row in rows:
+            filled: dict[int, tuple[int, bytes]] = {}
+            for account_id, key, row in rows:
                 target = _folder(connection, account_id, folder, lock=True)
                 uid, modseq = _take_uid(connection, target.id)
                 connection.execute(
                     _INSERT_MESSAGE, {**row, "folder_id": target.id, "uid": uid, "modseq": modseq}
                 )
+                filled[target.id] = (account_id, key)
+            for folder_id, (account_id, key) in filled.items():
+                header_cache.extend(connection, key, account_id, folder_id)
 
     def record_rejected(
         self, address: str, envelope_id: bytes, fold_key: bytes = b"", window: int | None = None
@@ -672,23 +609,15 @@ class StoreSession:
 
     @_raises_backend_errors
     def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
-        """Header blocks opened in memory, in UID order, skipped as in `fetch`; the message
-        blobs are not read."""
+        """Header blocks opened in memory, in UID order, skipped as in `fetch`; read from
+        the sealed header cache where it holds them (`gateway.store.header_cache`), and
+        the message blobs never."""
         storage_key = self._storage_key()
-        result: list[StoredHeader] = []
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
-            for chunk in _chunks(uids):
-                params = {"folder_id": target.id, "uids": chunk}
-                for row_id, seal_id, sealed, uid, size in connection.execute(
-                    _SELECT_SEALED_HEADERS, params
-                ):
-                    header = open_header(storage_key, self._account_id, seal_id, size, sealed)
-                    if header is None:
-                        log.warning("stored message %s cannot be opened; skipped", row_id)
-                        continue
-                    result.append(StoredHeader(uid=uid, header=header))
-        return result
+            return header_cache.read_headers(
+                connection, storage_key, self._account_id, target.id, uids
+            )
 
     @_raises_backend_errors
     def store_flags(
@@ -784,15 +713,15 @@ class StoreSession:
     def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
         from gateway.store import transfer
 
-        self._storage_key()
-        return transfer.copy(self._engine, self._account_id, source, uids, destination)
+        key = self._storage_key()
+        return transfer.copy(self._engine, self._account_id, key, source, uids, destination)
 
     @_raises_backend_errors
     def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
         from gateway.store import transfer
 
-        self._storage_key()
-        return transfer.move(self._engine, self._account_id, source, uids, destination)
+        key = self._storage_key()
+        return transfer.move(self._engine, self._account_id, key, source, uids, destination)
 
     @_raises_backend_errors
     def create_folder(self, name: str) -> None:

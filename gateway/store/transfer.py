@@ -18,6 +18,7 @@ from sqlalchemy import BigInteger, Connection, Engine, bindparam, insert, select
 from sqlmodel import col
 
 from gateway.imap.backend import MailboxNotFound
+from gateway.store import header_cache
 from gateway.store.db import writing
 from gateway.store.folder_state import canonical_folder_name
 from gateway.store.mail_ops import CannotDoThat, CopyResult, TryCreate
@@ -98,8 +99,8 @@ def _existing(connection: Connection, folder_id: int, uids: Sequence[int]) -> li
 
 
 def _transfer(
-    engine: Engine, account_id: int, source: str, uids: Sequence[int], destination: str,
-    *, move: bool,
+    engine: Engine, account_id: int, storage_key: bytes, source: str, uids: Sequence[int],
+    destination: str, *, move: bool,
 ) -> CopyResult:
     with writing(engine) as connection:
         origin, target = _locked_pair(connection, account_id, source, destination)
@@ -121,20 +122,23 @@ def _transfer(
         if move:
             expunged = _take_modseq(connection, origin.id)
             record_expunged(connection, origin.id, [uid for _, uid in rows], expunged)
+        header_cache.extend(connection, storage_key, account_id, target.id)
     return CopyResult(uid_validity=target.uid_validity, uids=pairs)
 
 
 def copy(
-    engine: Engine, account_id: int, source: str, uids: Sequence[int], destination: str
+    engine: Engine, account_id: int, storage_key: bytes, source: str, uids: Sequence[int],
+    destination: str,
 ) -> CopyResult:
     """COPY (see `MailOperations.copy`)."""
-    return _transfer(engine, account_id, source, uids, destination, move=False)
+    return _transfer(engine, account_id, storage_key, source, uids, destination, move=False)
 
 
 def move(
-    engine: Engine, account_id: int, source: str, uids: Sequence[int], destination: str
+    engine: Engine, account_id: int, storage_key: bytes, source: str, uids: Sequence[int],
+    destination: str,
 ) -> CopyResult:
     """MOVE (see `MailOperations.move`)."""
     if canonical_folder_name(source) == canonical_folder_name(destination):
         raise CannotDoThat("a message cannot be moved into the folder it is in")
-    return _transfer(engine, account_id, source, uids, destination, move=True)
+    return _transfer(engine, account_id, storage_key, source, uids, destination, move=True)

@@ -13,12 +13,11 @@ from sqlalchemy import delete, update
 from sqlmodel import col
 
 from gateway.imap.backend import FolderInfo
-from gateway.store.accounts import AccountStore
 from gateway.store.db import writing
 from gateway.store.mail_ops import CannotDoThat, MessageTooLarge
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, MailboxState, Subscription
-from tests.unit.store_support import ALICE, add_account
+from tests.unit.store_support import ALICE
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
@@ -29,11 +28,6 @@ WHEN = datetime(2023, 11, 2, 18, 4, 5, tzinfo=timezone(timedelta(hours=-5)))
 
 def message(n: int) -> bytes:
     return f"From: a@example.org\r\nSubject: note {n}\r\n\r\nbody {n}\r\n".encode()
-
-
-@pytest.fixture
-def alice(store_engine):
-    return add_account(AccountStore(store_engine), ALICE)
 
 
 @pytest.fixture

@@ -27,16 +27,6 @@ def message(n: int, size: int = 200) -> bytes:
     return head + (b"x" * max(0, size - len(head) - 2)) + b"\r\n"
 
 
-@pytest.fixture
-def alice(store_engine):
-    return add_account(AccountStore(store_engine), ALICE)
-
-
-@pytest.fixture
-def mailboxes(store_engine):
-    return MailboxStore(store_engine)
-
-
 def deliver_all(mailboxes, keys, bodies, folder="INBOX"):
     return [mailboxes.deliver(ALICE, keys, folder, body, internal_date=WHEN) for body in bodies]
 
