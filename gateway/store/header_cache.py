@@ -10,10 +10,18 @@ one blob under the account's storage key (`gateway.store.sealing`):
 
     ad      = b"sealgate-store-header-cache-v1\\0" || account id (8) || first UID (8)
               || last UID (8)
-    payload = count (4) || count x [UID (8) || seal_id (16) || size (8) || length (4)]
+    payload = count (4)
+              || count x [UID (8) || seal_id (16) || size (8) || length (4) || fields (2)]
               || the header blocks, concatenated
+              || for every field of every header: [start (4) || end (4) || name length (1)]
+              || the field names, concatenated
 
-so a header FETCH of 2,000 messages opens about 16 blobs and reads 16 rows of them.
+so a header FETCH of 2,000 messages opens about 16 blobs and reads 16 rows of them. The
+fields are those `bridge.headers.parse_header` finds (offsets into their header block,
+lower-case names), split once when the block is made: `fetch_headers` returns them as
+`ParsedHeader`s and the IMAP layer need not parse the headers again. A header whose
+fields cannot be recorded (a field name over 255 octets) has `fields` 0xFFFF and comes
+back as a plain `StoredHeader`.
 
 It is a cache; every message keeps its own `sealed_header`, which stays the reference:
 
@@ -41,7 +49,9 @@ from collections.abc import Iterator, Sequence
 from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlmodel import col
 
+from bridge.headers import parse_header
 from gateway.imap.backend import StoredHeader
+from gateway.store.mail_ops import ParsedHeader
 from gateway.store.models import HeaderCacheBlock, Message
 from gateway.store.sealing import open_header, open_sealed, seal
 
@@ -51,7 +61,9 @@ BLOCK_MESSAGES = 128
 _AD_PREFIX = b"sealgate-store-header-cache-v1\0"
 _AD_NUMBERS = struct.Struct(">QQQ")
 _COUNT = struct.Struct(">I")
-_ENTRY = struct.Struct(">Q16sQI")
+_ENTRY = struct.Struct(">Q16sQIH")
+_FIELD = struct.Struct(">IIB")
+_UNSPLIT = 0xFFFF  # the header's fields are not in the block
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 # A UID range is read whole when at most this many times larger than the UIDs asked for.
 _RANGE_SLACK = 4
@@ -97,10 +109,32 @@ def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
 # -- building ----------------------------------------------------------------------------
 
 
+def _field_spans(header: bytes) -> list[tuple[int, int, bytes]] | None:
+    """(start, end, name) of each field `parse_header` finds, or None if one cannot be
+    recorded. Its fields are consecutive slices of the header block."""
+    spans: list[tuple[int, int, bytes]] = []
+    position = 0
+    for name, raw in parse_header(header, limit=None).fields:
+        start = header.find(raw, position)
+        encoded = name.encode("ascii")
+        if start < 0 or len(encoded) > 0xFF or len(spans) >= _UNSPLIT:
+            return None
+        position = start + len(raw)
+        spans.append((start, position, encoded))
+    return spans
+
+
 def _payload(entries: Sequence[tuple[int, bytes, int, bytes]]) -> bytes:
-    table = b"".join(_ENTRY.pack(uid, seal_id, size, len(header))
-                     for uid, seal_id, size, header in entries)
-    return _COUNT.pack(len(entries)) + table + b"".join(header for *_, header in entries)
+    table, fields, names = [], [], []
+    for uid, seal_id, size, header in entries:
+        spans = _field_spans(header)
+        table.append(_ENTRY.pack(uid, seal_id, size, len(header),
+                                 _UNSPLIT if spans is None else len(spans)))
+        for start, end, name in spans or ():
+            fields.append(_FIELD.pack(start, end, len(name)))
+            names.append(name)
+    headers = b"".join(header for *_, header in entries)
+    return b"".join((_COUNT.pack(len(entries)), *table, headers, *fields, *names))
 
 
 def extend(connection: Connection, storage_key: bytes, account_id: int, folder_id: int) -> int:
@@ -135,15 +169,37 @@ def extend(connection: Connection, storage_key: bytes, account_id: int, folder_i
 # -- reading -----------------------------------------------------------------------------
 
 
-def _entries(payload: bytes) -> dict[int, tuple[bytes, int, bytes]]:
-    """UID -> (seal_id, size, header) of an opened block."""
+_Entry = tuple[bytes, int, StoredHeader]
+
+
+def _entries(payload: bytes, names: dict[bytes, str]) -> dict[int, _Entry]:
+    """UID -> (seal_id, size, header) of an opened block; `names` caches decoded names."""
     (count,) = _COUNT.unpack_from(payload)
     start = _COUNT.size
+    table = list(_ENTRY.iter_unpack(payload[start : start + count * _ENTRY.size]))
     offset = start + count * _ENTRY.size
-    entries = {}
-    for uid, seal_id, size, length in _ENTRY.iter_unpack(payload[start:offset]):
-        entries[uid] = (seal_id, size, payload[offset : offset + length])
+    headers = []
+    for _, _, _, length, _ in table:
+        headers.append(payload[offset : offset + length])
         offset += length
+    total = sum(n for *_, n in table if n != _UNSPLIT)
+    spans = _FIELD.iter_unpack(payload[offset : offset + total * _FIELD.size])
+    at = offset + total * _FIELD.size
+    entries: dict[int, _Entry] = {}
+    for (uid, seal_id, size, _, n), header in zip(table, headers, strict=True):
+        if n == _UNSPLIT:
+            entries[uid] = (seal_id, size, StoredHeader(uid=uid, header=header))
+            continue
+        fields = []
+        for _ in range(n):
+            field_start, field_end, name_length = next(spans)
+            raw_name = payload[at : at + name_length]
+            at += name_length
+            name = names.get(raw_name)
+            if name is None:
+                name = names[raw_name] = raw_name.decode("ascii")
+            fields.append((name, header[field_start:field_end]))
+        entries[uid] = (seal_id, size, ParsedHeader(uid=uid, header=header, fields=tuple(fields)))
     return entries
 
 
@@ -152,8 +208,8 @@ def read_headers(
     uids: Sequence[int],
 ) -> list[StoredHeader]:
     """The header blocks of the messages among `uids` that exist and open, in UID order
-    (the contract of `MailSession.fetch_headers`): from the cache where it holds them,
-    else from each message's own sealed header."""
+    (the contract of `MailSession.fetch_headers`): from the cache where it holds them
+    (as `ParsedHeader`s), else from each message's own sealed header."""
     wanted = sorted(set(uids))
     if not wanted:
         return []
@@ -168,7 +224,8 @@ def read_headers(
     else:
         keys = [key for chunk in _chunks(wanted) for key in connection.execute(
             _SELECT_KEYS_OF, {"folder_id": folder_id, "uids": chunk}).all()]
-    cached: dict[int, tuple[bytes, int, bytes]] = {}
+    cached: dict[int, _Entry] = {}
+    names: dict[bytes, str] = {}
     blocks = connection.execute(_SELECT_BLOCKS, params).all()
     for block_id, first_uid, last_uid, sealed in blocks:
         payload = open_sealed(storage_key, sealed,
@@ -176,8 +233,8 @@ def read_headers(
         if payload is None:
             log.warning("header cache block %s cannot be opened; skipped", block_id)
             continue
-        cached.update(_entries(payload))
-    found: dict[int, bytes] = {}
+        cached.update(_entries(payload, names))
+    found: dict[int, StoredHeader] = {}
     missing: list[int] = []
     for uid, seal_id, size in keys:
         entry = cached.get(uid)
@@ -192,5 +249,5 @@ def read_headers(
             if header is None:
                 log.warning("stored message %s cannot be opened; skipped", row_id)
                 continue
-            found[uid] = header
-    return [StoredHeader(uid=uid, header=found[uid]) for uid in sorted(found)]
+            found[uid] = StoredHeader(uid=uid, header=header)
+    return [found[uid] for uid in sorted(found)]

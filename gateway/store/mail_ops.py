@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from gateway.imap.backend import BackendError, MailboxNotFound
+from gateway.imap.backend import BackendError, MailboxNotFound, StoredHeader
 
 HIERARCHY_SEPARATOR = "/"
 
@@ -70,6 +70,19 @@ class MessageTooLarge(BackendError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"message is larger than {limit} octets")
         self.limit = limit
+
+
+@dataclass(frozen=True)
+class ParsedHeader(StoredHeader):
+    """A header block with its fields already split, as `MailSession.fetch_headers` may
+    return it (the SQL store does for every header its cache holds).
+
+    `fields` is exactly `bridge.headers.parse_header(header, limit=None).fields` as
+    (lower-case name, raw octets) pairs, so FETCH can cut HEADER.FIELDS and build
+    ENVELOPE without parsing the header again.
+    """
+
+    fields: tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
+from bridge.headers import parse_header
 from gateway.imap.backend import FlagMode, header_block
 from gateway.store import header_cache
 from gateway.store.accounts import AccountStore
 from gateway.store.db import reading, writing
+from gateway.store.mail_ops import ParsedHeader
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, HeaderCacheBlock
 from tests.unit.store_support import ALICE, add_account
@@ -151,3 +153,28 @@ def test_cached_headers_never_reach_the_database_files_in_clear(tmp_path):
     engine.dispose()
     for path in db_dir.iterdir():
         assert canary.encode() not in path.read_bytes(), path.name
+
+
+SHAPES = [
+    b"From: a@example.org\r\nSubject: folded\r\n  over two lines\r\n\r\nbody\r\n",
+    b"From a@example.org Mon Jan  1 00:00:00 2024\r\nSubject: after an mbox line\r\n\r\nx\r\n",
+    b"Subject : spaced name\r\nX-Empty:\r\nTo: b@example.org\r\n\r\n",
+    b"From: a@example.org\nSubject: bare LF\n\nbody\n",
+    b"\r\nno header at all\r\n",
+    b"From: a@example.org\r\nSubject: no blank line\r\n",
+    b"X-" + b"n" * 300 + b": a field name too long to record\r\nSubject: s\r\n\r\n",
+    b"Subject: =?utf-8?q?caf=C3=A9?= \xc3\xa9t\xc3\xa9\r\n\r\nbody\r\n",
+]
+
+
+def test_cached_headers_come_with_their_fields_split_as_the_parser_splits_them(
+    mailboxes, alice
+):
+    for shape in SHAPES:
+        mailboxes.deliver(ALICE, alice, "INBOX", shape, internal_date=WHEN)
+    got = mailboxes.session(ALICE, alice).fetch_headers("INBOX", range(1, len(SHAPES) + 1))
+    assert [h.header for h in got] == [header_block(shape) for shape in SHAPES]
+    parsed = [h for h in got if isinstance(h, ParsedHeader)]
+    assert [h.uid for h in parsed] == [1, 2, 3, 4, 5, 6, 8]  # all cached, the long name unsplit
+    for h in parsed:
+        assert h.fields == parse_header(h.header, limit=None).fields
