@@ -29,7 +29,8 @@ It is a cache; every message keeps its own `sealed_header`, which stays the refe
   copies, APPEND, COPY, MOVE) once the messages after the folder's last block make a
   full run: their header blobs are opened and sealed again, together. Messages after
   the last block (fewer than a run) are read one by one, as are those of a folder filled
-  by a migration until the next message arrives there.
+  by a migration until messages arrive there (each addition makes at most
+  `BLOCKS_PER_ADDITION` blocks, so a backlog never holds the write lock for long).
 - An entry is used only while the folder holds a message with its UID, seal_id and
   size (UIDs are never reused in a folder): entries of expunged or moved messages are
   skipped, so EXPUNGE and MOVE change nothing here. A block that does not open is
@@ -58,6 +59,9 @@ from gateway.store.sealing import open_header, open_sealed, seal
 log = logging.getLogger(__name__)
 
 BLOCK_MESSAGES = 128
+# Blocks one addition makes at most, so that a folder filled without the cache (a
+# migration) is caught up over several additions, never in one long write transaction.
+BLOCKS_PER_ADDITION = 8
 _AD_PREFIX = b"sealgate-store-header-cache-v1\0"
 _AD_NUMBERS = struct.Struct(">QQQ")
 _COUNT = struct.Struct(">I")
@@ -145,7 +149,9 @@ def extend(connection: Connection, storage_key: bytes, account_id: int, folder_i
     params = {"folder_id": folder_id, "after": after}
     if connection.execute(_COUNT_AFTER, params).scalar_one() < BLOCK_MESSAGES:
         return 0
-    rows = connection.execute(_SELECT_UNCACHED, params).all()
+    rows = connection.execute(
+        _SELECT_UNCACHED.limit(BLOCK_MESSAGES * BLOCKS_PER_ADDITION), params
+    ).all()
     made = 0
     for start in range(0, len(rows) - BLOCK_MESSAGES + 1, BLOCK_MESSAGES):
         run = rows[start : start + BLOCK_MESSAGES]

@@ -123,11 +123,14 @@ def test_a_folder_filled_without_the_cache_is_cached_at_its_next_message(
     assert blocks(store_engine) == []
     monkeypatch.undo()
     monkeypatch.setattr(header_cache, "BLOCK_MESSAGES", RUN)
+    monkeypatch.setattr(header_cache, "BLOCKS_PER_ADDITION", 1)
     mailboxes.deliver(ALICE, alice, "INBOX", message(10), internal_date=WHEN)
+    assert blocks(store_engine) == [(1, 4)]  # one block an addition: the backlog waits
+    mailboxes.deliver(ALICE, alice, "INBOX", message(11), internal_date=WHEN)
     assert blocks(store_engine) == [(1, 4), (5, 8)]
     session = mailboxes.session(ALICE, alice)
-    assert headers(session, "INBOX", range(1, 11)) == {
-        n: header_block(message(n)) for n in range(1, 11)}
+    assert headers(session, "INBOX", range(1, 12)) == {
+        n: header_block(message(n)) for n in range(1, 12)}
 
 
 def test_sent_copies_fill_the_cache_too(store_engine, mailboxes, alice):
