@@ -10,18 +10,18 @@ one blob under the account's storage key (`gateway.store.sealing`):
 
     ad      = b"sealgate-store-header-cache-v1\\0" || account id (8) || first UID (8)
               || last UID (8)
-    payload = count (4)
+    payload = count (4) || names (1)
               || count x [UID (8) || seal_id (16) || size (8) || length (4) || fields (2)]
               || the header blocks, concatenated
-              || for every field of every header: [start (4) || end (4) || name length (1)]
-              || the field names, concatenated
+              || names x [length (1)] || the block's distinct field names, concatenated
+              || for every field of every header: [start (4) || end (4) || name (1)]
 
 so a header FETCH of 2,000 messages opens about 16 blobs and reads 16 rows of them. The
 fields are those `bridge.headers.parse_header` finds (offsets into their header block,
 lower-case names), split once when the block is made: `fetch_headers` returns them as
 `ParsedHeader`s and the IMAP layer need not parse the headers again. A header whose
-fields cannot be recorded (a field name over 255 octets) has `fields` 0xFFFF and comes
-back as a plain `StoredHeader`.
+fields cannot be recorded (a field name over 255 octets, or more than 255 distinct names
+in the block) has `fields` 0xFFFF and comes back as a plain `StoredHeader`.
 
 It is a cache; every message keeps its own `sealed_header`, which stays the reference:
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator, Sequence
+from itertools import islice
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlmodel import col
@@ -64,7 +65,7 @@ BLOCK_MESSAGES = 128
 BLOCKS_PER_ADDITION = 8
 _AD_PREFIX = b"sealgate-store-header-cache-v1\0"
 _AD_NUMBERS = struct.Struct(">QQQ")
-_COUNT = struct.Struct(">I")
+_COUNT = struct.Struct(">IB")
 _ENTRY = struct.Struct(">Q16sQIH")
 _FIELD = struct.Struct(">IIB")
 _UNSPLIT = 0xFFFF  # the header's fields are not in the block
@@ -113,32 +114,40 @@ def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
 # -- building ----------------------------------------------------------------------------
 
 
-def _field_spans(header: bytes) -> list[tuple[int, int, bytes]] | None:
-    """(start, end, name) of each field `parse_header` finds, or None if one cannot be
-    recorded. Its fields are consecutive slices of the header block."""
-    spans: list[tuple[int, int, bytes]] = []
+def _field_spans(header: bytes, names: dict[bytes, int]) -> list[tuple[int, int, int]] | None:
+    """(start, end, name number) of each field `parse_header` finds, numbering the new
+    names in `names`; None (and `names` unchanged) if one cannot be recorded. A header's
+    fields are consecutive slices of it."""
+    spans: list[tuple[int, int, int]] = []
+    added: dict[bytes, int] = {}
     position = 0
     for name, raw in parse_header(header, limit=None).fields:
         start = header.find(raw, position)
         encoded = name.encode("ascii")
-        if start < 0 or len(encoded) > 0xFF or len(spans) >= _UNSPLIT:
+        number = names.get(encoded)
+        if number is None:
+            number = added.setdefault(encoded, len(names) + len(added))
+        if start < 0 or len(encoded) > 0xFF or number > 0xFF or len(spans) >= _UNSPLIT:
             return None
         position = start + len(raw)
-        spans.append((start, position, encoded))
+        spans.append((start, position, number))
+    names.update(added)
     return spans
 
 
 def _payload(entries: Sequence[tuple[int, bytes, int, bytes]]) -> bytes:
-    table, fields, names = [], [], []
+    table: list[bytes] = []
+    fields: list[bytes] = []
+    names: dict[bytes, int] = {}
     for uid, seal_id, size, header in entries:
-        spans = _field_spans(header)
+        spans = _field_spans(header, names)
         table.append(_ENTRY.pack(uid, seal_id, size, len(header),
                                  _UNSPLIT if spans is None else len(spans)))
-        for start, end, name in spans or ():
-            fields.append(_FIELD.pack(start, end, len(name)))
-            names.append(name)
+        fields.extend(_FIELD.pack(*span) for span in spans or ())
     headers = b"".join(header for *_, header in entries)
-    return b"".join((_COUNT.pack(len(entries)), *table, headers, *fields, *names))
+    ordered = sorted(names, key=names.__getitem__)
+    return b"".join((_COUNT.pack(len(entries), len(ordered)), *table, headers,
+                     bytes(len(name) for name in ordered), *ordered, *fields))
 
 
 def extend(connection: Connection, storage_key: bytes, account_id: int, folder_id: int) -> int:
@@ -178,34 +187,31 @@ def extend(connection: Connection, storage_key: bytes, account_id: int, folder_i
 _Entry = tuple[bytes, int, StoredHeader]
 
 
-def _entries(payload: bytes, names: dict[bytes, str]) -> dict[int, _Entry]:
-    """UID -> (seal_id, size, header) of an opened block; `names` caches decoded names."""
-    (count,) = _COUNT.unpack_from(payload)
-    start = _COUNT.size
-    table = list(_ENTRY.iter_unpack(payload[start : start + count * _ENTRY.size]))
-    offset = start + count * _ENTRY.size
+def _entries(payload: bytes) -> dict[int, _Entry]:
+    """UID -> (seal_id, size, header) of an opened block."""
+    count, name_count = _COUNT.unpack_from(payload)
+    at = _COUNT.size
+    table = list(_ENTRY.iter_unpack(payload[at : at + count * _ENTRY.size]))
+    at += count * _ENTRY.size
     headers = []
     for _, _, _, length, _ in table:
-        headers.append(payload[offset : offset + length])
-        offset += length
+        headers.append(payload[at : at + length])
+        at += length
+    lengths = payload[at : at + name_count]
+    at += name_count
+    names = []
+    for length in lengths:
+        names.append(payload[at : at + length].decode("ascii"))
+        at += length
     total = sum(n for *_, n in table if n != _UNSPLIT)
-    spans = _FIELD.iter_unpack(payload[offset : offset + total * _FIELD.size])
-    at = offset + total * _FIELD.size
+    spans = _FIELD.iter_unpack(payload[at : at + total * _FIELD.size])
     entries: dict[int, _Entry] = {}
     for (uid, seal_id, size, _, n), header in zip(table, headers, strict=True):
         if n == _UNSPLIT:
             entries[uid] = (seal_id, size, StoredHeader(uid=uid, header=header))
             continue
-        fields = []
-        for _ in range(n):
-            field_start, field_end, name_length = next(spans)
-            raw_name = payload[at : at + name_length]
-            at += name_length
-            name = names.get(raw_name)
-            if name is None:
-                name = names[raw_name] = raw_name.decode("ascii")
-            fields.append((name, header[field_start:field_end]))
-        entries[uid] = (seal_id, size, ParsedHeader(uid=uid, header=header, fields=tuple(fields)))
+        fields = tuple([(names[k], header[start:end]) for start, end, k in islice(spans, n)])
+        entries[uid] = (seal_id, size, ParsedHeader(uid=uid, header=header, fields=fields))
     return entries
 
 
@@ -231,7 +237,6 @@ def read_headers(
         keys = [key for chunk in _chunks(wanted) for key in connection.execute(
             _SELECT_KEYS_OF, {"folder_id": folder_id, "uids": chunk}).all()]
     cached: dict[int, _Entry] = {}
-    names: dict[bytes, str] = {}
     blocks = connection.execute(_SELECT_BLOCKS, params).all()
     for block_id, first_uid, last_uid, sealed in blocks:
         payload = open_sealed(storage_key, sealed,
@@ -239,7 +244,7 @@ def read_headers(
         if payload is None:
             log.warning("header cache block %s cannot be opened; skipped", block_id)
             continue
-        cached.update(_entries(payload, names))
+        cached.update(_entries(payload))
     found: dict[int, StoredHeader] = {}
     missing: list[int] = []
     for uid, seal_id, size in keys:
