@@ -14,7 +14,8 @@ smtp  N sessions on one asyncio loop. Each connects, says EHLO, STARTTLS, EHLO, 
 imap  imaplib, one connection per server: STARTTLS, LOGIN, EXAMINE INBOX, one untimed
       round (the "cold" figures), then `reps` rounds alternating between the servers:
       header sync, then full body fetch, through imaplib; then the same two commands
-      "raw", reading the answer's bytes up to the tagged OK without parsing them.
+      "raw", reading the answer's bytes up to the tagged OK without parsing them. The
+      job's "ops" may leave out the body fetch ("header" only).
       Every answer is checked for the expected number of messages and body bytes.
 """
 
@@ -34,7 +35,9 @@ from typing import Any
 
 from bench.common import make_message
 
-HEADER_SYNC = "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
+HEADER_SYNC = (
+    "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
+)
 BODY_FETCH = "(BODY.PEEK[])"
 
 
@@ -220,9 +223,12 @@ def run_imap(job: dict[str, Any]) -> dict[str, Any]:
             }
         tags = (b"R%d" % n for n in itertools.count())
 
+        commands = [(op, items) for op, items in (("header", HEADER_SYNC), ("body", BODY_FETCH))
+                    if op in job.get("ops", ("header", "body"))]
+
         def once(name: str, prefix: str) -> None:
             conn, result = conns[name], out[name]
-            for op, items in (("header", HEADER_SYNC), ("body", BODY_FETCH)):
+            for op, items in commands:
                 seconds, n, size = _fetch(conn, items)
                 if n != count or (op == "body" and size != total_bytes):
                     raise RuntimeError(
@@ -232,7 +238,7 @@ def run_imap(job: dict[str, Any]) -> dict[str, Any]:
                 result[prefix + op].append(seconds)
             if prefix:
                 return
-            for op, items in (("header", HEADER_SYNC), ("body", BODY_FETCH)):
+            for op, items in commands:
                 seconds, n, size = _raw_fetch(conn, next(tags), items)
                 if n != count or (op == "body" and size < total_bytes):
                     raise RuntimeError(f"{name}: raw {op} fetch answered {n} messages")

@@ -94,7 +94,7 @@ class Gateway:
         engine = open_engine(gateway_database_url(cfg.home))
         accounts = AccountStore(engine)
         keyring = KeyRing(accounts)
-        mailboxes = MailboxStore(engine)
+        mailboxes = MailboxStore(engine, max_message_bytes=cfg.max_message_bytes)
         outbox = Outbox(engine)
         discarded = outbox.discard_held()
         if discarded:

@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import delete, insert
@@ -65,6 +66,7 @@ from gateway.imap.backend import (
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore, normalize_address
 from gateway.store.db import open_engine, writing
+from gateway.store.mail_ops import AppendResult, CopyResult, MailOperations
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.models import Folder
 from tests.imap_memory_backend import DEFAULT_FOLDERS, MemoryAuthenticator, MemoryStore
@@ -122,6 +124,45 @@ class ObservedSession:
     def close(self) -> None:
         self.inner.close()
         self.closed = True
+
+    # `gateway.store.mail_ops.MailOperations`, passed through.
+
+    def append(
+        self,
+        folder: str,
+        message: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        return self._ops.append(folder, message, flags, internal_date)
+
+    def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        return self._ops.copy(source, uids, destination)
+
+    def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        return self._ops.move(source, uids, destination)
+
+    def create_folder(self, name: str) -> None:
+        self._ops.create_folder(name)
+
+    def delete_folder(self, name: str) -> None:
+        self._ops.delete_folder(name)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        self._ops.rename_folder(old, new)
+
+    def subscribe(self, name: str) -> None:
+        self._ops.subscribe(name)
+
+    def unsubscribe(self, name: str) -> None:
+        self._ops.unsubscribe(name)
+
+    def list_subscribed(self) -> Sequence[str]:
+        return self._ops.list_subscribed()
+
+    @property
+    def _ops(self) -> MailOperations:
+        return cast(MailOperations, self.inner)  # both stores implement it beside MailSession
 
 
 class ObservedAuthenticator:

@@ -4,7 +4,9 @@ A real backend, like pymap's `backend/dict`: folders with UIDVALIDITY, UIDNEXT a
 flags, expunge, sessions that close. It keeps the SQL store's contract where the IMAP layer
 can see it (addresses normalized as `gateway.store.accounts` does; one new modseq per
 flag change, shared by the messages it changed; an expunge log for `changes_since`;
-a `ChangeNotifier` signalled after every change), so the same tests run on both
+a `ChangeNotifier` signalled after every change; APPEND, COPY, MOVE, CREATE, DELETE,
+RENAME and subscriptions under the rules of `gateway.store.mail_ops`), so the same tests
+run on both
 (tests/imap_backends.py). Thread-safe, because integration tests deliver mail from the
 test thread while the server's loop runs in another. It keeps mail in memory only; it
 is for tests and never touches a disk.
@@ -32,13 +34,33 @@ from gateway.imap.backend import (
     header_block,
 )
 from gateway.store.accounts import normalize_address
+from gateway.store.db import InvalidValue
+from gateway.store.folder_state import (
+    INBOX,
+    canonical_folder_name,
+    checked_folder_name,
+    is_inferior,
+)
+from gateway.store.mail_ops import (
+    AppendResult,
+    CannotDoThat,
+    CopyResult,
+    FolderExists,
+    FolderHasChildren,
+    MessageTooLarge,
+    TryCreate,
+)
+from gateway.store.mailbox import canonical_flags
 
 DEFAULT_FOLDERS = (
     FolderInfo("INBOX"),
     FolderInfo("Sent", ("\\Sent",)),
     FolderInfo("Drafts", ("\\Drafts",)),
     FolderInfo("Trash", ("\\Trash",)),
+    FolderInfo("Junk", ("\\Junk",)),
+    FolderInfo("Archive", ("\\Archive",)),
 )
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass
@@ -78,15 +100,17 @@ class _Account:
     address: str
     password: str
     folders: dict[str, _Folder]
+    subscribed: set[str] = field(default_factory=set)
 
 
 class MemoryStore:
     """Accounts and their folders. `deliver` adds mail as the fetcher would."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.lock = threading.RLock()
         self.accounts: dict[str, _Account] = {}
         self.notifier = ChangeNotifier()
+        self.max_message_bytes = max_message_bytes
         self._validity = 1000
 
     def changed(self, address: str, folder: str) -> None:
@@ -103,12 +127,23 @@ class MemoryStore:
                 self._validity += 1
                 made[info.name] = _Folder(info, self._validity)
             address = normalize_address(address)
-            self.accounts[address] = _Account(address, password, made)
+            self.accounts[address] = _Account(address, password, made, set(made))
+
+    def new_folder(self, address: str, name: str, special_use: tuple[str, ...] = ()) -> _Folder:
+        """A new, empty folder with a UIDVALIDITY greater than any before it."""
+        with self.lock:
+            self._validity += 1
+            made = self.accounts[normalize_address(address)].folders[name] = _Folder(
+                FolderInfo(name, special_use), self._validity
+            )
+            return made
 
     def folder(self, address: str, name: str) -> _Folder:
         with self.lock:
             try:
-                return self.accounts[normalize_address(address)].folders[name]
+                return self.accounts[normalize_address(address)].folders[
+                    canonical_folder_name(name)
+                ]
             except KeyError:
                 raise MailboxNotFound(name) from None
 
@@ -233,6 +268,151 @@ class MemorySession:
 
     def close(self) -> None:
         self.closed = True
+
+    # -- `gateway.store.mail_ops.MailOperations` -------------------------------------------
+
+    def _account(self) -> _Account:
+        if self.closed:
+            raise RuntimeError("session used after close")
+        return self._store.accounts[self._address]
+
+    def _destination(self, name: str) -> _Folder:
+        try:
+            return self._folder(name)
+        except MailboxNotFound:
+            raise TryCreate(name) from None
+
+    def append(
+        self,
+        folder: str,
+        message: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        if len(message) > self._store.max_message_bytes:
+            raise MessageTooLarge(self._store.max_message_bytes)
+        if not message:
+            raise CannotDoThat("an empty message cannot be stored")
+        if internal_date is not None and internal_date.utcoffset() is None:
+            raise CannotDoThat("datetime must be timezone-aware")
+        try:
+            kept = canonical_flags(flags)
+        except InvalidValue as error:
+            raise CannotDoThat(str(error)) from None
+        with self._store.lock:
+            target = self._destination(folder)
+            uid = self._store.deliver(self._address, target.info.name, message, kept,
+                                      internal_date)
+            return AppendResult(target.uid_validity, uid)
+
+    def _transfer(
+        self, source: str, uids: Sequence[int], destination: str, *, move: bool
+    ) -> CopyResult:
+        with self._store.lock:
+            origin = self._folder(source)
+            target = self._destination(destination)
+            present = [uid for uid in sorted(set(uids)) if uid in origin.messages]
+            if not present:
+                return CopyResult(target.uid_validity, ())
+            target.highest_modseq += 1
+            pairs = []
+            for uid in present:
+                message = origin.messages[uid]
+                meta = replace(message.meta, uid=target.uid_next, modseq=target.highest_modseq)
+                target.messages[target.uid_next] = StoredMessage(meta, message.body)
+                pairs.append((uid, target.uid_next))
+                target.uid_next += 1
+            if move:
+                origin.highest_modseq += 1
+                for uid in present:
+                    del origin.messages[uid]
+                    origin.expunged[uid] = origin.highest_modseq
+                self._store.changed(self._address, origin.info.name)
+            self._store.changed(self._address, target.info.name)
+            return CopyResult(target.uid_validity, tuple(pairs))
+
+    def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        return self._transfer(source, uids, destination, move=False)
+
+    def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        if canonical_folder_name(source) == canonical_folder_name(destination):
+            raise CannotDoThat("a message cannot be moved into the folder it is in")
+        return self._transfer(source, uids, destination, move=True)
+
+    @staticmethod
+    def _checked(name: str) -> str:
+        try:
+            return checked_folder_name(name)
+        except InvalidValue as error:
+            raise CannotDoThat(str(error)) from None
+
+    def create_folder(self, name: str) -> None:
+        name = self._checked(name.removesuffix("/"))
+        with self._store.lock:
+            if name == INBOX or name in self._account().folders:
+                raise FolderExists()
+            self._store.new_folder(self._address, name)
+
+    def delete_folder(self, name: str) -> None:
+        name = canonical_folder_name(name)
+        with self._store.lock:
+            folders = self._account().folders
+            if name == INBOX:
+                raise CannotDoThat("INBOX cannot be deleted")
+            if name not in folders:
+                if any(is_inferior(other, name) for other in folders):
+                    raise FolderHasChildren()
+                raise MailboxNotFound(name)
+            del folders[name]
+
+    def rename_folder(self, old: str, new: str) -> None:
+        old, new = canonical_folder_name(old), self._checked(new)
+        with self._store.lock:
+            account = self._account()
+            folders = account.folders
+            if new == INBOX or new in folders or any(is_inferior(n, new) for n in folders):
+                raise FolderExists()
+            if is_inferior(new, old):
+                raise CannotDoThat("a mailbox cannot be renamed into one of its inferiors")
+            if old == INBOX:
+                inbox = folders[INBOX]
+                moved = self._store.new_folder(self._address, new)
+                moved.messages, inbox.messages = inbox.messages, {}
+                moved.uid_next, moved.highest_modseq = inbox.uid_next, inbox.highest_modseq
+                inbox.highest_modseq += 1
+                for uid in moved.messages:
+                    inbox.expunged[uid] = inbox.highest_modseq
+                self._store.changed(self._address, INBOX)
+                return
+            moving = [n for n in folders if n == old or is_inferior(n, old)]
+            if not moving:
+                raise MailboxNotFound(old)
+            for name in moving:
+                folder = folders.pop(name)
+                renamed = self._store.new_folder(
+                    self._address, new + name[len(old):], folder.info.attributes
+                )
+                renamed.uid_next, renamed.highest_modseq = folder.uid_next, folder.highest_modseq
+                renamed.messages = folder.messages
+            for name in [n for n in account.subscribed if n == old or is_inferior(n, old)]:
+                account.subscribed.discard(name)
+                account.subscribed.add(new + name[len(old):])
+
+    def subscribe(self, name: str) -> None:
+        name = self._checked(name)
+        with self._store.lock:
+            self._account().subscribed.add(name)
+
+    def unsubscribe(self, name: str) -> None:
+        with self._store.lock:
+            subscribed = self._account().subscribed
+            if canonical_folder_name(name) not in subscribed:
+                raise CannotDoThat("that name is not subscribed")
+            subscribed.discard(canonical_folder_name(name))
+
+    def list_subscribed(self) -> Sequence[str]:
+        with self._store.lock:
+            return sorted(self._account().subscribed)
 
 
 class MemoryAuthenticator:

@@ -3,8 +3,9 @@
 An account row holds nothing that opens mail: its seed is sealed under the user's
 passphrase (`bridge.keys.seal_seed`) and only `gateway.keyring.KeyRing` unseals it,
 in memory. Adding an account creates its standard folders (INBOX, Sent, Drafts,
-Trash). Addresses are kept normalized (trimmed, lower-case). This module never sees
-a passphrase and never logs an address.
+Trash, Junk, Archive; `gateway.store.folder_state` keeps them there). Addresses are
+kept normalized (trimmed, lower-case). This module never sees a passphrase and never
+logs an address.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ STANDARD_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Sent", "\\Sent"),
     ("Drafts", "\\Drafts"),
     ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
 )
 MAX_ADDRESS_LEN = 254
 _ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")

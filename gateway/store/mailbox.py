@@ -43,13 +43,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import nacl.bindings
 import nacl.exceptions
@@ -75,8 +73,8 @@ from gateway.imap.backend import (
     StorageUnavailable,
     StoredHeader,
     StoredMessage,
-    header_block,
 )
+from gateway.store import header_cache
 from gateway.store.accounts import find_account, normalize_address
 from gateway.store.db import (
     InvalidValue,
@@ -89,12 +87,25 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
+from gateway.store.folder_state import (
+    canonical_folder_name,
+    insert_folder,
+    set_up_folders,
+    subscribed,
+)
+from gateway.store.mail_ops import AppendResult, CopyResult
 from gateway.store.models import (
     ExpungedMessage,
     Folder,
     Message,
     RejectionNotice,
     SeenEnvelope,
+)
+from gateway.store.sealing import (
+    SEAL_ID_LEN,
+    open_message,
+    seal_header,
+    seal_message,
 )
 
 if TYPE_CHECKING:
@@ -104,81 +115,12 @@ log = logging.getLogger(__name__)
 
 DELIVERED = "delivered"
 REJECTED = "rejected"
-SEAL_ID_LEN = 16
-NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-_AD_PREFIX = b"sealgate-store-v1\0"
-_HEADER_AD_PREFIX = b"sealgate-store-header-v1\0"
-_AD_NUMBERS = struct.Struct(">Q")
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _SYSTEM_FLAGS = {
     flag.lower(): flag for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 }
 _DELETED = "\\Deleted"
 _MAX_FOLDER_NAME = 512
-
-
-# -- sealing ---------------------------------------------------------------------------
-
-
-def _associated_data(account_id: int, seal_id: bytes, size: int) -> bytes:
-    return _AD_PREFIX + _AD_NUMBERS.pack(account_id) + seal_id + _AD_NUMBERS.pack(size)
-
-
-def _header_associated_data(account_id: int, seal_id: bytes, size: int, length: int) -> bytes:
-    return (
-        _HEADER_AD_PREFIX
-        + _AD_NUMBERS.pack(account_id)
-        + seal_id
-        + _AD_NUMBERS.pack(size)
-        + _AD_NUMBERS.pack(length)
-    )
-
-
-def _seal(storage_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    nonce = nacl.utils.random(NONCE_LEN)
-    return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, ad, nonce, storage_key
-    )
-
-
-def _open(storage_key: bytes, sealed: bytes, ad: bytes) -> bytes | None:
-    if len(sealed) < NONCE_LEN:
-        return None
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed[NONCE_LEN:], ad, sealed[:NONCE_LEN], storage_key
-        )
-    except nacl.exceptions.CryptoError:
-        return None
-
-
-def seal_message(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
-    return _seal(storage_key, message, _associated_data(account_id, seal_id, len(message)))
-
-
-def open_message(
-    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
-) -> bytes | None:
-    """The message, or None if the blob does not open under this key and binding."""
-    return _open(storage_key, sealed, _associated_data(account_id, seal_id, size))
-
-
-def seal_header(storage_key: bytes, account_id: int, seal_id: bytes, message: bytes) -> bytes:
-    """The message's header block (`header_block`), sealed as the message's header part."""
-    header = header_block(message)
-    ad = _header_associated_data(account_id, seal_id, len(message), len(header))
-    return _seal(storage_key, header, ad)
-
-
-def open_header(
-    storage_key: bytes, account_id: int, seal_id: bytes, size: int, sealed: bytes
-) -> bytes | None:
-    """The header block, or None if the blob does not open under this key and binding."""
-    # The header's length is bound too, and the ciphertext gives it away: nonce || c || tag.
-    length = len(sealed) - NONCE_LEN - nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
-    if length < 0:
-        return None
-    return _open(storage_key, sealed, _header_associated_data(account_id, seal_id, size, length))
 
 
 # -- flags -----------------------------------------------------------------------------
@@ -257,17 +199,11 @@ _SELECT_SEEN = select(col(SeenEnvelope.outcome)).where(
 )
 _INSERT_SEEN = insert(SeenEnvelope)
 _INSERT_MESSAGE = insert(Message)
-_INSERT_FOLDER = insert(Folder)
 _IN_FOLDER = _FOLDER_ID == bindparam("folder_id")
 _UID_IN = _UID.in_(bindparam("uids", expanding=True))
 _SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
 _SELECT_SEALED = (
     select(_ID, col(Message.seal_id), col(Message.sealed), _UID, _FLAGS, _DATE, _SIZE, _MODSEQ)
-    .where(_IN_FOLDER, _UID_IN)
-    .order_by(_UID)
-)
-_SELECT_SEALED_HEADERS = (
-    select(_ID, col(Message.seal_id), col(Message.sealed_header), _UID, _SIZE)
     .where(_IN_FOLDER, _UID_IN)
     .order_by(_UID)
 )
@@ -300,11 +236,6 @@ _SELECT_EXPUNGED = (
 
 
 # -- shared queries --------------------------------------------------------------------
-
-
-def canonical_folder_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 3501 5.1); other names are kept as given."""
-    return "INBOX" if name.upper() == "INBOX" else name
 
 
 def _account_id(connection: Connection, address: str, keys: AccountKeys | None = None) -> int:
@@ -458,20 +389,7 @@ def ensure_folder(
         return _folder(connection, account_id, name, lock=True).id, False
     except MailboxNotFound:
         pass
-    inserted = connection.execute(
-        _INSERT_FOLDER,
-        {
-            "account_id": account_id,
-            "name": name,
-            "special_use": special_use,
-            "uid_validity": int(time.time()),
-            "uid_next": 1,
-            "highest_modseq": 1,
-        },
-    )
-    (folder_id,) = inserted.inserted_primary_key or (None,)
-    assert folder_id is not None  # noqa: S101 - an insert always yields its key
-    return folder_id, True
+    return insert_folder(connection, account_id, name, special_use), True
 
 
 def store_prepared(
@@ -551,10 +469,15 @@ def _raises_backend_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 # -- the store -------------------------------------------------------------------------
 
 
+# The largest message APPEND stores (the default of the gateway's `max_message_bytes`).
+MAX_APPEND_BYTES = 50 * 1024 * 1024
+
+
 class MailboxStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_message_bytes: int = MAX_APPEND_BYTES) -> None:
         self._engine = engine
         self._notifier = changes_notifier(engine)
+        self._max_message_bytes = max_message_bytes
 
     def deliver(
         self,
@@ -586,6 +509,7 @@ class MailboxStore:
                     connection, target.id, prepared, internal_date=internal_date, flags=flags,
                     envelope_id=envelope_id,
                 )
+                header_cache.extend(connection, keys.storage_key, account_id, target.id)
             self._notifier.changed((account_id, target.name), target.highest_modseq + 1)
             return uid
         except IntegrityError:
@@ -614,7 +538,7 @@ class MailboxStore:
                 account_id = _account_id(connection, address, keys)
                 seal_id = nacl.utils.random(SEAL_ID_LEN)
                 key = keys.storage_key
-                rows.append((account_id, {
+                rows.append((account_id, key, {
                     "envelope_id": None, "seal_id": seal_id, "internal_date": when,
                     "size": len(message), "flags": flags_text,
                     "sealed": seal_message(key, account_id, seal_id, message),
@@ -622,13 +546,17 @@ class MailboxStore:
                 }))
         taken: list[tuple[tuple[int, str], int]] = []
         with writing(self._engine) as connection:
-            for account_id, row in rows:
+            filled: dict[int, tuple[int, bytes]] = {}
+            for account_id, key, row in rows:
                 target = _folder(connection, account_id, folder, lock=True)
                 uid, modseq = _take_uid(connection, target.id)
                 connection.execute(
                     _INSERT_MESSAGE, {**row, "folder_id": target.id, "uid": uid, "modseq": modseq}
                 )
                 taken.append(((account_id, target.name), modseq))
+                filled[target.id] = (account_id, key)
+            for folder_id, (account_id, key) in filled.items():
+                header_cache.extend(connection, key, account_id, folder_id)
         for folder_key, modseq in taken:
             self._notifier.changed(folder_key, modseq)
 
@@ -656,11 +584,14 @@ class MailboxStore:
             return _seen(connection, _account_id(connection, address), envelope_id)
 
     def session(self, address: str, keys: AccountKeys) -> MailSession:
-        """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise."""
+        """A mail session for an unlocked account; `UnknownAccount` or `KeyMismatch` otherwise.
+        The account's standard folders are created first if any is missing."""
         with reading(self._engine) as connection:
             account_id = _account_id(connection, address, keys)
+        set_up_folders(self._engine, account_id)
         return StoreSession(
-            self._engine, account_id, normalize_address(address), keys, self._notifier
+            self._engine, account_id, normalize_address(address), keys, self._notifier,
+            max_message_bytes=self._max_message_bytes,
         )
 
 
@@ -674,12 +605,15 @@ class StoreSession:
         address: str,
         keys: AccountKeys,
         notifier: ChangeNotifier | None = None,
+        *,
+        max_message_bytes: int = MAX_APPEND_BYTES,
     ) -> None:
         self._engine = engine
         self._account_id = account_id
         self._address = address
         self._keys: AccountKeys | None = keys
         self._notifier = notifier or changes_notifier(engine)
+        self._max_message_bytes = max_message_bytes
 
     @property
     def address(self) -> str:
@@ -765,23 +699,15 @@ class StoreSession:
 
     @_raises_backend_errors
     def fetch_headers(self, folder: str, uids: Sequence[int]) -> Sequence[StoredHeader]:
-        """Header blocks opened in memory, in UID order, skipped as in `fetch`; the message
-        blobs are not read."""
+        """Header blocks opened in memory, in UID order, skipped as in `fetch`; read from
+        the sealed header cache where it holds them (`gateway.store.header_cache`), and
+        the message blobs never."""
         storage_key = self._storage_key()
-        result: list[StoredHeader] = []
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
-            for chunk in _chunks(uids):
-                params = {"folder_id": target.id, "uids": chunk}
-                for row_id, seal_id, sealed, uid, size in connection.execute(
-                    _SELECT_SEALED_HEADERS, params
-                ):
-                    header = open_header(storage_key, self._account_id, seal_id, size, sealed)
-                    if header is None:
-                        log.warning("stored message %s cannot be opened; skipped", row_id)
-                        continue
-                    result.append(StoredHeader(uid=uid, header=header))
-        return result
+            return header_cache.read_headers(
+                connection, storage_key, self._account_id, target.id, uids
+            )
 
     @_raises_backend_errors
     def store_flags(
@@ -856,6 +782,104 @@ class StoreSession:
             log_expunged(connection, target.id, [uid for uid, _ in doomed], modseq)
         self._notifier.changed((self._account_id, target.name), modseq)
         return [uid for uid, _ in doomed]
+
+    # -- writing mail and folders (`gateway.store.mail_ops.MailOperations`) -------------
+    # Each is a function of a module that builds on this one's queries, hence the imports
+    # in the methods.
+
+    @_raises_backend_errors
+    def append(
+        self,
+        folder: str,
+        message: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        from gateway.store import append
+
+        result = append.append(
+            self._engine, self._account_id, self._storage_key(), folder, message, flags,
+            internal_date, limit=self._max_message_bytes,
+        )
+        self._signal(folder)
+        return result
+
+    @_raises_backend_errors
+    def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        from gateway.store import transfer
+
+        key = self._storage_key()
+        result = transfer.copy(self._engine, self._account_id, key, source, uids, destination)
+        self._signal(destination)
+        return result
+
+    @_raises_backend_errors
+    def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
+        from gateway.store import transfer
+
+        key = self._storage_key()
+        result = transfer.move(self._engine, self._account_id, key, source, uids, destination)
+        self._signal(source, destination)
+        return result
+
+    @_raises_backend_errors
+    def create_folder(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.create, name)
+
+    @_raises_backend_errors
+    def delete_folder(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.delete_folder, name)
+
+    @_raises_backend_errors
+    def rename_folder(self, old: str, new: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.rename, old, new)
+        if canonical_folder_name(old) == "INBOX":
+            self._signal("INBOX")  # its messages moved out (RFC 3501 6.3.5)
+
+    @_raises_backend_errors
+    def subscribe(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.subscribe, name)
+
+    @_raises_backend_errors
+    def unsubscribe(self, name: str) -> None:
+        from gateway.store import folders
+
+        self._write(folders.unsubscribe, name)
+
+    def _signal(self, *names: str) -> None:
+        """Wake sessions waiting on these folders (after a commit that changed them)."""
+        with reading(self._engine) as connection:
+            for name in names:
+                try:
+                    target = _folder(connection, self._account_id, name)
+                except MailboxNotFound:
+                    continue
+                self._notifier.changed((self._account_id, target.name), target.highest_modseq)
+
+    def _write(
+        self,
+        operation: Callable[Concatenate[Connection, int, _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """`operation` of this account in a write transaction."""
+        self._storage_key()
+        with writing(self._engine) as connection:
+            return operation(connection, self._account_id, *args, **kwargs)
+
+    @_raises_backend_errors
+    def list_subscribed(self) -> Sequence[str]:
+        self._storage_key()
+        with reading(self._engine) as connection:
+            return subscribed(connection, self._account_id)
 
     def close(self) -> None:
         """Forget the keys; every later call raises `SessionClosed`."""

@@ -1,7 +1,7 @@
 """The gateway store's tables (SQLModel), portable between SQLite and PostgreSQL.
 
 Nothing here holds message content in clear. What is in clear, and why:
-account addresses and public keys (the gateway routes by them), folder names,
+account addresses and public keys (the gateway routes by them), folder and subscribed names,
 per-message metadata an IMAP server must answer without a key (UID, flags, size,
 internal date, modseq), envelope ids (random, used to drop duplicates), relay URLs.
 Everything else is sealed: the account seed under the user's passphrase, each
@@ -34,7 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import registry
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 # 64-bit ids on PostgreSQL; on SQLite "INTEGER PRIMARY KEY" (the rowid) is already 64-bit.
 _ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -131,6 +131,52 @@ class ExpungedMessage(StoreTable, table=True):
     folder_id: int = Field(foreign_key="folder.id", primary_key=True, ondelete="CASCADE")
     uid: int = Field(sa_type=BigInteger, primary_key=True)
     modseq: int = Field(sa_type=BigInteger)
+
+
+class MailboxState(StoreTable, table=True):
+    """An account's folder bookkeeping. `last_uid_validity` is the greatest UIDVALIDITY
+    it ever had, so a folder created again after a DELETE or RENAME gets a greater one
+    (RFC 3501 2.3.1.1). The row is written when a session first sets up the account's
+    standard folders and subscriptions (`gateway.store.folder_state`)."""
+
+    __tablename__ = "mailbox_state"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    last_uid_validity: int = Field(sa_type=BigInteger)
+
+
+class Subscription(StoreTable, table=True):
+    """A folder name an account subscribed to (LSUB). It may name no folder: DELETE keeps
+    it (RFC 3501 6.3.6); RENAME carries it to the new name."""
+
+    __tablename__ = "subscription"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True, ondelete="CASCADE")
+    name: str = Field(primary_key=True, max_length=512)
+
+
+class HeaderCacheBlock(StoreTable, table=True):
+    """The header blocks of a run of a folder's messages, sealed together under the
+    account's storage key (`gateway.store.header_cache`): one decryption answers a header
+    FETCH for up to a few hundred messages. A cache only: every message keeps its own
+    `sealed_header`, and entries of messages expunged or moved away are skipped on read."""
+
+    __tablename__ = "header_cache_block"
+    __table_args__ = (UniqueConstraint("folder_id", "first_uid"),)
+
+    id: int | None = Field(default=None, sa_type=_ROW_ID, primary_key=True)
+    folder_id: int = Field(foreign_key="folder.id", ondelete="CASCADE")
+    first_uid: int = Field(sa_type=BigInteger)
+    last_uid: int = Field(sa_type=BigInteger)
+    sealed: bytes
+
+
+# What the header cache checks its entries against, read from the index alone (SQLite
+# would otherwise visit each message's row, a page or more of blob, for three columns).
+Index(
+    "ix_message_header_key",
+    col(Message.folder_id), col(Message.uid), col(Message.seal_id), col(Message.size),
+)
 
 
 class SeenEnvelope(StoreTable, table=True):

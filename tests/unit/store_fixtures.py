@@ -12,8 +12,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import Engine
 
+from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
+from gateway.store.mailbox import MailboxStore
 from tests.postgres import fresh_schema
+from tests.unit.store_support import ALICE, add_account
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -43,3 +46,14 @@ def open_store(store_url: str) -> Iterator[Callable[[], Engine]]:
 def store_engine(open_store: Callable[[], Engine]) -> Engine:
     return open_store()
 
+
+
+@pytest.fixture
+def alice(store_engine: Engine):
+    """The keys of alice's account (`store_support.ALICE`), added to the store."""
+    return add_account(AccountStore(store_engine), ALICE)
+
+
+@pytest.fixture
+def mailboxes(store_engine: Engine) -> MailboxStore:
+    return MailboxStore(store_engine)

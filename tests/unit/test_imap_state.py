@@ -302,11 +302,12 @@ def test_list_patterns(backend: MailBackend):
     everything = h(b'l LIST "" "*"')
     assert lines(everything) == [
         b'* LIST (\\HasNoChildren) "/" "INBOX"',
-        b'* LIST (\\Noselect \\HasChildren) "/" "Archive"',
+        b'* LIST (\\Archive \\HasChildren) "/" "Archive"',
         b'* LIST (\\HasNoChildren) "/" "Archive/2023"',
         b'* LIST (\\Noselect \\HasChildren) "/" "Archive/2024"',
         b'* LIST (\\HasNoChildren) "/" "Archive/2024/Q1"',
         b'* LIST (\\Drafts \\HasNoChildren) "/" "Drafts"',
+        b'* LIST (\\Junk \\HasNoChildren) "/" "Junk"',
         b'* LIST (\\Sent \\HasChildren) "/" "Sent"',
         b'* LIST (\\HasNoChildren) "/" "Sent/2023"',
         b'* LIST (\\Trash \\HasNoChildren) "/" "Trash"',
@@ -318,6 +319,7 @@ def test_list_patterns(backend: MailBackend):
         b'"INBOX"',
         b'"Archive"',
         b'"Drafts"',
+        b'"Junk"',
         b'"Sent"',
         b'"Trash"',
         b'"&ANw-n&AO8-code"',

@@ -80,4 +80,6 @@ def test_new_account_has_the_standard_folders_with_special_use(store_engine):
         ("Sent", ("\\HasNoChildren", "\\Sent")),
         ("Drafts", ("\\HasNoChildren", "\\Drafts")),
         ("Trash", ("\\HasNoChildren", "\\Trash")),
+        ("Junk", ("\\HasNoChildren", "\\Junk")),
+        ("Archive", ("\\HasNoChildren", "\\Archive")),
     ]

@@ -68,3 +68,26 @@ def test_canary_never_reaches_the_database_files(tmp_path, caplog):
     finally:
         engine.dispose()
     assert files_containing(db_dir, needles) == []
+
+
+def test_appended_copied_and_moved_mail_never_reaches_the_database_files(tmp_path, caplog):
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    url = f"sqlite:///{db_dir}/gateway.db"
+    canary = f"APPEND-CANARY-{secrets.token_hex(16)}"
+    draft = f"From: alice@example.org\r\nSubject: {canary}\r\n\r\ndraft of {canary}\r\n".encode()
+    needles = [canary.encode(), canary.encode("utf-16-le"), draft]
+
+    engine = open_engine(url)
+    keys = add_account(AccountStore(engine), ALICE)
+    with caplog.at_level(logging.DEBUG):
+        session = MailboxStore(engine).session(ALICE, keys)
+        assert session.append("Drafts", draft, frozenset({"\\Draft"})).uid == 1
+        session.copy("Drafts", [1], "Sent")
+        session.move("Drafts", [1], "Trash")
+        session.rename_folder("INBOX", "Older")
+        assert [m.body for m in session.fetch("Trash", [1])] == [draft]
+    assert files_containing(db_dir, needles) == []
+    engine.dispose()
+    assert files_containing(db_dir, needles) == []
+    assert canary not in caplog.text

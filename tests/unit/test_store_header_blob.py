@@ -17,11 +17,9 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from gateway.imap.backend import MailboxNotFound, StorageFailed, header_block
-from gateway.store.accounts import AccountStore
 from gateway.store.db import SessionClosed
-from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Message
-from tests.unit.store_support import ALICE, add_account
+from tests.unit.store_support import ALICE
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
@@ -34,16 +32,6 @@ SHAPES = [
     b"From: a@example.org\r\nSubject: no blank line\r\n",  # all header
     b"From: a@example.org\nSubject: bare LF\n\nbody\n",  # bare LF ends no header block
 ]
-
-
-@pytest.fixture
-def alice(store_engine):
-    return add_account(AccountStore(store_engine), ALICE)
-
-
-@pytest.fixture
-def mailboxes(store_engine):
-    return MailboxStore(store_engine)
 
 
 def deliver_all(mailboxes, keys, bodies):

@@ -96,10 +96,10 @@ def test_an_import_whose_row_was_changed_is_refused_not_filed(parts, store_engin
 
 def test_create_folder_keeps_its_special_use_and_is_idempotent(parts):
     keys, _, _, _, mailboxes = parts
-    assert mailboxes.create_folder(ALICE, "Archive", "\\Archive") is True
-    assert mailboxes.create_folder(ALICE, "Archive", "\\Archive") is False
+    assert mailboxes.create_folder(ALICE, "Starred", "\\Flagged") is True
+    assert mailboxes.create_folder(ALICE, "Starred", "\\Flagged") is False
     folders = {f.name: f.attributes for f in mailboxes.session(ALICE, keys).list_folders()}
-    assert "\\Archive" in folders["Archive"]
+    assert "\\Flagged" in folders["Starred"]
 
 
 def test_forget_drops_the_key_digests_and_checkpoints_but_not_pending_mail(parts):

@@ -27,16 +27,6 @@ def message(n: int, size: int = 200) -> bytes:
     return head + (b"x" * max(0, size - len(head) - 2)) + b"\r\n"
 
 
-@pytest.fixture
-def alice(store_engine):
-    return add_account(AccountStore(store_engine), ALICE)
-
-
-@pytest.fixture
-def mailboxes(store_engine):
-    return MailboxStore(store_engine)
-
-
 def deliver_all(mailboxes, keys, bodies, folder="INBOX"):
     return [mailboxes.deliver(ALICE, keys, folder, body, internal_date=WHEN) for body in bodies]
 
@@ -77,9 +67,9 @@ def test_folders_are_separate_and_inbox_is_case_insensitive(mailboxes, alice):
     with pytest.raises(MailboxNotFound):
         session.snapshot("sent")
     with pytest.raises(MailboxNotFound):
-        session.fetch("Archive", [1])
+        session.fetch("Nowhere", [1])
     with pytest.raises(MailboxNotFound):
-        mailboxes.deliver(ALICE, alice, "Archive", message(3), internal_date=WHEN)
+        mailboxes.deliver(ALICE, alice, "Nowhere", message(3), internal_date=WHEN)
 
 
 def test_uids_ascend_and_uidvalidity_stays_across_reopening(open_store, alice, mailboxes):
