@@ -12,13 +12,19 @@ envelope of 10,000 bytes (10 KB), list its mailbox, fetch what is listed, acknow
 it: four requests, the envelope durable on the relay (fsync) before its deposit is
 answered. Clients are spread round robin over the relays of a case. The figure is
 cycles per second over a timed window after a warm-up, one sample per repetition,
-the cases measured in alternating order.
+the cases measured in alternating order. A note gives the CPU time the relay
+processes of each case spent per cycle (from /proc), which moves less than the rate
+on a machine whose cores other work shares.
 
 Rows and ratios:
 - "postgresql, 1 relay": its rate over SQLite + files' (one relay process each).
   Target >= 0.5: the database adds a network round trip and a server process per
   statement, and keeps the bytes in its own WAL and heap, but must stay within a
   factor two of the embedded backend.
+- "postgresql storage, quota": `PostgresStorage.put` of 10 KB envelopes from six
+  threads (a relay's worker threads) under a quota never reached, over the same
+  without a quota: what the quota lock, held to each deposit's commit, costs. No
+  target; it bounds the deposits per second of all relays on one database together.
 - "postgresql, 2 relays": its rate over one relay's on the same database. No target
   on this machine: relays, database and load generators share two cores, so a second
   relay process can only take CPU from the others; the row shows whether the shared
@@ -34,10 +40,10 @@ import secrets
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import KB, BenchError, Result, Settings, Target, rate_ratio
+from bench.common import KB, BenchError, Result, Settings, Target, median, rate_ratio
 from bridge.envelope import OUTER_HEADER_LEN, OuterHeader
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.client import RelayClient
@@ -47,6 +53,7 @@ CLIENTS = 20
 LOAD_PROCESSES = 2
 ENVELOPE_BYTES = 10 * KB
 TARGET_POSTGRES = Target(">=", 0.5)
+STORAGE_THREADS = 6  # asyncio's default executor on two cores: a relay's storage threads
 POSTGRES = os.environ.get(
     "SEALGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -117,6 +124,14 @@ class Relays:
                 raise BenchError(f"relay {name} did not start: see {log.name}")
             self.urls.append(line.split()[-1])
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the relay processes have used so far (Linux /proc)."""
+        total = 0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         for proc in self.procs:
             proc.terminate()
@@ -141,6 +156,26 @@ def _database(name: str, action: str) -> str:
     return str(sa.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False))
 
 
+def storage_puts(quota: int | None, count: int) -> float:
+    """Deposits per second into PostgresStorage, in a database of its own, from
+    STORAGE_THREADS threads."""
+    from bridge.relay.storage.postgres import PostgresStorage
+
+    name = f"sg_bench_{secrets.token_hex(4)}_storage"
+    store = PostgresStorage(_database(name, "CREATE"), quota=quota)
+    gateway, mailbox_id = os.urandom(32), os.urandom(32)
+    items = [_envelope(mailbox_id) for _ in range(count)]
+    try:
+        with ThreadPoolExecutor(STORAGE_THREADS) as pool:
+            start = time.perf_counter()
+            list(pool.map(lambda item: store.put(mailbox_id, item[0], item[1], 0, gateway),
+                          items))
+            return count / (time.perf_counter() - start)
+    finally:
+        store.close()
+        _database(name, "DROP")
+
+
 def run(settings: Settings) -> list[Result]:
     root = RootKey.generate()
     gateway = GatewayCredential.issue(root)
@@ -151,11 +186,13 @@ def run(settings: Settings) -> list[Result]:
     databases = [f"sg_bench_{secrets.token_hex(4)}_{n}" for n in (1, 2)]
     urls = [_database(name, "CREATE") for name in databases]
     cases: dict[str, Relays] = {}
+    cases_stopped = False
     try:
         cases["sqlite, 1 relay"] = Relays(settings.workdir, root_file, "sqlite", 1, None)
         cases["postgresql, 1 relay"] = Relays(settings.workdir, root_file, "pg1", 1, urls[0])
         cases["postgresql, 2 relays"] = Relays(settings.workdir, root_file, "pg2", 2, urls[1])
         samples: dict[str, list[float]] = {name: [] for name in cases}
+        cpu_per_cycle: dict[str, list[float]] = {name: [] for name in cases}
         per_process = CLIENTS // LOAD_PROCESSES
         with ProcessPoolExecutor(LOAD_PROCESSES) as pool:
             for rep in range(settings.reps):
@@ -168,17 +205,41 @@ def run(settings: Settings) -> list[Result]:
                                     warmup, duration)
                         for n in range(LOAD_PROCESSES)
                     ]
-                    samples[name].append(sum(f.result() for f in futures) / duration)
-    finally:
+                    cpu = cases[name].cpu_seconds()
+                    cycles = sum(f.result() for f in futures)
+                    samples[name].append(cycles / duration)
+                    # Over the whole run of the load (warm-up included), per timed cycle.
+                    cpu_per_cycle[name].append(
+                        (cases[name].cpu_seconds() - cpu) / max(cycles, 1)
+                        * duration / (warmup + duration)
+                    )
         for relays in cases.values():
             relays.stop()
+        cases_stopped = True
+        puts = 100 if settings.quick else 300
+        locked: list[float] = []
+        unlocked: list[float] = []
+        for rep in range(settings.reps):  # the two alternate
+            order = [(locked, 2**40), (unlocked, None)]
+            for samples_of, quota in order if rep % 2 == 0 else reversed(order):
+                samples_of.append(storage_puts(quota, puts))
+    finally:
+        if not cases_stopped:
+            for relays in cases.values():
+                relays.stop()
         for name in databases:
             _database(name, "DROP")
     sqlite, pg1, pg2 = (samples[name] for name in cases)
     note = f"{CLIENTS} clients in {LOAD_PROCESSES} processes; a cycle is 4 requests"
+    cpu = "relay CPU per cycle (all its processes): " + ", ".join(
+        f"{name} {median(values) * 1e3:.1f} ms" for name, values in cpu_per_cycle.items()
+    )
     return [
         Result(NAME, "postgresql, 1 relay", "msg/s", pg1, "sqlite + files, 1 relay", sqlite,
                rate_ratio(pg1, sqlite), TARGET_POSTGRES, (note,)),
+        Result(NAME, "postgresql storage, quota", "msg/s", locked,
+               "postgresql storage, no quota", unlocked, rate_ratio(locked, unlocked), None,
+               (f"PostgresStorage.put, 10 KB, {STORAGE_THREADS} threads",)),
         Result(NAME, "postgresql, 2 relays", "msg/s", pg2, "postgresql, 1 relay", pg1,
-               rate_ratio(pg2, pg1), None),
+               rate_ratio(pg2, pg1), None, (cpu,)),
     ]

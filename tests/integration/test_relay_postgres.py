@@ -141,8 +141,11 @@ def test_two_relay_processes_share_quota_purges_tombstones_and_acks(
     delivered: dict[bytes, bytes] = {}  # what alice's reader fetched and acknowledged
 
     async def exchange(urls: list[str]) -> None:
-        depositors = [RelayClient(urls[n % 2]) for n in range(20)]
-        readers = [RelayClient(url) for url in urls]
+        # Deposits at the quota wait their turn for the quota lock: on a loaded machine
+        # that can take longer than a gateway's usual timeout, and this test is about
+        # what is stored, not how fast.
+        depositors = [RelayClient(urls[n % 2], timeout=120) for n in range(20)]
+        readers = [RelayClient(url, timeout=120) for url in urls]
         deposits_done = asyncio.Event()
 
         async def read_alice(reader: RelayClient) -> None:

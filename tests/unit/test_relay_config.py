@@ -9,6 +9,7 @@ import pytest
 from bridge.envelope import MAX_ENVELOPE_LEN
 from bridge.keys import RootKey
 from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES, RelayConfig, load_root_public
+from bridge.settings import SettingsError, load_settings
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -68,3 +69,14 @@ def test_anything_else_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
 def test_missing_file_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read root public key"):
         load_root_public(tmp_path / "absent")
+
+
+def test_db_takes_a_postgresql_url_from_toml_and_keeps_it_out_of_repr(tmp_path: Path) -> None:
+    url = "postgresql://relay:s3cret-pw@db.internal:5433/relay"
+    config = load_settings(RelayConfig, {"db": url}, {"home": tmp_path})
+    assert config.db == url and "s3cret-pw" not in repr(config)
+    assert RelayConfig(home=tmp_path, db="postgresql+psycopg://relay@db/relay").db
+    assert RelayConfig(home=tmp_path).db is None  # SQLite + files in home
+    for bad in ("mysql://relay@db/relay", "relay.db", "postgresql://has space", ""):
+        with pytest.raises(SettingsError, match="db must be a postgresql:// URL"):
+            load_settings(RelayConfig, {"db": bad}, {"home": tmp_path})

@@ -16,8 +16,9 @@ Versions. 1: the first layout (envelopes ordered by a global `seq`). 2: hours pl
 random tiebreak, depositor tags, tombstones (databases of 1 and 2 carry no version
 row: 1 is told from 2 by its `seq` column). 3: the `relay_schema` row; on PostgreSQL
 the bytes and usage tables. `prepare` brings a database of any earlier version to
-SCHEMA_VERSION in one transaction and refuses, with one line, a database of a later
-one (a newer relay wrote it). A version table rather than Alembic: the relay upgrades
+SCHEMA_VERSION (on PostgreSQL in one transaction; SQLite's driver commits each DDL
+statement) and refuses, with one line, a database of a later one (a newer relay
+wrote it). A version table rather than Alembic: the relay upgrades
 its own database at start, with no script directory or configuration of its own to
 ship, and each step is a few statements written once for both databases.
 
