@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import imaplib
 import re
 import secrets
 import time
@@ -15,6 +16,15 @@ from tests.bubble_processes import Bubble
 from tests.integration.test_end_to_end import compose, fetch_all, imap_login, submit
 
 pytestmark = pytest.mark.integration
+
+
+def _expect_one(imap: imaplib.IMAP4, canary: str) -> None:
+    """Wait, in this IMAP session (no new login), for the one message holding `canary`."""
+    deadline = time.monotonic() + 30
+    while not (bodies := fetch_all(imap)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(bodies) == 1 and canary.encode() in bodies[0]
+    imap.logout()
 
 
 def test_mail_arrives_through_the_held_listing_without_polling(tmp_path: Path) -> None:
@@ -31,11 +41,7 @@ def test_mail_arrives_through_the_held_listing_without_polling(tmp_path: Path) -
         assert fetch_all(imap) == []
         canary = "push-" + secrets.token_hex(6)
         assert submit(alice, compose(alice, bob.address, canary, "pushed")) == {}
-        deadline = time.monotonic() + 30
-        while not (bodies := fetch_all(imap)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(bodies) == 1 and canary.encode() in bodies[0]
-        imap.logout()
+        _expect_one(imap, canary)
     finally:
         bubble.kill_all()
 
@@ -73,10 +79,6 @@ def test_a_gateway_holds_at_most_push_connections_and_polls_the_rest(tmp_path: P
         for user in users:
             assert submit(dave, compose(dave, user.address, canary, "to each")) == {}
         for imap in sessions:  # the held ones by push, the third by polling
-            deadline = time.monotonic() + 30
-            while not (bodies := fetch_all(imap)) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert len(bodies) == 1 and canary.encode() in bodies[0]
-            imap.logout()
+            _expect_one(imap, canary)
     finally:
         bubble.kill_all()
