@@ -153,11 +153,6 @@ class Fetcher(PeriodicJob):
         """One pass over every unlocked account on every home relay; messages delivered."""
         return await self._poll(self._wanted())
 
-    @property
-    def held_listings(self) -> int:
-        """Listings this gateway holds open on relays now (at most `push_connections`)."""
-        return len(self._watchers)
-
     def _wanted(self) -> list[_Watch]:
         """Every (unlocked account, home relay), in the accounts' priority order."""
         wanted = []

@@ -10,6 +10,7 @@ the process-global one, so several relays in one process keep apart). It holds:
     sealgate_relay_fetches_total       counter, envelopes served (200)
     sealgate_relay_purged_total        counter by reason, bumped by `count_purge`
     sealgate_relay_request_seconds     histogram by method and route template
+    sealgate_relay_held_listings       gauge, listings held open now (`?wait=`)
 
 Besides the counters it keeps a count per minute of the last 24 hours, for the
 status page's rates and purges over time. Labels are route templates and purge
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -177,6 +179,10 @@ class RelayMetrics:
         self._latency = Histogram(
             "sealgate_relay_request_seconds", "Time to answer a request",
             ["method", "route"], registry=self.registry,
+        )
+        self.held_listings = Gauge(
+            "sealgate_relay_held_listings", "Mailbox listings held open for new envelopes",
+            registry=self.registry,
         )
         self._recent = {name: _PerMinute(clock) for name in ("deposits", "fetches", "purges")}
         self._purged_by_reason = {reason: _PerMinute(clock) for reason in PURGE_REASONS}

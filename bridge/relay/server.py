@@ -164,15 +164,17 @@ class RelayHandler:
         wait = min(_wait_seconds(request), self.config.max_wait)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while True:
-            with self.waiters.watch(mailbox_id) as wakeup:  # before the read: no deposit missed
-                stored = await asyncio.to_thread(
-                    self.storage.list, mailbox_id, self.config.max_list
-                )
-                left = deadline - loop.time()
-                if stored or left <= 0 or self.waiters.closed or _gone(request):
-                    break
-                await wakeup.wait(min(left, self.config.wait_recheck))
+        held = request.app[METRICS].held_listings
+        with held.track_inprogress() if wait else contextlib.nullcontext():
+            while True:
+                with self.waiters.watch(mailbox_id) as wakeup:  # before the read: none missed
+                    stored = await asyncio.to_thread(
+                        self.storage.list, mailbox_id, self.config.max_list
+                    )
+                    left = deadline - loop.time()
+                    if stored or left <= 0 or self.waiters.closed or _gone(request):
+                        break
+                    await wakeup.wait(min(left, self.config.wait_recheck))
         return web.json_response({"envelopes": [
             {"id": item.envelope_id.hex(), "size": item.size, "received": item.received}
             for item in stored

@@ -7,7 +7,9 @@ counting the envelope bytes each pass loads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -70,6 +72,45 @@ def test_each_pass_stays_within_the_budget_and_everything_is_deposited(tmp_path:
             # in schedule order: two small, one (the large one would overflow), the large
             # one alone (it exceeds the budget by itself), two, two, then nothing is due
             assert outbox.loads == [2 * one, one, big, 2 * one, 2 * one, 0]
+        finally:
+            await client.close()
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_envelopes_of_one_message_are_not_deposited_in_a_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four messages to five recipients each, written message by message: one pass
+    deposits them (one at a time, so the log shows the relay's order) shuffled."""
+    root = RootKey.generate()
+    recipients = [AccountKeys.generate() for _ in range(5)]
+
+    async def scenario() -> None:
+        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
+        await server.start()
+        client = RelayClient(server.url, timeout=30)
+        try:
+            outbox = Outbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
+            messages = [[envelope(r.public.mailbox_id, MIN_BUCKET) for r in recipients]
+                        for _ in range(4)]
+            outbox.put([(i, e, (server.url,)) for message in messages for i, e in message])
+            worker = DeliveryWorker(
+                outbox, GatewayCredential.issue(root), lambda url: client,
+                retry_initial=60, retry_max=60, concurrency=1,
+            )
+            with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+                await worker.run_once()
+            assert outbox.pending_count() == 0
+            order = re.findall(r"envelope ([0-9a-f]{8}) deposited", caplog.text)
+            message_of = {i.hex()[:8]: n for n, message in enumerate(messages)
+                          for i, _ in message}
+            assert sorted(order) == sorted(message_of)
+            runs = [message_of[prefix] for prefix in order]
+            # In outbox order each message's five would be a run; shuffled, keeping all
+            # four runs whole has a chance of about 1 in 10^9.
+            assert any(runs[k:k + 5] != [runs[k]] * 5 for k in range(0, 20, 5))
         finally:
             await client.close()
             await server.stop()

@@ -113,6 +113,12 @@ def test_sigkill_of_the_primary_relay_during_a_burst_loses_and_doubles_nothing(
         wait_for(lambda: len(sent) >= count // 3, 60, "a third of the burst submitted")
         bubble.services["relay"].kill()  # SIGKILL, mid-burst
         killed_at = len(sent)
+        # Delivery resumes through the second relay within seconds: the first message
+        # submitted after the kill reaches bob (the burst goes on meanwhile).
+        wait_for(lambda: len(sent) > killed_at, 30, "a submission after the kill")
+        after_kill = sent[killed_at].encode()
+        wait_for(lambda: after_kill in subject_tokens(fetch_all(imap)), 30,
+                 "the first message after the kill in bob's INBOX")
         sender.join(120)
         assert len(sent) == count
 

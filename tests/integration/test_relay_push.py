@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -153,5 +154,40 @@ def test_connections_over_the_cap_get_a_clean_503(tmp_path: Path, bubble: Bubble
             await client.close()
             for _, other in held[1:]:
                 other.close()
+
+    run(scenario())
+
+
+def test_a_held_listing_whose_client_left_ends_at_its_next_look(
+    tmp_path: Path, bubble: Bubble
+) -> None:
+    async def scenario() -> None:
+        async with relay(tmp_path, bubble, wait_recheck=1) as (server, _):
+            path = mailbox_path(bubble.alice, "?wait=60")
+            headers = sign_request(bubble.alice.mailbox, "GET", path, b"", time.time())
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: relay\r\n".encode()
+                         + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+                         + b"\r\n")
+            await writer.drain()
+
+            async def held() -> float:
+                answer = await raw(server, "GET", "/metrics")
+                found = re.search(rb"^sealgate_relay_held_listings (\S+)$", answer.body,
+                                  re.MULTILINE)
+                assert found
+                return float(found.group(1))
+
+            deadline = time.monotonic() + 10
+            while await held() != 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert await held() == 1
+            writer.close()
+            await writer.wait_closed()
+            deadline = time.monotonic() + 10
+            while await held() != 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert await held() == 0  # long before its 60 s were up
+            del reader
 
     run(scenario())

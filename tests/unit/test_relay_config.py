@@ -35,6 +35,10 @@ def test_defaults(tmp_path: Path) -> None:
         ("max_clock_skew", 0),
         ("max_list", 0),
         ("max_record_bytes", 10),
+        ("max_wait", -1),
+        ("max_wait", 3601),
+        ("wait_recheck", 0),
+        ("max_connections", 0),
     ],
 )
 def test_invalid_setting_is_named(tmp_path: Path, setting: str, value: object) -> None:

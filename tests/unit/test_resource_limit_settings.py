@@ -16,6 +16,7 @@ GATEWAY_BOUNDS = {
     "delivery_batch_bytes": 5 * 1024 * 1024,
     "max_smtp_connections": 9,
     "notice_fold_seconds": 60.0,
+    "push_connections": 4,
 }
 
 
@@ -38,3 +39,16 @@ def test_relay_query_limit_loads_and_is_checked(tmp_path: Path) -> None:
     assert relay.max_query_bytes == 0
     with pytest.raises(SettingsError, match="max_query_bytes must be an integer from 0 to"):
         load_settings(RelayConfig, {"max_query_bytes": 2 * 1024 * 1024}, {"home": tmp_path})
+
+
+def test_push_settings_load_and_are_checked(tmp_path: Path) -> None:
+    gateway = load_settings(GatewayConfig, {"push_wait": 0}, {"home": tmp_path})
+    assert gateway.push_wait == 0  # polling only
+    for bad in (-1, 3601):
+        with pytest.raises(SettingsError, match="setting 'push_wait': must be whole seconds"):
+            load_settings(GatewayConfig, {"push_wait": bad}, {"home": tmp_path})
+    relay = load_settings(
+        RelayConfig, {"max_wait": "2m", "wait_recheck": "1s", "max_connections": 8},
+        {"home": tmp_path},
+    )
+    assert (relay.max_wait, relay.wait_recheck, relay.max_connections) == (120, 1, 8)
