@@ -164,7 +164,7 @@ class Gateway:
             on_unlock=on_unlock,
             header_limits=cfg.header_limits(),
             gate=gate,
-            sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
+            sent_copies=SentCopies(accounts) if cfg.sent_copy else None,
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
         )
         cert, key = ensure_certificate(cfg.home / "tls", cfg.hostname)

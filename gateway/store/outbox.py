@@ -16,7 +16,10 @@ entry holds only the sealed envelope, its random id and the relay URLs: no addre
 no content. An item may carry a `SentNote`: it becomes a `sent_envelope` row in the
 same transaction (discarded with a discarded submission), which `delivered` stamps
 with the relay that took the envelope, so that `gateway.undelivered` can ask that
-relay later what became of it. `last_error` is a short reason from the worker (a status or exception
+relay later what became of it. The last part may carry `StoredCopy`s, messages sealed
+for a folder of the sender's own store (the Sent copy): they are stored in the same
+transaction, so a submission's envelopes and its Sent copy commit together, on one
+fsync. `last_error` is a short reason from the worker (a status or exception
 name), trimmed to one line; callers must not put content or addresses in it.
 """
 
@@ -52,6 +55,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
+from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
 from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
@@ -72,17 +76,32 @@ Item = tuple[bytes, bytes, Sequence[str]] | tuple[bytes, bytes, Sequence[str], S
 
 
 @dataclass(frozen=True)
+class StoredCopy:
+    """A message for `folder` of account `account_id` (created if missing, with
+    `special_use`), sealed already by `gateway.store.mailbox.prepare_message`."""
+
+    account_id: int
+    folder: str
+    special_use: str | None
+    prepared: PreparedMessage
+    flags: frozenset[str]
+    internal_date: datetime
+
+
+@dataclass(frozen=True)
 class Part:
     """Envelopes of one submission; held until the part with `last` of its `hold` commits.
 
     `earlier` is how many envelopes the submission's earlier parts hold: the last part
-    commits only if all of them are still there (`HeldPartsMissing` otherwise).
+    commits only if all of them are still there (`HeldPartsMissing` otherwise). `copies`
+    (of the last part) are stored with it.
     """
 
     hold: bytes
     items: Sequence[Item]
     last: bool = True
     earlier: int = 0
+    copies: Sequence[StoredCopy] = ()
 
 
 @dataclass(frozen=True)
@@ -313,6 +332,14 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
         _insert_sent(connection, step.items, rows)
     if step.last:
         connection.execute(_RELEASE, {"hold": step.hold})
+        for copy in step.copies:
+            folder_id, _ = ensure_folder(
+                connection, copy.account_id, copy.folder, copy.special_use
+            )
+            store_prepared(
+                connection, folder_id, copy.prepared, internal_date=copy.internal_date,
+                flags=copy.flags,
+            )
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)
