@@ -72,7 +72,9 @@ def begin_data(smtp: smtplib.SMTP, sender: str, recipient: str, *options: str) -
     assert smtp.docmd("DATA")[0] == 354
 
 
-@pytest.mark.parametrize("bare", [b"\n.\r\n", b"\n.\n", b"\r.\r\n"], ids=["LF.CRLF", "LF.LF", "CR.CRLF"])
+@pytest.mark.parametrize(
+    "bare", [b"\n.\r\n", b"\n.\n", b"\r.\r\n"], ids=["LF.CRLF", "LF.LF", "CR.CRLF"]
+)
 def test_a_dot_after_a_bare_line_end_does_not_end_data(
     session: smtplib.SMTP, alice: Account, bob: Account, bare: bytes
 ) -> None:
