@@ -91,7 +91,7 @@ class DeliveryWorker(PeriodicJob):
             except RelayError as e:
                 errors.append(f"{url}: {type(e).__name__}")
                 continue
-            log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
+            log.debug("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
             return url
         attempts = entry.attempts + 1
         delay = backoff(attempts, self._retry_initial, self._retry_max)

@@ -176,6 +176,6 @@ class InboundHandler:
             log.error("inbound: sealing or queueing failed (%s); not accepted", type(e).__name__)
             return "451 4.3.0 Cannot queue the message now; try again later"
         self._wake_delivery()
-        log.info("inbound: accepted a message, %d sealed envelope(s) queued", count)
+        log.debug("inbound: accepted a message, %d sealed envelope(s) queued", count)
         return f"250 2.0.0 Sealed for {count} recipient(s) and queued"
 
