@@ -41,7 +41,7 @@ from gateway.smtp.policy import (
     check_transaction_size,
     complete_headers,
 )
-from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.queueing import Item, OutboxWriter, refusal_for
 from gateway.smtp.rate import SubmissionRate
 from gateway.smtp.rcpt import ACCEPTED, resolve_recipient
 from gateway.smtp.sent import SentCopies
@@ -217,7 +217,7 @@ class SubmissionHandler:
             log.error(
                 "smtp: sealing or queueing failed (%s); message not accepted", type(e).__name__
             )
-            return "451 4.3.0 Cannot queue the message now; try again later"
+            return refusal_for(e)
         self._wake_delivery()
         if self._rate is not None:
             self._rate.accepted(account)

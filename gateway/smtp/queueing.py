@@ -26,11 +26,21 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from gateway.store.db import StorageFull
 from gateway.store.outbox import Discard, Item, Outbox, OutboxWrite, Part, StoredCopy, new_hold
 
 T = TypeVar("T")
 
-__all__ = ["Item", "OutboxWriter", "StoredCopy"]
+__all__ = ["Item", "OutboxWriter", "StoredCopy", "refusal_for"]
+
+STORAGE_FULL = "452 4.3.1 Not enough storage on this gateway now; please try again later"
+CANNOT_QUEUE = "451 4.3.0 Cannot queue the message now; try again later"
+
+
+def refusal_for(error: Exception) -> str:
+    """The reply to a DATA whose queueing raised `error`: both temporary, so the client
+    keeps the message and tries again (RFC 3463: 4.3.1 is "mail system full")."""
+    return STORAGE_FULL if isinstance(error, StorageFull) else CANNOT_QUEUE
 
 
 class OutboxWriter:

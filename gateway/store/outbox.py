@@ -41,13 +41,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col
 
 from gateway.store.db import (
     DuplicateEnvelope,
     InvalidValue,
+    StorageFull,
     StoreError,
+    is_storage_full,
     reading,
     relays_from_json,
     relays_to_json,
@@ -210,7 +212,8 @@ class Outbox:
     def write(self, writes: Sequence[OutboxWrite]) -> None:
         """Apply parts and discards in order, in one transaction; durable on return.
 
-        Raises like `put`, or `HeldPartsMissing`; then nothing of any of `writes` is kept.
+        Raises like `put`, `HeldPartsMissing`, or `StorageFull` when the disk has no room;
+        then nothing of any of `writes` is kept, and what was committed before is intact.
         """
         now = utc_now()
         steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
@@ -222,6 +225,10 @@ class Outbox:
                     _apply(connection, step, rows)
         except IntegrityError:
             raise DuplicateEnvelope() from None
+        except (OperationalError, OSError) as e:
+            if is_storage_full(e):
+                raise StorageFull() from e
+            raise
 
     def discard_held(self) -> int:
         """Delete every held envelope (a crash cut its submission short); returns how many."""
