@@ -7,7 +7,9 @@ Relays are tried in the recipient's priority order; when all fail, the entry is
 retried later with exponential backoff. A pass loads due entries up to
 `batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
 The outbox records which relay took each envelope, to be asked about it after
-`status_check_interval` seconds (`gateway.undelivered`).
+`status_check_interval` seconds (`gateway.undelivered`). An envelope that no relay
+took within `give_up` seconds of its submission is given up: it leaves the outbox and
+its sender is told in INBOX (`gateway.undelivered` writes the notice).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class DeliveryWorker(PeriodicJob):
         concurrency: int = 8,
         batch_bytes: int = 64 * 1024 * 1024,
         status_check_interval: float = 3600.0,
+        give_up: float = 5 * 86400.0,
     ) -> None:
         super().__init__(retry_initial)
         self._outbox = outbox
@@ -54,6 +57,7 @@ class DeliveryWorker(PeriodicJob):
         self._slots = asyncio.Semaphore(concurrency)
         self._batch_bytes = batch_bytes
         self._status_check = timedelta(seconds=status_check_interval)
+        self._give_up = timedelta(seconds=give_up)
 
     async def run_once(self) -> bool:
         """Try the due entries that fit the byte budget once; True if any were delivered.
@@ -94,9 +98,15 @@ class DeliveryWorker(PeriodicJob):
             log.debug("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
             return url
         attempts = entry.attempts + 1
-        delay = backoff(attempts, self._retry_initial, self._retry_max)
-        at = datetime.now(UTC) + timedelta(seconds=delay)
         reason = "; ".join(errors) or "no relay known"
+        now = datetime.now(UTC)
+        if now - entry.created_at >= self._give_up:
+            await asyncio.to_thread(self._outbox.give_up, entry.envelope_id, "refused", now)
+            log.warning("delivery: envelope %s given up after %d attempts (%s)",
+                        entry.envelope_id.hex()[:8], attempts, reason)
+            return None
+        delay = backoff(attempts, self._retry_initial, self._retry_max)
+        at = now + timedelta(seconds=delay)
         await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
         log.info(
             "delivery: envelope %s not deposited (%s); retry in %.0fs",

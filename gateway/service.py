@@ -102,6 +102,7 @@ class Gateway:
             concurrency=cfg.delivery_concurrency,
             batch_bytes=cfg.delivery_batch_bytes,
             status_check_interval=cfg.status_check_interval,
+            give_up=cfg.delivery_give_up,
         )
         undelivered = UndeliveredChecker(
             sent=SentLog(engine),
@@ -113,6 +114,8 @@ class Gateway:
             interval=min(cfg.poll_interval, cfg.status_check_interval),
             check_interval=cfg.status_check_interval,
             forget_after=cfg.status_forget_after,
+            recipients=recipients,
+            outbox=outbox,
         )
         fetcher = Fetcher(
             accounts=accounts,

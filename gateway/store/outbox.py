@@ -13,14 +13,16 @@ queued for all its recipients or not accepted.
 The delivery worker takes `due` entries up to a byte budget, removes an entry once
 a relay acknowledged it (`delivered`) or schedules the next try (`retry_later`). An
 entry holds only the sealed envelope, its random id and the relay URLs: no address,
-no content. An item may carry a `SentNote`: it becomes a `sent_envelope` row in the
-same transaction (discarded with a discarded submission), which `delivered` stamps
-with the relay that took the envelope, so that `gateway.undelivered` can ask that
-relay later what became of it. The last part may carry `StoredCopy`s, messages sealed
-for a folder of the sender's own store (the Sent copy): they are stored in the same
-transaction, so a submission's envelopes and its Sent copy commit together, on one
-fsync. `last_error` is a short reason from the worker (a status or exception
-name), trimmed to one line; callers must not put content or addresses in it.
+no content. Past `delivery_give_up` the worker gives an entry up (`give_up`), and so
+does `gateway.undelivered` for a recipient since revoked. An item may carry a
+`SentNote`: it becomes a `sent_envelope` row in the same transaction (discarded with
+a discarded submission), which `delivered` stamps with the relay that took the
+envelope, so that `gateway.undelivered` can ask that relay later what became of it.
+The last part may carry `StoredCopy`s, messages sealed for a folder of the sender's
+own store (the Sent copy): they are stored in the same transaction, so a submission's
+envelopes and its Sent copy commit together, on one fsync. `last_error` is a short
+reason from the worker (a status or exception name), trimmed to one line; callers
+must not put content or addresses in it.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class OutboxEntry:
     envelope: bytes
     relays: tuple[str, ...]
     attempts: int
+    created_at: datetime  # when the submission was accepted
 
 
 _INSERT = insert(OutboxItem)
@@ -175,6 +178,7 @@ _SELECT_ENTRIES = (
         col(OutboxItem.envelope),
         col(OutboxItem.relays),
         col(OutboxItem.attempts),
+        col(OutboxItem.created_at),
     )
     .where(col(OutboxItem.id).in_(bindparam("ids", expanding=True)))
     .order_by(*_SCHEDULE)
@@ -191,6 +195,12 @@ _RETRY = (
     )
 )
 _COUNT = select(func.count()).select_from(OutboxItem)
+_GAVE_UP = (
+    update(SentEnvelope)
+    .where(col(SentEnvelope.envelope_id) == bindparam("gone_id"))
+    .values(outcome=bindparam("gone_outcome"), outcome_hour=bindparam("gone_hour"))
+)
+_DELETE_ENVELOPE = delete(OutboxItem).where(col(OutboxItem.envelope_id) == bindparam("gone_id"))
 
 
 def _one_line(error: str) -> str:
@@ -264,8 +274,9 @@ class Outbox:
                 envelope=envelope,
                 relays=relays_from_json(relays),
                 attempts=attempts,
+                created_at=created_at,
             )
-            for entry_id, envelope_id, envelope, relays, attempts in rows
+            for entry_id, envelope_id, envelope, relays, attempts, created_at in rows
             if entry_id is not None
         ]
 
@@ -296,6 +307,19 @@ class Outbox:
             connection.execute(
                 _RETRY, {"entry_id": entry_id, "at": when, "error": _one_line(error)}
             )
+
+    def give_up(self, envelope_id: bytes, outcome: str, at: datetime) -> bool:
+        """Stop delivering an envelope: it leaves the outbox, and its sent note (if any)
+        waits with `outcome` ("refused" or "revoked") for the sender's notice, in one
+        transaction. False if the envelope was no longer queued (nothing changes)."""
+        with writing(self._engine) as connection:
+            if connection.execute(_DELETE_ENVELOPE, {"gone_id": envelope_id}).rowcount == 0:
+                return False
+            connection.execute(_GAVE_UP, {
+                "gone_id": envelope_id, "gone_outcome": outcome,
+                "gone_hour": int(utc(at).timestamp()),
+            })
+        return True
 
     def pending_count(self) -> int:
         with reading(self._engine) as connection:
