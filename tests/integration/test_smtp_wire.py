@@ -199,3 +199,12 @@ def test_utf8_addresses_and_8bit_content(
     (stored,) = sent_with(alice, token)
     assert f"Subject: Grüße {token}".encode() in header_of(stored)
     assert stored.split(b"\r\n\r\n", 1)[1] == body
+
+
+def test_chunking_is_not_offered_and_bdat_is_not_a_command(session: smtplib.SMTP) -> None:
+    """docs/submission-policy.md says why; a client that follows RFC 3030 uses DATA."""
+    session.ehlo()
+    assert not session.has_extn("chunking") and session.has_extn("pipelining")
+    code, reply = session.docmd("BDAT", "0 LAST")
+    assert code == 500 and b"not recognized" in reply
+    assert session.noop()[0] == 250
