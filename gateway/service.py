@@ -1,6 +1,6 @@
 """One gateway process: SMTP submission (STARTTLS, and implicit TLS when `smtps_port` is
-set), the inbound listener for the MX (when `inbound_port` is set), IMAP, delivery and
-fetch on one asyncio loop.
+set), the inbound listener for the MX (when `inbound_port` is set), IMAP and fetch on
+one asyncio loop; delivery to relays in a process of its own (`gateway.delivery_process`).
 
 This module wires the parts together and owns their lifetimes; it holds no policy.
 """
@@ -19,7 +19,7 @@ from bridge.external import InboundIdentity
 from bridge.relay.client import RelayClient
 from bridge.sanitize import SanitizePolicy
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker
+from gateway.delivery_process import DeliveryProcess
 from gateway.fetcher import Fetcher
 from gateway.homes import Membership, gateway_database_url
 from gateway.imap.backend import MailSession
@@ -62,6 +62,7 @@ class Gateway:
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
+    _delivery: DeliveryProcess | None = None
     gate: LoginGate | None = None
 
     def client_for(self, url: str) -> RelayClient:
@@ -93,17 +94,8 @@ class Gateway:
             (membership.root_public,),
             sync_interval=cfg.directory_sync_interval,
         )
-        delivery = DeliveryWorker(
-            outbox,
-            membership.credential,
-            self.client_for,
-            retry_initial=cfg.retry_initial,
-            retry_max=cfg.retry_max,
-            concurrency=cfg.delivery_concurrency,
-            batch_bytes=cfg.delivery_batch_bytes,
-            status_check_interval=cfg.status_check_interval,
-            give_up=cfg.delivery_give_up,
-        )
+        self._delivery = delivery = DeliveryProcess(cfg)
+        delivery.start()  # the child starts up while the listeners are bound
         undelivered = UndeliveredChecker(
             sent=SentLog(engine),
             keyring=keyring,
@@ -244,7 +236,6 @@ class Gateway:
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
 
         self._tasks += [
-            asyncio.create_task(delivery.run(), name="delivery"),
             asyncio.create_task(fetcher.run(), name="fetcher"),
             asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
@@ -284,6 +275,8 @@ class Gateway:
             await server.wait_closed()
         if self._imap is not None:
             await self._imap.stop()
+        if self._delivery is not None:
+            await self._delivery.stop()
         for client in self._clients.values():
             await client.close()
         if self.gate is not None:
