@@ -10,8 +10,8 @@ processes, and the outbox's guarantees do not depend on which process delivers (
 entry goes only once a relay acknowledged it).
 
 The gateway sends the child its settings and then wakes it through the child's
-standard input, one byte per accepted message; a wake that finds the pipe full is
-dropped, since one is pending then anyway. The child ends
+standard input, one byte per turn of the event loop that accepted messages; a wake
+that finds the pipe full is dropped, since one is pending then anyway. The child ends
 when the pipe closes: when the gateway stops, or when it dies. Its log records go to
 standard error at the gateway's level, in the CLI's format.
 """
@@ -46,6 +46,7 @@ class DeliveryProcess:
         self._config = config
         self._process: subprocess.Popen[bytes] | None = None
         self._wake_fd: int | None = None
+        self._wake_due = False
 
     def start(self) -> None:
         """Start the child: `python -m gateway.delivery_process`, its standard input the
@@ -61,6 +62,15 @@ class DeliveryProcess:
         os.set_blocking(self._wake_fd, False)
 
     def wake(self) -> None:
+        """Wake the child once for all messages accepted in this turn of the event loop
+        (a group commit answers many at once)."""
+        if self._wake_fd is None or self._wake_due:
+            return
+        self._wake_due = True
+        asyncio.get_running_loop().call_soon(self._send_wake)
+
+    def _send_wake(self) -> None:
+        self._wake_due = False
         if self._wake_fd is None:
             return
         with contextlib.suppress(BlockingIOError, BrokenPipeError):  # full: one is pending

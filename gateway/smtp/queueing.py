@@ -64,20 +64,21 @@ class OutboxWriter:
         Returns the number queued once all are durable and due; raises what sealing,
         `copy` or a commit raised, and then none of them will be delivered or stored.
         """
-        hold = new_hold()
+        hold = b""  # made in the sealing thread: random bytes cost the loop a GIL handoff
         done = 0
         try:
             while done < len(recipients):
                 earlier = done
-                part, done, copies = await asyncio.to_thread(
-                    _seal_part, recipients, done, seal, self._part_bytes, copy
+                part, done, copies, hold = await asyncio.to_thread(
+                    _seal_part, recipients, done, seal, self._part_bytes, copy, hold
                 )
                 last = done == len(recipients)
                 await self._write(Part(hold, part, last, earlier, copies))
                 del part, copies  # before sealing the next part: one part held at a time
         except BaseException:
-            with contextlib.suppress(Exception):  # what stays held is discarded at start-up
-                await self._write(Discard(hold))
+            if hold:
+                with contextlib.suppress(Exception):  # what stays held: discarded at start-up
+                    await self._write(Discard(hold))
             raise
         return done
 
@@ -120,15 +121,16 @@ class OutboxWriter:
 
 def _seal_part(
     recipients: Sequence[T], start: int, seal: Callable[[T], Item], budget: int,
-    copy: Callable[[], StoredCopy] | None,
-) -> tuple[list[Item], int, tuple[StoredCopy, ...]]:
+    copy: Callable[[], StoredCopy] | None, hold: bytes,
+) -> tuple[list[Item], int, tuple[StoredCopy, ...], bytes]:
     """Seal from `recipients[start]` on, while another envelope of the same size fits.
 
     The envelopes of one message are the same size (one padding bucket), so the part
     stays within `budget`, or is a single envelope when one alone exceeds it.
-    Returns the part, the index of the next recipient, and with the last part the
-    prepared `copy`.
+    Returns the part, the index of the next recipient, with the last part the prepared
+    `copy`, and the submission's `hold` (a new one for its first part).
     """
+    hold = hold or new_hold()
     part: list[Item] = []
     size = 0
     for position in range(start, len(recipients)):
@@ -136,8 +138,8 @@ def _seal_part(
         part.append(item)
         size += len(item[1])
         if size + len(item[1]) > budget and position + 1 < len(recipients):
-            return part, position + 1, ()
-    return part, len(recipients), () if copy is None else (copy(),)
+            return part, position + 1, (), hold
+    return part, len(recipients), () if copy is None else (copy(),), hold
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
