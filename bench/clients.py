@@ -9,7 +9,9 @@ smtp  N sessions on one asyncio loop. Each connects, says EHLO, STARTTLS, EHLO, 
       PLAIN, then waits until every session is authenticated. The clock starts there;
       each session then sends its messages one transaction at a time (MAIL, RCPT, DATA)
       and the clock stops at the last reply. Answer: elapsed seconds, replies 250 and
-      the first other reply.
+      the first other reply. With "client": "smtplib", the same sessions are N threads
+      each driving its own `smtplib.SMTP` (starttls, login, sendmail), as a threaded
+      application would; same answer.
 
 imap  imaplib, one connection per server: STARTTLS, LOGIN, EXAMINE INBOX, one untimed
       round (the "cold" figures), then `reps` rounds alternating between the servers:
@@ -27,8 +29,10 @@ import imaplib
 import io
 import itertools
 import json
+import smtplib
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,9 @@ def client_tls(cafile: str) -> ssl.SSLContext:
 
 
 # -- SMTP ------------------------------------------------------------------------------
+
+
+_SETUP_FAILED = "another session failed during set-up"
 
 
 class SmtpFailure(Exception):
@@ -109,7 +116,7 @@ async def _smtp_session(
         writer.write(b"QUIT\r\n")
         await _reply(reader)
     except asyncio.BrokenBarrierError:
-        error = "another session failed during set-up"
+        error = _SETUP_FAILED
     except (SmtpFailure, OSError) as e:
         error = str(e) or type(e).__name__
         await ready.abort()  # if set-up is not over, nobody waits for this session
@@ -119,18 +126,22 @@ async def _smtp_session(
     return accepted, error
 
 
-async def run_smtp(job: dict[str, Any]) -> dict[str, Any]:
-    ctx = client_tls(job["cafile"])
-    sessions: int = job["sessions"]
+def smtp_batches(job: dict[str, Any]) -> list[list[bytes]]:
+    """Each session's messages."""
     per_session: int = job["per_session"]
-    batches = [
+    return [
         [
             make_message(job["size"], sender=job["sender"], recipient=job["recipient"],
                          number=s * per_session + i)
             for i in range(per_session)
         ]
-        for s in range(sessions)
+        for s in range(job["sessions"])
     ]
+
+
+async def run_smtp(job: dict[str, Any], batches: list[list[bytes]]) -> dict[str, Any]:
+    ctx = client_tls(job["cafile"])
+    sessions = len(batches)
     ready = asyncio.Barrier(sessions + 1)
     tasks = [asyncio.create_task(_smtp_session(job, ctx, b, ready)) for b in batches]
     try:
@@ -141,7 +152,54 @@ async def run_smtp(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     results = await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    return _smtp_answer(elapsed, list(results))
+
+
+def _smtplib_session(
+    job: dict[str, Any], ctx: ssl.SSLContext, messages: list[bytes], ready: threading.Barrier,
+    results: list[tuple[int, str | None]],
+) -> None:
+    accepted, error = 0, None
+    try:
+        with smtplib.SMTP(job["host"], job["port"], timeout=300) as client:
+            client.starttls(context=ctx)
+            client.login(job["user"], job["password"])
+            ready.wait()
+            for message in messages:
+                client.sendmail(job["sender"], [job["recipient"]], message)
+                accepted += 1
+    except threading.BrokenBarrierError:
+        error = _SETUP_FAILED
+    except (smtplib.SMTPException, OSError) as e:
+        error = str(e) or type(e).__name__
+        ready.abort()
+    results.append((accepted, error))
+
+
+def run_smtplib(job: dict[str, Any], batches: list[list[bytes]]) -> dict[str, Any]:
+    ctx = client_tls(job["cafile"])
+    ready = threading.Barrier(len(batches) + 1)
+    results: list[tuple[int, str | None]] = []
+    threads = [
+        threading.Thread(target=_smtplib_session, args=(job, ctx, b, ready, results))
+        for b in batches
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        ready.wait(timeout=job.get("setup_timeout", 60))
+    except threading.BrokenBarrierError:
+        pass  # a session failed during set-up; its error is in the results
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return _smtp_answer(elapsed, results)
+
+
+def _smtp_answer(elapsed: float, results: list[tuple[int, str | None]]) -> dict[str, Any]:
     errors = [e for _, e in results if e is not None]
+    errors.sort(key=lambda e: e == _SETUP_FAILED)  # the cause first
     return {
         "elapsed": elapsed,
         "accepted": sum(n for n, _ in results),
@@ -262,8 +320,10 @@ def run_imap(job: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     job = json.load(sys.stdin)
     try:
-        if job["kind"] == "smtp":
-            result = asyncio.run(run_smtp(job))
+        if job["kind"] == "smtp" and job.get("client") == "smtplib":
+            result = run_smtplib(job, smtp_batches(job))
+        elif job["kind"] == "smtp":
+            result = asyncio.run(run_smtp(job, smtp_batches(job)))
         elif job["kind"] == "imap":
             result = run_imap(job)
         else:

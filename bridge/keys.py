@@ -319,7 +319,7 @@ class GatewayCredential:
         key = nacl.signing.SigningKey.generate()
         return cls(seed=bytes(key), certificate=root.certify_gateway(bytes(key.verify_key)))
 
-    @property
+    @cached_property  # derived once: every deposit signs with it
     def signing_key(self) -> nacl.signing.SigningKey:
         return nacl.signing.SigningKey(self.seed)
 

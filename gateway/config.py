@@ -52,6 +52,9 @@ class GatewayConfig:
     relay_ca_file: Path | None = None  # trust only these certificates for https relays
     retry_initial: float = 1.0  # first delay after a failed deposit; doubles up to retry_max
     retry_max: float = 300.0
+    # An envelope no relay took for this long after its submission is given up: the
+    # sender gets an "undeliverable" notice in INBOX (gateway.delivery).
+    delivery_give_up: float = 5 * 86400.0
     delivery_concurrency: int = 8  # deposits in flight at once
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
     imap_idle_timeout: float = 1800.0
@@ -113,6 +116,7 @@ class GatewayConfig:
             "relay_timeout",
             "retry_initial",
             "retry_max",
+            "delivery_give_up",
             "imap_idle_timeout",
             "notice_fold_seconds",
             "login_block_seconds",

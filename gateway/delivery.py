@@ -8,11 +8,13 @@ retried later with exponential backoff. A relay that fails (no connection, a tim
 a 5xx such as 507) is skipped by every deposit until its own backoff has passed
 (`RelayHealth`, memory only), so a dead primary costs one timeout, not one per
 message; the next deposit after that probes it again. A drained relay (`drained`,
-`gateway.drains`) is not deposited to at all. An entry is never given up: a relay
-that is full, down or drained is tried again until one takes it. A pass loads due entries up to
+`gateway.drains`) is not deposited to at all. An entry whose relays are full, down or
+drained is tried again until one takes it or `give_up` runs out. A pass loads due entries up to
 `batch_bytes` of envelopes (at least one), so memory follows the budget, not a count.
 The outbox records which relay took each envelope, to be asked about it after
-`status_check_interval` seconds (`gateway.undelivered`).
+`status_check_interval` seconds (`gateway.undelivered`). An envelope that no relay
+took within `give_up` seconds of its submission is given up: it leaves the outbox and
+its sender is told in INBOX (`gateway.undelivered` writes the notice).
 
 Between passes the worker sleeps until it is woken (a submission, a login) or the
 earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway does
@@ -100,6 +102,7 @@ class DeliveryWorker(PeriodicJob):
         batch_bytes: int = 64 * 1024 * 1024,
         status_check_interval: float = 3600.0,
         drained: Callable[[str], bool] = lambda url: False,
+        give_up: float = 5 * 86400.0,
     ) -> None:
         super().__init__(retry_initial)
         self._drained = drained
@@ -113,6 +116,7 @@ class DeliveryWorker(PeriodicJob):
         self._slots = asyncio.Semaphore(concurrency)
         self._batch_bytes = batch_bytes
         self._status_check = timedelta(seconds=status_check_interval)
+        self._give_up = timedelta(seconds=give_up)
 
     async def run_once(self) -> bool:
         """Try the due entries that fit the byte budget once; True if any were delivered.
@@ -166,14 +170,20 @@ class DeliveryWorker(PeriodicJob):
                 errors.append(f"{url}: {e}")
                 continue
             self.health.succeeded(url)
-            log.info("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
+            log.debug("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
             return url
         attempts = entry.attempts + 1
+        reason = "; ".join(errors) or "no relay known"
+        now = datetime.now(UTC)
+        if now - entry.created_at >= self._give_up:
+            await asyncio.to_thread(self._outbox.give_up, entry.envelope_id, "refused", now)
+            log.warning("delivery: envelope %s given up after %d attempts (%s)",
+                        entry.envelope_id.hex()[:8], attempts, reason)
+            return None
         delay = backoff(attempts, self._retry_initial, self._retry_max)
         if resting:  # not later than the first resting relay may be tried again
             delay = min(delay, max(self.health.wait(resting), self._retry_initial))
-        at = datetime.now(UTC) + timedelta(seconds=delay)
-        reason = "; ".join(errors) or "no relay known"
+        at = now + timedelta(seconds=delay)
         await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
         self._retries.append(time.monotonic() + delay)
         log.info(

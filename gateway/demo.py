@@ -8,13 +8,20 @@
                           each account's "inbound" is its gateway's listener for an MX
 
 A second run on the same DIR reuses everything: keys, mail, ports and passwords.
+
+The console shows start-up, then the account banner (addresses, passwords, ports) once
+every listener is up; routine per-message lines are DEBUG, so it stays in view. SIGUSR1
+prints the banner again (`kill -USR1 PID`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import secrets
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -123,8 +130,12 @@ async def run_demo(directory: Path, *, port_base: int | None, run: Runner) -> No
         clients = _clients(plan, relay_url)
         write_private(directory / "clients.json", json.dumps(clients, indent=2).encode())
         _print_summary(directory, clients)
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, _print_summary, directory, clients
+        )
 
     async def stop() -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         for gateway in gateways:
             await gateway.stop()
         await relay.stop()
@@ -168,4 +179,5 @@ def _print_summary(directory: Path, clients: dict[str, Any]) -> None:
         )
     lines.append(f"  relay {clients['relays'][0]['url']}")
     lines.append(f"Client settings: {directory / 'clients.json'}")
+    lines.append(f"(kill -USR1 {os.getpid()} prints these lines again)")
     print("\n".join(lines), flush=True)

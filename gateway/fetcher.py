@@ -309,7 +309,7 @@ class Fetcher(PeriodicJob):
             envelope_id=envelope_id,
         )
         if uid is not None:
-            log.info("fetch: envelope %s delivered", envelope_id.hex()[:8])
+            log.debug("fetch: envelope %s delivered", envelope_id.hex()[:8])
         return uid is not None
 
     async def _accept_external(

@@ -32,7 +32,8 @@ CANNOT_OPEN_REASONS = {
 
 
 def render_notice(
-    template: str, *, account: str, domain: str, subject: str, when: datetime, **values: str
+    template: str, *, account: str, domain: str, subject: str, when: datetime,
+    **values: str | bool,
 ) -> bytes:
     body = _env.get_template(template).render(account=account, **values)
     msg = EmailMessage(policy=SMTP_POLICY)
@@ -74,6 +75,12 @@ UNDELIVERED_REASONS = {
               " first to make room",
     "expired": "it waited on the relay longer than the relay keeps messages",
 }
+# Outcomes where the sender's own gateway stopped trying (`gateway.delivery`).
+GAVE_UP_REASONS = {
+    "refused": "every relay of the recipient refused it or could not be reached, for"
+               " longer than this gateway keeps trying",
+    "revoked": "the recipient's address has been revoked in the bubble directory",
+}
 _MAX_SHOWN_SUBJECT = 200
 
 
@@ -89,12 +96,21 @@ def undelivered_notice(
     reason: str,
     when: datetime,
 ) -> bytes:
-    """The notice of a sent message its relay removed unfetched. `recipient` and
-    `subject` come from the sender's own records, never from a relay; the subject is
-    shown on one line, without control characters, shortened if long."""
+    """The notice of a sent message that was never delivered: its relay removed it
+    unfetched (`reason` in `UNDELIVERED_REASONS`, `removed` the relay's hour), or this
+    gateway gave up on it (`GAVE_UP_REASONS`, `removed` the moment it did). `recipient`
+    and `subject` come from the sender's own records, never from a relay; the subject
+    is shown on one line, without control characters, shortened if long."""
     shown = "".join(c if c.isprintable() else " " for c in subject).strip()
     if len(shown) > _MAX_SHOWN_SUBJECT:
         shown = shown[: _MAX_SHOWN_SUBJECT - 1] + "\u2026"
+    gave_up = reason in GAVE_UP_REASONS
+    if removed is None:
+        moment = "at some time"
+    elif gave_up:
+        moment = email.utils.format_datetime(removed)
+    else:
+        moment = f"in the hour from {email.utils.format_datetime(removed)}"
     return render_notice(
         "undelivered.txt.j2",
         account=account,
@@ -105,9 +121,9 @@ def undelivered_notice(
         recipient=recipient,
         subject_shown=shown or "(no subject)",
         sent=email.utils.format_datetime(sent),
-        removed="at some time" if removed is None else
-        f"in the hour from {email.utils.format_datetime(removed)}",
-        reason=UNDELIVERED_REASONS[reason],
+        removed=moment,
+        reason=GAVE_UP_REASONS[reason] if gave_up else UNDELIVERED_REASONS[reason],
+        gave_up=gave_up,
     )
 
 

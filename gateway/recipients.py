@@ -16,7 +16,8 @@ keys that were rotated away or revoked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from bridge.directory import (
     DirectoryEntry,
@@ -33,6 +34,10 @@ from gateway.worker import PeriodicJob
 log = logging.getLogger(__name__)
 
 MAX_OPENED = 10_000  # opened entries kept in memory; the cache starts over beyond this
+# How long a record read from the replica answers again without reading it anew. MAIL and
+# RCPT would otherwise read the store on the event loop for every transaction; a change
+# made by another process (a rotation, a revocation synced by it) shows after this long.
+REPLICA_READ_SECONDS = 2.0
 
 
 class UnknownAddress(Exception):
@@ -61,12 +66,16 @@ class Recipients(PeriodicJob):
         directory_key: bytes,
         trusted_roots: tuple[bytes, ...],
         sync_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(sync_interval)
         self._cache = cache
+        self._clock = clock
         # Opened entries by record: verifying a record costs two signature checks and a
         # decryption, and RCPT needs the same few entries again and again.
         self._opened: dict[DirectoryRecord, DirectoryEntry] = {}
+        # Replica reads by lookup id: (clock time read, record or None).
+        self._read: dict[bytes, tuple[float, DirectoryRecord | None]] = {}
         self._relays = list(relays)
         self._key = directory_key
         self._roots = trusted_roots
@@ -92,8 +101,27 @@ class Recipients(PeriodicJob):
                     log.warning("directory sync: dropped a record not signed by the pinned root")
                     continue
                 good.append(record)
-            changed += self._cache.put_many(good)
+            changed += self._put(good)
         return changed
+
+    def _put(self, records: Sequence[DirectoryRecord]) -> int:
+        changed = self._cache.put_many(records)
+        if changed:
+            self._read.clear()
+        return changed
+
+    def _replica(self, lid: bytes) -> DirectoryRecord | None:
+        """The replica's record for `lid`, read from the store at most every
+        `REPLICA_READ_SECONDS` (and again after this process changed the replica)."""
+        now = self._clock()
+        seen = self._read.get(lid)
+        if seen is not None and now - seen[0] < REPLICA_READ_SECONDS:
+            return seen[1]
+        record = self._cache.get(lid)
+        if len(self._read) >= MAX_OPENED:
+            self._read.clear()
+        self._read[lid] = (now, record)
+        return record
 
     def _open(self, record: DirectoryRecord) -> DirectoryEntry:
         entry = self._opened.get(record)
@@ -120,7 +148,7 @@ class Recipients(PeriodicJob):
         """The verified entry for `address`; UnknownAddress, RevokedAddress or
         DirectoryUnavailable otherwise."""
         lid = self._lookup_id(address)
-        cached = self._cache.get(lid)
+        cached = self._replica(lid)
         if cached is not None:
             try:
                 return self._usable(self._open(cached))
@@ -156,10 +184,11 @@ class Recipients(PeriodicJob):
             except DirectoryError:
                 log.warning("relay %s served a directory record that does not verify", relay.url)
                 continue
-            self._cache.put_many([record])
+            self._put([record])
             if first:
                 break
-        newest = self._cache.get(lid)
+        self._read.pop(lid, None)
+        newest = self._replica(lid)
         if newest is not None:
             try:
                 return self._open(newest)

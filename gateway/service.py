@@ -1,6 +1,6 @@
 """One gateway process: SMTP submission (STARTTLS, and implicit TLS when `smtps_port` is
-set), the inbound listener for the MX (when `inbound_port` is set), IMAP, delivery and
-fetch on one asyncio loop.
+set), the inbound listener for the MX (when `inbound_port` is set), IMAP and fetch on
+one asyncio loop; delivery to relays in a process of its own (`gateway.delivery_process`).
 
 This module wires the parts together and owns their lifetimes; it holds no policy.
 """
@@ -19,8 +19,7 @@ from bridge.external import InboundIdentity
 from bridge.relay.client import RelayClient
 from bridge.sanitize import SanitizePolicy
 from gateway.config import GatewayConfig
-from gateway.delivery import DeliveryWorker
-from gateway.drains import RelayDrains
+from gateway.delivery_process import DeliveryProcess
 from gateway.fetcher import Fetcher
 from gateway.homes import Membership, gateway_database_url
 from gateway.imap.backend import MailSession
@@ -35,7 +34,7 @@ from gateway.pgp.inbound import InboundDecryption
 from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
 from gateway.pgp.outbound import OutsideMail
 from gateway.pgp.outside import OutsidePolicy
-from gateway.pgp.smarthost import SMARTHOST, SmarthostClient, job_box
+from gateway.pgp.smarthost import job_box
 from gateway.pgp.wiring import smarthost_settings
 from gateway.recipients import Recipients
 from gateway.smtp.capacity import CappedInboundSMTP, CappedSubmissionSMTP, ConnectionCap
@@ -70,14 +69,8 @@ class Gateway:
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _imap: ImapServer | None = None
     _clients: dict[str, RelayClient] = field(default_factory=dict)
+    _delivery: DeliveryProcess | None = None
     gate: LoginGate | None = None
-    _smarthost: SmarthostClient | None = None
-
-    def depositor_for(self, url: str) -> RelayClient | SmarthostClient:
-        """Where the delivery worker takes an outbox entry: a relay, or the smarthost."""
-        if url == SMARTHOST and self._smarthost is not None:
-            return self._smarthost
-        return self.client_for(url)
 
     def client_for(self, url: str) -> RelayClient:
         if url not in self._clients:
@@ -110,29 +103,14 @@ class Gateway:
             (membership.root_public,),
             sync_interval=cfg.directory_sync_interval,
         )
-        drains = RelayDrains(
-            directory_cache,
-            lambda: [*membership.relays, *(url for a in accounts.all() for url in a.relays)],
-            membership.directory_key,
-            (membership.root_public,),
-            interval=cfg.directory_sync_interval,
-        )
         box = job_box(membership.credential.seed)
         settings = smarthost_settings(cfg)
-        self._smarthost = SmarthostClient(settings, box)
         openpgp = OpenPgpKeys(OpenPgpStore(engine))
         pgp_keys = AccountKeyJob(openpgp, keyring, interval=cfg.poll_interval)
-        delivery = DeliveryWorker(
-            outbox,
-            membership.credential,
-            self.depositor_for,
-            retry_initial=cfg.retry_initial,
-            retry_max=cfg.retry_max,
-            concurrency=cfg.delivery_concurrency,
-            batch_bytes=cfg.delivery_batch_bytes,
-            status_check_interval=cfg.status_check_interval,
-            drained=drains.drained,
-        )
+        # Deposits to relays and the smarthost, and the drains they heed, run in a
+        # process of their own (`gateway.delivery_process`).
+        self._delivery = delivery = DeliveryProcess(cfg)
+        delivery.start()  # the child starts up while the listeners are bound
         undelivered = UndeliveredChecker(
             sent=SentLog(engine),
             keyring=keyring,
@@ -143,6 +121,8 @@ class Gateway:
             interval=min(cfg.poll_interval, cfg.status_check_interval),
             check_interval=cfg.status_check_interval,
             forget_after=cfg.status_forget_after,
+            recipients=recipients,
+            outbox=outbox,
         )
         fetcher = Fetcher(
             accounts=accounts,
@@ -198,7 +178,7 @@ class Gateway:
             on_unlock=on_unlock,
             header_limits=cfg.header_limits(),
             gate=gate,
-            sent_copies=SentCopies(mailboxes) if cfg.sent_copy else None,
+            sent_copies=SentCopies(accounts) if cfg.sent_copy else None,
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
             outside=OutsideMail(
                 OutsidePolicy(openpgp, smarthost=settings is not None,
@@ -280,11 +260,9 @@ class Gateway:
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
 
         self._tasks += [
-            asyncio.create_task(delivery.run(), name="delivery"),
             asyncio.create_task(fetcher.run(), name="fetcher"),
             asyncio.create_task(filer.run(), name="import-filing"),
             asyncio.create_task(recipients.run(), name="directory-sync"),
-            asyncio.create_task(drains.run(), name="relay-drains"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
             asyncio.create_task(pgp_keys.run(), name="openpgp-keys"),
         ]
@@ -322,6 +300,8 @@ class Gateway:
             await server.wait_closed()
         if self._imap is not None:
             await self._imap.stop()
+        if self._delivery is not None:
+            await self._delivery.stop()
         for client in self._clients.values():
             await client.close()
         if self.gate is not None:

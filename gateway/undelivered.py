@@ -8,6 +8,11 @@ seconds what became of it (`GET /v1/envelopes/{id}/status`, signed with this gat
 credential): `delivered` forgets it, `pending` asks again later, `purged` or `expired`
 keep it for a notice, `unknown` for longer than `forget_after` forgets it.
 
+An envelope no relay has taken yet (a deposit failed at least once) whose recipient
+has since been revoked in the directory is given up at once (`Outbox.give_up`), and
+so is one the delivery worker gave up on after `delivery_give_up`: both get the same
+notice, with the reason. Finding the recipient needs the sender's note opened.
+
 Asking needs no account key, so it runs whether the sender is logged in or not; but
 writing the notice does (the note opens, and the INBOX is sealed, under the account's
 keys, which exist only in memory while it is unlocked). So lost envelopes wait, sealed,
@@ -37,8 +42,9 @@ from bridge.keys import AccountKeys, GatewayCredential
 from bridge.relay.client import RelayClient
 from gateway.keyring import KeyRing
 from gateway.notices import undelivered_notice
+from gateway.recipients import Recipients, RevokedAddress, UnknownAddress
 from gateway.store.mailbox import MailboxStore
-from gateway.store.outbox import SentNote
+from gateway.store.outbox import Outbox, SentNote
 from gateway.store.sent import LOST_OUTCOMES, SentLog
 from gateway.worker import PeriodicJob
 
@@ -96,9 +102,13 @@ class UndeliveredChecker(PeriodicJob):
         interval: float,
         check_interval: float,
         forget_after: float,
+        recipients: Recipients,
+        outbox: Outbox,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         super().__init__(interval)
+        self._recipients = recipients
+        self._outbox = outbox
         self._sent = sent
         self._keyring = keyring
         self._mailboxes = mailboxes
@@ -111,8 +121,36 @@ class UndeliveredChecker(PeriodicJob):
 
     async def run_once(self) -> bool:
         more = await self.check_due()
+        await self.give_up_revoked()
         await self.notify_unlocked()
         return more
+
+    async def give_up_revoked(self) -> int:
+        """Give up the undeposited envelopes of unlocked accounts whose recipient the
+        directory now revokes; returns how many."""
+        given_up = 0
+        for address, keys in self._keyring.unlocked().items():
+            for waiting in await asyncio.to_thread(
+                self._sent.undeposited_for, address, CHECK_BATCH
+            ):
+                opened = open_note(keys, waiting.envelope_id, waiting.note)
+                if opened is None:
+                    continue
+                try:
+                    await self._recipients.resolve(opened[0])
+                except RevokedAddress:
+                    pass
+                except UnknownAddress:
+                    continue  # gone from the directory: the relays decide, as before
+                else:
+                    continue
+                if await asyncio.to_thread(
+                    self._outbox.give_up, waiting.envelope_id, "revoked", self._clock()
+                ):
+                    log.warning("undelivered: envelope %s given up, its recipient is revoked",
+                                waiting.envelope_id.hex()[:8])
+                    given_up += 1
+        return given_up
 
     async def check_due(self) -> bool:
         """Ask relays about the envelopes due; True if a full batch was due."""
@@ -163,7 +201,7 @@ class UndeliveredChecker(PeriodicJob):
                     subject=subject,
                     sent=lost.created_at,
                     removed=None if lost.outcome_hour is None
-                    else datetime.fromtimestamp(lost.outcome_hour, UTC),
+                    else datetime.fromtimestamp(lost.outcome_hour, UTC),  # or given up
                     reason=lost.outcome,
                     when=now,
                 )

@@ -8,7 +8,8 @@ durable outbox before answering 250 (in parts bounded by bytes, see
 `gateway.smtp.queueing`); a message whose size times its recipients exceeds
 `max_transaction_bytes` is refused with 552 5.3.4. With `sent_copy` the message as it
 was sealed (its Bcc line put back) is also stored, sealed under the account's storage
-key, in the account's Sent folder, before the 250 (group commit: `gateway.smtp.sent`).
+key, in the account's Sent folder, in the outbox transaction that queues its envelopes
+(`gateway.smtp.sent`): both or neither, before the 250.
 MAIL answers `451 4.7.1` once an account had `submission_limit` messages accepted within
 `submission_window` seconds (`gateway.smtp.rate`).
 A recipient outside the bubble is admitted at RCPT by `gateway.pgp` (the gateway holds
@@ -45,7 +46,7 @@ from gateway.smtp.policy import (
     check_transaction_size,
     complete_headers,
 )
-from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.queueing import Item, OutboxWriter, refusal_for
 from gateway.smtp.rate import SubmissionRate
 from gateway.smtp.rcpt import ACCEPTED, resolve_recipient
 from gateway.smtp.sent import SentCopies
@@ -216,6 +217,13 @@ class SubmissionHandler:
         except ValueError:
             return "554 5.6.0 Message header is malformed"
         message = complete_headers(cleaned.message, header, self._domain)
+        copy = None
+        if self._sent_copies is not None:
+            bcc = ", ".join(cleaned.bcc).encode("utf-8")
+            copy = functools.partial(
+                self._sent_copies.prepare, account, keys,
+                (b"Bcc: " + bcc + b"\r\n" if bcc else b"") + message,
+            )
         # Sealing costs ~2 ms/MB per recipient; libsodium releases the GIL, so a worker
         # thread keeps other sessions answered. The commit is shared with concurrent
         # sessions (group commit) and durable before the 250.
@@ -223,27 +231,15 @@ class SubmissionHandler:
             count = await self._outbox.submit(
                 [*resolved.values(), *outside.values()],
                 functools.partial(self._seal_one, message, account, keys, subject_of(header)),
+                copy,
             )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(
                 "smtp: sealing or queueing failed (%s); message not accepted", type(e).__name__
             )
-            return "451 4.3.0 Cannot queue the message now; try again later"
+            return refusal_for(e)
         self._wake_delivery()
         if self._rate is not None:
             self._rate.accepted(account)
-        if self._sent_copies is not None:
-            bcc = ", ".join(cleaned.bcc).encode("utf-8")
-            await self._keep_sent_copy(account, keys, (b"Bcc: " + bcc + b"\r\n" if bcc else b"")
-                                       + message)
-        log.info("smtp: accepted a message, %d sealed envelope(s) queued", count)
+        log.debug("smtp: accepted a message, %d sealed envelope(s) queued", count)
         return f"250 2.0.0 Sealed for {count} recipient(s) and queued"
-
-    async def _keep_sent_copy(self, account: str, keys: AccountKeys, message: bytes) -> None:
-        """Store the sender's copy in Sent. A failure is logged, not answered: the message
-        is queued already, and a 4xx would make the client send it twice."""
-        assert self._sent_copies is not None  # noqa: S101 - checked by the caller
-        try:
-            await self._sent_copies.keep(account, keys, message)
-        except Exception as e:  # noqa: BLE001 - a missing Sent folder must not fail the 250
-            log.warning("smtp: no Sent copy kept (%s)", type(e).__name__)

@@ -41,7 +41,7 @@ from bridge.sanitize import SanitizePolicy, sanitize
 from bridge.sender import SenderRefused
 from gateway.recipients import Recipients
 from gateway.smtp.policy import complete_headers
-from gateway.smtp.queueing import Item, OutboxWriter
+from gateway.smtp.queueing import Item, OutboxWriter, refusal_for
 from gateway.smtp.rcpt import ACCEPTED, resolve_recipient
 from gateway.smtp.server import GatewaySMTP, ehlo_lines
 
@@ -174,8 +174,8 @@ class InboundHandler:
             count = await self._outbox.submit(list(resolved.values()), seal_one)
         except Exception as e:  # noqa: BLE001 - the MX must get a reply, and keeps the mail
             log.error("inbound: sealing or queueing failed (%s); not accepted", type(e).__name__)
-            return "451 4.3.0 Cannot queue the message now; try again later"
+            return refusal_for(e)
         self._wake_delivery()
-        log.info("inbound: accepted a message, %d sealed envelope(s) queued", count)
+        log.debug("inbound: accepted a message, %d sealed envelope(s) queued", count)
         return f"250 2.0.0 Sealed for {count} recipient(s) and queued"
 

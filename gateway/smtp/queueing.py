@@ -15,7 +15,8 @@ queueing fails or the session is cancelled, a `Discard` of the token goes throug
 the same queue, after everything the session wrote; after a crash, the gateway
 discards held envelopes when it starts, and a last part whose earlier parts are
 gone is refused. So a message is queued for every recipient or for none, and the
-client is told 250 only in the first case.
+client is told 250 only in the first case. A copy for the sender's own store (its
+Sent copy) is prepared with the last part and committed in its transaction.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from gateway.store.outbox import Discard, Item, Outbox, OutboxWrite, Part, new_hold
+from gateway.store.db import StorageFull
+from gateway.store.outbox import Discard, Item, Outbox, OutboxWrite, Part, StoredCopy, new_hold
 
 T = TypeVar("T")
 
-__all__ = ["Item", "OutboxWriter"]
+__all__ = ["Item", "OutboxWriter", "StoredCopy", "refusal_for"]
+
+STORAGE_FULL = "452 4.3.1 Not enough storage on this gateway now; please try again later"
+CANNOT_QUEUE = "451 4.3.0 Cannot queue the message now; try again later"
+
+
+def refusal_for(error: Exception) -> str:
+    """The reply to a DATA whose queueing raised `error`: both temporary, so the client
+    keeps the message and tries again (RFC 3463: 4.3.1 is "mail system full")."""
+    return STORAGE_FULL if isinstance(error, StorageFull) else CANNOT_QUEUE
 
 
 class OutboxWriter:
@@ -43,25 +54,31 @@ class OutboxWriter:
         """Return once `items` are committed durably and due; raise what the commit raised."""
         await self._write(Part(new_hold(), items))
 
-    async def submit(self, recipients: Sequence[T], seal: Callable[[T], Item]) -> int:
+    async def submit(
+        self, recipients: Sequence[T], seal: Callable[[T], Item],
+        copy: Callable[[], StoredCopy] | None = None,
+    ) -> int:
         """Seal (in a worker thread) and queue one envelope per recipient; all or none.
 
-        Returns the number queued once all are durable and due; raises what sealing or
-        a commit raised, and then none of them will be delivered.
+        `copy` prepares a message to store with the last part (in the same thread).
+        Returns the number queued once all are durable and due; raises what sealing,
+        `copy` or a commit raised, and then none of them will be delivered or stored.
         """
-        hold = new_hold()
+        hold = b""  # made in the sealing thread: random bytes cost the loop a GIL handoff
         done = 0
         try:
             while done < len(recipients):
                 earlier = done
-                part, done = await asyncio.to_thread(
-                    _seal_part, recipients, done, seal, self._part_bytes
+                part, done, copies, hold = await asyncio.to_thread(
+                    _seal_part, recipients, done, seal, self._part_bytes, copy, hold
                 )
-                await self._write(Part(hold, part, done == len(recipients), earlier))
-                del part  # before sealing the next part, so one part is held at a time
+                last = done == len(recipients)
+                await self._write(Part(hold, part, last, earlier, copies))
+                del part, copies  # before sealing the next part: one part held at a time
         except BaseException:
-            with contextlib.suppress(Exception):  # what stays held is discarded at start-up
-                await self._write(Discard(hold))
+            if hold:
+                with contextlib.suppress(Exception):  # what stays held: discarded at start-up
+                    await self._write(Discard(hold))
             raise
         return done
 
@@ -103,23 +120,26 @@ class OutboxWriter:
 
 
 def _seal_part(
-    recipients: Sequence[T], start: int, seal: Callable[[T], Item], budget: int
-) -> tuple[list[Item], int]:
+    recipients: Sequence[T], start: int, seal: Callable[[T], Item], budget: int,
+    copy: Callable[[], StoredCopy] | None, hold: bytes,
+) -> tuple[list[Item], int, tuple[StoredCopy, ...], bytes]:
     """Seal from `recipients[start]` on, while another envelope of the same size fits.
 
     The envelopes of one message are the same size (one padding bucket), so the part
     stays within `budget`, or is a single envelope when one alone exceeds it.
-    Returns the part and the index of the next recipient.
+    Returns the part, the index of the next recipient, with the last part the prepared
+    `copy`, and the submission's `hold` (a new one for its first part).
     """
+    hold = hold or new_hold()
     part: list[Item] = []
     size = 0
     for position in range(start, len(recipients)):
         item = seal(recipients[position])
         part.append(item)
         size += len(item[1])
-        if size + len(item[1]) > budget:
-            return part, position + 1
-    return part, len(recipients)
+        if size + len(item[1]) > budget and position + 1 < len(recipients):
+            return part, position + 1, (), hold
+    return part, len(recipients), () if copy is None else (copy(),), hold
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:

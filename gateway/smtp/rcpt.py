@@ -1,9 +1,9 @@
 """RCPT for both SMTP listeners (submission and inbound): one recipient, one reply.
 
-Checks the address, the count and the declared size, then resolves the recipient in
-the signed directory. The listeners differ only in what they answer for an address
-outside the bubble (submission may admit it: `gateway.pgp.outside`). Holds no state
-of its own; never logs an address.
+Checks the address (a non-ASCII one only after MAIL FROM's SMTPUTF8), the count and
+the declared size, then resolves the recipient in the signed directory. The listeners
+differ only in what they answer for an address outside the bubble (submission may
+admit it: `gateway.pgp.outside`). Holds no state of its own; never logs an address.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ async def resolve_recipient(
     A size declared with MAIL FROM's SIZE= counts once per recipient against
     `max_transaction_bytes` (each recipient gets a sealed copy of its own).
     """
+    if not address.isascii() and "SMTPUTF8" not in mail_options:
+        return "553 5.6.7 Non-ASCII address without SMTPUTF8 in MAIL FROM (RFC 6531)"
     try:
         key = normalize_address(address)
     except ValueError:

@@ -21,6 +21,7 @@ Errors raised by the store (the IMAP-facing parts also raise `MailboxNotFound` a
     ├── KeyMismatch         the keys given do not belong to that account
     ├── DuplicateEnvelope   the outbox already holds that envelope id
     ├── HeldPartsMissing    (outbox) a submission's earlier parts were discarded
+    ├── StorageFull         (outbox) no room on the disk for the write; nothing kept
     └── SessionClosed       a mail session was used after `close`
 
 Error messages never carry addresses, message content or key material. This module
@@ -29,6 +30,7 @@ never logs SQL parameters (no `echo`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -73,6 +75,25 @@ class KeyMismatch(StoreError):
 class DuplicateEnvelope(StoreError):
     def __init__(self) -> None:
         super().__init__("the outbox already holds this envelope id")
+
+
+class StorageFull(StoreError):
+    """The disk (or the database server's) had no room for a write; none of it was kept."""
+
+    def __init__(self) -> None:
+        super().__init__("no room left to write the store")
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Whether `error` (a driver error, possibly wrapped by SQLAlchemy) means a full disk:
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100), or ENOSPC / EDQUOT."""
+    cause = getattr(error, "orig", None) or error
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    name = getattr(cause, "sqlite_errorname", None)
+    return (isinstance(name, str) and name.startswith("SQLITE_FULL")) or (
+        getattr(cause, "sqlstate", None) == "53100"
+    )
 
 
 class SessionClosed(StoreError):

@@ -13,11 +13,16 @@ queued for all its recipients or not accepted.
 The delivery worker takes `due` entries up to a byte budget, removes an entry once
 a relay acknowledged it (`delivered`) or schedules the next try (`retry_later`). An
 entry holds only the sealed envelope, its random id and the relay URLs: no address,
-no content. An item may carry a `SentNote`: it becomes a `sent_envelope` row in the
-same transaction (discarded with a discarded submission), which `delivered` stamps
-with the relay that took the envelope, so that `gateway.undelivered` can ask that
-relay later what became of it. `last_error` is a short reason from the worker (a status or exception
-name), trimmed to one line; callers must not put content or addresses in it.
+no content. Past `delivery_give_up` the worker gives an entry up (`give_up`), and so
+does `gateway.undelivered` for a recipient since revoked. An item may carry a
+`SentNote`: it becomes a `sent_envelope` row in the same transaction (discarded with
+a discarded submission), which `delivered` stamps with the relay that took the
+envelope, so that `gateway.undelivered` can ask that relay later what became of it.
+The last part may carry `StoredCopy`s, messages sealed for a folder of the sender's
+own store (the Sent copy): they are stored in the same transaction, so a submission's
+envelopes and its Sent copy commit together, on one fsync. `last_error` is a short
+reason from the worker (a status or exception name), trimmed to one line; callers
+must not put content or addresses in it.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col
 
 from gateway.store.db import (
     DuplicateEnvelope,
     InvalidValue,
+    StorageFull,
     StoreError,
+    is_storage_full,
     reading,
     relays_from_json,
     relays_to_json,
@@ -52,6 +59,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
+from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
 from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
@@ -72,17 +80,32 @@ Item = tuple[bytes, bytes, Sequence[str]] | tuple[bytes, bytes, Sequence[str], S
 
 
 @dataclass(frozen=True)
+class StoredCopy:
+    """A message for `folder` of account `account_id` (created if missing, with
+    `special_use`), sealed already by `gateway.store.mailbox.prepare_message`."""
+
+    account_id: int
+    folder: str
+    special_use: str | None
+    prepared: PreparedMessage
+    flags: frozenset[str]
+    internal_date: datetime
+
+
+@dataclass(frozen=True)
 class Part:
     """Envelopes of one submission; held until the part with `last` of its `hold` commits.
 
     `earlier` is how many envelopes the submission's earlier parts hold: the last part
-    commits only if all of them are still there (`HeldPartsMissing` otherwise).
+    commits only if all of them are still there (`HeldPartsMissing` otherwise). `copies`
+    (of the last part) are stored with it.
     """
 
     hold: bytes
     items: Sequence[Item]
     last: bool = True
     earlier: int = 0
+    copies: Sequence[StoredCopy] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,7 @@ class OutboxEntry:
     envelope: bytes
     relays: tuple[str, ...]
     attempts: int
+    created_at: datetime  # when the submission was accepted
 
 
 _INSERT = insert(OutboxItem)
@@ -154,6 +178,7 @@ _SELECT_ENTRIES = (
         col(OutboxItem.envelope),
         col(OutboxItem.relays),
         col(OutboxItem.attempts),
+        col(OutboxItem.created_at),
     )
     .where(col(OutboxItem.id).in_(bindparam("ids", expanding=True)))
     .order_by(*_SCHEDULE)
@@ -170,6 +195,12 @@ _RETRY = (
     )
 )
 _COUNT = select(func.count()).select_from(OutboxItem)
+_GAVE_UP = (
+    update(SentEnvelope)
+    .where(col(SentEnvelope.envelope_id) == bindparam("gone_id"))
+    .values(outcome=bindparam("gone_outcome"), outcome_hour=bindparam("gone_hour"))
+)
+_DELETE_ENVELOPE = delete(OutboxItem).where(col(OutboxItem.envelope_id) == bindparam("gone_id"))
 
 
 def _one_line(error: str) -> str:
@@ -191,7 +222,8 @@ class Outbox:
     def write(self, writes: Sequence[OutboxWrite]) -> None:
         """Apply parts and discards in order, in one transaction; durable on return.
 
-        Raises like `put`, or `HeldPartsMissing`; then nothing of any of `writes` is kept.
+        Raises like `put`, `HeldPartsMissing`, or `StorageFull` when the disk has no room;
+        then nothing of any of `writes` is kept, and what was committed before is intact.
         """
         now = utc_now()
         steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
@@ -203,6 +235,10 @@ class Outbox:
                     _apply(connection, step, rows)
         except IntegrityError:
             raise DuplicateEnvelope() from None
+        except (OperationalError, OSError) as e:
+            if is_storage_full(e):
+                raise StorageFull() from e
+            raise
 
     def discard_held(self) -> int:
         """Delete every held envelope (a crash cut its submission short); returns how many."""
@@ -238,8 +274,9 @@ class Outbox:
                 envelope=envelope,
                 relays=relays_from_json(relays),
                 attempts=attempts,
+                created_at=created_at,
             )
-            for entry_id, envelope_id, envelope, relays, attempts in rows
+            for entry_id, envelope_id, envelope, relays, attempts, created_at in rows
             if entry_id is not None
         ]
 
@@ -270,6 +307,19 @@ class Outbox:
             connection.execute(
                 _RETRY, {"entry_id": entry_id, "at": when, "error": _one_line(error)}
             )
+
+    def give_up(self, envelope_id: bytes, outcome: str, at: datetime) -> bool:
+        """Stop delivering an envelope: it leaves the outbox, and its sent note (if any)
+        waits with `outcome` ("refused" or "revoked") for the sender's notice, in one
+        transaction. False if the envelope was no longer queued (nothing changes)."""
+        with writing(self._engine) as connection:
+            if connection.execute(_DELETE_ENVELOPE, {"gone_id": envelope_id}).rowcount == 0:
+                return False
+            connection.execute(_GAVE_UP, {
+                "gone_id": envelope_id, "gone_outcome": outcome,
+                "gone_hour": int(utc(at).timestamp()),
+            })
+        return True
 
     def pending_count(self) -> int:
         with reading(self._engine) as connection:
@@ -313,6 +363,14 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
         _insert_sent(connection, step.items, rows)
     if step.last:
         connection.execute(_RELEASE, {"hold": step.hold})
+        for copy in step.copies:
+            folder_id, _ = ensure_folder(
+                connection, copy.account_id, copy.folder, copy.special_use
+            )
+            store_prepared(
+                connection, folder_id, copy.prepared, internal_date=copy.internal_date,
+                flags=copy.flags,
+            )
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)

@@ -2,9 +2,10 @@
 
 `Outbox` writes a row with each noted envelope and stamps it with the relay that took
 it; this repository serves the job that asks that relay what became of it
-(`gateway.undelivered`): rows due for a check, the answer recorded, and the envelopes
-lost before delivery that are waiting for a notice. It holds no key and opens nothing:
-the note stays sealed here.
+(`gateway.undelivered`): rows due for a check, the answer recorded, the envelopes
+still undeposited after a failed try (their recipient may have been revoked), and the
+envelopes lost before delivery (or given up, `Outbox.give_up`) waiting for a notice.
+It holds no key and opens nothing: the note stays sealed here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlmodel import col
 
 from gateway.store.db import reading, utc, writing
-from gateway.store.models import Account, SentEnvelope
+from gateway.store.models import Account, OutboxItem, SentEnvelope
 
-LOST_OUTCOMES = ("purged", "expired")
+LOST_OUTCOMES = ("purged", "expired")  # what a relay says of an envelope it removed
+GAVE_UP_OUTCOMES = ("refused", "revoked")  # this gateway stopped delivering it
+
+
+@dataclass(frozen=True)
+class Undeposited:
+    """A sent envelope no relay took yet, after at least one failed deposit."""
+
+    envelope_id: bytes
+    note: bytes  # sealed (see gateway.undelivered)
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,8 @@ class LostEnvelope:
 
     envelope_id: bytes
     note: bytes  # sealed (see gateway.undelivered)
-    outcome: str  # "purged" | "expired"
-    outcome_hour: int | None  # unix time to the hour, as the relay told it
+    outcome: str  # LOST_OUTCOMES or GAVE_UP_OUTCOMES
+    outcome_hour: int | None  # unix time: to the hour, as the relay told it; or given up
     created_at: datetime  # when the sender's gateway accepted the message
 
 
@@ -55,6 +65,15 @@ _LOST = (
     .join(Account, col(Account.id) == col(_T.account_id))
     .where(col(Account.address) == bindparam("address"), col(_T.outcome).is_not(None))
     .order_by(col(_T.created_at))
+)
+_UNDEPOSITED = (
+    select(col(_T.envelope_id), col(_T.note))
+    .join(Account, col(Account.id) == col(_T.account_id))
+    .join(OutboxItem, col(OutboxItem.envelope_id) == col(_T.envelope_id))
+    .where(col(Account.address) == bindparam("address"))
+    .where(col(_T.relay).is_(None), col(_T.outcome).is_(None), col(OutboxItem.attempts) > 0)
+    .order_by(col(_T.created_at))
+    .limit(bindparam("limit"))
 )
 _FORGET = delete(_T).where(col(_T.envelope_id) == bindparam("sent_id"))
 _LATER = (
@@ -95,8 +114,15 @@ class SentLog:
         with writing(self._engine) as connection:
             connection.execute(_FORGET, {"sent_id": envelope_id})
 
+    def undeposited_for(self, address: str, limit: int) -> list[Undeposited]:
+        """The account's envelopes still in the outbox after a failed deposit, oldest first."""
+        with reading(self._engine) as connection:
+            rows = connection.execute(_UNDEPOSITED, {"address": address, "limit": limit}).all()
+        return [Undeposited(envelope_id, note) for envelope_id, note in rows]
+
     def lost_for(self, address: str) -> list[LostEnvelope]:
-        """The account's envelopes lost before delivery, oldest first."""
+        """The account's envelopes never delivered (removed by a relay, or given up by
+        this gateway), oldest first."""
         with reading(self._engine) as connection:
             rows = connection.execute(_LOST, {"address": address}).all()
         return [

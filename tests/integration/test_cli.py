@@ -262,3 +262,44 @@ def test_gateway_serve_flags_for_the_inbound_and_implicit_tls_listeners(tmp_path
                 in bubble.log_text("alice"))
     finally:
         bubble.kill_all()
+
+
+def test_demo_console_keeps_the_banner_in_view(
+    tmp_path: Path, demos: list[subprocess.Popen[str]]
+) -> None:
+    """A newcomer's console over a short run with mail: start-up, the banner, no line per
+    message or login, no aiosmtpd deprecation warning; SIGUSR1 prints the banner again."""
+    directory = tmp_path / "demo"
+    proc = start_demo(directory, track=demos)
+    alice, bob = json.loads((directory / "clients.json").read_text())["accounts"]
+    imap = imaplib.IMAP4("127.0.0.1", bob["imap"]["port"], timeout=30)
+    imap.starttls(ssl_context=ssl.create_default_context(
+        cafile=str(directory / "gateways/bob/tls/cert.pem")))
+    imap.login(bob["address"], bob["password"])
+    ctx = ssl.create_default_context(cafile=str(directory / "gateways/alice/tls/cert.pem"))
+    for n in range(3):
+        with smtplib.SMTP("127.0.0.1", alice["smtp"]["port"], timeout=30) as smtp:
+            smtp.starttls(context=ctx)
+            smtp.login(alice["address"], alice["password"])
+            smtp.sendmail(alice["address"], [bob["address"]],
+                          f"From: {alice['address']}\r\nSubject: {n}\r\n\r\nhello\r\n")
+    deadline = time.monotonic() + 20
+    while len(bodies := fetch_all(imap)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    imap.logout()
+    assert len(bodies) == 3
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while (tmp_path / "demo.log").read_text().count("is running (Ctrl-C") < 2:
+        assert time.monotonic() < deadline, "no second banner after SIGUSR1"
+        time.sleep(0.1)
+    assert stop(proc) == 0
+    console = (tmp_path / "demo.log").read_text()
+    assert "deprecated" not in console
+    lines = console.splitlines()
+    banner = lines.index(next(line for line in lines if "is running (Ctrl-C" in line))
+    # Everything before the banner is start-up; after it, only the banner again.
+    assert all(" INFO gateway" in line or " INFO sealgate" in line for line in lines[:banner])
+    after = [line for line in lines[banner:] if " INFO " in line or " WARNING " in line]
+    assert after == [], after
+    assert f"kill -USR1 {proc.pid}" in console

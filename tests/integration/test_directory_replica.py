@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from bridge.keys import AccountKeys, RootKey
 from bridge.relay.client import RelayClient
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer
-from gateway.recipients import Recipients, RevokedAddress
+from gateway.recipients import REPLICA_READ_SECONDS, Recipients, RevokedAddress
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 
@@ -50,9 +51,30 @@ async def relay_holding(home: Path, *records: DirectoryRecord) -> AsyncIterator[
         await server.stop()
 
 
-def recipients(tmp_path: Path, *relays: RelayClient) -> Recipients:
+def recipients(tmp_path: Path, *relays: RelayClient, **options: Any) -> Recipients:
     engine = open_engine(f"sqlite:///{tmp_path}/gateway.db")
-    return Recipients(DirectoryCache(engine), relays, KEY, (ROOT.public,))
+    return Recipients(DirectoryCache(engine), relays, KEY, (ROOT.public,), **options)
+
+
+def test_a_record_another_process_stored_is_read_within_seconds(tmp_path: Path) -> None:
+    """RCPT does not read the store every time; what another process writes into the
+    replica (a CLI rotation) is used once REPLICA_READ_SECONDS have passed."""
+    old, new = make_record(V1, ROOT, KEY), make_record(V2, ROOT, KEY)
+    now = [0.0]
+
+    async def scenario() -> None:
+        async with relay_holding(tmp_path / "relay", old) as relay:
+            gateway = recipients(tmp_path, relay, clock=lambda: now[0])
+            await gateway.sync()
+            assert (await gateway.resolve(V1.address)).version == 1
+            other = DirectoryCache(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
+            assert other.put_many([new]) == 1
+            now[0] += REPLICA_READ_SECONDS / 2
+            assert (await gateway.resolve(V1.address)).version == 1
+            now[0] += REPLICA_READ_SECONDS / 2
+            assert (await gateway.resolve(V1.address)).version == 2
+
+    asyncio.run(scenario())
 
 
 def test_a_relay_replaying_an_old_record_does_not_roll_the_replica_back(tmp_path: Path) -> None:

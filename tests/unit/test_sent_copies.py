@@ -1,32 +1,38 @@
-"""Sent copies (`gateway.smtp.sent`) on a real store: concurrent copies share commits,
-and one that cannot be stored fails alone."""
+"""Sent copies (`gateway.smtp.sent`) on a real store: each copy commits in the outbox
+transaction that queues its message's envelopes (concurrent sessions sharing commits),
+and a copy that cannot be prepared refuses its own message only."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
+from sqlmodel import col
 
 from bridge.keys import AccountKeys
+from gateway.smtp.queueing import OutboxWriter
 from gateway.smtp.sent import SentCopies
 from gateway.store.accounts import AccountStore
 from gateway.store.mailbox import MailboxStore
+from gateway.store.models import Folder
+from gateway.store.outbox import Outbox, OutboxWrite
 from tests.unit.store_support import ALICE, BOB, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
+BIG = 64 * 1024 * 1024
 
-class CountingStore(MailboxStore):
+
+class CountingOutbox(Outbox):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.writes = 0
 
-    def deliver_copies(self, folder: str, copies: Sequence[tuple[str, AccountKeys, bytes]],
-                       **options: Any) -> None:
+    def write(self, writes: Sequence[OutboxWrite]) -> None:
         self.writes += 1
-        super().deliver_copies(folder, copies, **options)
+        super().write(writes)
 
 
 def sent(store: MailboxStore, address: str, keys: AccountKeys) -> list[bytes]:
@@ -39,30 +45,62 @@ def messages(count: int) -> list[bytes]:
     return [f"Subject: {n}\r\n\r\nbody {n}\r\n".encode() for n in range(count)]
 
 
-def test_concurrent_copies_share_commits(store_engine: Engine) -> None:
-    alice = add_account(AccountStore(store_engine), ALICE)
-    store = CountingStore(store_engine)
-    copies = SentCopies(store)
+def envelope(_: object) -> tuple[bytes, bytes, tuple[str, ...]]:
+    return secrets.token_bytes(16), secrets.token_bytes(64), ("http://127.0.0.1:1",)
+
+
+def submit(
+    writer: OutboxWriter, copies: SentCopies, address: str, keys: AccountKeys, message: bytes
+) -> asyncio.Future[int]:
+    return asyncio.ensure_future(
+        writer.submit([None], envelope, lambda: copies.prepare(address, keys, message))
+    )
+
+
+def test_copies_commit_with_their_envelopes_and_share_commits(store_engine: Engine) -> None:
+    accounts = AccountStore(store_engine)
+    alice = add_account(accounts, ALICE)
+    outbox = CountingOutbox(store_engine)
+    writer, copies = OutboxWriter(outbox, part_bytes=BIG), SentCopies(accounts)
 
     async def send_all() -> None:
-        await asyncio.gather(*(copies.keep(ALICE, alice, m) for m in messages(20)))
+        await asyncio.gather(*(submit(writer, copies, ALICE, alice, m) for m in messages(20)))
 
     asyncio.run(send_all())
-    assert store.writes < 20
-    assert sorted(sent(store, ALICE, alice)) == sorted(messages(20))
+    assert outbox.writes < 20
+    assert outbox.pending_count() == 20
+    assert sorted(sent(MailboxStore(store_engine), ALICE, alice)) == sorted(messages(20))
 
 
-def test_a_copy_that_cannot_be_stored_fails_alone(store_engine: Engine) -> None:
+def test_a_copy_that_cannot_be_prepared_refuses_its_message_alone(store_engine: Engine) -> None:
     accounts = AccountStore(store_engine)
     alice, bob = add_account(accounts, ALICE), add_account(accounts, BOB)
-    copies = SentCopies(MailboxStore(store_engine))
+    outbox = Outbox(store_engine)
+    writer, copies = OutboxWriter(outbox, part_bytes=BIG), SentCopies(accounts)
 
-    async def send_all() -> list[BaseException | None]:
-        jobs = [copies.keep(ALICE, alice, m) for m in messages(5)]
-        jobs.insert(2, copies.keep(BOB, alice, b"Subject: wrong keys\r\n\r\nx\r\n"))
+    async def send_all() -> list[BaseException | int]:
+        jobs = [submit(writer, copies, ALICE, alice, m) for m in messages(5)]
+        jobs.insert(2, submit(writer, copies, BOB, alice, b"Subject: wrong keys\r\n\r\nx\r\n"))
         return await asyncio.gather(*jobs, return_exceptions=True)
 
     outcome = asyncio.run(send_all())
-    assert isinstance(outcome.pop(2), Exception) and outcome == [None] * 5
+    assert isinstance(outcome.pop(2), Exception) and outcome == [1] * 5
+    assert outbox.pending_count() == 5  # nothing queued for the refused message
     assert sorted(sent(MailboxStore(store_engine), ALICE, alice)) == sorted(messages(5))
     assert sent(MailboxStore(store_engine), BOB, bob) == []
+
+
+def test_a_deleted_sent_folder_is_made_again(store_engine: Engine) -> None:
+    accounts = AccountStore(store_engine)
+    alice = add_account(accounts, ALICE)
+    store = MailboxStore(store_engine)
+    with store_engine.begin() as connection:  # IMAP has no DELETE here yet: the row goes
+        connection.execute(delete(Folder).where(col(Folder.name) == "Sent"))
+    assert "Sent" not in [f.name for f in store.session(ALICE, alice).list_folders()]
+    writer = OutboxWriter(Outbox(store_engine), part_bytes=BIG)
+
+    async def send() -> int:
+        return await submit(writer, SentCopies(accounts), ALICE, alice, messages(1)[0])
+
+    assert asyncio.run(send()) == 1
+    assert sent(store, ALICE, alice) == messages(1)

@@ -1,0 +1,73 @@
+"""The delivery worker's own process (`gateway.delivery_process`), beside a real
+`sealgate gateway serve`: it delivers what the gateway accepts, stops with the
+gateway, and does not outlive a gateway that is killed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.bubble_processes import Bubble
+from tests.integration.test_end_to_end import submit, wait_for_messages
+
+pytestmark = pytest.mark.integration
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_the_delivery_process_delivers_stops_and_never_outlives_its_gateway(
+    tmp_path: Path,
+) -> None:
+    bubble = Bubble(tmp_path)
+    try:
+        bubble.init()
+        alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
+        bob = bubble.add_account("bob", "bob-" + secrets.token_hex(4))
+        bubble.start_gateway("alice")
+        bubble.start_gateway("bob")
+        gateway = bubble.services["alice"].proc
+        assert gateway is not None
+        (delivery,) = children(gateway.pid)
+        token = "child-" + secrets.token_hex(6)
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = alice.address, bob.address, token
+        message.set_content(token)
+        assert submit(alice, message) == {}
+        assert len(wait_for_messages(bob, token=token, timeout=30)) == 1
+        assert bubble.stop_gateway("alice") == 0
+        assert wait_until_gone(delivery)  # stopped with its gateway
+        bubble.start_gateway("alice")
+        gateway = bubble.services["alice"].proc
+        assert gateway is not None
+        (delivery,) = children(gateway.pid)
+        os.kill(gateway.pid, signal.SIGKILL)
+        gateway.wait()
+        assert wait_until_gone(delivery)  # its input closed with the killed gateway
+    finally:
+        bubble.kill_all()
