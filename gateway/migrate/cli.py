@@ -5,7 +5,8 @@
     sealgate migrate forget --account ADDRESS --gateway GW   (after the migration)
     sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
                           --password-file F --account ADDRESS --gateway GW
-                          [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
+                          [--folders GLOB ...] [--delete-source [--move-to FOLDER]]
+                          [--ca-file F] [--insecure]
     sealgate migrate imap --accounts CSV [--parallel N] --host H ... --gateway GW
                           (many accounts: gateway.migrate.batch)
 
@@ -135,7 +136,7 @@ def _imap_source(args: argparse.Namespace, user: str, password_file: Path) -> So
     return ImapSource(
         host=args.host, port=args.port, security=args.security, user=user,
         password=read_password_file(password_file), settings=args.settings,
-        ca_file=args.ca_file, insecure=args.insecure,
+        ca_file=args.ca_file, insecure=args.insecure, move_to=args.move_to,
     )
 
 
@@ -143,6 +144,11 @@ def cmd_migrate_imap(args: argparse.Namespace) -> None:
     args.settings = _settings(args)
     if args.insecure and args.ca_file:
         raise MigrateError("--insecure and --ca-file exclude each other")
+    if args.move_to is not None and not args.delete_source:
+        raise MigrateError("--move-to goes with --delete-source")
+    if args.move_to is not None and (not args.move_to.strip("/") or "//" in args.move_to
+                                     or args.move_to != args.move_to.strip("/")):
+        raise MigrateError(f"--move-to {args.move_to!r} is not a folder name")
     if args.accounts is not None:
         alone = [flag for flag, value in (("--user", args.user), ("--account", args.account),
                  ("--password-file", args.password_file)) if value is not None]
@@ -248,6 +254,10 @@ def add_migrate_commands(sub: Any) -> None:
                    help="only the folders whose name (with '/' between levels) matches")
     p.add_argument("--delete-source", action="store_true",
                    help="delete each folder's messages from the legacy server once verified")
+    p.add_argument("--move-to", metavar="FOLDER",
+                   help="with --delete-source: move the verified messages to this folder of "
+                   "the legacy server (created if missing; '/' between levels) instead of "
+                   "expunging them")
     p.add_argument("--ca-file", type=Path, metavar="FILE",
                    help="trust the server's certificate when signed by a CA in FILE")
     p.add_argument("--insecure", action="store_true",

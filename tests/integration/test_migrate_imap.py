@@ -7,6 +7,7 @@ internal dates. The migration is killed part-way and resumed with --delete-sourc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import imaplib
 import json
@@ -23,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli_main
+from gateway.migrate.imap import ImapSource
+from gateway.migrate.settings import MigrateSettings
 from gateway.tls import ensure_certificate
 from tests.bubble_processes import Bubble, files_containing, free_port, sealgate
 from tests.dovecot import Dovecot, make_root, missing
@@ -89,7 +92,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
         pytest.skip(why)
     tmp = tmp_path_factory.mktemp("legacy")
     cert, key = ensure_certificate(tmp / "tls", "localhost")
-    users = {TEMPLATE: PASSWORD} | {f"user{n}": PASSWORD for n in range(10)}
+    users = {TEMPLATE: PASSWORD} | {f"user{n}": PASSWORD for n in range(16)}
     server = Dovecot(make_root(), users, tls=(cert, key))
     server.start()
     try:
@@ -101,7 +104,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
         server.remove()
 
 
-_clones = iter(range(10))
+_clones = iter(range(16))
 
 
 @pytest.fixture
@@ -191,6 +194,67 @@ def test_imap_migration_killed_resumed_verified_and_deleted_at_the_source(
     assert legacy_counts(legacy) == dict.fromkeys(FOLDERS, 0)
     assert imported_rows(alice.home) == 195
     assert files_containing(lone.state_dirs, [legacy.canary.encode()]) == []
+
+
+def folder_count(legacy: LegacyServer, wire_name: str) -> int:
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        typ, data = imap.status(f'"{wire_name}"', "(MESSAGES)")
+        assert typ == "OK", data
+        return int(data[0].rsplit(b" ", 1)[1].rstrip(b")"))
+    finally:
+        imap.logout()
+
+
+def test_delete_source_moves_verified_mail_to_the_folder_the_operator_names(
+    lone: Bubble, legacy: LegacyServer
+) -> None:
+    """Dovecot has MOVE: the verified messages go to "Übertragen/2026" (created, its
+    name in modified UTF-7), which a later run does not take for a source folder."""
+    report = json.loads(sealgate(*migrate_args(
+        lone, legacy, "--folders", "Spam", "Entwürfe", "--delete-source",
+        "--move-to", "Übertragen/2026")).stdout)
+    assert report["ok"] is True
+    assert {(f["source"], f["deleted"], f["moved_to"]) for f in report["folders"]} == {
+        ("Spam", 15, "Übertragen/2026"), ("Entwürfe", 10, "Übertragen/2026")}
+    counts = legacy_counts(legacy)
+    assert (counts["Spam"], counts["Entw&APw-rfe"], counts["INBOX"]) == (0, 0, 100)
+    assert folder_count(legacy, "&ANw-bertragen.2026") == 25
+
+    table = sealgate(*migrate_args(lone, legacy, "--dry-run", "--delete-source",
+                                   "--move-to", "Übertragen/2026")).stdout
+    sources = [f["source"] for f in json.loads(table)["folders"]]
+    assert "Übertragen/2026" not in sources and "INBOX" in sources
+    assert imported_rows(lone.accounts["alice"].home) == 25
+
+
+def test_without_move_the_named_folder_gets_a_copy_then_the_originals_are_expunged(
+    legacy: LegacyServer,
+) -> None:
+    """The path for a server without MOVE (UID COPY, \\Deleted, UID EXPUNGE), run
+    against Dovecot with MOVE struck from the capabilities the client saw."""
+
+    async def move_three() -> None:
+        source = ImapSource(host="127.0.0.1", port=legacy.dovecot.port, security="plain",
+                            user=legacy.user, password=PASSWORD, settings=MigrateSettings(),
+                            move_to="Kopiert")
+        try:
+            spam = next(f for f in await source.folders() if f.display == "Spam")
+            source._client.protocol.capabilities.discard("MOVE")
+            assert await source.delete(spam, [2, 3, 5]) == "Kopiert"
+        finally:
+            await source.close()
+
+    asyncio.run(move_three())
+    assert (folder_count(legacy, "Spam"), folder_count(legacy, "Kopiert")) == (12, 3)
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        imap.select('"Spam"', readonly=True)
+        typ, data = imap.uid("SEARCH", "ALL")
+        assert typ == "OK"
+        assert 2 not in map(int, data[0].split()) and 4 in map(int, data[0].split())
+    finally:
+        imap.logout()
 
 
 def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(

@@ -51,6 +51,10 @@ def test_a_bad_csv_file_is_refused_with_its_line(tmp_path: Path, text: str, mess
     (["--accounts", "a.csv", "--parallel", "0"], "--parallel must be at least 1"),
     (["--user", "u", "--account", "a@x", "--password-file", "p", "--parallel", "2"],
      "--parallel goes with --accounts"),
+    (["--user", "u", "--account", "a@x", "--password-file", "p", "--move-to", "Old"],
+     "--move-to goes with --delete-source"),
+    (["--user", "u", "--account", "a@x", "--password-file", "p", "--delete-source",
+      "--move-to", "Old//Mail"], "--move-to 'Old//Mail' is not a folder name"),
 ])
 def test_batch_flags_are_checked(tmp_path: Path, args: list[str], message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
