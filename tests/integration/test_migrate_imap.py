@@ -386,6 +386,48 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
         bubble.kill_all()
 
 
+def test_batch_rows_name_their_own_gateways_and_a_wrong_one_fails_alone(
+    seeded: LegacyServer, tmp_path: Path
+) -> None:
+    """dave's row names his own gateway (serving), erin's a directory that is no
+    gateway; anna's row leaves the cell empty: --gateway's."""
+    bubble = Bubble(tmp_path / "bubble")
+    try:
+        bubble.init()
+        for user in ("anna", "dave"):
+            bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
+        bubble.start_gateway("dave")
+        users = {}
+        for user in ("anna", "dave", "erin"):
+            users[user] = f"user{next(_clones)}"
+            seeded.dovecot.clone_user(TEMPLATE, users[user])
+        homes = {user: bubble.accounts[user].home for user in ("anna", "dave")}
+        (tmp_path / "not-a-gateway").mkdir()
+        csv_file = tmp_path / "accounts.csv"
+        csv_file.write_text(
+            "user,password_file,account,gateway\n"
+            f"{users['anna']},{seeded.password_file},{bubble.accounts['anna'].address},\n"
+            f"{users['dave']},{seeded.password_file},{bubble.accounts['dave'].address},"
+            f"{homes['dave']}\n"
+            f"{users['erin']},{seeded.password_file},erin@test.bubble,not-a-gateway\n"
+        )
+        result = sealgate(
+            "migrate", "imap", "--accounts", csv_file, "--host", "127.0.0.1",
+            "--port", seeded.dovecot.port, "--plain", "--gateway", homes["anna"],
+            "--folders", "Spam", "--json", check=False,
+        )
+        assert result.returncode == 3, result.stderr
+        anna, dave, erin = json.loads(result.stdout)["accounts"]
+        assert (anna["gateway"], dave["gateway"]) == (str(homes["anna"]), str(homes["dave"]))
+        for ok in (anna, dave):
+            assert ok["ok"] is True, ok
+            assert [f["imported"] for f in ok["folders"]] == [15]
+        assert erin["ok"] is False and "is not a gateway state directory" in erin["error"]
+        assert (imported_rows(homes["anna"]), imported_rows(homes["dave"])) == (15, 15)
+    finally:
+        bubble.kill_all()
+
+
 def test_imap_messages_over_the_size_limit_are_listed_and_fail_the_folder(
     lone: Bubble, legacy: LegacyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
