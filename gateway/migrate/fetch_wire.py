@@ -13,7 +13,8 @@ each byte a bounded number of times:
     reader.result                 # ("OK" | "NO" | "BAD", text) once done
 
 A response is a line, or lines joined by literals (`{N}` CRLF and N octets).
-Untagged responses other than FETCH (EXISTS, EXPUNGE, OK) are skipped. Of a FETCH
+Untagged responses other than FETCH (EXISTS, EXPUNGE, OK) are skipped, but the
+text of a BYE is kept (a server may hang up on a message it cannot read). Of a FETCH
 response the reader keeps UID, FLAGS, INTERNALDATE, RFC822.SIZE and the BODY[]
 octets (a literal, a quoted string or NIL). A line longer than `max_line` or a
 literal longer than `max_literal` raises `FetchWireError`: the peer misbehaved.
@@ -55,6 +56,7 @@ class FetchReader:
     max_line: int = 1 << 20
     messages: dict[int, FetchedMessage] = field(default_factory=dict)
     result: tuple[str, bytes] | None = None
+    bye: bytes | None = None  # the text of a BYE the server sent meanwhile
     _buffer: bytearray = field(default_factory=bytearray)
     _parts: list[bytes] = field(default_factory=list)  # lines of the response so far
     _literals: list[bytes] = field(default_factory=list)  # its literals (one per part but the last)
@@ -112,6 +114,8 @@ class FetchReader:
             return  # a continuation or another tag: nothing a FETCH waits for
         fetch = _FETCH.match(first)
         if fetch is None:
+            if first[:6].upper() == b"* BYE ":
+                self.bye = first[6:]
             return
         message = self.messages.setdefault(int(fetch.group(1)), FetchedMessage())
         for index, part in enumerate(parts):

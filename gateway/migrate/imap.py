@@ -58,7 +58,8 @@ class _Dropped(Exception):
 
 
 class _Refused(_Dropped):
-    """The server answered NO or BAD to a FETCH (retried, as a server under strain may)."""
+    """The server answered NO or BAD to a FETCH, or hung up on it with BYE (not retried
+    as it is: `read` asks for the batch's messages one by one)."""
 
 
 class _Unreachable(SourceError):
@@ -221,8 +222,8 @@ class ImapSource:
         if response.result != "OK":
             self._abort()
             await asyncio.sleep(0)  # the aborted transport closes its socket
-            said = b" ".join(_text(line) for line in response.lines).decode("utf-8", "replace")
-            raise SourceError(f"the server {where} refused the login of {self._user}: {said}")
+            raise SourceError(f"the server {where} refused the login of {self._user}: "
+                              f"{_said(response.lines)}")
 
     async def _open(
         self, context: ssl.SSLContext | None, on_lost: Callable[[Exception | None], None]
@@ -318,6 +319,10 @@ class ImapSource:
                 if folder is not None:
                     await self._select(folder)
                 return await step()
+            except _Refused:
+                if self._lost is None or self._lost.done():
+                    self._client = None  # the next command reconnects
+                raise  # the server said no: asking again would not change its mind
             except (_Dropped, _Unreachable) as e:
                 if isinstance(e, _Unreachable) and attempt == 0:
                     raise  # the first connection: say why at once
@@ -408,16 +413,43 @@ class ImapSource:
             def step(chunk: list[int] = chunk) -> Awaitable[list[SourceMessage]]:
                 return self._fetch(chunk)
 
-            yield await self._retrying(folder, step)
+            try:
+                batch = await self._retrying(folder, step)
+            except _Refused as e:
+                log.warning("migrate: folder %s: the server refused a FETCH (%s); reading "
+                            "its messages one by one", folder.display, e)
+                batch = await self._one_by_one(folder, chunk)
+            yield batch
+
+    async def _one_by_one(self, folder: SourceFolder, uids: list[int]) -> list[SourceMessage]:
+        """A refused batch, one FETCH a message: the one the server cannot return comes
+        with `problem` set (and the server's words), the others as usual."""
+        found: list[SourceMessage] = []
+        for uid in uids:
+
+            def step(uid: int = uid) -> Awaitable[list[SourceMessage]]:
+                return self._fetch([uid])
+
+            try:
+                found += await self._retrying(folder, step)
+            except _Refused as e:
+                found.append(SourceMessage(uid, None, (), datetime.now(UTC), 0,
+                                           f"the server could not return it ({e})"))
+        return found
 
     async def _bulk_fetch(self, uids: str, items: str, max_literal: int
                           ) -> dict[int, FetchedMessage]:
         protocol = self._client.protocol
         command = _BulkFetch(protocol.new_tag(), uids, items, max_literal=max_literal,
                              loop=protocol.loop)
-        response = await self._call(protocol.execute(command))
+        try:
+            response = await self._call(protocol.execute(command))
+        except _Dropped:
+            if command.reader.bye is None:
+                raise
+            raise _Refused(_said([command.reader.bye])) from None  # it hung up on us
         if response.result != "OK":
-            raise _Refused("FETCH refused")
+            raise _Refused(_said(response.lines) or f"FETCH {response.result}")
         return command.reader.messages
 
     async def _fetch(self, uids: list[int]) -> list[SourceMessage]:
@@ -489,8 +521,8 @@ class ImapSource:
             return
         created = await self._call(self._client.create(quote(wire)))
         if created.result != "OK":
-            said = b" ".join(_text(line) for line in created.lines).decode("utf-8", "replace")
-            raise SourceError(f"cannot create the --move-to folder {self._move_to}: {said}")
+            raise SourceError(f"cannot create the --move-to folder {self._move_to}: "
+                              f"{_said(created.lines)}")
 
 
 def _wire_name(folder: str, delimiter: str | None) -> str:
@@ -516,6 +548,12 @@ def _batches(sizes: Sequence[tuple[int, int]], settings: MigrateSettings) -> lis
         batches[-1].append(uid)
         octets += size
     return batches
+
+
+def _said(lines: Sequence[object]) -> str:
+    """What the server said, on one line and at most 200 characters."""
+    text = b" ".join(_text(line) for line in lines).decode("utf-8", "replace")
+    return " ".join(text.split())[:200]
 
 
 def _reason(error: BaseException) -> str:

@@ -257,7 +257,10 @@ class Migration:
             new.append(NewImport(folder.target.name, folder.target.special_use, mark,
                                  message.flags, message.internal_date, len(text), sealed))
             octets += len(text)
-        chunks.append(_Chunk(new, batch[-1].uid if batch else 0))
+        last = batch[-1].uid if batch else 0
+        if report.problems:  # the checkpoint stays before the first message not imported,
+            last = min(last, report.problems[0][0] - 1)  # so a later run reads it again
+        chunks.append(_Chunk(new, last))
         return chunks
 
     def _store_chunks(self, folder: SourceFolder, chunks: list[_Chunk],

@@ -285,6 +285,32 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     assert imported_rows(alice.home) == 196
 
 
+def test_a_message_the_server_cannot_return_is_listed_and_read_on_a_later_run(
+    lone: Bubble, legacy: LegacyServer
+) -> None:
+    """Dovecot cannot read one message file of Spam: it fails the FETCH of its batch.
+    The others are read one by one and imported; that one is listed and the folder
+    not verified (nor deleted). Once the file is readable again, a second run imports it."""
+    spam_dir = legacy.dovecot.root / "mail" / legacy.user / "Spam" / "cur"
+    broken = sorted(spam_dir.iterdir())[6]
+    broken.chmod(0)
+    args = migrate_args(lone, legacy, "--folders", "Spam", "--delete-source")
+    first = sealgate(*args, check=False)
+    assert first.returncode == 3, first.stderr
+    (folder,) = json.loads(first.stdout)["folders"]
+    (problem,) = folder["problems"]
+    assert problem["problem"].startswith("the server could not return it (")
+    assert (folder["imported"], folder["verified"], folder["deleted"]) == (14, False, 0)
+    assert legacy_counts(legacy)["Spam"] == 15
+
+    broken.chmod(0o600)
+    (again,) = json.loads(sealgate(*args).stdout)["folders"]
+    assert (again["imported"], again["present"], again["verified"]) == (1, 14, True)
+    assert again["resumed_after"] == problem["uid"] - 1
+    assert legacy_counts(legacy)["Spam"] == 0
+    assert imported_rows(lone.accounts["alice"].home) == 15
+
+
 def test_credentials_and_tls_problems_are_one_line_errors(
     lone: Bubble, legacy: LegacyServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
