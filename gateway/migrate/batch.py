@@ -155,6 +155,8 @@ def format_batch(report: BatchReport) -> str:
                   for f in folders if not f.verified]
         notes += [f"{item.entry.account}: {f.source}: message {uid} not imported: {why}"
                   for f in folders for uid, why in f.problems]
+        notes += [f"{item.entry.account}: {f.source}: message {uid} imported as it is "
+                  "(it does not parse as mail)" for f in folders for uid in f.kept_raw]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in rows]

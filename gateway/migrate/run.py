@@ -16,7 +16,8 @@ Per source folder:
 3. Verify: the digest of every message of the source folder (those skipped by the
    checkpoint are read again) must be among the target folder's imports; a message
    that could not be read or was over the size limit fails the folder too (it is
-   listed in the report, never dropped silently).
+   listed in the report, never dropped silently). One that does not parse as mail
+   (no header field first) is imported as it is, and listed.
 4. With `delete_source`, a verified folder's messages are deleted at the source
    (or moved to the folder the operator named: `ImapSource`).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +45,9 @@ from gateway.store.imports import Checkpoint, ImportStore, ImportTarget, NewImpo
 
 log = logging.getLogger("sealgate.migrate")
 _SOURCE_PERSON = b"sg-import-source"
+# RFC 5322: a message begins with a header field, a name of printable characters but
+# the colon, then a colon. What does not is kept as it is, and listed.
+_HEADER_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 @dataclass
@@ -56,6 +61,7 @@ class FolderReport:
     resumed_after: int = 0  # the checkpoint's last UID (0: from the start)
     uid_validity_changed: bool = False
     problems: list[tuple[int, str]] = field(default_factory=list)  # (uid, why not imported)
+    kept_raw: list[int] = field(default_factory=list)  # imported as they are: not mail-shaped
     missing: int = 0  # source messages whose digest is not among the imports
     verified: bool = False
     deleted: int = 0  # deleted (or moved away) at the source after verification
@@ -68,6 +74,7 @@ class FolderReport:
             "resumed_after": self.resumed_after,
             "uid_validity_changed": self.uid_validity_changed,
             "problems": [{"uid": uid, "problem": why} for uid, why in self.problems],
+            "kept_raw": self.kept_raw,
             "missing": self.missing, "verified": self.verified, "deleted": self.deleted,
             "moved_to": self.moved_to,
         }
@@ -239,6 +246,8 @@ class Migration:
             text = crlf(message.raw)
             mark = digest(self._target.digest_key, text)
             read[message.uid] = mark
+            if not _HEADER_FIELD.match(text):
+                report.kept_raw.append(message.uid)
             if mark in queued:
                 report.duplicates += 1
                 continue
@@ -352,6 +361,8 @@ def format_table(report: MigrationReport) -> str:
             lines.append(f"{folder.source}: UIDVALIDITY changed since the last run; read again")
         lines += [f"{folder.source}: message {uid} not imported: {why}"
                   for uid, why in folder.problems]
+        lines += [f"{folder.source}: message {uid} imported as it is: it does not begin "
+                  "with a header field, so it does not parse as mail" for uid in folder.kept_raw]
     what = "dry run: nothing written" if report.dry_run else "pending until the account unlocks"
     verdict = "every folder verified" if report.ok else "MISMATCH: not every message is imported"
     lines.append(f"{verdict} ({what})")

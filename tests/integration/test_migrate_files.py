@@ -148,6 +148,31 @@ def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
     assert imported_rows(alice.home) == 0  # no digest left once the mail is filed
 
 
+def test_a_message_that_does_not_parse_is_imported_as_it_is_and_listed(
+    lone: Bubble, tmp_path: Path
+) -> None:
+    alice = lone.accounts["alice"]
+    canary = "canary" + secrets.token_hex(6)
+    imap_login(alice).logout()  # unlocked: filed as it arrives
+    root = tmp_path / "Maildir"
+    mails = corpus(canary, 2)
+    write_maildir(root, mails)
+    garbage = b"\x00\x01 no header seq-900- " + canary.encode() + b"\r\n\xff\xfe binary\r\n"
+    (root / "cur" / "1500000000.M900P1.legacy:2,S").write_bytes(garbage)
+    result = migrate("maildir", root, "--account", alice.address, "--gateway", alice.home)
+    lines = result.stdout.splitlines()
+    assert any("message 3 imported as it is: it does not begin with a header field" in line
+               for line in lines), lines
+    assert lines[-1].startswith("every folder verified")
+
+    view = wait_for_view(lone, 3)
+    (raw,) = view[900]
+    assert (raw.folder, raw.flags, raw.body) == ("INBOX", frozenset({"\\Seen"}), garbage)
+    assert_migrated({seq: seen for seq, seen in view.items() if seq != 900},
+                    {m.seq: ("INBOX", m) for m in mails})
+    assert files_containing(lone.state_dirs, [canary.encode()]) == []
+
+
 def test_oversized_dry_run_and_bad_input_are_reported_not_dropped(
     lone: Bubble, tmp_path: Path
 ) -> None:
