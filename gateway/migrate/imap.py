@@ -58,8 +58,14 @@ class _Dropped(Exception):
 
 
 class _Refused(_Dropped):
-    """The server answered NO or BAD to a FETCH, or hung up on it with BYE (not retried
-    as it is: `read` asks for the batch's messages one by one)."""
+    """The server answered NO or BAD to a FETCH, or hung up on it every time (not
+    retried as it is: `read` asks for the batch's messages one by one)."""
+
+
+class _HungUp(_Dropped):
+    """The server said BYE during a FETCH and hung up: retried as a dropped connection
+    (an operator may have kicked the session); if it does so every time, it is taken
+    for a refusal (Dovecot hangs up on a message file it cannot read)."""
 
 
 class _Unreachable(SourceError):
@@ -327,6 +333,9 @@ class ImapSource:
                 if isinstance(e, _Unreachable) and attempt == 0:
                     raise  # the first connection: say why at once
                 if attempt == self._settings.imap_retries:
+                    if isinstance(e, _HungUp):
+                        self._client = None
+                        raise _Refused(str(e)) from None
                     raise SourceError(
                         f"connection to {self._host}:{self._port} lost ({e}), "
                         f"{self._settings.imap_retries} retries failed; run again to resume"
@@ -447,7 +456,7 @@ class ImapSource:
         except _Dropped:
             if command.reader.bye is None:
                 raise
-            raise _Refused(_said([command.reader.bye])) from None  # it hung up on us
+            raise _HungUp(_said([command.reader.bye])) from None
         if response.result != "OK":
             raise _Refused(_said(response.lines) or f"FETCH {response.result}")
         return command.reader.messages

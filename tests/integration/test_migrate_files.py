@@ -118,7 +118,7 @@ def test_mbox_migration_killed_part_way_then_resumed_while_the_gateway_serves(
     assert files_containing(lone.state_dirs, [canary.encode()]) == []
 
 
-def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
+def test_maildir_migration_killed_while_the_gateway_is_stopped_is_filed_on_unlock(
     lone: Bubble, tmp_path: Path
 ) -> None:
     alice = lone.accounts["alice"]
@@ -132,11 +132,28 @@ def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
     write_maildir(root / ".Work.Projekt &AMQ-", work)  # "Work/Projekt Ä" in modified UTF-7
     write_maildir(root / "Archiv" / "2015", fs)  # LAYOUT=fs
 
-    report = json.loads(migrate("maildir", root, "--account", alice.address,
-                                "--gateway", alice.home, "--json").stdout)
+    config = tmp_path / "migrate.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
+    args = ["maildir", root, "--account", alice.address, "--gateway", alice.home, "--json"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "migrate", *map(str, args), "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait()
+    stored_before = imported_rows(alice.home)
+    assert 30 <= stored_before < 120
+
+    report = json.loads(migrate(*args).stdout)
     assert report["ok"] is True
-    assert {(f["target"], f["imported"]) for f in report["folders"]} == {
+    assert {(f["target"], f["imported"] + f["present"]) for f in report["folders"]} == {
         ("INBOX", 60), ("Sent", 20), ("Work/Projekt Ä", 20), ("Archiv/2015", 20)}
+    assert sum(f["imported"] for f in report["folders"]) == 120 - stored_before
 
     lone.start_gateway("alice")
     expected = {m.seq: ("INBOX", m) for m in inbox} | {m.seq: ("Sent", m) for m in sent}

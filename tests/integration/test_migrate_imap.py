@@ -39,12 +39,13 @@ PASSWORD = "legacy-password-1"
 TEMPLATE = "template"  # seeded once; each test migrates a copy of its own
 # Dovecot's folder (wire name) -> (the bubble's folder as its IMAP lists it, how many)
 FOLDERS = {
-    "INBOX": ("INBOX", 100),
+    "INBOX": ("INBOX", 130),
     "Gesendet": ("Sent", 40),  # \Sent
     "Work.Projekt &AMQ-": ("Work/Projekt &AMQ-", 30),  # "Work/Projekt Ä"
     "Spam": ("Junk", 15),  # \Junk
     "Entw&APw-rfe": ("Drafts", 10),  # "Entwürfe", \Drafts
 }
+TOTAL = sum(count for _, count in FOLDERS.values())  # 225
 
 
 @dataclass
@@ -179,20 +180,20 @@ def test_imap_migration_killed_resumed_verified_and_deleted_at_the_source(
                            alice.home, 40)
     first.send_signal(signal.SIGKILL)
     first.communicate()
-    assert 40 <= imported_rows(alice.home) < 195
+    assert 40 <= imported_rows(alice.home) < TOTAL
 
     result = sealgate(*migrate_args(lone, legacy, "--delete-source"))
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert any(f["resumed_after"] > 0 for f in report["folders"])
-    assert sum(f["deleted"] for f in report["folders"]) == 195
+    assert sum(f["deleted"] for f in report["folders"]) == TOTAL
     assert {f["source"]: f["target"] for f in report["folders"]} == {
         "INBOX": "INBOX", "Gesendet": "Sent", "Work/Projekt Ä": "Work/Projekt Ä",
         "Spam": "Junk", "Entwürfe": "Drafts"}
 
-    assert_migrated(wait_for_view(lone, 195), expected(legacy))
+    assert_migrated(wait_for_view(lone, TOTAL), expected(legacy))
     assert legacy_counts(legacy) == dict.fromkeys(FOLDERS, 0)
-    assert imported_rows(alice.home) == 195
+    assert imported_rows(alice.home) == TOTAL
     assert files_containing(lone.state_dirs, [legacy.canary.encode()]) == []
 
 
@@ -218,7 +219,7 @@ def test_delete_source_moves_verified_mail_to_the_folder_the_operator_names(
     assert {(f["source"], f["deleted"], f["moved_to"]) for f in report["folders"]} == {
         ("Spam", 15, "Übertragen/2026"), ("Entwürfe", 10, "Übertragen/2026")}
     counts = legacy_counts(legacy)
-    assert (counts["Spam"], counts["Entw&APw-rfe"], counts["INBOX"]) == (0, 0, 100)
+    assert (counts["Spam"], counts["Entw&APw-rfe"], counts["INBOX"]) == (0, 0, 130)
     assert folder_count(legacy, "&ANw-bertragen.2026") == 25
 
     table = sealgate(*migrate_args(lone, legacy, "--dry-run", "--delete-source",
@@ -268,7 +269,7 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     assert proc.returncode == 0
     assert b"connection lost" in err  # and it went on after reconnecting
     assert json.loads(out)["ok"] is True
-    assert imported_rows(alice.home) == 195
+    assert imported_rows(alice.home) == TOTAL
 
     # The folder is recreated at the source (a new UIDVALIDITY), with one message more.
     imap = legacy_imap(legacy.dovecot, legacy.user)
@@ -282,11 +283,11 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     again = json.loads(sealgate(*migrate_args(lone, legacy, "--folders", "Spam")).stdout)
     (spam,) = again["folders"]
     assert (spam["uid_validity_changed"], spam["imported"], spam["present"]) == (True, 1, 15)
-    assert imported_rows(alice.home) == 196
+    assert imported_rows(alice.home) == TOTAL + 1
 
 
 def test_a_message_the_server_cannot_return_is_listed_and_read_on_a_later_run(
-    lone: Bubble, legacy: LegacyServer
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
 ) -> None:
     """Dovecot cannot read one message file of Spam: it fails the FETCH of its batch.
     The others are read one by one and imported; that one is listed and the folder
@@ -294,7 +295,9 @@ def test_a_message_the_server_cannot_return_is_listed_and_read_on_a_later_run(
     spam_dir = legacy.dovecot.root / "mail" / legacy.user / "Spam" / "cur"
     broken = sorted(spam_dir.iterdir())[6]
     broken.chmod(0)
-    args = migrate_args(lone, legacy, "--folders", "Spam", "--delete-source")
+    quick = tmp_path / "quick-retry.toml"
+    quick.write_text("imap_retry_delay = 0.05\n")  # it hangs up on each retry of the batch
+    args = migrate_args(lone, legacy, "--folders", "Spam", "--delete-source", "--config", quick)
     first = sealgate(*args, check=False)
     assert first.returncode == 3, first.stderr
     (folder,) = json.loads(first.stdout)["folders"]
@@ -309,6 +312,27 @@ def test_a_message_the_server_cannot_return_is_listed_and_read_on_a_later_run(
     assert again["resumed_after"] == problem["uid"] - 1
     assert legacy_counts(legacy)["Spam"] == 0
     assert imported_rows(lone.accounts["alice"].home) == 15
+
+
+def test_when_the_retries_run_out_the_run_stops_in_one_line_and_the_next_resumes(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "no-retry.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 150\nimap_retries = 0\n")
+    args = migrate_args(lone, legacy, "--folders", "INBOX", "--config", config)
+    proc = run_until_rows(args, lone.accounts["alice"].home, 30)
+    legacy.dovecot.kick(legacy.user)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    (line,) = err.decode().strip().splitlines()[-1:]
+    assert line.startswith("sealgate: error: connection to 127.0.0.1:") and \
+        line.endswith("0 retries failed; run again to resume"), err
+    stored = imported_rows(lone.accounts["alice"].home)
+    (inbox,) = json.loads(sealgate(*migrate_args(lone, legacy, "--folders", "INBOX")).stdout)[
+        "folders"]
+    assert inbox["resumed_after"] >= 30 and inbox["verified"] is True
+    assert inbox["imported"] == 130 - stored
+    assert imported_rows(lone.accounts["alice"].home) == 130
 
 
 def test_credentials_and_tls_problems_are_one_line_errors(
@@ -384,12 +408,12 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
         for user in ("alice", "bob"):
             assert by_account[user]["ok"] is True, by_account[user]
             assert by_account[user]["error"] is None
-            assert sum(f["imported"] for f in by_account[user]["folders"]) == 195
+            assert sum(f["imported"] for f in by_account[user]["folders"]) == TOTAL
             assert all(f["verified"] for f in by_account[user]["folders"])
         carol = by_account["carol"]
         assert carol["ok"] is False and carol["folders"] == []
         assert "refused the login of" in carol["error"]
-        assert imported_rows(home) == 2 * 195
+        assert imported_rows(home) == 2 * TOTAL
 
         table = sealgate(
             "migrate", "imap", "--accounts", csv_file, "--host", "127.0.0.1",
@@ -402,11 +426,11 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
                                          "0", "FAILED"]
         assert any("refused the login of" in line for line in lines)
         assert lines[-1].startswith("1 of 3 account(s) FAILED")
-        assert imported_rows(home) == 2 * 195  # the second run found everything in place
+        assert imported_rows(home) == 2 * TOTAL  # the second run found everything in place
 
         alice = bubble.accounts["alice"]
         imap_login(alice).logout()  # unlocked: the gateway files alice's imports
-        assert_migrated(wait_for_view(bubble, 195), expected(seeded))
+        assert_migrated(wait_for_view(bubble, TOTAL), expected(seeded))
         assert files_containing(bubble.state_dirs, [seeded.canary.encode()]) == []
     finally:
         bubble.kill_all()
