@@ -45,6 +45,22 @@ def migrate(*args: str | Path, check: bool = True) -> subprocess.CompletedProces
     return sealgate("migrate", *args, check=check)
 
 
+def killed_after_rows(args: list[str | Path], gateway: Path, rows: int) -> int:
+    """Run `sealgate migrate ARGS`, SIGKILL it once the store holds `rows` imports;
+    the imports stored by then."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "migrate", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while imported_rows(gateway) < rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return imported_rows(gateway)
+
+
 def wait_for_view(bubble: Bubble, count: int) -> dict[int, list]:
     """Log in (unlocking the account, which files its imports) until `count` messages
     show; the gateway files in batches, so this polls the user's view."""
@@ -84,19 +100,7 @@ def test_mbox_migration_killed_part_way_then_resumed_while_the_gateway_serves(
     args = ["mbox", *sorted(files.iterdir()), "--account", alice.address,
             "--gateway", alice.home, "--config", config, "--json"]
 
-    first = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "migrate", *map(str, args)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.wait()
-    assert first.returncode == -signal.SIGKILL
-    stored_before = imported_rows(alice.home)
+    stored_before = killed_after_rows(args, alice.home, 30)
     assert 30 <= stored_before < 220
 
     second = json.loads(migrate(*args).stdout)
@@ -135,18 +139,7 @@ def test_maildir_migration_killed_while_the_gateway_is_stopped_is_filed_on_unloc
     config = tmp_path / "migrate.toml"
     config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
     args = ["maildir", root, "--account", alice.address, "--gateway", alice.home, "--json"]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "migrate", *map(str, args), "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.wait()
-    stored_before = imported_rows(alice.home)
+    stored_before = killed_after_rows([*args, "--config", config], alice.home, 30)
     assert 30 <= stored_before < 120
 
     report = json.loads(migrate(*args).stdout)
