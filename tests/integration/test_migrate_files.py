@@ -8,12 +8,18 @@ the migration part-way and running it again never duplicates a message.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import pty
 import secrets
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +187,56 @@ def test_a_message_that_does_not_parse_is_imported_as_it_is_and_listed(
     assert_migrated({seq: seen for seq, seen in view.items() if seq != 900},
                     {m.seq: ("INBOX", m) for m in mails})
     assert files_containing(lone.state_dirs, [canary.encode()]) == []
+
+
+def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
+    lone: Bubble, tmp_path: Path
+) -> None:
+    """On a terminal (a pty here) a bar per folder; Ctrl-C ends the run with one line;
+    the next run, its stderr no terminal, logs plain lines and imports the rest."""
+    alice = lone.accounts["alice"]
+    mbox = tmp_path / "inbox.mbox"
+    write_mbox(mbox, corpus("c", 150))
+    config = tmp_path / "migrate.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
+    args = ["migrate", "mbox", mbox, "--account", alice.address, "--gateway", alice.home,
+            "--config", config]
+    terminal, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    shown = bytearray()
+
+    def collect() -> None:
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed
+            while chunk := os.read(terminal, 4096):
+                shown.extend(chunk)
+
+    reader = threading.Thread(target=collect)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+        os.close(terminal)
+    text = shown.decode("utf-8", "replace")
+    assert "inbox.mbox: " in text and "/150 [" in text and "\r" in text, text  # a bar, redrawn
+    assert text.rstrip().endswith(
+        "sealgate: error: interrupted: what was stored is kept; run again to resume"), text
+    assert "Traceback" not in text
+    stored = imported_rows(alice.home)
+    assert 30 <= stored < 150
+
+    rest = migrate(*args[1:])
+    assert "\r" not in rest.stderr and "inbox.mbox: 150 read (" in rest.stderr, rest.stderr
+    assert rest.stdout.splitlines()[-1].startswith("every folder verified")
+    assert imported_rows(alice.home) == 150
 
 
 def test_oversized_dry_run_and_bad_input_are_reported_not_dropped(
