@@ -3,20 +3,25 @@
 Connects with TLS, STARTTLS (upgraded on aioimaplib's own transport) or in plain
 (only when asked), logs in, and lists every selectable folder with its SPECIAL-USE
 attributes, hierarchy delimiter, UIDVALIDITY and message count. A folder is read in
-UID order, in batches, one UID FETCH each: UID, FLAGS, INTERNALDATE, RFC822.SIZE
-and the body (BODY.PEEK[]: the source's \\Seen flags are left as they were) up to
+UID order: one UID FETCH of the UIDs and sizes plans the batches (`batch_messages`,
+`batch_bytes`), then one UID FETCH each: UID, FLAGS, INTERNALDATE, RFC822.SIZE and
+the body (BODY.PEEK[]: the source's \\Seen flags are left as they were) up to
 one octet over the size limit. A message the server does not return comes back
 with `problem` set, for the report. aioimaplib runs the connection and every
 command; the answer to a bulk FETCH alone is read by `fetch_wire.FetchReader`
-(`_Protocol` hands it the bytes), whose work grows with the answer's length where
-aioimaplib's grows with its square.
+(`imap_client`), whose work grows with the answer's length where aioimaplib's
+grows with its square.
 
 A dropped connection (or a command that takes longer than `imap_timeout`) is
 retried: reconnect, select the folder again, check that its UIDVALIDITY did not
 change, go on with the same batch; after `imap_retries` the migration stops with a
-one-line error and the next run resumes from the checkpoint. `delete` marks the
-given UIDs \\Deleted and removes exactly those with UID EXPUNGE (UIDPLUS); a server
-without UIDPLUS is never deleted from, as a plain EXPUNGE could remove other mail.
+one-line error and the next run resumes from the checkpoint. A FETCH the server
+refuses (NO, BAD, or a BYE on every retry) is asked again one message at a time, so
+that only the message it cannot return is left out (`problem` says why). `delete`
+marks the given UIDs \\Deleted and removes exactly those with UID EXPUNGE (UIDPLUS),
+or moves them to the --move-to folder (MOVE; else COPY, \\Deleted, UID EXPUNGE); a
+server without UIDPLUS is never expunged from, as a plain EXPUNGE could remove
+other mail.
 
 Errors are one line (`SourceError`): wrong credentials, an untrusted certificate
 (`--ca-file`, or `--insecure`), a refused connection. Nothing here logs a message,
@@ -38,8 +43,9 @@ import aioimaplib
 
 from gateway.imap.wire import encode_mailbox
 from gateway.migrate.errors import SourceError
-from gateway.migrate.fetch_wire import FetchedMessage, FetchReader, FetchWireError
+from gateway.migrate.fetch_wire import FetchedMessage, internal_date
 from gateway.migrate.folders import FolderNameError, decode_mutf7, target_folder
+from gateway.migrate.imap_client import BulkFetch, Client
 from gateway.migrate.settings import MigrateSettings
 from gateway.migrate.sources import OVERSIZE, SourceFolder, SourceMessage
 
@@ -95,65 +101,7 @@ def _text(line: object) -> bytes:
 
 
 def _internal_date(raw: bytes) -> datetime:
-    try:
-        return datetime.strptime(raw.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
-    except (UnicodeDecodeError, ValueError):
-        return datetime.now(UTC)
-
-
-class _BulkFetch(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib has no types
-    """A UID FETCH whose answer `_Protocol` feeds to a `FetchReader`."""
-
-    def __init__(self, tag: str, uids: str, items: str, *, max_literal: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__("FETCH", tag, uids, items, prefix="UID", loop=loop)
-        self.reader = FetchReader(tag, max_literal=max_literal)
-        self.error: SourceError | None = None
-
-    async def wait(self) -> None:
-        await super().wait()
-        if self.error is not None:
-            raise self.error
-
-
-class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol, but the answer to a `_BulkFetch` goes to its reader."""
-
-    def data_received(self, d: bytes) -> None:
-        command = self.pending_async_commands.get("FETCH")
-        if not isinstance(command, _BulkFetch):
-            super().data_received(d)
-            return
-        pending = bytes(getattr(self, "incomplete_line", b""))
-        if pending:  # a partial line that came before the command
-            d, self.incomplete_line, self.current_command = pending + d, b"", None
-        try:
-            rest = command.reader.feed(d)
-        except FetchWireError as e:
-            self.pending_async_commands.pop("FETCH")
-            command.error = SourceError(f"the server's FETCH answer is not IMAP: {e}")
-            command.close(b"", "BAD")
-            if self.transport is not None:
-                self.transport.abort()  # the rest of the stream cannot be read
-            return
-        if command.reader.result is not None:
-            self.pending_async_commands.pop("FETCH")
-            result, text = command.reader.result
-            command.close(text, result)
-            if rest:
-                super().data_received(rest)
-
-
-class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
-    def create_client(
-        self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
-        conn_lost_cb: Callable[[Exception | None], None] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _Protocol(local_loop, conn_lost_cb)
-        self._client_task = local_loop.create_task(local_loop.create_connection(
-            lambda: self.protocol, host, port, ssl=ssl_context))
+    return internal_date(raw) or datetime.now(UTC)
 
 
 class ImapSource:
@@ -236,7 +184,7 @@ class ImapSource:
     ) -> Any:
         where = f"{self._host}:{self._port}"
         try:
-            self._client = _Client(
+            self._client = Client(
                 host=self._host, port=self._port, timeout=self._settings.imap_timeout,
                 conn_lost_cb=on_lost, ssl_context=context if self._security == "tls" else None,
             )
@@ -449,7 +397,7 @@ class ImapSource:
     async def _bulk_fetch(self, uids: str, items: str, max_literal: int
                           ) -> dict[int, FetchedMessage]:
         protocol = self._client.protocol
-        command = _BulkFetch(protocol.new_tag(), uids, items, max_literal=max_literal,
+        command = BulkFetch(protocol.new_tag(), uids, items, max_literal=max_literal,
                              loop=protocol.loop)
         try:
             response = await self._call(protocol.execute(command))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.migrate.fetch_wire import FetchReader, FetchWireError
+from gateway.migrate.fetch_wire import FetchReader, FetchWireError, internal_date
 
 BODY = b"Subject: x\r\n\r\nline {5}\r\n) ends with a paren\r\nA1 OK not the end\r\n"
 ANSWER = (
@@ -66,3 +68,21 @@ def test_a_refusal_ends_the_answer() -> None:
     reader, rest = read([b"* 1 EXISTS\r\nA0 OK other tag\r\nA1 NO [SERVERBUG] Internal error\r\n"])
     assert (reader.result, reader.messages, rest) == (("NO", b"[SERVERBUG] Internal error"), {},
                                                       b"")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"01-Jun-2015 08:00:00 +0000", datetime(2015, 6, 1, 8, tzinfo=UTC)),
+    (b" 7-DEC-1999 23:59:59 -0130",
+     datetime(1999, 12, 7, 23, 59, 59, tzinfo=timezone(-timedelta(hours=1, minutes=30)))),
+    (b"29-Feb-2024 00:00:01 +1400",
+     datetime(2024, 2, 29, 0, 0, 1, tzinfo=timezone(timedelta(hours=14)))),
+    (b"31-Feb-2024 00:00:00 +0000", None),
+    (b"01-Foo-2015 08:00:00 +0000", None),
+    (b"01-Jun-2015 08:00 +0000", None),
+    (b"", None),
+])
+def test_internal_dates_parse_as_rfc_3501_writes_them(raw: bytes, expected: datetime | None
+                                                      ) -> None:
+    assert internal_date(raw) == expected
+    if expected is not None:
+        assert datetime.strptime(raw.decode().strip(), "%d-%b-%Y %H:%M:%S %z") == expected
