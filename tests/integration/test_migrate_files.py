@@ -102,7 +102,7 @@ def test_mbox_migration_killed_part_way_then_resumed_while_the_gateway_serves(
     write_mbox(files / "Sent Items.mbox", sent)
     write_mbox(files / "Archiv 2015.mbox", old)
     config = tmp_path / "migrate.toml"
-    config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 100\n")
     args = ["mbox", *sorted(files.iterdir()), "--account", alice.address,
             "--gateway", alice.home, "--config", config, "--json"]
 
@@ -143,7 +143,7 @@ def test_maildir_migration_killed_while_the_gateway_is_stopped_is_filed_on_unloc
     write_maildir(root / "Archiv" / "2015", fs)  # LAYOUT=fs
 
     config = tmp_path / "migrate.toml"
-    config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 60\n")
     args = ["maildir", root, "--account", alice.address, "--gateway", alice.home, "--json"]
     stored_before = killed_after_rows([*args, "--config", config], alice.home, 30)
     assert 30 <= stored_before < 120
@@ -206,7 +206,7 @@ def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
     terminal, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=child)
+                            stdout=subprocess.PIPE, stderr=child)
     os.close(child)
     shown = bytearray()
 
@@ -221,8 +221,10 @@ def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
         deadline = time.monotonic() + 30
         while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
             time.sleep(0.02)
+        rows_at_signal = imported_rows(alice.home)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 1
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 1, (rows_at_signal, out, bytes(shown))
     finally:
         proc.kill()
         reader.join(timeout=10)
