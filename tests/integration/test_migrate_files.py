@@ -205,8 +205,11 @@ def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
             "--config", config]
     terminal, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    # SIGINT as a terminal's Ctrl-C delivers it: a shell that started these tests in
+    # the background has them (and so the child) ignore it otherwise.
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=child)
+                            stdout=subprocess.PIPE, stderr=child,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(child)
     shown = bytearray()
 
