@@ -198,8 +198,7 @@ def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
     mbox = tmp_path / "inbox.mbox"
     write_mbox(mbox, corpus("c", 150))
     config = tmp_path / "migrate.toml"
-    # Paced to 2.5 s: the interrupt lands mid-run even when this test's process is
-    # kept waiting for the CPU for a second (a run done first would exit 0).
+    # Paced to 2.5 s, so that the interrupt lands well before the end.
     config.write_text("batch_messages = 10\nmax_messages_per_second = 60\n")
     args = ["migrate", "mbox", mbox, "--account", alice.address, "--gateway", alice.home,
             "--config", config]
