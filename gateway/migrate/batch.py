@@ -3,9 +3,12 @@ number at a time, each failure kept to its own account.
 
 The CSV file has a header row naming its columns: `user` (the login on the legacy
 server), `password_file` (a file whose first line is that login's password; a
-relative path is taken from the CSV file's directory) and `account` (the bubble
-address). The server, its port and TLS options, the gateway and the settings are
-shared from the command line. This module never reads a password into a report or
+relative path is taken from the CSV file's directory), `account` (the bubble
+address) and, if the accounts live on several gateways, `gateway` (the account's
+gateway state directory, relative paths likewise; an empty cell means `--gateway`).
+Any other column is refused, so that a misspelt one is not silently ignored. The
+server, its port and TLS options and the settings are shared from the command
+line. This module never reads a password into a report or
 a log line, and logs no address: an account is named by its CSV row.
 """
 
@@ -23,6 +26,7 @@ from gateway.provision import ProvisionError
 from gateway.store.db import StoreError
 
 COLUMNS = ("user", "password_file", "account")
+OPTIONAL = ("gateway",)
 ISOLATED = (MigrateError, ProvisionError, StoreError, OSError)
 """The errors that end one account's migration and not the batch (an unreadable
 password file, a refused login, a server gone for good, an unknown account)."""
@@ -34,6 +38,7 @@ class BatchAccount:
     user: str
     password_file: Path
     account: str
+    gateway: Path  # the account's gateway state directory
 
 
 @dataclass
@@ -49,7 +54,8 @@ class AccountReport:
     def as_json(self) -> dict[str, object]:
         report = self.report.as_json() if self.report is not None else {}
         return {"row": self.entry.row, "user": self.entry.user, "account": self.entry.account,
-                "ok": self.ok, "error": self.error, "folders": report.get("folders", [])}
+                "gateway": str(self.entry.gateway), "ok": self.ok, "error": self.error,
+                "folders": report.get("folders", [])}
 
 
 @dataclass
@@ -66,8 +72,9 @@ class BatchReport:
                 "accounts": [account.as_json() for account in self.accounts]}
 
 
-def read_accounts(path: Path) -> list[BatchAccount]:
-    """The accounts of a batch CSV file; `MigrateError` naming the file and line."""
+def read_accounts(path: Path, gateway: Path | None) -> list[BatchAccount]:
+    """The accounts of a batch CSV file, on `gateway` unless a row names its own;
+    `MigrateError` naming the file and line."""
     try:
         text = path.read_text("utf-8")
     except OSError as e:
@@ -80,6 +87,10 @@ def read_accounts(path: Path) -> list[BatchAccount]:
     if absent:
         raise MigrateError(f"--accounts {path}: the header row lacks the column(s) "
                            f"{', '.join(absent)} (it needs {','.join(COLUMNS)})")
+    unknown = [name for name in names if name not in COLUMNS + OPTIONAL]
+    if unknown:
+        raise MigrateError(f"--accounts {path}: unknown column(s) {', '.join(unknown)} "
+                           f"(it takes {','.join(COLUMNS)} and optionally {','.join(OPTIONAL)})")
     reader.fieldnames = names
     accounts: list[BatchAccount] = []
     seen: dict[str, int] = {}
@@ -93,9 +104,13 @@ def read_accounts(path: Path) -> list[BatchAccount]:
             raise MigrateError(f"--accounts {path} line {row}: the account of line "
                                f"{seen[values['account']]} again")
         seen[values["account"]] = row
-        secret = Path(values["password_file"])
-        accounts.append(BatchAccount(row, values["user"], path.parent / secret,
-                                     values["account"]))
+        own = (fields.get("gateway") or "").strip()
+        home = path.parent / own if own else gateway
+        if home is None:
+            raise MigrateError(f"--accounts {path} line {row}: no gateway (fill its gateway "
+                               "column or give --gateway)")
+        accounts.append(BatchAccount(row, values["user"], path.parent / values["password_file"],
+                                     values["account"], home))
     if not accounts:
         raise MigrateError(f"--accounts {path} lists no account")
     return accounts
@@ -140,6 +155,8 @@ def format_batch(report: BatchReport) -> str:
                   for f in folders if not f.verified]
         notes += [f"{item.entry.account}: {f.source}: message {uid} not imported: {why}"
                   for f in folders for uid, why in f.problems]
+        notes += [f"{item.entry.account}: {f.source}: message {uid} imported as it is "
+                  "(it does not parse as mail)" for f in folders for uid in f.kept_raw]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in rows]

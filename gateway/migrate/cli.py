@@ -5,7 +5,8 @@
     sealgate migrate forget --account ADDRESS --gateway GW   (after the migration)
     sealgate migrate imap --host H [--port P] [--tls|--starttls|--plain] --user U
                           --password-file F --account ADDRESS --gateway GW
-                          [--folders GLOB ...] [--delete-source] [--ca-file F] [--insecure]
+                          [--folders GLOB ...] [--delete-source [--move-to FOLDER]]
+                          [--ca-file F] [--insecure]
     sealgate migrate imap --accounts CSV [--parallel N] --host H ... --gateway GW
                           (many accounts: gateway.migrate.batch)
 
@@ -23,6 +24,7 @@ import asyncio
 import fnmatch
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +137,7 @@ def _imap_source(args: argparse.Namespace, user: str, password_file: Path) -> So
     return ImapSource(
         host=args.host, port=args.port, security=args.security, user=user,
         password=read_password_file(password_file), settings=args.settings,
-        ca_file=args.ca_file, insecure=args.insecure,
+        ca_file=args.ca_file, insecure=args.insecure, move_to=args.move_to,
     )
 
 
@@ -143,6 +145,11 @@ def cmd_migrate_imap(args: argparse.Namespace) -> None:
     args.settings = _settings(args)
     if args.insecure and args.ca_file:
         raise MigrateError("--insecure and --ca-file exclude each other")
+    if args.move_to is not None and not args.delete_source:
+        raise MigrateError("--move-to goes with --delete-source")
+    if args.move_to is not None and (not args.move_to.strip("/") or "//" in args.move_to
+                                     or args.move_to != args.move_to.strip("/")):
+        raise MigrateError(f"--move-to {args.move_to!r} is not a folder name")
     if args.accounts is not None:
         alone = [flag for flag, value in (("--user", args.user), ("--account", args.account),
                  ("--password-file", args.password_file)) if value is not None]
@@ -152,7 +159,8 @@ def cmd_migrate_imap(args: argparse.Namespace) -> None:
         _run_batch(args)
         return
     absent = [flag for flag, value in (("--user", args.user), ("--account", args.account),
-              ("--password-file", args.password_file)) if value is None]
+              ("--password-file", args.password_file), ("--gateway", args.gateway))
+              if value is None]
     if absent:
         raise MigrateError(f"give {', '.join(absent)} (or --accounts CSV for many accounts)")
     if args.parallel is not None:
@@ -167,14 +175,21 @@ def _run_batch(args: argparse.Namespace) -> None:
     parallel = args.parallel if args.parallel is not None else settings.parallel_accounts
     if parallel < 1:
         raise MigrateError("--parallel must be at least 1")
-    accounts = read_accounts(args.accounts)
-    imports = _open_imports(args.gateway)
+    accounts = read_accounts(args.accounts, args.gateway)
+    stores: dict[Path, ImportStore] = {}  # one per gateway, opened by its first account
+    opening = threading.Lock()  # accounts open their targets in worker threads
+
+    def open_target(entry: BatchAccount) -> tuple[ImportStore, ImportTarget]:
+        with opening:
+            if entry.gateway not in stores:
+                stores[entry.gateway] = _open_imports(entry.gateway)
+            imports = stores[entry.gateway]
+        return imports, _target(imports, entry.account, entry.gateway, dry_run=args.dry_run)
 
     async def migrate(entry: BatchAccount) -> MigrationReport:
-        target = await asyncio.to_thread(_target, imports, entry.account, args.gateway,
-                                         dry_run=args.dry_run)
+        into = await asyncio.to_thread(open_target, entry)
         source = _imap_source(args, entry.user, entry.password_file)
-        return await _migrate(args, source, settings, args.folders, into=(imports, target),
+        return await _migrate(args, source, settings, args.folders, into=into,
                               label=f"row {entry.row}: ")
 
     try:
@@ -203,8 +218,9 @@ def cmd_migrate_forget(args: argparse.Namespace) -> None:
 def _common(p: argparse.ArgumentParser, *, account: bool = True) -> None:
     p.add_argument("--account", required=account, metavar="ADDRESS",
                    help="the bubble account the mail is for (its password is not needed)")
-    p.add_argument("--gateway", type=Path, required=True, metavar="GW",
-                   help="the account's gateway state directory (it may be serving)")
+    p.add_argument("--gateway", type=Path, required=account, metavar="GW",
+                   help="the account's gateway state directory (it may be serving)" +
+                   ("" if account else "; with --accounts, of the rows without a gateway"))
     p.add_argument("--dry-run", action="store_true",
                    help="read and count everything, write nothing")
     p.add_argument("--json", action="store_true", help="print the summary as a JSON object")
@@ -240,7 +256,8 @@ def add_migrate_commands(sub: Any) -> None:
                    help="file whose first line is the legacy server's password")
     p.add_argument("--accounts", type=Path, metavar="CSV",
                    help="migrate many accounts: a CSV file with the header row "
-                   "user,password_file,account (instead of --user, --password-file, --account)")
+                   "user,password_file,account[,gateway] (instead of --user, --password-file, "
+                   "--account)")
     p.add_argument("--parallel", type=int, metavar="N",
                    help="with --accounts: migrate N accounts at once (default: the setting "
                    "parallel_accounts, 4)")
@@ -248,6 +265,10 @@ def add_migrate_commands(sub: Any) -> None:
                    help="only the folders whose name (with '/' between levels) matches")
     p.add_argument("--delete-source", action="store_true",
                    help="delete each folder's messages from the legacy server once verified")
+    p.add_argument("--move-to", metavar="FOLDER",
+                   help="with --delete-source: move the verified messages to this folder of "
+                   "the legacy server (created if missing; '/' between levels) instead of "
+                   "expunging them")
     p.add_argument("--ca-file", type=Path, metavar="FILE",
                    help="trust the server's certificate when signed by a CA in FILE")
     p.add_argument("--insecure", action="store_true",

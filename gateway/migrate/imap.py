@@ -3,17 +3,25 @@
 Connects with TLS, STARTTLS (upgraded on aioimaplib's own transport) or in plain
 (only when asked), logs in, and lists every selectable folder with its SPECIAL-USE
 attributes, hierarchy delimiter, UIDVALIDITY and message count. A folder is read in
-UID order, in batches: first UID, FLAGS, INTERNALDATE and RFC822.SIZE, then the
-bodies (BODY.PEEK[]: the source's \\Seen flags are left as they were) of the
-messages within the size limit. A message the server does not return comes back
-with `problem` set, for the report.
+UID order: one UID FETCH of the UIDs and sizes plans the batches (`batch_messages`,
+`batch_bytes`), then one UID FETCH each: UID, FLAGS, INTERNALDATE, RFC822.SIZE and
+the body (BODY.PEEK[]: the source's \\Seen flags are left as they were) up to
+one octet over the size limit. A message the server does not return comes back
+with `problem` set, for the report. aioimaplib runs the connection and every
+command; the answer to a bulk FETCH alone is read by `fetch_wire.FetchReader`
+(`imap_client`), whose work grows with the answer's length where aioimaplib's
+grows with its square.
 
 A dropped connection (or a command that takes longer than `imap_timeout`) is
 retried: reconnect, select the folder again, check that its UIDVALIDITY did not
 change, go on with the same batch; after `imap_retries` the migration stops with a
-one-line error and the next run resumes from the checkpoint. `delete` marks the
-given UIDs \\Deleted and removes exactly those with UID EXPUNGE (UIDPLUS); a server
-without UIDPLUS is never deleted from, as a plain EXPUNGE could remove other mail.
+one-line error and the next run resumes from the checkpoint. A FETCH the server
+refuses (NO, BAD, or a BYE on every retry) is asked again one message at a time, so
+that only the message it cannot return is left out (`problem` says why). `delete`
+marks the given UIDs \\Deleted and removes exactly those with UID EXPUNGE (UIDPLUS),
+or moves them to the --move-to folder (MOVE; else COPY, \\Deleted, UID EXPUNGE); a
+server without UIDPLUS is never expunged from, as a plain EXPUNGE could remove
+other mail.
 
 Errors are one line (`SourceError`): wrong credentials, an untrusted certificate
 (`--ca-file`, or `--insecure`), a refused connection. Nothing here logs a message,
@@ -33,8 +41,11 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
+from gateway.imap.wire import encode_mailbox
 from gateway.migrate.errors import SourceError
+from gateway.migrate.fetch_wire import FetchedMessage, internal_date
 from gateway.migrate.folders import FolderNameError, decode_mutf7, target_folder
+from gateway.migrate.imap_client import BulkFetch, Client
 from gateway.migrate.settings import MigrateSettings
 from gateway.migrate.sources import OVERSIZE, SourceFolder, SourceMessage
 
@@ -43,20 +54,24 @@ log = logging.getLogger("sealgate.migrate")
 SECURITY = ("tls", "starttls", "plain")
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"(?P<delim>(?:\\.|[^"\\])*)"|NIL) (?P<name>.*)$')
 _STATUS_ITEM = re.compile(rb"(MESSAGES|UIDVALIDITY) (\d+)")
-_META = {
-    "uid": re.compile(rb"UID (\d+)"),
-    "flags": re.compile(rb"FLAGS \(([^)]*)\)"),
-    "date": re.compile(rb'INTERNALDATE "([^"]+)"'),
-    "size": re.compile(rb"RFC822\.SIZE (\d+)"),
-}
 _LITERAL = re.compile(rb"\{(\d+)\}$")
-_FETCH_START = re.compile(rb"\d+ FETCH \(")
 _T = TypeVar("_T")
 _IN_ONE_COMMAND = 500  # UIDs per STORE/EXPUNGE
 
 
 class _Dropped(Exception):
     """The connection is gone or a command timed out: reconnect and retry."""
+
+
+class _Refused(_Dropped):
+    """The server answered NO or BAD to a FETCH, or hung up on it every time (not
+    retried as it is: `read` asks for the batch's messages one by one)."""
+
+
+class _HungUp(_Dropped):
+    """The server said BYE during a FETCH and hung up: retried as a dropped connection
+    (an operator may have kicked the session); if it does so every time, it is taken
+    for a refusal (Dovecot hangs up on a message file it cannot read)."""
 
 
 class _Unreachable(SourceError):
@@ -86,10 +101,7 @@ def _text(line: object) -> bytes:
 
 
 def _internal_date(raw: bytes) -> datetime:
-    try:
-        return datetime.strptime(raw.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
-    except (UnicodeDecodeError, ValueError):
-        return datetime.now(UTC)
+    return internal_date(raw) or datetime.now(UTC)
 
 
 class ImapSource:
@@ -106,6 +118,7 @@ class ImapSource:
         settings: MigrateSettings,
         ca_file: Path | None = None,
         insecure: bool = False,
+        move_to: str | None = None,
     ) -> None:
         if security not in SECURITY:
             raise ValueError(f"security must be one of {SECURITY}")
@@ -117,6 +130,8 @@ class ImapSource:
         self._settings = settings
         self._ca_file = ca_file
         self._insecure = insecure
+        self._move_to = move_to  # the folder (levels split by "/") deleted mail goes to
+        self._move_wire: str | None = None  # its wire name, once the listing gave the delimiter
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
         self._selected: str | None = None
@@ -161,15 +176,15 @@ class ImapSource:
         if response.result != "OK":
             self._abort()
             await asyncio.sleep(0)  # the aborted transport closes its socket
-            said = b" ".join(_text(line) for line in response.lines).decode("utf-8", "replace")
-            raise SourceError(f"the server {where} refused the login of {self._user}: {said}")
+            raise SourceError(f"the server {where} refused the login of {self._user}: "
+                              f"{_said(response.lines)}")
 
     async def _open(
         self, context: ssl.SSLContext | None, on_lost: Callable[[Exception | None], None]
     ) -> Any:
         where = f"{self._host}:{self._port}"
         try:
-            self._client = aioimaplib.IMAP4(
+            self._client = Client(
                 host=self._host, port=self._port, timeout=self._settings.imap_timeout,
                 conn_lost_cb=on_lost, ssl_context=context if self._security == "tls" else None,
             )
@@ -258,10 +273,17 @@ class ImapSource:
                 if folder is not None:
                     await self._select(folder)
                 return await step()
+            except _Refused:
+                if self._lost is None or self._lost.done():
+                    self._client = None  # the next command reconnects
+                raise  # the server said no: asking again would not change its mind
             except (_Dropped, _Unreachable) as e:
                 if isinstance(e, _Unreachable) and attempt == 0:
                     raise  # the first connection: say why at once
                 if attempt == self._settings.imap_retries:
+                    if isinstance(e, _HungUp):
+                        self._client = None
+                        raise _Refused(str(e)) from None
                     raise SourceError(
                         f"connection to {self._host}:{self._port} lost ({e}), "
                         f"{self._settings.imap_retries} retries failed; run again to resume"
@@ -294,7 +316,11 @@ class ImapSource:
             if response.result != "OK":
                 raise SourceError("the server refused LIST")
             found = []
-            for name, delimiter, attributes in _parse_list(response.lines):
+            listed = _parse_list(response.lines)
+            if self._move_to is not None:
+                delimiter = next((d for _, d, _ in listed if d), None)
+                self._move_wire = _wire_name(self._move_to, delimiter)
+            for name, delimiter, attributes in listed:
                 if {"\\noselect", "\\nonexistent"} & {a.lower() for a in attributes}:
                     continue
                 try:
@@ -302,6 +328,10 @@ class ImapSource:
                                                       else [name])]
                 except FolderNameError:
                     raise SourceError(f"folder name {name!r} is not modified UTF-7") from None
+                if "/".join(parts) == self._move_to:
+                    log.info("migrate: folder %s is the --move-to folder; not migrated",
+                             self._move_to)
+                    continue
                 target = target_folder(parts, attributes)
                 if target is None:
                     log.info("migrate: folder %s is virtual (%s); skipped", "/".join(parts),
@@ -324,67 +354,112 @@ class ImapSource:
     async def read(
         self, folder: SourceFolder, after_uid: int
     ) -> AsyncGenerator[list[SourceMessage], None]:
-        async def search() -> list[int]:
-            response = await self._call(self._client.uid_search(f"UID {after_uid + 1}:*"))
-            if response.result != "OK":
-                raise SourceError(f"the server refused SEARCH in {folder.display}")
-            uids = []
-            for line in response.lines[:-1]:  # the last is the tagged line's text
-                words = _text(line).split()
-                if words[:1] == [b"SEARCH"]:  # aioimaplib strips it, a future one may not
-                    words = words[1:]
-                if all(word.isdigit() for word in words):
-                    uids += [int(word) for word in words]
-            return sorted(uid for uid in set(uids) if uid > after_uid)  # N:* always has the last
+        async def sizes() -> list[tuple[int, int]]:
+            try:
+                items = await self._bulk_fetch(f"{after_uid + 1}:*", "(UID RFC822.SIZE)", 0)
+            except _Refused:
+                if folder.count == 0:
+                    return []  # some servers refuse `N:*` in an empty folder
+                raise SourceError(f"the server refused FETCH in {folder.display}") from None
+            return sorted((item.uid, item.size) for item in items.values()
+                          if item.uid is not None and item.size is not None
+                          and item.uid > after_uid)  # N:* always has the last message
 
-        uids = await self._retrying(folder, search)
-        batch = self._settings.batch_messages
-        for start in range(0, len(uids), batch):
-            chunk = uids[start : start + batch]
+        for chunk in _batches(await self._retrying(folder, sizes), self._settings):
 
             def step(chunk: list[int] = chunk) -> Awaitable[list[SourceMessage]]:
                 return self._fetch(chunk)
 
-            yield await self._retrying(folder, step)
+            try:
+                batch = await self._retrying(folder, step)
+            except _Refused as e:
+                log.warning("migrate: folder %s: the server refused a FETCH (%s); reading "
+                            "its messages one by one", folder.display, e)
+                batch = await self._one_by_one(folder, chunk)
+            yield batch
+
+    async def _one_by_one(self, folder: SourceFolder, uids: list[int]) -> list[SourceMessage]:
+        """A refused batch, one FETCH a message: the one the server cannot return comes
+        with `problem` set (and the server's words), the others as usual."""
+        found: list[SourceMessage] = []
+        for uid in uids:
+
+            def step(uid: int = uid) -> Awaitable[list[SourceMessage]]:
+                return self._fetch([uid])
+
+            try:
+                found += await self._retrying(folder, step)
+            except _Refused as e:
+                found.append(SourceMessage(uid, None, (), datetime.now(UTC), 0,
+                                           f"the server could not return it ({e})"))
+        return found
+
+    async def _bulk_fetch(self, uids: str, items: str, max_literal: int
+                          ) -> dict[int, FetchedMessage]:
+        protocol = self._client.protocol
+        command = BulkFetch(protocol.new_tag(), uids, items, max_literal=max_literal,
+                             loop=protocol.loop)
+        try:
+            response = await self._call(protocol.execute(command))
+        except _Dropped:
+            if command.reader.bye is None:
+                raise
+            raise _HungUp(_said([command.reader.bye])) from None
+        if response.result != "OK":
+            raise _Refused(_said(response.lines) or f"FETCH {response.result}")
+        return command.reader.messages
 
     async def _fetch(self, uids: list[int]) -> list[SourceMessage]:
-        """One UID FETCH for the batch: metadata and body together (aioimaplib's work on
-        an answer grows with its lines squared: one answer costs less than two). The
-        body is fetched up to one octet over `max_message_bytes`, so a message over
-        the limit is never read in full."""
+        """One UID FETCH for the batch: metadata and body together. The body is
+        fetched up to one octet over `max_message_bytes`, so a message over the limit
+        is never read in full."""
         limit = self._settings.max_message_bytes
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{limit + 1}>)"
-        response = await self._call(self._client.uid("fetch", uid_set(uids), items))
-        if response.result != "OK":
-            raise _Dropped("FETCH refused")
         found: dict[int, SourceMessage] = {}
-        for text, body in _fetch_records(response.lines):
-            matches = {key: pattern.search(text) for key, pattern in _META.items()}
-            m_uid, m_flags, m_date, m_size = (matches[k] for k in ("uid", "flags", "date", "size"))
-            if not (m_uid and m_flags is not None and m_date and m_size):
+        for item in (await self._bulk_fetch(uid_set(uids), items, limit + 1)).values():
+            if item.uid is None or item.flags is None or not item.internal_date \
+                    or item.size is None:
                 continue
             flags = tuple(sorted(
-                f for f in m_flags.group(1).decode("utf-8", "replace").split()
+                f for f in item.flags.decode("utf-8", "replace").split()
                 if f.lower() != "\\recent"
             ))
-            uid, date, size = int(m_uid.group(1)), _internal_date(m_date.group(1)), \
-                int(m_size.group(1))
-            if size > limit:
-                found[uid] = SourceMessage(uid, None, flags, date, size, OVERSIZE)
-            elif body is None:
-                found[uid] = SourceMessage(uid, None, flags, date, size,
-                                           "the server did not return it")
+            date = _internal_date(item.internal_date)
+            if item.size > limit:
+                found[item.uid] = SourceMessage(item.uid, None, flags, date, item.size, OVERSIZE)
+            elif item.body is None:
+                found[item.uid] = SourceMessage(item.uid, None, flags, date, item.size,
+                                                "the server did not return it")
             else:
-                found[uid] = SourceMessage(uid, body, flags, date, len(body))
+                found[item.uid] = SourceMessage(item.uid, item.body, flags, date, len(item.body))
         # A UID not answered was expunged meanwhile: no longer in the folder.
         return [found[uid] for uid in uids if uid in found]
 
-    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> None:
+    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> str | None:
+        """Remove exactly `uids` from `folder`: MOVE them to the --move-to folder (COPY,
+        then \\Deleted and UID EXPUNGE, on a server without MOVE), or without one mark
+        them \\Deleted and UID EXPUNGE them. A server without UIDPLUS is never
+        expunged from, as a plain EXPUNGE could remove other mail."""
+
         async def remove() -> None:
-            if "UIDPLUS" not in self._client.protocol.capabilities:
+            capabilities = self._client.protocol.capabilities
+            target = self._move_wire
+            if target is not None:
+                await self._ensure_folder(target)
+            if (target is None or "MOVE" not in capabilities) and "UIDPLUS" not in capabilities:
                 raise SourceError(f"{self._host} lacks UIDPLUS: nothing deleted from it")
             for start in range(0, len(uids), _IN_ONE_COMMAND):
                 chunk = uid_set(list(uids[start : start + _IN_ONE_COMMAND]))
+                if target is not None and "MOVE" in capabilities:
+                    moved = await self._call(self._client.uid("move", chunk, quote(target)))
+                    if moved.result != "OK":
+                        raise SourceError(f"{folder.display}: the server refused MOVE")
+                    continue
+                if target is not None:
+                    copied = await self._call(self._client.uid("copy", chunk, quote(target)))
+                    if copied.result != "OK":
+                        raise SourceError(f"{folder.display}: the server refused COPY: "
+                                          "nothing deleted")
                 stored = await self._call(
                     self._client.uid("store", chunk, "+FLAGS.SILENT", "(\\Deleted)")
                 )
@@ -393,22 +468,49 @@ class ImapSource:
                     raise SourceError(f"{folder.display}: the server refused STORE or EXPUNGE")
 
         await self._retrying(folder, remove)
+        return self._move_to
+
+    async def _ensure_folder(self, wire: str) -> None:
+        """Create the --move-to folder unless the server lists it."""
+        listed = await self._call(self._client.list('""', quote(wire)))
+        if listed.result == "OK" and any(name == wire for name, _, _ in
+                                         _parse_list(listed.lines)):
+            return
+        created = await self._call(self._client.create(quote(wire)))
+        if created.result != "OK":
+            raise SourceError(f"cannot create the --move-to folder {self._move_to}: "
+                              f"{_said(created.lines)}")
 
 
-def _fetch_records(lines: Sequence[object]) -> list[tuple[bytes, bytes | None]]:
-    """A FETCH answer as (the text of one message's items, its body literal or None).
-    A record starts at a `N FETCH (` line; items may follow the literal on later lines."""
-    records: list[tuple[bytearray, list[bytes]]] = []
-    for line in lines:
-        if isinstance(line, bytearray):
-            if records:
-                records[-1][1].append(bytes(line))
-        elif isinstance(line, bytes):
-            if _FETCH_START.match(line):
-                records.append((bytearray(line), []))
-            elif records:
-                records[-1][0].extend(b" " + line)
-    return [(bytes(text), bodies[0] if bodies else None) for text, bodies in records]
+def _wire_name(folder: str, delimiter: str | None) -> str:
+    """An operator's folder name ("/" between levels) as the server names it."""
+    parts = folder.split("/")
+    if delimiter is None and len(parts) > 1:
+        raise SourceError(f"--move-to {folder}: the server has no folder hierarchy")
+    return (delimiter or "/").join(encode_mailbox(part) for part in parts)
+
+
+def _batches(sizes: Sequence[tuple[int, int]], settings: MigrateSettings) -> list[list[int]]:
+    """UIDs in batches of at most `batch_messages` messages and `batch_bytes` octets
+    (a message is counted up to the size limit, as only that much is fetched; a
+    batch holds at least one)."""
+    batches: list[list[int]] = []
+    octets = 0
+    for uid, size in sizes:
+        size = min(size, settings.max_message_bytes + 1)
+        if not batches or len(batches[-1]) >= settings.batch_messages \
+                or octets + size > settings.batch_bytes:
+            batches.append([])
+            octets = 0
+        batches[-1].append(uid)
+        octets += size
+    return batches
+
+
+def _said(lines: Sequence[object]) -> str:
+    """What the server said, on one line and at most 200 characters."""
+    text = b" ".join(_text(line) for line in lines).decode("utf-8", "replace")
+    return " ".join(text.split())[:200]
 
 
 def _reason(error: BaseException) -> str:

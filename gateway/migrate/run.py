@@ -11,12 +11,15 @@ Per source folder:
    account's migration key, and unless its digest is in the target folder already,
    sealed to the account's public key; the batch and the checkpoint commit
    together (`ImportStore.add`). Reading from the source, sealing and committing
-   overlap: while batch N commits, N+1 is sealed and N+2 read.
+   overlap: while batch N commits (a worker thread), N+1 is sealed (another) and
+   N+2 read (the event loop), so the source never waits for the sealing.
 3. Verify: the digest of every message of the source folder (those skipped by the
    checkpoint are read again) must be among the target folder's imports; a message
    that could not be read or was over the size limit fails the folder too (it is
-   listed in the report, never dropped silently).
-4. With `delete_source`, a verified folder's messages are deleted at the source.
+   listed in the report, never dropped silently). One that does not parse as mail
+   (no header field first) is imported as it is, and listed.
+4. With `delete_source`, a verified folder's messages are deleted at the source
+   (or moved to the folder the operator named: `ImapSource`).
 
 `--dry-run` reads and digests everything and writes nothing. No step writes a
 message in clear, and nothing here logs content.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,13 +38,16 @@ import nacl.encoding
 import nacl.hash
 
 from gateway.migrate.progress import FolderProgress
-from gateway.migrate.sealing import crlf, digest, seal_import
+from gateway.migrate.sealing import ImportSealer, crlf, digest
 from gateway.migrate.settings import MigrateSettings
 from gateway.migrate.sources import Source, SourceFolder, SourceMessage
 from gateway.store.imports import Checkpoint, ImportStore, ImportTarget, NewImport
 
 log = logging.getLogger("sealgate.migrate")
 _SOURCE_PERSON = b"sg-import-source"
+# RFC 5322: a message begins with a header field, a name of printable characters but
+# the colon, then a colon. What does not is kept as it is, and listed.
+_HEADER_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 @dataclass
@@ -54,9 +61,11 @@ class FolderReport:
     resumed_after: int = 0  # the checkpoint's last UID (0: from the start)
     uid_validity_changed: bool = False
     problems: list[tuple[int, str]] = field(default_factory=list)  # (uid, why not imported)
+    kept_raw: list[int] = field(default_factory=list)  # imported as they are: not mail-shaped
     missing: int = 0  # source messages whose digest is not among the imports
     verified: bool = False
-    deleted: int = 0  # deleted at the source after verification
+    deleted: int = 0  # deleted (or moved away) at the source after verification
+    moved_to: str | None = None  # the source folder they were moved to (--move-to)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -65,7 +74,9 @@ class FolderReport:
             "resumed_after": self.resumed_after,
             "uid_validity_changed": self.uid_validity_changed,
             "problems": [{"uid": uid, "problem": why} for uid, why in self.problems],
+            "kept_raw": self.kept_raw,
             "missing": self.missing, "verified": self.verified, "deleted": self.deleted,
+            "moved_to": self.moved_to,
         }
 
 
@@ -140,36 +151,37 @@ class Migration:
         queued: set[bytes] = set()  # digests sealed by this run, stored or about to be
         progress = self._progress(folder.display, max(0, folder.count - after))
         # Three stages overlap: the source reads batch N+2 while a worker thread seals
-        # N+1 and another commits N (libsodium and SQLite let go of the GIL). Commits
-        # stay in order, so a checkpoint never passes a batch not stored.
-        sealing: asyncio.Future[list[_Chunk]] | None = None
+        # N+1 and another commits N (libsodium, hashlib and SQLite let go of the GIL).
+        # Commits stay in order, so a checkpoint never passes a batch not stored.
         storing: asyncio.Future[None] | None = None
         try:
             async with contextlib.aclosing(self._source.read(folder, after)) as batches:
-                async for batch in batches:
-                    if sealing is not None:
-                        chunks = await sealing
+                reading: asyncio.Future[list[SourceMessage] | None] = asyncio.ensure_future(
+                    anext(batches, None))
+                try:
+                    while (batch := await reading) is not None:
+                        reading = asyncio.ensure_future(anext(batches, None))
+                        chunks = await asyncio.to_thread(
+                            self._seal_batch, folder, batch, present, queued, read, report)
                         if storing is not None:
                             await storing
                         storing = asyncio.ensure_future(
                             asyncio.to_thread(self._store_chunks, folder, chunks, report))
-                    sealing = asyncio.get_running_loop().create_future()
-                    sealing.set_result(
-                        self._seal_batch(folder, batch, present, queued, read, report))
-                    progress.advance(len(batch), sum(message.size for message in batch))
-                    await self._pace(len(batch))
-            if sealing is not None:
-                chunks = await sealing
-                if storing is not None:
-                    await storing
-                await asyncio.to_thread(self._store_chunks, folder, chunks, report)
+                        progress.advance(len(batch), sum(message.size for message in batch))
+                        await self._pace(len(batch))
+                finally:
+                    if not reading.done():  # the generator must be idle to be closed
+                        reading.cancel()
+                        with contextlib.suppress(BaseException):
+                            await reading
+            if storing is not None:
+                await storing
         except BaseException:
             # What was read before the failure is still stored (the next run resumes
             # after it); the failure itself is what the caller sees.
-            for stage in (sealing, storing):
-                if stage is not None:
-                    with contextlib.suppress(Exception):
-                        await stage
+            if storing is not None:
+                with contextlib.suppress(Exception):
+                    await storing
             raise
         finally:
             progress.close()
@@ -177,7 +189,7 @@ class Migration:
             await self._digest_done_part(folder, after, read, report)
         await self._verify(folder, read, report)
         if report.verified and self._delete and read:
-            await self._source.delete(folder, sorted(read))
+            report.moved_to = await self._source.delete(folder, sorted(read))
             report.deleted = len(read)
         return report
 
@@ -219,12 +231,13 @@ class Migration:
         read: dict[int, bytes],
         report: FolderReport,
     ) -> list[_Chunk]:
-        """Digest and seal one batch (in a worker thread; batches never overlap here):
+        """Digest and seal one batch (in a worker thread, one batch after the other):
         the commits to make, each at most `batch_messages` / `batch_bytes`, the last one
         moving the checkpoint to the batch's last UID."""
         chunks: list[_Chunk] = []
         new: list[NewImport] = []
         octets = 0
+        sealer = ImportSealer(self._target.encryption_key)
         for message in batch:
             report.source_count += 1
             if message.raw is None:
@@ -233,6 +246,8 @@ class Migration:
             text = crlf(message.raw)
             mark = digest(self._target.digest_key, text)
             read[message.uid] = mark
+            if not _HEADER_FIELD.match(text):
+                report.kept_raw.append(message.uid)
             if mark in queued:
                 report.duplicates += 1
                 continue
@@ -240,17 +255,21 @@ class Migration:
                 report.present += 1
                 continue
             queued.add(mark)
-            sealed = seal_import(
-                self._target.encryption_key, text, folder=folder.target.name,
-                flags=message.flags, internal_date=message.internal_date, message_digest=mark,
+            if new and (len(new) >= self._settings.batch_messages
+                        or octets + len(text) > self._settings.batch_bytes):
+                chunks.append(_Chunk(new, None))
+                new, octets = [], 0
+            sealed = sealer.seal(
+                text, folder=folder.target.name, flags=message.flags,
+                internal_date=message.internal_date, message_digest=mark,
             )
             new.append(NewImport(folder.target.name, folder.target.special_use, mark,
                                  message.flags, message.internal_date, len(text), sealed))
             octets += len(text)
-            if len(new) >= self._settings.batch_messages or octets >= self._settings.batch_bytes:
-                chunks.append(_Chunk(new, None))
-                new, octets = [], 0
-        chunks.append(_Chunk(new, batch[-1].uid if batch else 0))
+        last = batch[-1].uid if batch else 0
+        if report.problems:  # the checkpoint stays before the first message not imported,
+            last = min(last, report.problems[0][0] - 1)  # so a later run reads it again
+        chunks.append(_Chunk(new, last))
         return chunks
 
     def _store_chunks(self, folder: SourceFolder, chunks: list[_Chunk],
@@ -316,6 +335,14 @@ class Migration:
         report.verified = report.missing == 0 and not report.problems and not short
 
 
+def _removed(folder: FolderReport) -> str:
+    if not folder.deleted:
+        return ""
+    if folder.moved_to is not None:
+        return f", {folder.deleted} moved to {folder.moved_to}"
+    return f", {folder.deleted} deleted"
+
+
 def format_table(report: MigrationReport) -> str:
     """The summary table: one line per folder, then the problems, then the verdict."""
     head = ("source folder", "bubble folder", "source", "new", "present", "dup", "missing",
@@ -323,7 +350,7 @@ def format_table(report: MigrationReport) -> str:
     rows = [head] + [
         (f.source, f.target, str(f.source_count), str(f.imported), str(f.present),
          str(f.duplicates), str(f.missing + len(f.problems)),
-         ("yes" if f.verified else "NO") + (f", {f.deleted} deleted" if f.deleted else ""))
+         ("yes" if f.verified else "NO") + _removed(f))
         for f in report.folders
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -334,6 +361,8 @@ def format_table(report: MigrationReport) -> str:
             lines.append(f"{folder.source}: UIDVALIDITY changed since the last run; read again")
         lines += [f"{folder.source}: message {uid} not imported: {why}"
                   for uid, why in folder.problems]
+        lines += [f"{folder.source}: message {uid} imported as it is: it does not begin "
+                  "with a header field, so it does not parse as mail" for uid in folder.kept_raw]
     what = "dry run: nothing written" if report.dry_run else "pending until the account unlocks"
     verdict = "every folder verified" if report.ok else "MISMATCH: not every message is imported"
     lines.append(f"{verdict} ({what})")

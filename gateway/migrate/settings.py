@@ -10,7 +10,7 @@ MiB = 1024 * 1024
 @dataclass(frozen=True)
 class MigrateSettings:
     max_message_bytes: int = 50 * MiB  # larger messages are listed in the report, not imported
-    batch_messages: int = 200  # messages fetched, sealed and committed together
+    batch_messages: int = 500  # messages fetched, sealed and committed together
     batch_bytes: int = 32 * MiB  # at most this much message text in one batch (one is always let)
     imap_timeout: float = 60.0  # seconds one IMAP command may take
     imap_retries: int = 3  # reconnections after a dropped connection, per folder

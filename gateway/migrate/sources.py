@@ -72,8 +72,9 @@ class Source(Protocol):
     ) -> AsyncGenerator[list[SourceMessage], None]:
         """The folder's messages with a UID above `after_uid`, in UID order, in batches."""
 
-    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> None:
-        """Remove these messages from the source (only IMAP sources can)."""
+    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> str | None:
+        """Remove these messages from the folder (only IMAP sources can); the folder
+        they were moved to, or None when deleted."""
 
     async def close(self) -> None: ...
 
@@ -102,7 +103,7 @@ class _FileSource:
     def identity(self) -> str:
         return "\0".join(str(path) for path in self._paths)
 
-    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> None:
+    async def delete(self, folder: SourceFolder, uids: Sequence[int]) -> str | None:
         raise SourceError("file sources are never deleted from")
 
     async def close(self) -> None:

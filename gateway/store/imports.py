@@ -83,6 +83,9 @@ _IMPORT = col(ImportedMessage.account_id) == bindparam("account_id")
 _SELECT_DIGESTS = select(col(ImportedMessage.digest)).where(
     _IMPORT, col(ImportedMessage.folder) == bindparam("folder")
 )
+_SELECT_GIVEN_DIGESTS = _SELECT_DIGESTS.where(
+    col(ImportedMessage.digest).in_(bindparam("digests", expanding=True))
+)
 _SELECT_PENDING_SIZES = (
     select(col(ImportedMessage.id), col(ImportedMessage.size))
     .where(_IMPORT, col(ImportedMessage.state) == PENDING)
@@ -161,28 +164,31 @@ class ImportStore:
         checkpoint (source, source folder, position), all in one transaction; the count
         stored."""
         rows: list[dict[str, object]] = []
+        by_folder: dict[str, list[NewImport]] = {}
+        for item in imports:
+            by_folder.setdefault(item.folder, []).append(item)
         with writing(self._engine) as connection:
-            seen: dict[str, set[bytes]] = {}
-            for item in imports:
-                if item.folder not in seen:
-                    found = connection.execute(
-                        _SELECT_DIGESTS, {"account_id": account_id, "folder": item.folder}
-                    )
-                    seen[item.folder] = {digest for (digest,) in found}
-                if item.digest in seen[item.folder]:
-                    continue
-                seen[item.folder].add(item.digest)
-                rows.append({
-                    "account_id": account_id,
-                    "folder": item.folder,
-                    "special_use": item.special_use,
-                    "digest": item.digest,
-                    "flags": " ".join(item.flags),
-                    "internal_date": utc(item.internal_date),
-                    "size": item.size,
-                    "state": PENDING,
-                    "sealed": item.sealed,
-                })
+            for folder, items in by_folder.items():
+                # Only this batch's digests: the whole folder's would grow with it.
+                found = connection.execute(_SELECT_GIVEN_DIGESTS, {
+                    "account_id": account_id, "folder": folder,
+                    "digests": [item.digest for item in items]})
+                seen = {digest for (digest,) in found}
+                for item in items:
+                    if item.digest in seen:
+                        continue
+                    seen.add(item.digest)
+                    rows.append({
+                        "account_id": account_id,
+                        "folder": item.folder,
+                        "special_use": item.special_use,
+                        "digest": item.digest,
+                        "flags": " ".join(item.flags),
+                        "internal_date": utc(item.internal_date),
+                        "size": item.size,
+                        "state": PENDING,
+                        "sealed": item.sealed,
+                    })
             if rows:  # one executemany: a row at a time costs more than the sealing
                 connection.execute(insert(ImportedMessage), rows)
             if checkpoint is not None:

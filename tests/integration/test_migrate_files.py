@@ -8,12 +8,18 @@ the migration part-way and running it again never duplicates a message.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import pty
 import secrets
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +49,22 @@ def imported_rows(gateway: Path) -> int:
 
 def migrate(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return sealgate("migrate", *args, check=check)
+
+
+def killed_after_rows(args: list[str | Path], gateway: Path, rows: int) -> int:
+    """Run `sealgate migrate ARGS`, SIGKILL it once the store holds `rows` imports;
+    the imports stored by then."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "migrate", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while imported_rows(gateway) < rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return imported_rows(gateway)
 
 
 def wait_for_view(bubble: Bubble, count: int) -> dict[int, list]:
@@ -80,23 +102,11 @@ def test_mbox_migration_killed_part_way_then_resumed_while_the_gateway_serves(
     write_mbox(files / "Sent Items.mbox", sent)
     write_mbox(files / "Archiv 2015.mbox", old)
     config = tmp_path / "migrate.toml"
-    config.write_text("batch_messages = 10\nmax_messages_per_second = 200\n")
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 100\n")
     args = ["mbox", *sorted(files.iterdir()), "--account", alice.address,
             "--gateway", alice.home, "--config", config, "--json"]
 
-    first = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "migrate", *map(str, args)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.wait()
-    assert first.returncode == -signal.SIGKILL
-    stored_before = imported_rows(alice.home)
+    stored_before = killed_after_rows(args, alice.home, 30)
     assert 30 <= stored_before < 220
 
     second = json.loads(migrate(*args).stdout)
@@ -118,7 +128,7 @@ def test_mbox_migration_killed_part_way_then_resumed_while_the_gateway_serves(
     assert files_containing(lone.state_dirs, [canary.encode()]) == []
 
 
-def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
+def test_maildir_migration_killed_while_the_gateway_is_stopped_is_filed_on_unlock(
     lone: Bubble, tmp_path: Path
 ) -> None:
     alice = lone.accounts["alice"]
@@ -132,11 +142,17 @@ def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
     write_maildir(root / ".Work.Projekt &AMQ-", work)  # "Work/Projekt Ä" in modified UTF-7
     write_maildir(root / "Archiv" / "2015", fs)  # LAYOUT=fs
 
-    report = json.loads(migrate("maildir", root, "--account", alice.address,
-                                "--gateway", alice.home, "--json").stdout)
+    config = tmp_path / "migrate.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 60\n")
+    args = ["maildir", root, "--account", alice.address, "--gateway", alice.home, "--json"]
+    stored_before = killed_after_rows([*args, "--config", config], alice.home, 30)
+    assert 30 <= stored_before < 120
+
+    report = json.loads(migrate(*args).stdout)
     assert report["ok"] is True
-    assert {(f["target"], f["imported"]) for f in report["folders"]} == {
+    assert {(f["target"], f["imported"] + f["present"]) for f in report["folders"]} == {
         ("INBOX", 60), ("Sent", 20), ("Work/Projekt Ä", 20), ("Archiv/2015", 20)}
+    assert sum(f["imported"] for f in report["folders"]) == 120 - stored_before
 
     lone.start_gateway("alice")
     expected = {m.seq: ("INBOX", m) for m in inbox} | {m.seq: ("Sent", m) for m in sent}
@@ -146,6 +162,87 @@ def test_maildir_migration_while_the_gateway_is_stopped_is_filed_on_unlock(
     assert files_containing(lone.state_dirs, [canary.encode()]) == []
     migrate("forget", "--account", alice.address, "--gateway", alice.home)
     assert imported_rows(alice.home) == 0  # no digest left once the mail is filed
+
+
+def test_a_message_that_does_not_parse_is_imported_as_it_is_and_listed(
+    lone: Bubble, tmp_path: Path
+) -> None:
+    alice = lone.accounts["alice"]
+    canary = "canary" + secrets.token_hex(6)
+    imap_login(alice).logout()  # unlocked: filed as it arrives
+    root = tmp_path / "Maildir"
+    mails = corpus(canary, 2)
+    write_maildir(root, mails)
+    garbage = b"\x00\x01 no header seq-900- " + canary.encode() + b"\r\n\xff\xfe binary\r\n"
+    (root / "cur" / "1500000000.M900P1.legacy:2,S").write_bytes(garbage)
+    result = migrate("maildir", root, "--account", alice.address, "--gateway", alice.home)
+    lines = result.stdout.splitlines()
+    assert any("message 3 imported as it is: it does not begin with a header field" in line
+               for line in lines), lines
+    assert lines[-1].startswith("every folder verified")
+
+    view = wait_for_view(lone, 3)
+    (raw,) = view[900]
+    assert (raw.folder, raw.flags, raw.body) == ("INBOX", frozenset({"\\Seen"}), garbage)
+    assert_migrated({seq: seen for seq, seen in view.items() if seq != 900},
+                    {m.seq: ("INBOX", m) for m in mails})
+    assert files_containing(lone.state_dirs, [canary.encode()]) == []
+
+
+def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
+    lone: Bubble, tmp_path: Path
+) -> None:
+    """On a terminal (a pty here) a bar per folder; Ctrl-C ends the run with one line;
+    the next run, its stderr no terminal, logs plain lines and imports the rest."""
+    alice = lone.accounts["alice"]
+    mbox = tmp_path / "inbox.mbox"
+    write_mbox(mbox, corpus("c", 150))
+    config = tmp_path / "migrate.toml"
+    # Paced to 2.5 s, so that the interrupt lands well before the end.
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 60\n")
+    args = ["migrate", "mbox", mbox, "--account", alice.address, "--gateway", alice.home,
+            "--config", config]
+    terminal, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    # SIGINT as a terminal's Ctrl-C delivers it: a shell that started these tests in
+    # the background has them (and so the child) ignore it otherwise.
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=child,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.close(child)
+    shown = bytearray()
+
+    def collect() -> None:
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed
+            while chunk := os.read(terminal, 4096):
+                shown.extend(chunk)
+
+    reader = threading.Thread(target=collect)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while imported_rows(alice.home) < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rows_at_signal = imported_rows(alice.home)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 1, (rows_at_signal, out, bytes(shown))
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+        os.close(terminal)
+    text = shown.decode("utf-8", "replace")
+    assert "inbox.mbox: " in text and "/150 [" in text and "\r" in text, text  # a bar, redrawn
+    assert text.rstrip().endswith(
+        "sealgate: error: interrupted: what was stored is kept; run again to resume"), text
+    assert "Traceback" not in text
+    stored = imported_rows(alice.home)
+    assert 30 <= stored < 150
+
+    rest = migrate(*args[1:])
+    assert "\r" not in rest.stderr and "inbox.mbox: 150 read (" in rest.stderr, rest.stderr
+    assert rest.stdout.splitlines()[-1].startswith("every folder verified")
+    assert imported_rows(alice.home) == 150
 
 
 def test_oversized_dry_run_and_bad_input_are_reported_not_dropped(

@@ -7,6 +7,7 @@ internal dates. The migration is killed part-way and resumed with --delete-sourc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import imaplib
 import json
@@ -23,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli_main
+from gateway.migrate.imap import ImapSource
+from gateway.migrate.settings import MigrateSettings
 from gateway.tls import ensure_certificate
 from tests.bubble_processes import Bubble, files_containing, free_port, sealgate
 from tests.dovecot import Dovecot, make_root, missing
@@ -36,12 +39,13 @@ PASSWORD = "legacy-password-1"
 TEMPLATE = "template"  # seeded once; each test migrates a copy of its own
 # Dovecot's folder (wire name) -> (the bubble's folder as its IMAP lists it, how many)
 FOLDERS = {
-    "INBOX": ("INBOX", 100),
+    "INBOX": ("INBOX", 130),
     "Gesendet": ("Sent", 40),  # \Sent
     "Work.Projekt &AMQ-": ("Work/Projekt &AMQ-", 30),  # "Work/Projekt Ä"
     "Spam": ("Junk", 15),  # \Junk
     "Entw&APw-rfe": ("Drafts", 10),  # "Entwürfe", \Drafts
 }
+TOTAL = sum(count for _, count in FOLDERS.values())  # 225
 
 
 @dataclass
@@ -89,7 +93,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
         pytest.skip(why)
     tmp = tmp_path_factory.mktemp("legacy")
     cert, key = ensure_certificate(tmp / "tls", "localhost")
-    users = {TEMPLATE: PASSWORD} | {f"user{n}": PASSWORD for n in range(10)}
+    users = {TEMPLATE: PASSWORD} | {f"user{n}": PASSWORD for n in range(16)}
     server = Dovecot(make_root(), users, tls=(cert, key))
     server.start()
     try:
@@ -101,7 +105,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
         server.remove()
 
 
-_clones = iter(range(10))
+_clones = iter(range(16))
 
 
 @pytest.fixture
@@ -176,21 +180,82 @@ def test_imap_migration_killed_resumed_verified_and_deleted_at_the_source(
                            alice.home, 40)
     first.send_signal(signal.SIGKILL)
     first.communicate()
-    assert 40 <= imported_rows(alice.home) < 195
+    assert 40 <= imported_rows(alice.home) < TOTAL
 
     result = sealgate(*migrate_args(lone, legacy, "--delete-source"))
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert any(f["resumed_after"] > 0 for f in report["folders"])
-    assert sum(f["deleted"] for f in report["folders"]) == 195
+    assert sum(f["deleted"] for f in report["folders"]) == TOTAL
     assert {f["source"]: f["target"] for f in report["folders"]} == {
         "INBOX": "INBOX", "Gesendet": "Sent", "Work/Projekt Ä": "Work/Projekt Ä",
         "Spam": "Junk", "Entwürfe": "Drafts"}
 
-    assert_migrated(wait_for_view(lone, 195), expected(legacy))
+    assert_migrated(wait_for_view(lone, TOTAL), expected(legacy))
     assert legacy_counts(legacy) == dict.fromkeys(FOLDERS, 0)
-    assert imported_rows(alice.home) == 195
+    assert imported_rows(alice.home) == TOTAL
     assert files_containing(lone.state_dirs, [legacy.canary.encode()]) == []
+
+
+def folder_count(legacy: LegacyServer, wire_name: str) -> int:
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        typ, data = imap.status(f'"{wire_name}"', "(MESSAGES)")
+        assert typ == "OK", data
+        return int(data[0].rsplit(b" ", 1)[1].rstrip(b")"))
+    finally:
+        imap.logout()
+
+
+def test_delete_source_moves_verified_mail_to_the_folder_the_operator_names(
+    lone: Bubble, legacy: LegacyServer
+) -> None:
+    """Dovecot has MOVE: the verified messages go to "Übertragen/2026" (created, its
+    name in modified UTF-7), which a later run does not take for a source folder."""
+    report = json.loads(sealgate(*migrate_args(
+        lone, legacy, "--folders", "Spam", "Entwürfe", "--delete-source",
+        "--move-to", "Übertragen/2026")).stdout)
+    assert report["ok"] is True
+    assert {(f["source"], f["deleted"], f["moved_to"]) for f in report["folders"]} == {
+        ("Spam", 15, "Übertragen/2026"), ("Entwürfe", 10, "Übertragen/2026")}
+    counts = legacy_counts(legacy)
+    assert (counts["Spam"], counts["Entw&APw-rfe"], counts["INBOX"]) == (0, 0, 130)
+    assert folder_count(legacy, "&ANw-bertragen.2026") == 25
+
+    table = sealgate(*migrate_args(lone, legacy, "--dry-run", "--delete-source",
+                                   "--move-to", "Übertragen/2026")).stdout
+    sources = [f["source"] for f in json.loads(table)["folders"]]
+    assert "Übertragen/2026" not in sources and "INBOX" in sources
+    assert imported_rows(lone.accounts["alice"].home) == 25
+
+
+def test_without_move_the_named_folder_gets_a_copy_then_the_originals_are_expunged(
+    legacy: LegacyServer,
+) -> None:
+    """The path for a server without MOVE (UID COPY, \\Deleted, UID EXPUNGE), run
+    against Dovecot with MOVE struck from the capabilities the client saw."""
+
+    async def move_three() -> None:
+        source = ImapSource(host="127.0.0.1", port=legacy.dovecot.port, security="plain",
+                            user=legacy.user, password=PASSWORD, settings=MigrateSettings(),
+                            move_to="Kopiert")
+        try:
+            spam = next(f for f in await source.folders() if f.display == "Spam")
+            source._client.protocol.capabilities.discard("MOVE")
+            assert await source.delete(spam, [2, 3, 5]) == "Kopiert"
+        finally:
+            await source.close()
+
+    asyncio.run(move_three())
+    assert (folder_count(legacy, "Spam"), folder_count(legacy, "Kopiert")) == (12, 3)
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        imap.select('"Spam"', readonly=True)
+        typ, data = imap.uid("SEARCH", "ALL")
+        assert typ == "OK"
+        assert 2 not in map(int, data[0].split()) and 4 in map(int, data[0].split())
+    finally:
+        imap.logout()
 
 
 def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
@@ -204,7 +269,7 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     assert proc.returncode == 0
     assert b"connection lost" in err  # and it went on after reconnecting
     assert json.loads(out)["ok"] is True
-    assert imported_rows(alice.home) == 195
+    assert imported_rows(alice.home) == TOTAL
 
     # The folder is recreated at the source (a new UIDVALIDITY), with one message more.
     imap = legacy_imap(legacy.dovecot, legacy.user)
@@ -218,7 +283,56 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     again = json.loads(sealgate(*migrate_args(lone, legacy, "--folders", "Spam")).stdout)
     (spam,) = again["folders"]
     assert (spam["uid_validity_changed"], spam["imported"], spam["present"]) == (True, 1, 15)
-    assert imported_rows(alice.home) == 196
+    assert imported_rows(alice.home) == TOTAL + 1
+
+
+def test_a_message_the_server_cannot_return_is_listed_and_read_on_a_later_run(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
+) -> None:
+    """Dovecot cannot read one message file of Spam: it fails the FETCH of its batch.
+    The others are read one by one and imported; that one is listed and the folder
+    not verified (nor deleted). Once the file is readable again, a second run imports it."""
+    spam_dir = legacy.dovecot.root / "mail" / legacy.user / "Spam" / "cur"
+    broken = sorted(spam_dir.iterdir())[6]
+    broken.chmod(0)
+    quick = tmp_path / "quick-retry.toml"
+    quick.write_text("imap_retry_delay = 0.05\n")  # it hangs up on each retry of the batch
+    args = migrate_args(lone, legacy, "--folders", "Spam", "--delete-source", "--config", quick)
+    first = sealgate(*args, check=False)
+    assert first.returncode == 3, first.stderr
+    (folder,) = json.loads(first.stdout)["folders"]
+    (problem,) = folder["problems"]
+    assert problem["problem"].startswith("the server could not return it (")
+    assert (folder["imported"], folder["verified"], folder["deleted"]) == (14, False, 0)
+    assert legacy_counts(legacy)["Spam"] == 15
+
+    broken.chmod(0o600)
+    (again,) = json.loads(sealgate(*args).stdout)["folders"]
+    assert (again["imported"], again["present"], again["verified"]) == (1, 14, True)
+    assert again["resumed_after"] == problem["uid"] - 1
+    assert legacy_counts(legacy)["Spam"] == 0
+    assert imported_rows(lone.accounts["alice"].home) == 15
+
+
+def test_when_the_retries_run_out_the_run_stops_in_one_line_and_the_next_resumes(
+    lone: Bubble, legacy: LegacyServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "no-retry.toml"
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 150\nimap_retries = 0\n")
+    args = migrate_args(lone, legacy, "--folders", "INBOX", "--config", config)
+    proc = run_until_rows(args, lone.accounts["alice"].home, 30)
+    legacy.dovecot.kick(legacy.user)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    (line,) = err.decode().strip().splitlines()[-1:]
+    assert line.startswith("sealgate: error: connection to 127.0.0.1:") and \
+        line.endswith("0 retries failed; run again to resume"), err
+    stored = imported_rows(lone.accounts["alice"].home)
+    (inbox,) = json.loads(sealgate(*migrate_args(lone, legacy, "--folders", "INBOX")).stdout)[
+        "folders"]
+    assert inbox["resumed_after"] >= 30 and inbox["verified"] is True
+    assert inbox["imported"] == 130 - stored
+    assert imported_rows(lone.accounts["alice"].home) == 130
 
 
 def test_credentials_and_tls_problems_are_one_line_errors(
@@ -294,12 +408,12 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
         for user in ("alice", "bob"):
             assert by_account[user]["ok"] is True, by_account[user]
             assert by_account[user]["error"] is None
-            assert sum(f["imported"] for f in by_account[user]["folders"]) == 195
+            assert sum(f["imported"] for f in by_account[user]["folders"]) == TOTAL
             assert all(f["verified"] for f in by_account[user]["folders"])
         carol = by_account["carol"]
         assert carol["ok"] is False and carol["folders"] == []
         assert "refused the login of" in carol["error"]
-        assert imported_rows(home) == 2 * 195
+        assert imported_rows(home) == 2 * TOTAL
 
         table = sealgate(
             "migrate", "imap", "--accounts", csv_file, "--host", "127.0.0.1",
@@ -312,12 +426,54 @@ def test_batch_mode_migrates_accounts_in_parallel_and_isolates_a_failed_login(
                                          "0", "FAILED"]
         assert any("refused the login of" in line for line in lines)
         assert lines[-1].startswith("1 of 3 account(s) FAILED")
-        assert imported_rows(home) == 2 * 195  # the second run found everything in place
+        assert imported_rows(home) == 2 * TOTAL  # the second run found everything in place
 
         alice = bubble.accounts["alice"]
         imap_login(alice).logout()  # unlocked: the gateway files alice's imports
-        assert_migrated(wait_for_view(bubble, 195), expected(seeded))
+        assert_migrated(wait_for_view(bubble, TOTAL), expected(seeded))
         assert files_containing(bubble.state_dirs, [seeded.canary.encode()]) == []
+    finally:
+        bubble.kill_all()
+
+
+def test_batch_rows_name_their_own_gateways_and_a_wrong_one_fails_alone(
+    seeded: LegacyServer, tmp_path: Path
+) -> None:
+    """dave's row names his own gateway (serving), erin's a directory that is no
+    gateway; anna's row leaves the cell empty: --gateway's."""
+    bubble = Bubble(tmp_path / "bubble")
+    try:
+        bubble.init()
+        for user in ("anna", "dave"):
+            bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
+        bubble.start_gateway("dave")
+        users = {}
+        for user in ("anna", "dave", "erin"):
+            users[user] = f"user{next(_clones)}"
+            seeded.dovecot.clone_user(TEMPLATE, users[user])
+        homes = {user: bubble.accounts[user].home for user in ("anna", "dave")}
+        (tmp_path / "not-a-gateway").mkdir()
+        csv_file = tmp_path / "accounts.csv"
+        csv_file.write_text(
+            "user,password_file,account,gateway\n"
+            f"{users['anna']},{seeded.password_file},{bubble.accounts['anna'].address},\n"
+            f"{users['dave']},{seeded.password_file},{bubble.accounts['dave'].address},"
+            f"{homes['dave']}\n"
+            f"{users['erin']},{seeded.password_file},erin@test.bubble,not-a-gateway\n"
+        )
+        result = sealgate(
+            "migrate", "imap", "--accounts", csv_file, "--host", "127.0.0.1",
+            "--port", seeded.dovecot.port, "--plain", "--gateway", homes["anna"],
+            "--folders", "Spam", "--json", check=False,
+        )
+        assert result.returncode == 3, result.stderr
+        anna, dave, erin = json.loads(result.stdout)["accounts"]
+        assert (anna["gateway"], dave["gateway"]) == (str(homes["anna"]), str(homes["dave"]))
+        for ok in (anna, dave):
+            assert ok["ok"] is True, ok
+            assert [f["imported"] for f in ok["folders"]] == [15]
+        assert erin["ok"] is False and "is not a gateway state directory" in erin["error"]
+        assert (imported_rows(homes["anna"]), imported_rows(homes["dave"])) == (15, 15)
     finally:
         bubble.kill_all()
 

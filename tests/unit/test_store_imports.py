@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import nacl.bindings
 import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
 from gateway.keyring import KeyRing
 from gateway.migrate.filing import ImportFiler
-from gateway.migrate.sealing import crlf, digest, seal_import
+from gateway.migrate.sealing import (
+    MAGIC_V1,
+    ImportCannotOpen,
+    ImportSealer,
+    _binding,
+    crlf,
+    digest,
+    open_import,
+    seal_import,
+)
 from gateway.store.accounts import AccountStore
 from gateway.store.db import writing
 from gateway.store.imports import Checkpoint, ImportStore, NewImport
@@ -128,3 +138,33 @@ def test_a_filing_pass_keeps_to_its_byte_budget_but_files_at_least_one(parts, st
                 [new_import(target, f"Subject: {n}\n\nbody\n".encode()) for n in range(3)])
     keyring.unlock(ALICE, PASSWORD)
     assert [filer.file_all() for _ in range(4)] == [1, 1, 1, 0]
+
+
+def test_a_batch_shares_one_sender_key_and_each_message_opens_only_with_its_row(parts):
+    keys, _, imports, _, _ = parts
+    target = imports.target(ALICE)
+    sealer = ImportSealer(target.encryption_key)
+    row = {"folder": "INBOX", "flags": ("\\Seen",), "internal_date": WHEN}
+    texts = [b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"]
+    marks = [digest(target.digest_key, text) for text in texts]
+    sealed = [sealer.seal(text, message_digest=mark, **row)
+              for text, mark in zip(texts, marks, strict=True)]
+    assert sealed[0][:36] == sealed[1][:36]  # MAGIC and the batch's sender key
+    for text, mark, blob in zip(texts, marks, sealed, strict=True):
+        assert open_import(keys, blob, size=len(text), message_digest=mark, **row) == text
+    with pytest.raises(ImportCannotOpen):  # another row's digest: the binding differs
+        open_import(keys, sealed[0], size=len(texts[0]), message_digest=marks[1], **row)
+    with pytest.raises(ImportCannotOpen):  # a changed byte
+        open_import(keys, sealed[0][:-1] + bytes([sealed[0][-1] ^ 1]), size=len(texts[0]),
+                    message_digest=marks[0], **row)
+
+
+def test_a_sealed_box_of_the_first_format_still_opens(parts):
+    keys, _, imports, _, _ = parts
+    target = imports.target(ALICE)
+    text = b"Subject: old\r\n\r\nsealed by the first release\r\n"
+    mark = digest(target.digest_key, text)
+    binding = _binding("INBOX", ("\\Seen",), WHEN, len(text), mark)
+    blob = nacl.bindings.crypto_box_seal(MAGIC_V1 + binding + text, target.encryption_key)
+    assert open_import(keys, blob, folder="INBOX", flags=("\\Seen",), internal_date=WHEN,
+                       size=len(text), message_digest=mark) == text
