@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from gateway.imap.wire import encode_mailbox
+from gateway.imap.protocol import encode_mailbox
 from gateway.migrate.errors import SourceError
 from gateway.migrate.fetch_wire import FetchedMessage, internal_date
 from gateway.migrate.folders import FolderNameError, decode_mutf7, target_folder
