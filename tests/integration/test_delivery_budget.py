@@ -100,7 +100,7 @@ def test_the_envelopes_of_one_message_are_not_deposited_in_a_row(
                 outbox, GatewayCredential.issue(root), lambda url: client,
                 retry_initial=60, retry_max=60, concurrency=1,
             )
-            with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+            with caplog.at_level(logging.DEBUG, logger="gateway.delivery"):
                 await worker.run_once()
             assert outbox.pending_count() == 0
             order = re.findall(r"envelope ([0-9a-f]{8}) deposited", caplog.text)
