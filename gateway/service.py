@@ -268,6 +268,7 @@ class Gateway:
 
         imap_config = ImapConfig(
             idle_timeout=cfg.imap_idle_timeout,
+            max_append=cfg.max_message_bytes,
             fetch_batch_octets=cfg.imap_fetch_batch_octets,
             max_mime_depth=cfg.imap_max_mime_depth,
             max_mime_parts=cfg.imap_max_mime_parts,

@@ -87,6 +87,7 @@ class _Connection:
             max_literal=config.max_literal,
             max_command=config.max_command,
             max_depth=config.max_nesting,
+            max_append=config.max_append,
         )
         self.state = ImapState(config, tls_available=tls_available, tls_active=tls_active)
         self.idle_timeout = config.idle_timeout

@@ -1,5 +1,5 @@
-"""Handlers of the SELECTED state (RFC 3501 section 6.4; UNSELECT, UID EXPUNGE): CHECK,
-CLOSE, EXPUNGE, STORE, SEARCH, FETCH, and the batched reading of message content they
+"""Handlers of the SELECTED state (RFC 3501 section 6.4; UNSELECT, UID EXPUNGE, MOVE): CHECK,
+CLOSE, EXPUNGE, STORE, SEARCH, FETCH, COPY, MOVE, and the batched reading of message content they
 share.
 
 The protocol's `StoreMode` is mapped to storage's `FlagMode` here, so the protocol layer
@@ -14,15 +14,19 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from gateway.imap import protocol
-from gateway.imap.backend import BackendError, FlagMode
+from gateway.imap.backend import BackendError, CopyResult, FlagMode
 from gateway.imap.protocol import (
+    Code,
     Content,
     FetchAttribute,
     FetchKind,
     Raw,
     Response,
+    SequenceSet,
+    Status,
     StoreMode,
     Untagged,
+    UntaggedStatus,
 )
 from gateway.imap.render import fetch
 from gateway.imap.render.plan import FetchPlan, candidate, degraded, message_parser
@@ -85,6 +89,40 @@ def do_store(s: ImapState, cmd: protocol.Store) -> Reply:
             responses += [selected.flags_fetch(i) for i in changed]
     responses.append(ok(cmd.tag, "STORE completed."))
     return Reply(responses)
+
+
+def do_copy(s: ImapState, cmd: protocol.Copy) -> Reply:
+    """COPY and UID COPY, answering COPYUID (RFC 4315); copies into the selected folder
+    itself are announced with EXISTS."""
+    selected = s.view()
+    responses = s.sync(allow_expunge=cmd.uid)
+    uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
+    code = None
+    if uids:
+        code = _copyuid(s.mail().copy(selected.name, uids, cmd.mailbox))
+        responses += s.sync(allow_expunge=cmd.uid)
+    return Reply([*responses, ok(cmd.tag, "COPY completed.", code)])
+
+
+def do_move(s: ImapState, cmd: protocol.Move) -> Reply:
+    """MOVE and UID MOVE (RFC 6851): COPYUID in an untagged OK, then an EXPUNGE for each
+    message moved (and any other expunge pending), then the tagged OK."""
+    selected = s.writable_view()
+    responses = s.sync(allow_expunge=cmd.uid)
+    uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
+    if uids:
+        code = _copyuid(s.mail().move(selected.name, uids, cmd.mailbox))
+        if code is not None:
+            responses.append(UntaggedStatus(Status.OK, "Moved.", code))
+        responses += s.sync(allow_expunge=True)
+    return Reply([*responses, ok(cmd.tag, "MOVE completed.")])
+
+
+def _copyuid(result: CopyResult) -> Code | None:
+    if not result.uids:
+        return None
+    sets = (SequenceSet.of(result.source_uids), SequenceSet.of(result.destination_uids))
+    return Code("COPYUID", (result.uid_validity, *(Raw(str(u).encode()) for u in sets)))
 
 
 def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
