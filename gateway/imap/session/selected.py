@@ -29,7 +29,15 @@ from gateway.imap.protocol import (
     UntaggedStatus,
 )
 from gateway.imap.render import fetch
-from gateway.imap.render.plan import FetchPlan, candidate, degraded, message_parser
+from gateway.imap.render.plan import (
+    FetchPlan,
+    Octets,
+    candidate,
+    degraded,
+    header_octets,
+    message_parser,
+    raw_octets,
+)
 from gateway.imap.render.search import Candidate, Scope, compile_search, needs_content
 from gateway.imap.session.reply import SEEN, Reply, backend_failure, ok
 from gateway.imap.session.view import SelectedMailbox
@@ -139,7 +147,8 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
             hit = matches(candidate(i, meta, data, content, parse))
         except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
             degraded("SEARCH", meta.uid, exc)
-            opaque = fetch.opaque_message(data) if data is not None else None
+            raw = raw_octets(data)
+            opaque = fetch.opaque_message(raw) if raw is not None else None
             hit = matches(Candidate(i + 1, meta, opaque))
         if hit:
             found.append(meta.uid if cmd.uid else i + 1)
@@ -197,10 +206,10 @@ def _fetch_responses(
 
 def _contents(
     s: ImapState, selected: SelectedMailbox, indexes: Sequence[int], content: Content
-) -> Iterator[tuple[int, bytes | None]]:
+) -> Iterator[tuple[int, Octets | None]]:
     """(index, octets or None), read in batches (`_batches`): for Content.FULL the whole
-    message, for Content.HEADER its header block; None when the message is gone (or
-    always, for Content.NONE: nothing is read)."""
+    message, for Content.HEADER its header block (`header_octets`); None when the message
+    is gone (or always, for Content.NONE: nothing is read)."""
     if content is Content.NONE:
         for i in indexes:
             yield i, None
@@ -213,10 +222,12 @@ def _contents(
         batches = _batches(selected, indexes, config.header_batch, config.header_batch_octets)
     for chunk in batches:
         uids = [selected.uids[i] for i in chunk]
+        found: dict[int, Octets]
         if content is Content.FULL:
             found = {m.meta.uid: m.body for m in session.fetch(selected.name, uids)}
         else:
-            found = {h.uid: h.header for h in session.fetch_headers(selected.name, uids)}
+            headers = session.fetch_headers(selected.name, uids)
+            found = {h.uid: header_octets(h) for h in headers}
         for i in chunk:
             yield i, found.get(selected.uids[i])
 
