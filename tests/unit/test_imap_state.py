@@ -971,10 +971,21 @@ def test_config_rejects_bad_values_naming_the_setting(setting: str, value: objec
 
 def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
     toml = tmp_path / "gateway.toml"
-    toml.write_text("imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\n")
+    toml.write_text(
+        "imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\nimap_idle_poll = 2.5\n"
+        "imap_storage_threads = 3\nmax_message_bytes = 100000\n"
+    )
     config = load_settings(GatewayConfig, read_toml(toml), {"home": tmp_path}, source="g.toml")
-    assert (config.imap_fetch_batch_octets, config.imap_max_mime_parts) == (4096, 9)
-    for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+    imap = config.imap_config()
+    assert (imap.fetch_batch_octets, imap.max_mime_parts) == (4096, 9)
+    assert (imap.idle_poll, imap.storage_threads, imap.max_append) == (2.5, 3, 100_000)
+    for name in (
+        "imap_fetch_batch_octets",
+        "imap_max_mime_depth",
+        "imap_max_mime_parts",
+        "imap_idle_poll",
+        "imap_storage_threads",
+    ):
         with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
             load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
 
