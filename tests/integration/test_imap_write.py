@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import logging
 import re
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import aioimaplib
 import pytest
 
-from tests.imap_backends import MailBackend
+from tests.bubble_processes import files_containing
+from tests.imap_backends import MailBackend, SqlBackend
 from tests.integration.test_imap_concurrency import logged_in, noop_untagged
 from tests.integration.test_imap_server import (
     LUNCH,
@@ -257,3 +261,27 @@ def test_idle_sees_what_another_session_appends_and_moves(server: ServerThread):
             await asyncio.to_thread(writer.logout)
 
     asyncio.run(session())
+
+
+def test_appended_mail_reaches_no_file_and_no_log_in_clear(
+    server: ServerThread, backend: MailBackend, caplog: pytest.LogCaptureFixture
+):
+    if not isinstance(backend, SqlBackend) or backend.kind != "sqlite":
+        pytest.skip("the database files to scan are SQLite's")
+    canary = f"IMAP-APPEND-CANARY-{secrets.token_hex(16)}"
+    message = f"From: alice@example.org\r\nSubject: {canary}\r\n\r\n{canary}\r\n".encode()
+    with caplog.at_level(logging.DEBUG):
+        client = logged_in(server.port)
+        try:
+            assert client.append("Drafts", "(\\Draft)", None, message)[0] == "OK"
+            assert client.select("Drafts")[0] == "OK"
+            assert client.copy("1", "Sent")[0] == "OK"
+            assert client.uid("MOVE", "1", "Trash")[0] == "OK"
+            assert client.rename("Sent", "Sent-2024")[0] == "OK"
+        finally:
+            client.logout()
+    assert backend.uids(USER, "Trash") == [1]
+    database = Path(backend.database_path).parent
+    needles = [canary.encode(), canary.encode("utf-16-le"), message]
+    assert files_containing([database], needles) == []
+    assert canary not in caplog.text
