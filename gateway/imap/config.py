@@ -19,9 +19,10 @@ class ImapConfig:
     max_command         octets in one command, lines and literals together (APPEND's
                         message literal is bounded by max_append alone); a literal that
                         would cross it is refused with [TOOBIG] like one over max_literal
-    max_append          octets of one APPENDed message: a larger synchronizing literal is
-                        refused with NO [TOOBIG] before the client sends it (a LITERAL+ one
-                        with BAD [TOOBIG] and BYE, its octets being on their way)
+    max_append          octets of one APPENDed message once logged in (before, max_literal):
+                        a larger synchronizing literal is refused with NO [TOOBIG] before
+                        the client sends it (a LITERAL+ one with BAD [TOOBIG] and BYE, its
+                        octets being on their way)
     max_nesting         depth of parenthesised lists and search keys
     bad_command_limit   consecutive BAD responses before the server says BYE
     max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE

@@ -108,8 +108,15 @@ def test_append_bad_input_over_a_raw_socket(server: ServerThread):
         assert raw.line() == b"+ Ready for literal data.\r\n"
         raw.send(b"hello\r\n")
         assert raw.until_tagged(b"a") == [b"a BAD Log in first.\r\n"]
+        # Before login a message may be no larger than any literal (max_literal, 1024).
+        raw.send(b"a APPEND INBOX {2000}\r\n")
+        assert raw.until_tagged(b"a") == [b"a NO [TOOBIG] Messages are limited to 1024 octets\r\n"]
         raw.send(f'l LOGIN {USER} "{PASSWORD}"\r\n'.encode())
         raw.until_tagged(b"l")
+        raw.send(b"a APPEND INBOX {2000}\r\n")
+        assert raw.line() == b"+ Ready for literal data.\r\n"
+        raw.send(b"x" * 2000 + b"\r\n")
+        assert raw.until_tagged(b"a")[-1].startswith(b"a OK [APPENDUID ")
         raw.send(b"b APPEND INBOX {5000}\r\n")  # refused before the client sends a byte
         assert raw.until_tagged(b"b") == [b"b NO [TOOBIG] Messages are limited to 4096 octets\r\n"]
         raw.send(b'c APPEND INBOX "not a date" {3+}\r\nabc\r\n')
