@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bridge.envelope import MAX_MESSAGE_BYTES
 from bridge.headers import MAX_ADDRESS_FIELD, MAX_HEADER_BLOCK, HeaderLimits
+from gateway.imap.config import ImapConfig
 
 MiB = 1024 * 1024
 
@@ -63,6 +64,8 @@ class GatewayConfig:
     imap_fetch_batch_octets: int = 8 * MiB  # decrypted octets per FETCH/SEARCH storage call
     imap_max_mime_depth: int = 32  # deeper parts are shown opaque by FETCH and SEARCH
     imap_max_mime_parts: int = 10_000  # parts one message is cut into at most
+    imap_idle_poll: float = 30.0  # seconds between IDLE's looks for other processes' commits
+    imap_storage_threads: int = 8  # threads making IMAP storage calls (none runs on the loop)
     notice_fold_seconds: float = 3600.0  # one "cannot open" notice per sender or account per window
     # Logins (gateway.login_limiter): the first failed login's answer waits
     # login_failure_delay, doubling per failure of its client or account up to the max;
@@ -151,9 +154,28 @@ class GatewayConfig:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValueError("setting 'hostname': must be a host name without spaces")
-        for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+        for name in (
+            "imap_fetch_batch_octets",
+            "imap_max_mime_depth",
+            "imap_max_mime_parts",
+            "imap_idle_poll",
+            "imap_storage_threads",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting '{name}': must be positive")
 
     def header_limits(self) -> HeaderLimits:
         return HeaderLimits(self.max_header_block, self.max_address_field)
+
+    def imap_config(self) -> ImapConfig:
+        """The IMAP listener's limits, from these settings."""
+        return ImapConfig(
+            idle_timeout=self.imap_idle_timeout,
+            idle_poll=self.imap_idle_poll,
+            storage_threads=self.imap_storage_threads,
+            max_append=self.max_message_bytes,
+            fetch_batch_octets=self.imap_fetch_batch_octets,
+            max_mime_depth=self.imap_max_mime_depth,
+            max_mime_parts=self.imap_max_mime_parts,
+            server_name="Sealgate",
+        )

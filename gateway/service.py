@@ -23,7 +23,6 @@ from gateway.delivery_process import DeliveryProcess
 from gateway.fetcher import Fetcher
 from gateway.homes import Membership, gateway_database_url
 from gateway.imap.backend import MailSession
-from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.keyring import KeyRing
 from gateway.login_gate import KdfPool, LoginGate
@@ -246,13 +245,7 @@ class Gateway:
                 cfg.inbound_host, cfg.inbound_port, inbound_cap,
             )
 
-        imap_config = ImapConfig(
-            idle_timeout=cfg.imap_idle_timeout,
-            fetch_batch_octets=cfg.imap_fetch_batch_octets,
-            max_mime_depth=cfg.imap_max_mime_depth,
-            max_mime_parts=cfg.imap_max_mime_parts,
-            server_name="Sealgate",
-        )
+        imap_config = cfg.imap_config()
         authenticator = UnlockingAuthenticator(
             StoreAuthenticator(keyring, mailboxes), fetcher, filer, pgp_keys
         )

@@ -45,7 +45,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 import pytest
 from sqlalchemy import delete, insert
@@ -53,7 +52,9 @@ from sqlmodel import col
 
 from bridge.keys import AccountKeys, KdfCost, seal_seed
 from gateway.imap.backend import (
+    AppendResult,
     Authenticator,
+    CopyResult,
     FlagMode,
     FolderChanges,
     FolderInfo,
@@ -66,7 +67,6 @@ from gateway.imap.backend import (
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore, normalize_address
 from gateway.store.db import open_engine, writing
-from gateway.store.mail_ops import AppendResult, CopyResult, MailOperations
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.models import Folder
 from tests.imap_memory_backend import DEFAULT_FOLDERS, MemoryAuthenticator, MemoryStore
@@ -125,7 +125,7 @@ class ObservedSession:
         self.inner.close()
         self.closed = True
 
-    # `gateway.store.mail_ops.MailOperations`, passed through.
+    # `gateway.imap.backend.MailSession`, passed through.
 
     def append(
         self,
@@ -134,35 +134,31 @@ class ObservedSession:
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> AppendResult:
-        return self._ops.append(folder, message, flags, internal_date)
+        return self.inner.append(folder, message, flags, internal_date)
 
     def copy(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
-        return self._ops.copy(source, uids, destination)
+        return self.inner.copy(source, uids, destination)
 
     def move(self, source: str, uids: Sequence[int], destination: str) -> CopyResult:
-        return self._ops.move(source, uids, destination)
+        return self.inner.move(source, uids, destination)
 
     def create_folder(self, name: str) -> None:
-        self._ops.create_folder(name)
+        self.inner.create_folder(name)
 
     def delete_folder(self, name: str) -> None:
-        self._ops.delete_folder(name)
+        self.inner.delete_folder(name)
 
     def rename_folder(self, old: str, new: str) -> None:
-        self._ops.rename_folder(old, new)
+        self.inner.rename_folder(old, new)
 
     def subscribe(self, name: str) -> None:
-        self._ops.subscribe(name)
+        self.inner.subscribe(name)
 
     def unsubscribe(self, name: str) -> None:
-        self._ops.unsubscribe(name)
+        self.inner.unsubscribe(name)
 
     def list_subscribed(self) -> Sequence[str]:
-        return self._ops.list_subscribed()
-
-    @property
-    def _ops(self) -> MailOperations:
-        return cast(MailOperations, self.inner)  # both stores implement it beside MailSession
+        return self.inner.list_subscribed()
 
 
 class ObservedAuthenticator:

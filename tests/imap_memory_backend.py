@@ -5,7 +5,7 @@ flags, expunge, sessions that close. It keeps the SQL store's contract where the
 can see it (addresses normalized as `gateway.store.accounts` does; one new modseq per
 flag change, shared by the messages it changed; an expunge log for `changes_since`;
 a `ChangeNotifier` signalled after every change; APPEND, COPY, MOVE, CREATE, DELETE,
-RENAME and subscriptions under the rules of `gateway.store.mail_ops`), so the same tests
+RENAME and subscriptions under the rules of `gateway.imap.backend`), so the same tests
 run on both
 (tests/imap_backends.py). Thread-safe, because integration tests deliver mail from the
 test thread while the server's loop runs in another. It keeps mail in memory only; it
@@ -21,16 +21,23 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from gateway.imap.backend import (
+    AppendResult,
     AuthenticationFailed,
+    CannotDoThat,
     ChangeNotifier,
+    CopyResult,
     FlagMode,
     FolderChanges,
+    FolderExists,
+    FolderHasChildren,
     FolderInfo,
     FolderSnapshot,
     MailboxNotFound,
     MessageMeta,
+    MessageTooLarge,
     StoredHeader,
     StoredMessage,
+    TryCreate,
     header_block,
 )
 from gateway.store.accounts import normalize_address
@@ -40,15 +47,6 @@ from gateway.store.folder_state import (
     canonical_folder_name,
     checked_folder_name,
     is_inferior,
-)
-from gateway.store.mail_ops import (
-    AppendResult,
-    CannotDoThat,
-    CopyResult,
-    FolderExists,
-    FolderHasChildren,
-    MessageTooLarge,
-    TryCreate,
 )
 from gateway.store.mailbox import canonical_flags
 
@@ -269,7 +267,7 @@ class MemorySession:
     def close(self) -> None:
         self.closed = True
 
-    # -- `gateway.store.mail_ops.MailOperations` -------------------------------------------
+    # -- `gateway.imap.backend.MailSession` -------------------------------------------
 
     def _account(self) -> _Account:
         if self.closed:

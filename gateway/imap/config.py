@@ -15,11 +15,14 @@ class ImapConfig:
 
     max_line            octets in one command line (literals not counted); RFC 7162 asks
                         servers to accept at least 8,192
-    max_literal         octets in one literal `{n}` / `{n+}` (the message size limit once
-                        APPEND exists)
+    max_literal         octets in one literal `{n}` / `{n+}` of any command but APPEND
     max_command         octets in one command, lines and literals together (APPEND's
-                        message literal will be bounded by max_literal alone); a literal
-                        that would cross it is refused with [TOOBIG] like one over max_literal
+                        message literal is bounded by max_append alone); a literal that
+                        would cross it is refused with [TOOBIG] like one over max_literal
+    max_append          octets of one APPENDed message once logged in (before, max_literal):
+                        a larger synchronizing literal is refused with NO [TOOBIG] before
+                        the client sends it (a LITERAL+ one with BAD [TOOBIG] and BYE, its
+                        octets being on their way)
     max_nesting         depth of parenthesised lists and search keys
     bad_command_limit   consecutive BAD responses before the server says BYE
     max_login_failures  failed LOGIN/AUTHENTICATE attempts per connection before BYE
@@ -49,6 +52,7 @@ class ImapConfig:
     max_line: int = 65_536
     max_literal: int = 65_536
     max_command: int = 262_144
+    max_append: int = 52_428_800
     max_nesting: int = 16
     bad_command_limit: int = 10
     max_login_failures: int = 3

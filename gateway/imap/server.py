@@ -3,7 +3,8 @@
 Holds `ImapServer` (asyncio streams; STARTTLS and implicit TLS; connection limit; idle
 timeout; BYE to everyone on stop). Per connection it pumps bytes between the socket and
 `protocol.ImapServerConnection`, hands commands to `session.ImapState`, and carries out
-what the session asks for: login (Argon2id, slow) through the `LoginGate` with the
+what the session asks for: login (Argon2id, slow; only then may an APPEND literal grow
+from `max_literal` to `max_append`) through the `LoginGate` with the
 client's peer name (the gate throttles by it and runs Argon2id in its own pool), the TLS
 upgrade, and IDLE (reading DONE while pushing what storage signals changed).
 
@@ -87,6 +88,7 @@ class _Connection:
             max_literal=config.max_literal,
             max_command=config.max_command,
             max_depth=config.max_nesting,
+            max_append=config.max_literal,  # until login: no client stores mail before it
         )
         self.state = ImapState(config, tls_available=tls_available, tls_active=tls_active)
         self.idle_timeout = config.idle_timeout
@@ -289,7 +291,10 @@ class ImapServer:
         action = reply.action
         if isinstance(action, LoginRequest):
             result = await self._login(action, conn.writer.get_extra_info("peername"))
-            await self._carry_out(conn, conn.state.finish_login(action, result))
+            reply = conn.state.finish_login(action, result)
+            if conn.state.session is not None:
+                conn.wire.max_append = self.config.max_append
+            await self._carry_out(conn, reply)
         elif isinstance(action, StartTlsRequest):
             await self._start_tls(conn)
         elif isinstance(action, IdleRequest):

@@ -4,7 +4,6 @@
     models           the SQLModel tables (nothing in clear that is message content)
     accounts         AccountStore: addresses, sealed seeds, public keys, relays
     mailbox          MailboxStore (deliver, dedup, sessions), StoreAuthenticator
-    mail_ops         the contract of APPEND, COPY/MOVE, folders and subscriptions
     append           APPEND, sealed before it is written
     transfer         COPY and MOVE without opening a message
     folders          CREATE, DELETE, RENAME, SUBSCRIBE

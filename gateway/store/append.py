@@ -14,10 +14,15 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from gateway.imap.backend import MailboxNotFound
+from gateway.imap.backend import (
+    AppendResult,
+    CannotDoThat,
+    MailboxNotFound,
+    MessageTooLarge,
+    TryCreate,
+)
 from gateway.store import header_cache
 from gateway.store.db import InvalidValue, utc, utc_now, writing
-from gateway.store.mail_ops import AppendResult, CannotDoThat, MessageTooLarge, TryCreate
 from gateway.store.mailbox import _folder, canonical_flags, prepare_message, store_prepared
 
 
@@ -32,7 +37,7 @@ def append(
     *,
     limit: int,
 ) -> AppendResult:
-    """Seal and store `message` in `folder` (see `MailOperations.append`)."""
+    """Seal and store `message` in `folder` (see `MailSession.append`)."""
     if len(message) > limit:
         raise MessageTooLarge(limit)
     if not message:

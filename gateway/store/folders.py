@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, select, update
 from sqlmodel import col
 
-from gateway.imap.backend import MailboxNotFound
+from gateway.imap.backend import CannotDoThat, FolderExists, FolderHasChildren, MailboxNotFound
 from gateway.store.db import InvalidValue
 from gateway.store.folder_state import (
     INBOX,
@@ -38,7 +38,6 @@ from gateway.store.folder_state import (
 )
 from gateway.store.folder_state import subscribe as _subscribe
 from gateway.store.folder_state import unsubscribe as _unsubscribe
-from gateway.store.mail_ops import CannotDoThat, FolderExists, FolderHasChildren
 from gateway.store.mailbox import _folder, _take_modseq
 from gateway.store.models import Folder, HeaderCacheBlock, Message
 from gateway.store.transfer import record_expunged
@@ -68,7 +67,7 @@ def _name(name: str) -> str:
 
 
 def create(connection: Connection, account_id: int, name: str) -> None:
-    """CREATE (see `MailOperations.create_folder`)."""
+    """CREATE (see `MailSession.create_folder`)."""
     if name.endswith(SEPARATOR):  # "a/" declares that names will be created below "a"
         name = name[: -len(SEPARATOR)]
     name = _name(name)
@@ -78,7 +77,7 @@ def create(connection: Connection, account_id: int, name: str) -> None:
 
 
 def delete_folder(connection: Connection, account_id: int, name: str) -> None:
-    """DELETE (see `MailOperations.delete_folder`)."""
+    """DELETE (see `MailSession.delete_folder`)."""
     name = canonical_folder_name(name)
     if name == INBOX:
         raise CannotDoThat("INBOX cannot be deleted")
@@ -94,7 +93,7 @@ def delete_folder(connection: Connection, account_id: int, name: str) -> None:
 
 
 def rename(connection: Connection, account_id: int, old: str, new: str) -> None:
-    """RENAME (see `MailOperations.rename_folder`)."""
+    """RENAME (see `MailSession.rename_folder`)."""
     old = canonical_folder_name(old)
     new = _name(new)
     rows = _rows(connection, account_id)
@@ -143,11 +142,11 @@ def _rename_inbox(connection: Connection, account_id: int, new: str) -> None:
 
 
 def subscribe(connection: Connection, account_id: int, name: str) -> None:
-    """SUBSCRIBE (see `MailOperations.subscribe`)."""
+    """SUBSCRIBE (see `MailSession.subscribe`)."""
     _subscribe(connection, account_id, [_name(name)])
 
 
 def unsubscribe(connection: Connection, account_id: int, name: str) -> None:
-    """UNSUBSCRIBE (see `MailOperations.unsubscribe`)."""
+    """UNSUBSCRIBE (see `MailSession.unsubscribe`)."""
     if not _unsubscribe(connection, account_id, canonical_folder_name(name)):
         raise CannotDoThat("that name is not subscribed")

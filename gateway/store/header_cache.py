@@ -52,8 +52,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlmodel import col
 
 from bridge.headers import parse_header
-from gateway.imap.backend import StoredHeader
-from gateway.store.mail_ops import ParsedHeader
+from gateway.imap.backend import ParsedHeader, StoredHeader
 from gateway.store.models import HeaderCacheBlock, Message
 from gateway.store.sealing import open_header, open_sealed, seal
 

@@ -59,9 +59,11 @@ from sqlmodel import col
 
 from bridge.keys import AccountKeys
 from gateway.imap.backend import (
+    AppendResult,
     AuthenticationFailed,
     BackendError,
     ChangeNotifier,
+    CopyResult,
     FlagMode,
     FolderChanges,
     FolderInfo,
@@ -93,7 +95,6 @@ from gateway.store.folder_state import (
     set_up_folders,
     subscribed,
 )
-from gateway.store.mail_ops import AppendResult, CopyResult
 from gateway.store.models import (
     ExpungedMessage,
     Folder,
@@ -783,7 +784,7 @@ class StoreSession:
         self._notifier.changed((self._account_id, target.name), modseq)
         return [uid for uid, _ in doomed]
 
-    # -- writing mail and folders (`gateway.store.mail_ops.MailOperations`) -------------
+    # -- writing mail and folders (`gateway.imap.backend.MailSession`) -------------
     # Each is a function of a module that builds on this one's queries, hence the imports
     # in the methods.
 

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, insert, select, update
 from sqlmodel import col
 
-from gateway.imap.backend import MailboxNotFound
+from gateway.imap.backend import CannotDoThat, CopyResult, MailboxNotFound, TryCreate
 from gateway.store import header_cache
 from gateway.store.db import writing
 from gateway.store.folder_state import canonical_folder_name
-from gateway.store.mail_ops import CannotDoThat, CopyResult, TryCreate
 from gateway.store.mailbox import (
     _chunks,
     _Folder,
@@ -132,7 +131,7 @@ def copy(
     engine: Engine, account_id: int, storage_key: bytes, source: str, uids: Sequence[int],
     destination: str,
 ) -> CopyResult:
-    """COPY (see `MailOperations.copy`)."""
+    """COPY (see `MailSession.copy`)."""
     return _transfer(engine, account_id, storage_key, source, uids, destination, move=False)
 
 
@@ -140,7 +139,7 @@ def move(
     engine: Engine, account_id: int, storage_key: bytes, source: str, uids: Sequence[int],
     destination: str,
 ) -> CopyResult:
-    """MOVE (see `MailOperations.move`)."""
+    """MOVE (see `MailSession.move`)."""
     if canonical_folder_name(source) == canonical_folder_name(destination):
         raise CannotDoThat("a message cannot be moved into the folder it is in")
     return _transfer(engine, account_id, storage_key, source, uids, destination, move=True)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aioimaplib
 import pytest
 
-from gateway.imap.backend import Authenticator, FolderSnapshot, MailSession
+from gateway.imap.backend import Authenticator, FlagMode, FolderSnapshot, MailSession
 from gateway.imap.config import ImapConfig
 from gateway.imap.server import ImapServer
 from gateway.tls import ensure_certificate, server_context
@@ -57,6 +57,7 @@ LUNCH = (
     b"<p>Noon at the caf\xc3\xa9?</p>\r\n"
     b"--alt--\r\n"
 )
+NOTE = b"From: carol@example.org\r\nSubject: Note\r\n\r\nA new one.\r\n"
 NEWS = b"From: news@example.org\r\nSubject: News\r\n\r\nNothing new.\r\n"
 
 
@@ -542,9 +543,12 @@ def test_unexpected_errors_say_bye_and_log_no_content(
 # -- mbsync (isync): a strict real client, when installed
 
 
-def test_mbsync_pulls_mail_and_pushes_flags(
+def test_mbsync_syncs_the_account_both_ways(
     server: ServerThread, backend: MailBackend, certificate: tuple[Path, Path], tmp_path: Path
 ):
+    """mbsync (isync) over STARTTLS: pulls every folder, then pushes a flag, a local-only
+    message (APPEND) and a local-only folder (CREATE) and pulls a server-side flag and new
+    mail; every run, and the next one with nothing to do, exits 0."""
     mbsync = shutil.which("mbsync")
     if mbsync is None:
         pytest.skip("mbsync (Debian package isync) is not installed")
@@ -557,8 +561,8 @@ def test_mbsync_pulls_mail_and_pushes_flags(
         f"AuthMechs PLAIN\n\n"
         f"IMAPStore far\nAccount gw\n\n"
         f"MaildirStore near\nPath {maildir}/\nInbox {maildir}/INBOX\nSubFolders Verbatim\n\n"
-        f"Channel gw\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync All\n"
-        f"SyncState *\n"
+        f"Channel gw\nFar :far:\nNear :near:\nPatterns *\nCreate Both\nSync All\n"
+        f"Expunge Both\nSyncState *\n"
     )
 
     def sync() -> None:
@@ -567,23 +571,57 @@ def test_mbsync_pulls_mail_and_pushes_flags(
         )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
 
-    sync()
-    inbox = sorted((maildir / "INBOX" / "cur").iterdir()) + sorted(
-        (maildir / "INBOX" / "new").iterdir()
-    )
-
     def local(path: Path) -> bytes:
         """A Maildir copy as the server sent it: mbsync writes LF and adds X-TUID."""
         data = re.sub(rb"X-TUID: \S+\n", b"", path.read_bytes())
         return data.replace(b"\n", b"\r\n")
 
-    assert sorted(local(p) for p in inbox) == sorted([LUNCH, NEWS])
-    seen = [p for p in inbox if local(p) == NEWS][0]
-    assert seen.name.endswith(":2,S")
-    assert {p.name for p in (maildir).iterdir()} >= {"INBOX", "Sent", "Drafts", "Trash"}
+    def messages(folder: str) -> list[Path]:
+        return sorted(p for sub in ("cur", "new") for p in (maildir / folder / sub).iterdir())
 
+    def server_bodies(folder: str) -> list[bytes]:
+        session = backend.other_session(USER)
+        try:
+            uids = [m.uid for m in session.snapshot(folder).messages]
+            # mbsync marks what it uploads with X-TUID, to find it again if APPENDUID fails.
+            bodies = (m.body for m in session.fetch(folder, uids))
+            return sorted(re.sub(rb"X-TUID: \S+\r\n", b"", body) for body in bodies)
+        finally:
+            session.close()
+
+    sync()
+    inbox = messages("INBOX")
+    assert sorted(local(p) for p in inbox) == sorted([LUNCH, NEWS])
+    news = [p for p in inbox if local(p) == NEWS][0]
+    assert news.name.endswith(":2,S")
+    assert {p.name for p in maildir.iterdir()} >= {"INBOX", "Sent", "Drafts", "Trash"}
+
+    # Near side: a flag, a message only here, a folder only here.
     lunch = [p for p in inbox if local(p) == LUNCH][0]
-    flagged = lunch.parent.parent / "cur" / (lunch.name.split(":2,")[0] + ":2,FS")
-    lunch.rename(flagged)
+    lunch.rename(lunch.parent.parent / "cur" / (lunch.name.split(":2,")[0] + ":2,FS"))
+    written = b"From: alice@example.org\nSubject: Written offline\n\nOn a train.\n"
+    (maildir / "INBOX" / "new" / "1700000000.1.offline").write_bytes(written)
+    for sub in ("cur", "new", "tmp"):
+        (maildir / "Offline" / sub).mkdir(parents=True)
+    (maildir / "Offline" / "cur" / "1700000000.2.offline:2,S").write_bytes(written)
+    # Far side: a flag and new mail.
+    other = backend.other_session(USER)
+    try:
+        other.store_flags("INBOX", [2], frozenset({"\\Answered"}), FlagMode.ADD)
+    finally:
+        other.close()
+    backend.deliver(USER, "INBOX", NOTE)
+
     sync()
     assert backend.flags(USER, "INBOX", 1) == {"\\Seen", "\\Flagged"}
+    pushed = written.replace(b"\n", b"\r\n")
+    assert server_bodies("INBOX") == sorted([LUNCH, NEWS, NOTE, pushed])
+    assert server_bodies("Offline") == [pushed]
+    assert backend.flags(USER, "Offline", 1) == {"\\Seen"}
+    inbox = messages("INBOX")
+    assert sorted(local(p) for p in inbox) == sorted([LUNCH, NEWS, NOTE, pushed])
+    assert [p for p in inbox if local(p) == NEWS][0].name.endswith(":2,RS")
+
+    sync()  # nothing left to do: still 0, nothing doubled
+    assert len(backend.uids(USER, "INBOX")) == 4
+    assert len(messages("INBOX")) == 4

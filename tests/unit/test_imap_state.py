@@ -333,7 +333,16 @@ def test_list_patterns(backend: MailBackend):
         b"l OK LIST completed.",
     ]
     assert lines(h(b'l LIST "" ""')) == [b'* LIST (\\Noselect) "/" ""', b"l OK LIST completed."]
-    assert h(b'l LSUB "" "*"').replace(b"LSUB", b"LIST") == everything
+    # Every folder there is was subscribed; a missing parent is not, so LSUB "*" skips it
+    # and LSUB "%" shows a parent of subscribed names as \Noselect.
+    assert lines(h(b'l LSUB "" "*"').replace(b"LSUB", b"LIST")) == [
+        line for line in lines(everything) if b'"Archive/2024"' not in line
+    ]
+    h(b"s SUBSCRIBE Gone/Child")
+    assert lines(h(b'l LSUB "" "G%"')) == [
+        b'* LSUB (\\Noselect) "/" "Gone"',
+        b"l OK LSUB completed.",
+    ]
 
 
 def test_list_shows_special_use(backend: MailBackend):
@@ -389,16 +398,117 @@ def test_select_missing_mailbox_leaves_selected_state(backend: MailBackend):
     assert h.state.state is State.AUTHENTICATED
 
 
-def test_folder_management_is_refused_politely(backend: MailBackend):
+def test_create_delete_rename_and_subscriptions(backend: MailBackend):
     h = Harness(backend)
     h.login()
     assert h(b"c CREATE INBOX").startswith(b"c NO [ALREADYEXISTS]")
-    assert h(b"c CREATE New").startswith(b"c NO [CANNOT]")
-    assert h(b"d DELETE Sent").startswith(b"d NO [CANNOT]")
-    assert h(b"r RENAME Sent Old").startswith(b"r NO [CANNOT]")
-    assert h(b"s SUBSCRIBE Sent") == b"s OK SUBSCRIBE completed.\r\n"
-    assert h(b"s SUBSCRIBE Nope").startswith(b"s NO [NONEXISTENT]")
-    assert h(b"u UNSUBSCRIBE Sent").startswith(b"u NO [CANNOT]")
+    assert h(b"c CREATE Work/Projects/") == b"c OK CREATE completed.\r\n"
+    assert h(b"c CREATE Work/Projects").startswith(b"c NO [ALREADYEXISTS]")
+    assert lines(h(b'l LIST "" "Work*"')) == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "Work"',
+        b'* LIST (\\HasNoChildren) "/" "Work/Projects"',
+        b"l OK LIST completed.",
+    ]
+    assert h(b"d DELETE Work").startswith(b"d NO [HASCHILDREN]")
+    assert h(b"d DELETE INBOX").startswith(b"d NO [CANNOT]")
+    assert h(b"d DELETE Nope").startswith(b"d NO [NONEXISTENT]")
+    assert h(b"r RENAME Work/Projects Done") == b"r OK RENAME completed.\r\n"
+    assert h(b"r RENAME Done Sent").startswith(b"r NO [ALREADYEXISTS]")
+    assert h(b"r RENAME Nope Other").startswith(b"r NO [NONEXISTENT]")
+    assert h(b"s SUBSCRIBE Nope") == b"s OK SUBSCRIBE completed.\r\n"
+    assert b'* LSUB (\\Noselect) "/" "Nope"' in h(b'l LSUB "" "*"')
+    assert h(b"u UNSUBSCRIBE Nope") == b"u OK UNSUBSCRIBE completed.\r\n"
+    assert h(b"u UNSUBSCRIBE Nope").startswith(b"u NO [CANNOT]")
+    assert h(b"d DELETE Done") == b"d OK DELETE completed.\r\n"
+    assert b"Done" not in h(b'l LIST "" "*"')
+    assert h(b"c CREATE") == b"c BAD Expected a space\r\n"
+
+
+def test_deleting_or_renaming_the_selected_folder_leaves_it(backend: MailBackend):
+    h = Harness(backend)
+    h.login()
+    h(b"c CREATE Box")
+    assert b"s OK" in h(b"s SELECT Box")
+    assert h(b"r RENAME Box Box2") == b"r OK RENAME completed.\r\n"
+    assert h.state.state is State.AUTHENTICATED
+    assert h(b"f FETCH 1 FLAGS") == b"f BAD No mailbox selected.\r\n"
+    assert b"s OK" in h(b"s SELECT Box2")
+    assert h(b"d DELETE Box2") == b"d OK DELETE completed.\r\n"
+    assert h.state.state is State.AUTHENTICATED
+
+
+def test_append_answers_appenduid_and_announces_exists(backend: MailBackend):
+    h = Harness(backend)
+    h.select()
+    validity = h.uid_validity()
+    message = b"Subject: draft\r\n\r\nhello\r\n"
+    literal = b"{%d+}\r\n" % len(message) + message
+    out = lines(h(b'a APPEND INBOX (\\Draft $Todo) "2-Jan-2024 10:00:00 +0000" ' + literal))
+    assert out[-1] == b"a OK [APPENDUID %d 1] APPEND completed." % validity
+    assert b"* 1 EXISTS" in out
+    assert h.flags(1) == {"\\Draft", "$Todo"}
+    assert h(b"f UID FETCH 1 (INTERNALDATE BODY.PEEK[])") == (
+        b'* 1 FETCH (UID 1 INTERNALDATE " 2-Jan-2024 10:00:00 +0000" BODY[] {%d}\r\n' % len(message)
+        + message
+        + b")\r\nf OK FETCH completed.\r\n"
+    )
+    assert h(b"a APPEND Nope " + literal).startswith(b"a NO [TRYCREATE]")
+    assert h(b"a APPEND INBOX {0+}\r\n").startswith(b"a NO [CANNOT]")
+
+
+def test_copy_and_move_answer_copyuid_and_expunge(backend: MailBackend):
+    h = Harness(backend)
+    for _ in range(3):
+        h.deliver()
+    h.select()
+    trash = backend.snapshot(USER, "Trash").uid_validity
+    assert lines(h(b"c COPY 1:2 Trash")) == [b"c OK [COPYUID %d 1:2 1:2] COPY completed." % trash]
+    assert lines(h(b"c UID COPY 3 INBOX"))[-2:] == [
+        b"* 4 EXISTS",
+        b"c OK [COPYUID %d 3 4] COPY completed." % h.uid_validity(),
+    ]
+    assert h(b"c COPY 1 Nope").startswith(b"c NO [TRYCREATE]")
+    assert h(b"c COPY 9 Trash") == b"c BAD No such message sequence number\r\n"
+    assert h(b"c UID COPY 99 Trash") == b"c OK COPY completed.\r\n"
+    assert lines(h(b"m MOVE 2:3 Trash")) == [
+        b"* OK [COPYUID %d 2:3 3:4] Moved." % trash,
+        b"* 3 EXPUNGE",
+        b"* 2 EXPUNGE",
+        b"m OK MOVE completed.",
+    ]
+    assert h.uids() == [1, 4]
+    assert lines(h(b"m UID MOVE 4 Trash")) == [
+        b"* OK [COPYUID %d 4 5] Moved." % trash,
+        b"* 2 EXPUNGE",
+        b"m OK MOVE completed.",
+    ]
+    assert h(b"m MOVE 1 INBOX").startswith(b"m NO [CANNOT]")
+    assert h.uids() == [1]
+    assert b"e OK" in h(b"e EXAMINE INBOX")
+    assert h(b"m MOVE 1 Trash").startswith(b"m NO [READ-ONLY]")
+    assert b"c OK [COPYUID" in h(b"c COPY 1 Trash")
+
+
+def test_uid_expunge_removes_only_the_named(backend: MailBackend):
+    h = Harness(backend)
+    for _ in range(3):
+        h.deliver(flags=("\\Deleted",))
+    h.select()
+    assert lines(h(b"e UID EXPUNGE 2:3")) == [
+        b"* 3 EXPUNGE",
+        b"* 2 EXPUNGE",
+        b"e OK EXPUNGE completed.",
+    ]
+    assert h.uids() == [1]
+
+
+def test_write_commands_need_their_state(backend: MailBackend):
+    h = Harness(backend)
+    assert h(b"a APPEND INBOX {1+}\r\nx") == b"a BAD Log in first.\r\n"
+    h.login()
+    assert h(b"c COPY 1 Trash") == b"c BAD No mailbox selected.\r\n"
+    assert h(b"m UID MOVE 1 Trash") == b"m BAD No mailbox selected.\r\n"
+    assert h(b"e UID EXPUNGE 1") == b"e BAD No mailbox selected.\r\n"
 
 
 # -- FETCH
@@ -861,10 +971,21 @@ def test_config_rejects_bad_values_naming_the_setting(setting: str, value: objec
 
 def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
     toml = tmp_path / "gateway.toml"
-    toml.write_text("imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\n")
+    toml.write_text(
+        "imap_fetch_batch_octets = 4096\nimap_max_mime_parts = 9\nimap_idle_poll = 2.5\n"
+        "imap_storage_threads = 3\nmax_message_bytes = 100000\n"
+    )
     config = load_settings(GatewayConfig, read_toml(toml), {"home": tmp_path}, source="g.toml")
-    assert (config.imap_fetch_batch_octets, config.imap_max_mime_parts) == (4096, 9)
-    for name in ("imap_fetch_batch_octets", "imap_max_mime_depth", "imap_max_mime_parts"):
+    imap = config.imap_config()
+    assert (imap.fetch_batch_octets, imap.max_mime_parts) == (4096, 9)
+    assert (imap.idle_poll, imap.storage_threads, imap.max_append) == (2.5, 3, 100_000)
+    for name in (
+        "imap_fetch_batch_octets",
+        "imap_max_mime_depth",
+        "imap_max_mime_parts",
+        "imap_idle_poll",
+        "imap_storage_threads",
+    ):
         with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
             load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -142,11 +142,74 @@ def test_literal_shorter_than_announced_cannot_be_confused():
 
 
 def test_unknown_command_is_refused_before_its_literal():
-    error = bad(b"a APPEND INBOX {10}\r\n")
-    assert wire.serialize(error.response) == b"a BAD Unknown command APPEND\r\n"
+    error = bad(b"a FROB INBOX {10}\r\n")
+    assert wire.serialize(error.response) == b"a BAD Unknown command FROB\r\n"
     assert not error.fatal
     error = bad(b"(bad {10}\r\n")
     assert wire.serialize(error.response) == b"* BAD Invalid tag\r\n"
+
+
+# -- APPEND, COPY, MOVE
+
+
+def test_append_with_flags_date_and_either_literal():
+    message = b"Subject: hi\r\n\r\nbody\r\n"
+    data = b'a APPEND Sent (\\Seen $Label) " 7-Feb-2024 09:05:01 -0130" {%d}\r\n' % len(message)
+    when = datetime(2024, 2, 7, 9, 5, 1, tzinfo=timezone(-timedelta(hours=1, minutes=30)))
+    assert events(data + message + b"\r\n") == [
+        wire.LiteralContinuation("a", "APPEND"),
+        wire.Append("a", "Sent", ("\\Seen", "$Label"), when, message),
+    ]
+    plus = b"b APPEND inbox {%d+}\r\n" % len(message) + message + b"\r\n"
+    assert events(plus) == [wire.Append("b", "INBOX", (), None, message)]
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b"a APPEND INBOX\r\n", b"a BAD Expected a space"),
+        (b'a APPEND INBOX "msg"\r\n', b"a BAD Expected a date-time"),
+        (b"a APPEND INBOX msg\r\n", b"a BAD Expected the message as a literal"),
+        (b'a APPEND INBOX "31-Feb-2024 00:00:00 +0000" {1+}\r\nx\r\n', b"a BAD Invalid date-time"),
+        (b"a APPEND INBOX (\\Recent) {1+}\r\nx\r\n", b"a BAD Unknown or read-only system flag"),
+        (b"a COPY 1:2\r\n", b"a BAD Expected a space"),
+        (b"a UID MOVE x Trash\r\n", b"a BAD Expected a sequence set"),
+    ],
+)
+def test_bad_append_copy_move(line: bytes, text: bytes):
+    assert wire.serialize(bad(line).response).startswith(text)
+
+
+def test_copy_and_move_commands():
+    copy = wire.Copy("a", SequenceSet(((1, 3), (5, 5))), "Trash")
+    assert command(b"a COPY 1:3,5 Trash\r\n") == copy
+    assert command(b"a UID MOVE 7:* Archive\r\n") == wire.Move(
+        "a", SequenceSet(((7, None),)), "Archive", uid=True
+    )
+    assert str(SequenceSet.of([1, 2, 3, 7, 9, 10])) == "1:3,7,9:10"
+
+
+def test_append_literal_over_its_limit_is_refused_before_it_is_sent():
+    conn = ImapServerConnection(max_literal=1024, max_command=2048, max_append=4096)
+    conn.receive_data(b"a APPEND INBOX {4097}\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert wire.serialize(info.value.response) == (
+        b"a NO [TOOBIG] Messages are limited to 4096 octets\r\n"
+    )
+    assert not info.value.fatal
+    # A message bigger than max_literal and max_command but within max_append is fine.
+    message = b"x" * 4000
+    conn.receive_data(b"b APPEND INBOX {4000}\r\n")
+    assert isinstance(conn.next_event(), LiteralContinuation)
+    conn.send(Continuation("go"))
+    conn.receive_data(message + b"\r\n")
+    assert conn.next_event() == wire.Append("b", "INBOX", (), None, message)
+    # Sent at once (LITERAL+), the octets are already coming: BAD and the end.
+    error = bad(b"c APPEND INBOX {4097+}\r\n", max_append=4096)
+    assert error.fatal and b"[TOOBIG]" in wire.serialize(error.response)
+    # Other commands keep max_literal.
+    assert b"[TOOBIG]" in wire.serialize(bad(b"d LOGIN {1025}\r\n", max_literal=1024).response)
 
 
 def test_recovery_after_errors():

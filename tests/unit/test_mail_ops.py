@@ -1,5 +1,5 @@
 """APPEND, COPY, MOVE, CREATE, DELETE, RENAME and subscriptions, as the IMAP layer calls
-them (`gateway.store.mail_ops.MailOperations`), on every backend: the memory store, and the
+them (`gateway.imap.backend.MailSession`), on every backend: the memory store, and the
 SQL store on SQLite and on PostgreSQL (tests/imap_backends.py)."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.imap.backend import FlagMode, MailboxNotFound
-from gateway.store.mail_ops import (
+from gateway.imap.backend import (
     AppendResult,
     CannotDoThat,
+    FlagMode,
     FolderExists,
     FolderHasChildren,
+    MailboxNotFound,
     TryCreate,
 )
 

@@ -19,11 +19,10 @@ from sqlalchemy import func, select, update
 from sqlmodel import col
 
 from bridge.headers import parse_header
-from gateway.imap.backend import FlagMode, header_block
+from gateway.imap.backend import FlagMode, ParsedHeader, header_block
 from gateway.store import header_cache
 from gateway.store.accounts import AccountStore
 from gateway.store.db import reading, writing
-from gateway.store.mail_ops import ParsedHeader
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, HeaderCacheBlock
 from tests.unit.store_support import ALICE, add_account

@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import col
 
-from gateway.imap.backend import FolderInfo
+from gateway.imap.backend import CannotDoThat, FolderInfo, MessageTooLarge
 from gateway.store.db import writing
-from gateway.store.mail_ops import CannotDoThat, MessageTooLarge
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, MailboxState, Subscription
 from tests.unit.store_support import ALICE

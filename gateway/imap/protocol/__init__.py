@@ -26,6 +26,7 @@ from gateway.imap.protocol.errors import (
     RemoteProtocolError,
 )
 from gateway.imap.protocol.events import (
+    Append,
     Authenticate,
     Capability,
     Check,
@@ -33,6 +34,7 @@ from gateway.imap.protocol.events import (
     Command,
     ConnectionClosed,
     ContinuationLine,
+    Copy,
     Create,
     Delete,
     Enable,
@@ -47,6 +49,7 @@ from gateway.imap.protocol.events import (
     Login,
     Logout,
     Lsub,
+    Move,
     Namespace,
     NeedData,
     Noop,
@@ -120,6 +123,7 @@ from gateway.imap.protocol.serialize import (
 __all__ = [
     "flag_list",
     "Adjacent",
+    "Append",
     "Authenticate",
     "Capability",
     "Check",
@@ -131,6 +135,7 @@ __all__ = [
     "Content",
     "Continuation",
     "ContinuationLine",
+    "Copy",
     "Create",
     "DateField",
     "DateRelation",
@@ -154,6 +159,7 @@ __all__ = [
     "Lsub",
     "MACROS",
     "MAX_NUMBER",
+    "Move",
     "Namespace",
     "NeedData",
     "Noop",

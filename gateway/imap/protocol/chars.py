@@ -18,6 +18,10 @@ SEQ_CHARS = frozenset(b"0123456789:,*")
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 SYSTEM_FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+# date-time (RFC 3501 section 9) inside its quotes; date-day-fixed may lead with a space.
+DATE_TIME = re.compile(
+    rb'" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"'
+)
 MONTHS = {
     m: i + 1
     for i, m in enumerate(

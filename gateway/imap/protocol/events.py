@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.imap.protocol.fetch_items import FetchAttribute
 from gateway.imap.protocol.search_keys import SearchKey
@@ -159,6 +160,17 @@ class StatusCommand(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Append(Command):
+    mailbox: str
+    flags: tuple[str, ...]
+    internal_date: datetime | None  # timezone-aware; None: now
+    message: bytes
+
+    def __repr__(self) -> str:
+        return f"Append(tag={self.tag!r}, mailbox=..., {len(self.message)} octets)"
+
+
+@dataclass(frozen=True, slots=True)
 class Idle(Command):
     """IDLE (RFC 2177): the server pushes changes until the client sends DONE."""
 
@@ -203,6 +215,22 @@ class Store(Command):
     mode: StoreMode
     flags: tuple[str, ...]
     silent: bool = False
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Copy(Command):
+    sequence_set: SequenceSet
+    mailbox: str
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Move(Command):
+    """MOVE (RFC 6851)."""
+
+    sequence_set: SequenceSet
+    mailbox: str
     uid: bool = False
 
 

@@ -2,7 +2,8 @@
 
 Holds `ImapServerConnection`: command lines and literals (synchronizing `{n}` and
 `LITERAL+` `{n+}`) assembled under the limits given to the constructor, then parsed by
-`parse_command`; and line mode: after a `+` that is not a literal's go-ahead (a SASL
+`parse_command` (APPEND's message literal has its own limit, `max_append`, and does not
+count toward `max_command`); and line mode: after a `+` that is not a literal's go-ahead (a SASL
 challenge, IDLE's "idling") the next line is a `ContinuationLine` (the SASL response,
 IDLE's DONE), however many untagged responses go out meanwhile.
 
@@ -45,6 +46,7 @@ class _Pending:
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
     literal_left: int = 0
+    limit: int = 0  # octets the whole command may take, once its first line is known
 
 
 class ImapServerConnection:
@@ -63,10 +65,12 @@ class ImapServerConnection:
         max_literal: int = 65_536,
         max_command: int = 262_144,
         max_depth: int = 16,
+        max_append: int | None = None,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_command = max_command
+        self.max_append = max_literal if max_append is None else max_append
         self.max_depth = max_depth
         self._buffer = bytearray()
         self._scanned = 0  # no CRLF in buffer[:_scanned]
@@ -136,9 +140,14 @@ class ImapServerConnection:
                 return ContinuationLine(line[:-2])
             if not pending.parts and line == b"\r\n":
                 continue
+            first = not pending.parts
             pending.parts.append(line)
             pending.size += len(line)
-            if pending.size > self.max_command:
+            tag, name = head_of(pending.parts[0])
+            appending = name == "APPEND"
+            if first:
+                pending.limit = self.max_command + (self.max_append if appending else 0)
+            if pending.size > pending.limit:
                 self._too_big("Command too long", fatal=True)
             m = _LITERAL_AT_END.search(line)
             if m is None:
@@ -146,9 +155,13 @@ class ImapServerConnection:
                 self._pending = pending = _Pending()
                 return parse_command(data, max_depth=self.max_depth)
             size, synchronizing = int(m[1]), not m[2]
-            if size > self.max_literal or pending.size + size > self.max_command:
+            largest = self.max_append if appending else self.max_literal
+            if size > largest or pending.size + size > pending.limit:
+                if appending and synchronizing and tag is not None:
+                    # Refused before the client sends it (RFC 7889): the stream stays in step.
+                    text = f"Messages are limited to {self.max_append} octets"
+                    raise RemoteProtocolError(Tagged(tag, Status.NO, text, Code("TOOBIG")))
                 self._too_big("Literal too large", fatal=not synchronizing)
-            tag, name = head_of(pending.parts[0])
             if synchronizing and (tag is None or name not in PARSERS):
                 # Refuse before the client sends the literal, so the stream stays in step.
                 if tag is None:

@@ -9,13 +9,14 @@ tagged BAD once the tag is known. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import NoReturn
 
 from gateway.imap.protocol.chars import (
     ASTRING_CHARS,
     ATOM_CHARS,
     DATE,
+    DATE_TIME,
     LIST_CHARS,
     MONTHS,
     SEQ_CHARS,
@@ -262,6 +263,26 @@ class Reader:
         if quoted:
             self.expect(b'"', "a closing quote")
         return day
+
+    def date_time(self) -> datetime:
+        """`"17-Jul-1996 02:44:25 -0700"` (APPEND's INTERNALDATE), timezone-aware."""
+        m = DATE_TIME.match(self.data, self.pos)
+        if m is None:
+            self.fail('Expected a date-time like "1-Feb-2024 12:00:00 +0100"')
+        month = MONTHS.get(m[2].decode("ascii").upper())
+        hours, minutes = int(m[8]), int(m[9])
+        try:
+            if month is None or hours > 23 or minutes > 59:
+                raise ValueError("month or zone")
+            offset = timedelta(hours=hours, minutes=minutes) * (-1 if m[7] == b"-" else 1)
+            value = datetime(
+                int(m[3]), month, int(m[1]), int(m[4]), int(m[5]), int(m[6]),
+                tzinfo=timezone(offset),
+            )
+        except ValueError:
+            self.fail("Invalid date-time")
+        self.pos = m.end()
+        return value
 
     # -- FETCH
 

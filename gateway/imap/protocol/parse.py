@@ -14,11 +14,13 @@ from collections.abc import Callable
 from gateway.imap.protocol.chars import BASE64_CHARS
 from gateway.imap.protocol.errors import RemoteProtocolError
 from gateway.imap.protocol.events import (
+    Append,
     Authenticate,
     Capability,
     Check,
     Close,
     Command,
+    Copy,
     Create,
     Delete,
     Enable,
@@ -31,6 +33,7 @@ from gateway.imap.protocol.events import (
     Login,
     Logout,
     Lsub,
+    Move,
     Namespace,
     Noop,
     Rename,
@@ -168,6 +171,38 @@ def _parse_status(r: Reader, tag: str) -> Command:
     return StatusCommand(tag, mailbox, tuple(items))
 
 
+def _parse_append(r: Reader, tag: str) -> Command:
+    """APPEND mailbox [flag-list] [date-time] literal (RFC 3501 section 6.3.11)."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    flags: tuple[str, ...] = ()
+    if r.at(b"("):
+        flags = r.flags()
+        r.sp()
+    internal_date = None
+    if r.at(b'"'):
+        internal_date = r.date_time()
+        r.sp()
+    if r.peek() != 0x7B:  # {
+        r.fail("Expected the message as a literal")
+    message = r.literal()
+    r.end()
+    return Append(tag, mailbox, flags, internal_date, message)
+
+
+def _parse_copy(cls: type[Copy] | type[Move], uid: bool) -> Callable[[Reader, str], Command]:
+    def parse(r: Reader, tag: str) -> Command:
+        r.sp()
+        sequence_set = r.sequence_set()
+        r.sp()
+        mailbox = r.mailbox()
+        r.end()
+        return cls(tag, sequence_set, mailbox, uid)
+
+    return parse
+
+
 def _parse_expunge(uid: bool) -> Callable[[Reader, str], Command]:
     def parse(r: Reader, tag: str) -> Command:
         uids = None
@@ -240,6 +275,7 @@ PARSERS: dict[str, Callable[[Reader, str], Command]] = {
     "LIST": _list_like(List),
     "LSUB": _list_like(Lsub),
     "STATUS": _parse_status,
+    "APPEND": _parse_append,
     "IDLE": _no_args(Idle),
     "CHECK": _no_args(Check),
     "CLOSE": _no_args(Close),
@@ -248,10 +284,14 @@ PARSERS: dict[str, Callable[[Reader, str], Command]] = {
     "SEARCH": _parse_search(uid=False),
     "FETCH": _parse_fetch(uid=False),
     "STORE": _parse_store(uid=False),
+    "COPY": _parse_copy(Copy, uid=False),
+    "MOVE": _parse_copy(Move, uid=False),
     "UID EXPUNGE": _parse_expunge(uid=True),
     "UID SEARCH": _parse_search(uid=True),
     "UID FETCH": _parse_fetch(uid=True),
     "UID STORE": _parse_store(uid=True),
+    "UID COPY": _parse_copy(Copy, uid=True),
+    "UID MOVE": _parse_copy(Move, uid=True),
 }
 
 

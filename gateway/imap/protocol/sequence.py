@@ -15,6 +15,18 @@ class SequenceSet:
 
     ranges: tuple[tuple[int | None, int | None], ...]
 
+    @classmethod
+    def of(cls, values: Sequence[int]) -> SequenceSet:
+        """The compact set of these numbers in their order, runs as ranges (`3:5,9`), as
+        COPYUID and APPENDUID write UID sets."""
+        ranges: list[tuple[int | None, int | None]] = []
+        for n in values:
+            if ranges and ranges[-1][1] == n - 1:
+                ranges[-1] = (ranges[-1][0], n)
+            else:
+                ranges.append((n, n))
+        return cls(tuple(ranges))
+
     def __str__(self) -> str:
         def one(n: int | None) -> str:
             return "*" if n is None else str(n)

@@ -2,10 +2,10 @@
 message fails to render.
 
 Holds `FetchPlan` (the items of one FETCH worked out once for all its messages),
-`message_parser` (MIME parsing with the connection's limits), `candidate` (a message as
-SEARCH sees it) and `degraded` (logging that a message was served opaque). Pure
-functions over opened messages in memory: it never calls storage and never keeps a
-message.
+`message_parser` (MIME parsing with the connection's limits), `header_octets` (a stored
+header as they read it), `candidate` (a message as SEARCH sees it) and `degraded`
+(logging that a message was served opaque). Pure functions over opened messages in
+memory: it never calls storage and never keeps a message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 
-from gateway.imap.backend import MessageMeta
+from gateway.imap.backend import MessageMeta, ParsedHeader, StoredHeader
 from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import (
     Content,
@@ -39,15 +39,33 @@ def message_parser(config: ImapConfig) -> Callable[[bytes], fetch.MimePart]:
     )
 
 
+Octets = bytes | fetch.HeaderBlock  # a message, or its header block with the fields split
+
+
+def header_octets(header: StoredHeader) -> Octets:
+    """What FETCH and SEARCH read of a header: the store's split fields when it has them
+    (`ParsedHeader`, from its header cache), so HEADER.FIELDS and ENVELOPE do not parse
+    the header again; else the octets, parsed when an item needs them."""
+    if isinstance(header, ParsedHeader):
+        return fetch.HeaderBlock(header.header, header.fields)
+    return header.header
+
+
+def raw_octets(data: Octets | None) -> bytes | None:
+    return data.header if isinstance(data, fetch.HeaderBlock) else data
+
+
 def candidate(
     i: int,
     meta: MessageMeta,
-    data: bytes | None,
+    data: Octets | None,
     content: Content,
     parse: Callable[[bytes], fetch.MimePart],
 ) -> Candidate:
     message: fetch.MimePart | fetch.HeaderBlock | None = None
-    if data is not None and content is Content.HEADER:
+    if isinstance(data, fetch.HeaderBlock):
+        message = data
+    elif data is not None and content is Content.HEADER:
         message = fetch.HeaderBlock.parse(data)
     elif data is not None:
         message = parse(data)
@@ -94,7 +112,7 @@ class FetchPlan:
                 self._flag_lists[flags] = rendered
         return rendered
 
-    def items(self, meta: MessageMeta, data: bytes | None) -> tuple[Value, ...]:
+    def items(self, meta: MessageMeta, data: Octets | None) -> tuple[Value, ...]:
         """The parenthesised FETCH data of one message. `data` is what `content` says:
         the whole message, its header block alone, or None. A message whose rendering
         fails is served opaque (`fetch.opaque_message`): the session and the other
@@ -104,16 +122,16 @@ class FetchPlan:
         except Exception as exc:  # noqa: BLE001 -- one message must not end the session
             degraded("FETCH", meta.uid, exc)
             opaque = fetch.opaque_message
-            return self._render(meta, data, opaque, opaque)
+            return self._render(meta, raw_octets(data), opaque, opaque)
 
     def _render(
         self,
         meta: MessageMeta,
-        data: bytes | None,
+        data: Octets | None,
         parse: Callable[[bytes], fetch.MimePart],
         parse_header: Callable[[bytes], fetch.MimePart | fetch.HeaderBlock],
     ) -> tuple[Value, ...]:
-        body = data if self.content is Content.FULL else None
+        body = data if self.content is Content.FULL and isinstance(data, bytes) else None
         tree: fetch.MimePart | None = None
         head: fetch.MimePart | fetch.HeaderBlock | None = None
 
@@ -128,7 +146,7 @@ class FetchPlan:
             if body is not None:
                 return parsed()
             if head is None:
-                head = parse_header(data or b"")
+                head = data if isinstance(data, fetch.HeaderBlock) else parse_header(data or b"")
             return head
 
         raw = body or b""

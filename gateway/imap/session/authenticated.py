@@ -1,5 +1,6 @@
-"""Handlers of the AUTHENTICATED state (RFC 3501 section 6.3; ENABLE, NAMESPACE): folders,
-SELECT/EXAMINE and STATUS. Valid in SELECTED too, as the RFC says."""
+"""Handlers of the AUTHENTICATED state (RFC 3501 section 6.3; ENABLE, NAMESPACE): folders
+(LIST, LSUB, CREATE, DELETE, RENAME, subscriptions), SELECT/EXAMINE, STATUS and APPEND.
+Valid in SELECTED too, as the RFC says."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.imap.protocol import (
     Value,
     encode_mailbox,
 )
-from gateway.imap.session.folders import folder_tree, list_pattern
+from gateway.imap.session.folders import folder_tree, list_pattern, subscribed_tree
 from gateway.imap.session.reply import DELIMITER, SEEN, Reply, State, ok
 from gateway.imap.session.view import SelectedMailbox
 
@@ -63,14 +64,20 @@ def do_select(s: ImapState, cmd: protocol.Select | protocol.Examine) -> Reply:
 
 
 def do_list(s: ImapState, cmd: protocol.List | protocol.Lsub) -> Reply:
-    kind = Raw(b"LSUB" if isinstance(cmd, protocol.Lsub) else b"LIST")
+    """LIST with \\Noselect, \\HasChildren and \\HasNoChildren from the folder tree; LSUB
+    the same over the subscribed names (one that does not exist is \\Noselect)."""
+    lsub = isinstance(cmd, protocol.Lsub)
+    kind = Raw(b"LSUB" if lsub else b"LIST")
     if not cmd.pattern:
         responses: list[Response] = [Untagged((kind, (Raw(b"\\Noselect"),), DELIMITER, ""))]
     else:
         regex = list_pattern(cmd.reference, cmd.pattern)
+        tree = folder_tree(s.mail().list_folders())
+        if lsub:
+            tree = subscribed_tree(tree, s.mail().list_subscribed(), regex)
         responses = [
             Untagged((kind, tuple(Raw.of(a) for a in attrs), DELIMITER, encode_mailbox(name)))
-            for name, attrs in folder_tree(s.mail().list_folders()).items()
+            for name, attrs in tree.items()
             if regex.fullmatch(name)
         ]
     responses.append(ok(cmd.tag, f"{kind.data.decode()} completed."))
@@ -103,21 +110,48 @@ def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
     )
 
 
+def do_append(s: ImapState, cmd: protocol.Append) -> Reply:
+    """APPEND (RFC 3501 6.3.11) answering APPENDUID (RFC 4315); a message into the selected
+    folder is announced with EXISTS at once."""
+    result = s.mail().append(cmd.mailbox, cmd.message, frozenset(cmd.flags), cmd.internal_date)
+    updates = s.sync(allow_expunge=True) if s.selected else []
+    code = Code("APPENDUID", (result.uid_validity, result.uid))
+    return Reply([*updates, ok(cmd.tag, "APPEND completed.", code)])
+
+
+def do_create(s: ImapState, cmd: protocol.Create) -> Reply:
+    s.mail().create_folder(cmd.mailbox)
+    return Reply([ok(cmd.tag, "CREATE completed.")])
+
+
+def do_delete(s: ImapState, cmd: protocol.Delete) -> Reply:
+    """DELETE; deleting the selected folder leaves the session AUTHENTICATED."""
+    s.mail().delete_folder(cmd.mailbox)
+    if s.selected is not None and s.selected.name == cmd.mailbox:
+        s.deselect()
+    return Reply([ok(cmd.tag, "DELETE completed.")])
+
+
+def do_rename(s: ImapState, cmd: protocol.Rename) -> Reply:
+    """RENAME; when the selected folder (or a superior) is renamed it gets a new
+    UIDVALIDITY, so the session leaves it (renaming INBOX empties it: the next sync tells
+    the client so with EXPUNGE)."""
+    s.mail().rename_folder(cmd.mailbox, cmd.new_name)
+    selected = s.selected
+    if (
+        selected is not None
+        and cmd.mailbox != "INBOX"
+        and (selected.name == cmd.mailbox or selected.name.startswith(cmd.mailbox + DELIMITER))
+    ):
+        s.deselect()
+    return Reply([ok(cmd.tag, "RENAME completed.")])
+
+
 def do_subscribe(s: ImapState, cmd: protocol.Subscribe) -> Reply:
-    s.mail().snapshot(cmd.mailbox)  # every existing folder is subscribed
+    s.mail().subscribe(cmd.mailbox)
     return Reply([ok(cmd.tag, "SUBSCRIBE completed.")])
 
 
 def do_unsubscribe(s: ImapState, cmd: protocol.Unsubscribe) -> Reply:
-    raise CommandFailed(Status.NO, "Every folder stays subscribed.", Code("CANNOT"))
-
-
-def do_create(s: ImapState, cmd: protocol.Create) -> Reply:
-    names = {f.name for f in s.mail().list_folders()}
-    if cmd.mailbox in names:
-        raise CommandFailed(Status.NO, "Mailbox already exists.", Code("ALREADYEXISTS"))
-    raise CommandFailed(Status.NO, "Folders are managed by the gateway.", Code("CANNOT"))
-
-
-def do_delete(s: ImapState, cmd: protocol.Delete | protocol.Rename) -> Reply:
-    raise CommandFailed(Status.NO, "Folders are managed by the gateway.", Code("CANNOT"))
+    s.mail().unsubscribe(cmd.mailbox)
+    return Reply([ok(cmd.tag, "UNSUBSCRIBE completed.")])

@@ -27,6 +27,7 @@ CAPABILITIES = (
     "IDLE",
     "UNSELECT",
     "UIDPLUS",
+    "MOVE",
     "NAMESPACE",
     "SPECIAL-USE",
 )
@@ -58,7 +59,8 @@ COMMANDS: Mapping[type[protocol.Command], tuple[frozenset[State], Handler]] = {
     protocol.Unsubscribe: (_AUTH, authenticated.do_unsubscribe),
     protocol.Create: (_AUTH, authenticated.do_create),
     protocol.Delete: (_AUTH, authenticated.do_delete),
-    protocol.Rename: (_AUTH, authenticated.do_delete),
+    protocol.Rename: (_AUTH, authenticated.do_rename),
+    protocol.Append: (_AUTH, authenticated.do_append),
     protocol.Check: (_SELECTED, selected.do_check),
     protocol.Close: (_SELECTED, selected.do_close),
     protocol.Unselect: (_SELECTED, selected.do_unselect),
@@ -66,4 +68,6 @@ COMMANDS: Mapping[type[protocol.Command], tuple[frozenset[State], Handler]] = {
     protocol.Search: (_SELECTED, selected.do_search),
     protocol.Fetch: (_SELECTED, selected.do_fetch),
     protocol.Store: (_SELECTED, selected.do_store),
+    protocol.Copy: (_SELECTED, selected.do_copy),
+    protocol.Move: (_SELECTED, selected.do_move),
 }

@@ -1,5 +1,5 @@
-"""Mailbox names as LIST and LSUB see them: patterns with `*` and `%`, and the folder tree
-with its missing parents and child attributes. Pure functions."""
+"""Mailbox names as LIST and LSUB see them: patterns with `*` and `%`, the folder tree
+with its missing parents and child attributes, the subscribed names. Pure functions."""
 
 from __future__ import annotations
 
@@ -45,5 +45,30 @@ def folder_tree(folders: Sequence[FolderInfo]) -> dict[str, tuple[str, ...]]:
             *names.get(name, ("\\Noselect",)),
             "\\HasChildren" if name in parents else "\\HasNoChildren",
         )
-        for name in sorted(names.keys() | parents, key=lambda n: (n != "INBOX", n))
+        for name in sorted(names.keys() | parents, key=list_order)
     }
+
+
+def list_order(name: str) -> tuple[bool, str]:
+    """LIST and LSUB order: INBOX first, then by name."""
+    return name != "INBOX", name
+
+
+def subscribed_tree(
+    tree: dict[str, tuple[str, ...]], subscribed: Sequence[str], pattern: re.Pattern[str]
+) -> dict[str, tuple[str, ...]]:
+    """What LSUB lists (RFC 3501 6.3.9): the subscribed names with their LIST attributes
+    (\\Noselect when the folder does not exist), and, \\Noselect, each superior the
+    pattern matches where it does not match the subscribed name (`%` over "a/b" gives "a")."""
+    out: dict[str, tuple[str, ...]] = {}
+    names = set(subscribed)
+    for name in subscribed:
+        out[name] = tree.get(name, ("\\Noselect",))
+        if pattern.fullmatch(name):
+            continue
+        parts = name.split(DELIMITER)
+        for i in range(1, len(parts)):
+            superior = DELIMITER.join(parts[:i])
+            if superior not in names and pattern.fullmatch(superior):
+                out.setdefault(superior, ("\\Noselect",))
+    return dict(sorted(out.items(), key=lambda item: list_order(item[0])))

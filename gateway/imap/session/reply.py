@@ -82,12 +82,21 @@ def ok(tag: str, text: str, code: Code | None = None) -> Tagged:
 
 _BACKEND_TEXTS = {
     "NONEXISTENT": "No such mailbox.",
+    "TRYCREATE": "No such mailbox; create it first.",
+    "ALREADYEXISTS": "Mailbox already exists.",
+    "HASCHILDREN": "Mailbox has inferior mailboxes; delete them first.",
     "AUTHENTICATIONFAILED": "Authentication failed.",
     "UNAVAILABLE": "The mail store is busy or unreachable; try again.",
 }
 
+_OWN_TEXTS = frozenset({"CANNOT", "TOOBIG"})
+
 
 def backend_failure(error: BackendError) -> CommandFailed:
     """A storage error as the tagged NO it becomes (its code from the backend's tree)."""
-    text = _BACKEND_TEXTS.get(error.code, "The mail store failed.")
-    return CommandFailed(Status.NO, text, Code(error.code))
+    text = _BACKEND_TEXTS.get(error.code)
+    if text is None and error.code in _OWN_TEXTS:
+        # CANNOT and TOOBIG say which rule in words a user can read, never with a name.
+        message = str(error)
+        text = f"{message[:1].upper()}{message[1:]}."
+    return CommandFailed(Status.NO, text or "The mail store failed.", Code(error.code))

@@ -1,5 +1,5 @@
-"""Handlers of the SELECTED state (RFC 3501 section 6.4; UNSELECT, UID EXPUNGE): CHECK,
-CLOSE, EXPUNGE, STORE, SEARCH, FETCH, and the batched reading of message content they
+"""Handlers of the SELECTED state (RFC 3501 section 6.4; UNSELECT, UID EXPUNGE, MOVE): CHECK,
+CLOSE, EXPUNGE, STORE, SEARCH, FETCH, COPY, MOVE, and the batched reading of message content they
 share.
 
 The protocol's `StoreMode` is mapped to storage's `FlagMode` here, so the protocol layer
@@ -14,18 +14,30 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from gateway.imap import protocol
-from gateway.imap.backend import BackendError, FlagMode
+from gateway.imap.backend import BackendError, CopyResult, FlagMode
 from gateway.imap.protocol import (
+    Code,
     Content,
     FetchAttribute,
     FetchKind,
     Raw,
     Response,
+    SequenceSet,
+    Status,
     StoreMode,
     Untagged,
+    UntaggedStatus,
 )
 from gateway.imap.render import fetch
-from gateway.imap.render.plan import FetchPlan, candidate, degraded, message_parser
+from gateway.imap.render.plan import (
+    FetchPlan,
+    Octets,
+    candidate,
+    degraded,
+    header_octets,
+    message_parser,
+    raw_octets,
+)
 from gateway.imap.render.search import Candidate, Scope, compile_search, needs_content
 from gateway.imap.session.reply import SEEN, Reply, backend_failure, ok
 from gateway.imap.session.view import SelectedMailbox
@@ -87,6 +99,40 @@ def do_store(s: ImapState, cmd: protocol.Store) -> Reply:
     return Reply(responses)
 
 
+def do_copy(s: ImapState, cmd: protocol.Copy) -> Reply:
+    """COPY and UID COPY, answering COPYUID (RFC 4315); copies into the selected folder
+    itself are announced with EXISTS."""
+    selected = s.view()
+    responses = s.sync(allow_expunge=cmd.uid)
+    uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
+    code = None
+    if uids:
+        code = _copyuid(s.mail().copy(selected.name, uids, cmd.mailbox))
+        responses += s.sync(allow_expunge=cmd.uid)
+    return Reply([*responses, ok(cmd.tag, "COPY completed.", code)])
+
+
+def do_move(s: ImapState, cmd: protocol.Move) -> Reply:
+    """MOVE and UID MOVE (RFC 6851): COPYUID in an untagged OK, then an EXPUNGE for each
+    message moved (and any other expunge pending), then the tagged OK."""
+    selected = s.writable_view()
+    responses = s.sync(allow_expunge=cmd.uid)
+    uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
+    if uids:
+        code = _copyuid(s.mail().move(selected.name, uids, cmd.mailbox))
+        if code is not None:
+            responses.append(UntaggedStatus(Status.OK, "Moved.", code))
+        responses += s.sync(allow_expunge=True)
+    return Reply([*responses, ok(cmd.tag, "MOVE completed.")])
+
+
+def _copyuid(result: CopyResult) -> Code | None:
+    if not result.uids:
+        return None
+    sets = (SequenceSet.of(result.source_uids), SequenceSet.of(result.destination_uids))
+    return Code("COPYUID", (result.uid_validity, *(Raw(str(u).encode()) for u in sets)))
+
+
 def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
     selected = s.view()
     updates = s.sync(allow_expunge=cmd.uid)
@@ -101,7 +147,8 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
             hit = matches(candidate(i, meta, data, content, parse))
         except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
             degraded("SEARCH", meta.uid, exc)
-            opaque = fetch.opaque_message(data) if data is not None else None
+            raw = raw_octets(data)
+            opaque = fetch.opaque_message(raw) if raw is not None else None
             hit = matches(Candidate(i + 1, meta, opaque))
         if hit:
             found.append(meta.uid if cmd.uid else i + 1)
@@ -159,10 +206,10 @@ def _fetch_responses(
 
 def _contents(
     s: ImapState, selected: SelectedMailbox, indexes: Sequence[int], content: Content
-) -> Iterator[tuple[int, bytes | None]]:
+) -> Iterator[tuple[int, Octets | None]]:
     """(index, octets or None), read in batches (`_batches`): for Content.FULL the whole
-    message, for Content.HEADER its header block; None when the message is gone (or
-    always, for Content.NONE: nothing is read)."""
+    message, for Content.HEADER its header block (`header_octets`); None when the message
+    is gone (or always, for Content.NONE: nothing is read)."""
     if content is Content.NONE:
         for i in indexes:
             yield i, None
@@ -175,10 +222,12 @@ def _contents(
         batches = _batches(selected, indexes, config.header_batch, config.header_batch_octets)
     for chunk in batches:
         uids = [selected.uids[i] for i in chunk]
+        found: dict[int, Octets]
         if content is Content.FULL:
             found = {m.meta.uid: m.body for m in session.fetch(selected.name, uids)}
         else:
-            found = {h.uid: h.header for h in session.fetch_headers(selected.name, uids)}
+            headers = session.fetch_headers(selected.name, uids)
+            found = {h.uid: header_octets(h) for h in headers}
         for i in chunk:
             yield i, found.get(selected.uids[i])
 
