@@ -8,15 +8,13 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, delete
-from sqlmodel import col
+from sqlalchemy import Engine
 
 from bridge.keys import AccountKeys
 from gateway.smtp.queueing import OutboxWriter
 from gateway.smtp.sent import SentCopies
 from gateway.store.accounts import AccountStore
 from gateway.store.mailbox import MailboxStore
-from gateway.store.models import Folder
 from gateway.store.outbox import Outbox, OutboxWrite
 from tests.unit.store_support import ALICE, BOB, add_account
 
@@ -94,9 +92,9 @@ def test_a_deleted_sent_folder_is_made_again(store_engine: Engine) -> None:
     accounts = AccountStore(store_engine)
     alice = add_account(accounts, ALICE)
     store = MailboxStore(store_engine)
-    with store_engine.begin() as connection:  # IMAP has no DELETE here yet: the row goes
-        connection.execute(delete(Folder).where(col(Folder.name) == "Sent"))
-    assert "Sent" not in [f.name for f in store.session(ALICE, alice).list_folders()]
+    session = store.session(ALICE, alice)
+    session.delete_folder("Sent")  # IMAP DELETE; the next login would make it again
+    assert "Sent" not in [f.name for f in session.list_folders()]
     writer = OutboxWriter(Outbox(store_engine), part_bytes=BIG)
 
     async def send() -> int:
