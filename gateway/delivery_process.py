@@ -46,7 +46,7 @@ from gateway.store.outbox import Outbox
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-STOP_SECONDS = 20.0  # for the child to finish the deposits in flight
+STOP_SECONDS = 5.0  # for the child to finish the deposits in flight; killing it loses nothing
 _LENGTH = 8  # bytes of the settings' length, before them on the pipe
 
 

@@ -25,7 +25,9 @@ relay (`RelayClient.list(wait=push_wait)`), which answers as soon as an envelope
 arrives; at most `push_connections` are held per gateway. Pairs beyond that bound,
 and every pair when `push_wait` is 0, are listed every `poll_interval` seconds. A
 relay that answers an empty held listing at once (one that does not hold listings)
-is listed again only after `poll_interval`; one that fails is retried with backoff.
+is listed again only after `poll_interval`; one that fails is retried with backoff,
+but at least every `poll_interval`, so a relay back from an outage is noticed as
+soon as polling would notice it.
 The envelopes of one account are taken one pass at a time (a per-account lock), so
 two relays holding the same envelope deliver it once.
 """
@@ -196,7 +198,9 @@ class Fetcher(PeriodicJob):
                 failures += 1
                 if failures == 1:
                     log.info("fetch: relay %s unavailable (%s)", watch.url, type(e).__name__)
-                await asyncio.sleep(backoff(failures, _RETRY_INITIAL, _RETRY_MAX))
+                # Backoff, but never slower than polling would notice the relay back.
+                rest = backoff(failures, _RETRY_INITIAL, _RETRY_MAX)
+                await asyncio.sleep(min(rest, max(self._interval, _RETRY_INITIAL)))
                 continue
             except Exception as e:  # noqa: BLE001 - the watcher must outlive one bad pass
                 log.error("fetch: watcher pass failed (%s)", type(e).__name__)
