@@ -66,6 +66,11 @@ class GatewayConfig:
     imap_max_mime_parts: int = 10_000  # parts one message is cut into at most
     imap_idle_poll: float = 30.0  # seconds between IDLE's looks for other processes' commits
     imap_storage_threads: int = 8  # threads making IMAP storage calls (none runs on the loop)
+    # Per-account quota (IMAP QUOTA, RFC 9208): octets and messages over all folders; an
+    # IMAP APPEND or COPY past either gets NO [OVERQUOTA]. Mail arriving from the bubble is
+    # never refused for it (it is already sealed for this account). 0: no limit.
+    imap_quota_storage: int = 10 * 1024 * MiB
+    imap_quota_messages: int = 0
     notice_fold_seconds: float = 3600.0  # one "cannot open" notice per sender or account per window
     # Logins (gateway.login_limiter): the first failed login's answer waits
     # login_failure_delay, doubling per failure of its client or account up to the max;
@@ -154,6 +159,10 @@ class GatewayConfig:
             raise ValueError("setting 'retry_max': must not be below retry_initial")
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValueError("setting 'hostname': must be a host name without spaces")
+        for name in ("imap_quota_storage", "imap_quota_messages"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"setting '{name}': must be a whole number, 0 for no limit")
         for name in (
             "imap_fetch_batch_octets",
             "imap_max_mime_depth",
@@ -178,4 +187,6 @@ class GatewayConfig:
             max_mime_depth=self.imap_max_mime_depth,
             max_mime_parts=self.imap_max_mime_parts,
             server_name="Sealgate",
+            quota_storage=self.imap_quota_storage or None,
+            quota_messages=self.imap_quota_messages or None,
         )

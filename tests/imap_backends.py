@@ -63,6 +63,7 @@ from gateway.imap.backend import (
     MessageMeta,
     StoredHeader,
     StoredMessage,
+    Usage,
 )
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore, normalize_address
@@ -159,6 +160,9 @@ class ObservedSession:
 
     def list_subscribed(self) -> Sequence[str]:
         return self.inner.list_subscribed()
+
+    def usage(self) -> Usage:
+        return self.inner.usage()
 
 
 class ObservedAuthenticator:

@@ -38,6 +38,7 @@ from gateway.imap.backend import (
     StoredHeader,
     StoredMessage,
     TryCreate,
+    Usage,
     header_block,
 )
 from gateway.store.accounts import normalize_address
@@ -411,6 +412,15 @@ class MemorySession:
     def list_subscribed(self) -> Sequence[str]:
         with self._store.lock:
             return sorted(self._account().subscribed)
+
+    def usage(self) -> Usage:
+        with self._store.lock:
+            sizes = [
+                m.meta.size
+                for f in self._account().folders.values()
+                for m in f.messages.values()
+            ]
+        return Usage(messages=len(sizes), octets=sum(sizes))
 
 
 class MemoryAuthenticator:

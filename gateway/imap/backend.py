@@ -205,6 +205,15 @@ class ParsedHeader(StoredHeader):
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What an account holds in all its folders: messages, and their octets (the sum of
+    their RFC822.SIZEs). QUOTA (RFC 9208) reports it."""
+
+    messages: int
+    octets: int
+
+
+@dataclass(frozen=True)
 class AppendResult:
     """Where APPEND put the message: APPENDUID (RFC 4315) is `uid_validity uid`."""
 
@@ -351,6 +360,10 @@ class MailSession(Protocol):
 
     def list_subscribed(self) -> Sequence[str]:
         """The subscribed names, existing or not, sorted (LSUB, LIST (SUBSCRIBED))."""
+        ...
+
+    def usage(self) -> Usage:
+        """The account's messages and octets over all its folders, read in one query."""
         ...
 
     def close(self) -> None: ...

@@ -47,6 +47,10 @@ class ImapConfig:
     tls_handshake_timeout  seconds a STARTTLS or implicit-TLS handshake may take
     require_tls_for_login  LOGINDISABLED and no AUTH=PLAIN until TLS is active
     server_name         the name in the greeting and in the ID response
+    quota_storage       octets one account may hold over all its folders (QUOTA, RFC 9208,
+                        reports it in KiB as STORAGE); an APPEND or COPY past it gets
+                        NO [OVERQUOTA]. None: no limit, and STORAGE is not reported
+    quota_messages      messages one account may hold (MESSAGE), likewise
     """
 
     max_line: int = 65_536
@@ -69,6 +73,8 @@ class ImapConfig:
     tls_handshake_timeout: float = 30.0
     require_tls_for_login: bool = True
     server_name: str = "Sealgate"
+    quota_storage: int | None = None
+    quota_messages: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -82,6 +88,10 @@ class ImapConfig:
             raise ValueError("ImapConfig.max_line must be at least 1024 octets")
         if self.max_command < self.max_line:
             raise ValueError("ImapConfig.max_command must be at least max_line")
+        for limit in (self.quota_storage, self.quota_messages):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                      or limit <= 0):
+                raise ValueError("ImapConfig quota limits must be positive integers or None")
         if not isinstance(self.require_tls_for_login, bool):
             raise ValueError("ImapConfig.require_tls_for_login must be a bool")
         name = self.server_name

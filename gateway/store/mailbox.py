@@ -52,7 +52,17 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 import nacl.bindings
 import nacl.exceptions
 import nacl.utils
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import col
@@ -75,6 +85,7 @@ from gateway.imap.backend import (
     StorageUnavailable,
     StoredHeader,
     StoredMessage,
+    Usage,
 )
 from gateway.store import header_cache
 from gateway.store.accounts import find_account, normalize_address
@@ -197,6 +208,12 @@ _TAKE_UID_AND_MODSEQ = (
 _SELECT_SEEN = select(col(SeenEnvelope.outcome)).where(
     col(SeenEnvelope.account_id) == bindparam("account_id"),
     col(SeenEnvelope.envelope_id) == bindparam("envelope_id"),
+)
+_SELECT_USAGE = (
+    select(func.count(), func.coalesce(func.sum(col(Message.size)), 0))
+    .select_from(Message)
+    .join(Folder, col(Folder.id) == col(Message.folder_id))
+    .where(col(Folder.account_id) == bindparam("account_id"))
 )
 _INSERT_SEEN = insert(SeenEnvelope)
 _INSERT_MESSAGE = insert(Message)
@@ -881,6 +898,15 @@ class StoreSession:
         self._storage_key()
         with reading(self._engine) as connection:
             return subscribed(connection, self._account_id)
+
+    @_raises_backend_errors
+    def usage(self) -> Usage:
+        self._storage_key()
+        with reading(self._engine) as connection:
+            messages, octets = connection.execute(
+                _SELECT_USAGE, {"account_id": self._account_id}
+            ).one()
+        return Usage(messages=int(messages), octets=int(octets))
 
     def close(self) -> None:
         """Forget the keys; every later call raises `SessionClosed`."""

@@ -154,6 +154,36 @@ class Lsub(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class ListExtended(Command):
+    """LIST with selection options, several patterns or return options (RFC 5258), the
+    options upper case. `status_items` is RETURN (STATUS (...)) (RFC 5819), None without."""
+
+    reference: str
+    patterns: tuple[str, ...]
+    select: frozenset[str] = frozenset()
+    returns: frozenset[str] = frozenset()
+    status_items: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuota(Command):
+    """GETQUOTA (RFC 9208)."""
+
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot(Command):
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    root: str
+    limits: tuple[tuple[str, int], ...]  # resource names upper case
+
+
+@dataclass(frozen=True, slots=True)
 class StatusCommand(Command):
     mailbox: str
     items: tuple[str, ...]  # upper case
@@ -200,6 +230,7 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # SEARCH RETURN (...) (RFC 4731), upper case
 
 
 @dataclass(frozen=True, slots=True)

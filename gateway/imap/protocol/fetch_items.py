@@ -20,6 +20,8 @@ class FetchKind(enum.Enum):
     RFC822 = "RFC822"
     RFC822_HEADER = "RFC822.HEADER"
     RFC822_TEXT = "RFC822.TEXT"
+    BINARY = "BINARY[]"  # BINARY[part] and BINARY.PEEK[part] (RFC 3516): decoded content
+    BINARY_SIZE = "BINARY.SIZE[]"  # its size in octets
 
 
 class SectionText(enum.Enum):
@@ -60,16 +62,20 @@ class FetchAttribute:
     @property
     def response_name(self) -> str:
         """The item name in the FETCH response (`BODY[HEADER]<0>` for `BODY.PEEK[HEADER]<0.9>`)."""
-        if self.kind is not FetchKind.SECTION:
-            return str(self.kind.value)
-        name = f"BODY[{self.section or ''}]"
+        kind = self.kind
+        if kind is FetchKind.BINARY_SIZE:
+            return f"BINARY.SIZE[{self.section or ''}]"
+        if kind is not FetchKind.SECTION and kind is not FetchKind.BINARY:
+            return str(kind.value)
+        word = "BODY" if kind is FetchKind.SECTION else "BINARY"
+        name = f"{word}[{self.section or ''}]"
         if self.partial is not None:
             name += f"<{self.partial[0]}>"
         return name
 
     @property
     def sets_seen(self) -> bool:
-        if self.kind is FetchKind.SECTION:
+        if self.kind is FetchKind.SECTION or self.kind is FetchKind.BINARY:
             return not self.peek
         return self.kind in (FetchKind.RFC822, FetchKind.RFC822_TEXT)
 
@@ -121,5 +127,7 @@ MACROS: dict[str, tuple[FetchKind, ...]] = {
 }
 
 SIMPLE_ATTRIBUTES = {
-    kind.value: kind for kind in FetchKind if kind not in (FetchKind.SECTION, FetchKind.BODY)
+    kind.value: kind
+    for kind in FetchKind
+    if kind not in (FetchKind.SECTION, FetchKind.BODY, FetchKind.BINARY, FetchKind.BINARY_SIZE)
 }

@@ -125,6 +125,13 @@ class Reader:
             self.fail("Number out of range")
         return value
 
+    def number64(self) -> int:
+        """number64 (RFC 9051): up to 2^63 - 1, as quota limits are."""
+        digits = self.take(frozenset(b"0123456789"), "a number")
+        if len(digits) > 19 or int(digits) >= 2**63:
+            self.fail("Number out of range")
+        return int(digits)
+
     def quoted(self) -> bytes:
         self.expect(b'"', "a quoted string")
         out = bytearray()
@@ -306,21 +313,37 @@ class Reader:
         name = self.take(FETCH_NAME_CHARS, "a fetch attribute").decode("ascii").upper()
         if name in ("BODY", "BODY.PEEK") and self.at(b"["):
             section = self.section()
-            partial = None
-            if self.at(b"<"):
-                self.pos += 1
-                origin = self.number()
-                self.expect(b".", "'.' in a partial <origin.length>")
-                length = self.number(nonzero=True)
-                self.expect(b">", "'>' closing a partial")
-                partial = (origin, length)
+            partial = self.partial() if self.at(b"<") else None
             return FetchAttribute(FetchKind.SECTION, section, partial, peek=name == "BODY.PEEK")
+        if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+            return self.binary_attribute(name)
         if name == "BODY":
             return FetchAttribute(FetchKind.BODY)
         kind = SIMPLE_ATTRIBUTES.get(name)
         if kind is None:
             self.fail(f"Unknown fetch attribute {name}")
         return FetchAttribute(kind)
+
+    def partial(self) -> tuple[int, int]:
+        self.expect(b"<", "'<' opening a partial")
+        origin = self.number()
+        self.expect(b".", "'.' in a partial <origin.length>")
+        length = self.number(nonzero=True)
+        self.expect(b">", "'>' closing a partial")
+        return origin, length
+
+    def binary_attribute(self, name: str) -> FetchAttribute:
+        """BINARY[part]<partial>, BINARY.PEEK[...], BINARY.SIZE[part] (RFC 3516): a part
+        number only (section-binary), no HEADER, TEXT or MIME."""
+        if not self.at(b"["):
+            self.fail(f"{name} needs a section such as [1]")
+        section = self.section()
+        if section.text is not None:
+            self.fail(f"{name} takes a part number only")
+        if name == "BINARY.SIZE":
+            return FetchAttribute(FetchKind.BINARY_SIZE, section)
+        partial = self.partial() if self.at(b"<") else None
+        return FetchAttribute(FetchKind.BINARY, section, partial, peek=name == "BINARY.PEEK")
 
     def section(self) -> Section:
         self.expect(b"[", "[")

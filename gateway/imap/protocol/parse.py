@@ -27,9 +27,12 @@ from gateway.imap.protocol.events import (
     Examine,
     Expunge,
     Fetch,
+    GetQuota,
+    GetQuotaRoot,
     Id,
     Idle,
     List,
+    ListExtended,
     Login,
     Logout,
     Lsub,
@@ -39,6 +42,7 @@ from gateway.imap.protocol.events import (
     Rename,
     Search,
     Select,
+    SetQuota,
     StartTls,
     StatusCommand,
     Store,
@@ -71,20 +75,113 @@ def _one_mailbox(cls: Callable[[str, str], Command]) -> Callable[[Reader, str], 
     return parse
 
 
-def _list_like(cls: Callable[[str, str, str], Command]) -> Callable[[Reader, str], Command]:
-    def parse(r: Reader, tag: str) -> Command:
-        r.sp()
-        raw = r.astring()
-        try:
-            reference = decode_mailbox(raw)
-        except ValueError as exc:
-            r.fail(f"Invalid reference name: {exc}")
-        r.sp()
-        pattern = r.list_mailbox()
-        r.end()
-        return cls(tag, reference, pattern)
+def _reference(r: Reader) -> str:
+    raw = r.astring()
+    try:
+        return decode_mailbox(raw)
+    except ValueError as exc:
+        r.fail(f"Invalid reference name: {exc}")
 
-    return parse
+
+def _parse_lsub(r: Reader, tag: str) -> Command:
+    r.sp()
+    reference = _reference(r)
+    r.sp()
+    pattern = r.list_mailbox()
+    r.end()
+    return Lsub(tag, reference, pattern)
+
+
+LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+
+
+def _atom_list(r: Reader, what: str) -> list[str]:
+    """`(A B ...)`, possibly empty, upper case."""
+    r.expect(b"(", f"( starting the {what}")
+    items: list[str] = []
+    while not r.at(b")"):
+        if items:
+            r.sp()
+        items.append(r.atom().upper())
+    r.pos += 1
+    return items
+
+
+def _parse_list(r: Reader, tag: str) -> Command:
+    """LIST, and LIST-EXTENDED (RFC 5258): `LIST [(select-opts)] ref (pat pat) [RETURN
+    (return-opts)]` with RETURN (STATUS (...)) (RFC 5819); plain when it uses none of it."""
+    r.sp()
+    select: list[str] | None = None
+    if r.at(b"("):
+        select = _atom_list(r, "selection options")
+        unknown = set(select) - LIST_SELECT_OPTIONS
+        if unknown:
+            r.fail(f"Unknown LIST selection option {sorted(unknown)[0]}")
+        if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
+            r.fail("RECURSIVEMATCH needs another selection option")
+        r.sp()
+    reference = _reference(r)
+    r.sp()
+    if r.at(b"("):
+        r.pos += 1
+        patterns = [r.list_mailbox()]
+        while r.at(b" "):
+            r.pos += 1
+            patterns.append(r.list_mailbox())
+        r.expect(b")", ") closing the patterns")
+    else:
+        patterns = [r.list_mailbox()]
+    returns: set[str] = set()
+    status_items: tuple[str, ...] | None = None
+    if r.at_ci(b" RETURN "):
+        r.pos += len(b" RETURN ")
+        r.expect(b"(", "( starting the return options")
+        while not r.at(b")"):
+            if returns or status_items is not None:
+                r.sp()
+            option = r.atom().upper()
+            if option not in LIST_RETURN_OPTIONS:
+                r.fail(f"Unknown LIST return option {option}")
+            if option == "STATUS":
+                r.sp()
+                status_items = tuple(_atom_list(r, "status items"))
+                if not status_items:
+                    r.fail("RETURN (STATUS) needs at least one status item")
+            else:
+                returns.add(option)
+        r.pos += 1
+    r.end()
+    if select is None and len(patterns) == 1 and not returns and status_items is None:
+        return List(tag, reference, patterns[0])
+    return ListExtended(
+        tag, reference, tuple(patterns), frozenset(select or ()), frozenset(returns), status_items
+    )
+
+
+def _parse_getquota(r: Reader, tag: str) -> Command:
+    r.sp()
+    root = r.utf8(r.astring())
+    r.end()
+    return GetQuota(tag, root)
+
+
+def _parse_setquota(r: Reader, tag: str) -> Command:
+    """SETQUOTA root (resource limit ...) (RFC 9208 section 4.3)."""
+    r.sp()
+    root = r.utf8(r.astring())
+    r.sp()
+    r.expect(b"(", "( starting the resource limits")
+    limits: list[tuple[str, int]] = []
+    while not r.at(b")"):
+        if limits:
+            r.sp()
+        resource = r.atom().upper()
+        r.sp()
+        limits.append((resource, r.number64()))
+    r.pos += 1
+    r.end()
+    return SetQuota(tag, root, tuple(limits))
 
 
 def _parse_login(r: Reader, tag: str) -> Command:
@@ -127,8 +224,12 @@ def _parse_id(r: Reader, tag: str) -> Command:
             r.sp()
         key = r.utf8(r.string())
         r.sp()
-        params.append((key, r.nstring_text()))
-        if len(params) > 30:  # RFC 2971: at most 30 pairs
+        value = r.nstring_text()
+        # RFC 2971: at most 30 pairs, fields of 30 octets, values of 1024
+        if len(key.encode()) > 30 or (value is not None and len(value.encode()) > 1024):
+            r.fail("ID fields are at most 30 octets, values at most 1024")
+        params.append((key, value))
+        if len(params) > 30:
             r.fail("Too many ID parameters")
     r.pos += 1
     r.end()
@@ -184,7 +285,9 @@ def _parse_append(r: Reader, tag: str) -> Command:
     if r.at(b'"'):
         internal_date = r.date_time()
         r.sp()
-    if r.peek() != 0x7B:  # {
+    if r.at(b"~{"):  # literal8 (RFC 3516): the message may hold NUL
+        r.pos += 1
+    elif r.peek() != 0x7B:  # {
         r.fail("Expected the message as a literal")
     message = r.literal()
     r.end()
@@ -215,12 +318,24 @@ def _parse_expunge(uid: bool) -> Callable[[Reader, str], Command]:
     return parse
 
 
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
+
+
 def _parse_search(uid: bool) -> Callable[[Reader, str], Command]:
     def parse(r: Reader, tag: str) -> Command:
         r.sp()
+        returns: tuple[str, ...] | None = None
+        if r.at_ci(b"RETURN "):  # ESEARCH (RFC 4731)
+            r.pos += len(b"RETURN ")
+            options = _atom_list(r, "return options")
+            unknown = set(options) - SEARCH_RETURN_OPTIONS
+            if unknown:
+                r.fail(f"Unknown SEARCH return option {sorted(unknown)[0]}")
+            returns = tuple(dict.fromkeys(options))
+            r.sp()
         charset, key = r.search_program()
         r.end()
-        return Search(tag, key, charset, uid)
+        return Search(tag, key, charset, uid, returns)
 
     return parse
 
@@ -272,8 +387,11 @@ PARSERS: dict[str, Callable[[Reader, str], Command]] = {
     "RENAME": _parse_rename,
     "SUBSCRIBE": _one_mailbox(Subscribe),
     "UNSUBSCRIBE": _one_mailbox(Unsubscribe),
-    "LIST": _list_like(List),
-    "LSUB": _list_like(Lsub),
+    "LIST": _parse_list,
+    "LSUB": _parse_lsub,
+    "GETQUOTA": _parse_getquota,
+    "GETQUOTAROOT": _one_mailbox(GetQuotaRoot),
+    "SETQUOTA": _parse_setquota,
     "STATUS": _parse_status,
     "APPEND": _parse_append,
     "IDLE": _no_args(Idle),

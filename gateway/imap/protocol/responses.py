@@ -29,6 +29,13 @@ class Raw:
 
 
 @dataclass(frozen=True, slots=True)
+class Literal8:
+    """Octets sent as a literal8, `~{n}` (RFC 3516): they may hold NUL, which a literal may not."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Adjacent:
     """Values written one after the other without separators (multipart BODYSTRUCTURE)."""
 
@@ -37,7 +44,7 @@ class Adjacent:
 
 # str: a string, quoted when it can be, else a literal (non-ASCII is sent as UTF-8, and
 # surrogate escapes give back the original octets); bytes: always a literal; None: NIL.
-Value = None | int | str | bytes | Raw | Adjacent | tuple["Value", ...]
+Value = None | int | str | bytes | Raw | Literal8 | Adjacent | tuple["Value", ...]
 
 
 @dataclass(frozen=True, slots=True)

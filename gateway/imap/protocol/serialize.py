@@ -10,6 +10,7 @@ from gateway.imap.protocol.errors import LocalProtocolError
 from gateway.imap.protocol.responses import (
     Adjacent,
     Code,
+    Literal8,
     Raw,
     Response,
     Tagged,
@@ -46,6 +47,9 @@ def _write_value(value: Value, out: list[bytes]) -> None:
             out.append(value)
         else:
             out.append(b'""')
+    elif isinstance(value, Literal8):
+        out.append(b"~{%d}\r\n" % len(value.data))
+        out.append(value.data)
     elif isinstance(value, Adjacent):
         for item in value.items:
             _write_value(item, out)

@@ -27,7 +27,7 @@ from gateway.imap.protocol import (
     Value,
     flag_list,
 )
-from gateway.imap.render import fetch
+from gateway.imap.render import binary, fetch
 from gateway.imap.render.search import Candidate
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,11 @@ class FetchPlan:
         """The parenthesised FETCH data of one message. `data` is what `content` says:
         the whole message, its header block alone, or None. A message whose rendering
         fails is served opaque (`fetch.opaque_message`): the session and the other
-        messages go on."""
+        messages go on. `binary.UnknownEncoding` is raised: it fails the FETCH."""
         try:
             return self._render(meta, data, self._parse, fetch.HeaderBlock.parse)
+        except binary.UnknownEncoding:
+            raise
         except Exception as exc:  # noqa: BLE001 -- one message must not end the session
             degraded("FETCH", meta.uid, exc)
             opaque = fetch.opaque_message
@@ -174,6 +176,8 @@ class FetchPlan:
                 value = headers().header
             elif kind is FetchKind.RFC822_TEXT:
                 value = fetch.section_octets(raw, parsed(), _TEXT_SECTION)
+            elif kind is FetchKind.BINARY or kind is FetchKind.BINARY_SIZE:
+                value = binary.item(attr, raw, parsed)
             else:
                 section = attr.section or _WHOLE_SECTION
                 if content is Content.HEADER:

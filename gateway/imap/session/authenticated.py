@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.imap import protocol
-from gateway.imap.backend import FolderSnapshot
+from gateway.imap.backend import FolderSnapshot, MailboxNotFound
 from gateway.imap.protocol import (
     Code,
     CommandFailed,
@@ -20,7 +20,13 @@ from gateway.imap.protocol import (
     Value,
     encode_mailbox,
 )
-from gateway.imap.session.folders import folder_tree, list_pattern, subscribed_tree
+from gateway.imap.session.folders import (
+    extended_listing,
+    folder_tree,
+    list_pattern,
+    subscribed_tree,
+)
+from gateway.imap.session.quota import check_room
 from gateway.imap.session.reply import DELIMITER, SEEN, Reply, State, ok
 from gateway.imap.session.view import SelectedMailbox
 
@@ -84,6 +90,39 @@ def do_list(s: ImapState, cmd: protocol.List | protocol.Lsub) -> Reply:
     return Reply(responses)
 
 
+def do_list_extended(s: ImapState, cmd: protocol.ListExtended) -> Reply:
+    """LIST-EXTENDED (RFC 5258) with the SPECIAL-USE selection (RFC 6154) and RETURN
+    (STATUS (...)) (RFC 5819): each listed folder one can select is followed by its STATUS
+    (a folder deleted meanwhile is left out)."""
+    if cmd.status_items is not None:
+        _check_status_items(cmd.status_items)
+    patterns = [list_pattern(cmd.reference, p) for p in cmd.patterns if p]
+    if not patterns:  # only "": the hierarchy delimiter, as plain LIST says it
+        return do_list(s, protocol.List(cmd.tag, cmd.reference, ""))
+    mark_subscribed = "SUBSCRIBED" in cmd.select or "SUBSCRIBED" in cmd.returns
+    subscribed = s.mail().list_subscribed() if mark_subscribed else ()
+    listing = extended_listing(
+        s.mail().list_folders(), subscribed, patterns, cmd.select, mark_subscribed=mark_subscribed
+    )
+    responses: list[Response] = []
+    for entry in listing:
+        name = encode_mailbox(entry.name)
+        values: tuple[Value, ...] = (
+            Raw(b"LIST"), tuple(Raw.of(a) for a in entry.attributes), DELIMITER, name
+        )
+        if entry.child_info:
+            values += (("CHILDINFO", entry.child_info),)
+        responses.append(Untagged(values))
+        if cmd.status_items is not None and entry.selectable:
+            try:
+                snapshot = s.mail().snapshot(entry.name)
+            except MailboxNotFound:
+                continue
+            responses.append(_status_response(entry.name, snapshot, cmd.status_items))
+    responses.append(ok(cmd.tag, "LIST completed."))
+    return Reply(responses)
+
+
 _STATUS_ITEMS: dict[str, Callable[[FolderSnapshot], int]] = {
     "MESSAGES": lambda f: len(f.messages),
     "RECENT": lambda f: 0,
@@ -94,25 +133,30 @@ _STATUS_ITEMS: dict[str, Callable[[FolderSnapshot], int]] = {
 }
 
 
-def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
-    snapshot = s.mail().snapshot(cmd.mailbox)
-    items: list[Value] = []
-    for item in cmd.items:
-        value = _STATUS_ITEMS.get(item)
-        if value is None:
+def _check_status_items(items: tuple[str, ...]) -> None:
+    for item in items:
+        if item not in _STATUS_ITEMS:
             raise CommandFailed(Status.BAD, f"Unknown status item {item}.")
-        items += [Raw.of(item), value(snapshot)]
-    return Reply(
-        [
-            Untagged((Raw(b"STATUS"), encode_mailbox(cmd.mailbox), tuple(items))),
-            ok(cmd.tag, "STATUS completed."),
-        ]
-    )
+
+
+def _status_response(name: str, snapshot: FolderSnapshot, items: tuple[str, ...]) -> Untagged:
+    values: list[Value] = []
+    for item in items:
+        values += [Raw.of(item), _STATUS_ITEMS[item](snapshot)]
+    return Untagged((Raw(b"STATUS"), encode_mailbox(name), tuple(values)))
+
+
+def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
+    _check_status_items(cmd.items)
+    snapshot = s.mail().snapshot(cmd.mailbox)
+    status = _status_response(cmd.mailbox, snapshot, cmd.items)
+    return Reply([status, ok(cmd.tag, "STATUS completed.")])
 
 
 def do_append(s: ImapState, cmd: protocol.Append) -> Reply:
     """APPEND (RFC 3501 6.3.11) answering APPENDUID (RFC 4315); a message into the selected
-    folder is announced with EXISTS at once."""
+    folder is announced with EXISTS at once; NO [OVERQUOTA] past the account's quota."""
+    check_room(s, 1, len(cmd.message))
     result = s.mail().append(cmd.mailbox, cmd.message, frozenset(cmd.flags), cmd.internal_date)
     updates = s.sync(allow_expunge=True) if s.selected else []
     code = Code("APPENDUID", (result.uid_validity, result.uid))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.imap import protocol
-from gateway.imap.session import any_state, authenticated, not_authenticated, selected
+from gateway.imap.session import any_state, authenticated, not_authenticated, quota, selected
 from gateway.imap.session.reply import Reply, State
 
 if TYPE_CHECKING:
@@ -30,6 +30,14 @@ CAPABILITIES = (
     "MOVE",
     "NAMESPACE",
     "SPECIAL-USE",
+    "CHILDREN",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "ESEARCH",
+    "BINARY",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
 )
 
 _ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
@@ -53,6 +61,7 @@ COMMANDS: Mapping[type[protocol.Command], tuple[frozenset[State], Handler]] = {
     protocol.Select: (_AUTH, authenticated.do_select),
     protocol.Examine: (_AUTH, authenticated.do_select),
     protocol.List: (_AUTH, authenticated.do_list),
+    protocol.ListExtended: (_AUTH, authenticated.do_list_extended),
     protocol.Lsub: (_AUTH, authenticated.do_list),
     protocol.StatusCommand: (_AUTH, authenticated.do_status),
     protocol.Subscribe: (_AUTH, authenticated.do_subscribe),
@@ -61,6 +70,9 @@ COMMANDS: Mapping[type[protocol.Command], tuple[frozenset[State], Handler]] = {
     protocol.Delete: (_AUTH, authenticated.do_delete),
     protocol.Rename: (_AUTH, authenticated.do_rename),
     protocol.Append: (_AUTH, authenticated.do_append),
+    protocol.GetQuota: (_AUTH, quota.do_getquota),
+    protocol.GetQuotaRoot: (_AUTH, quota.do_getquotaroot),
+    protocol.SetQuota: (_AUTH, quota.do_setquota),
     protocol.Check: (_SELECTED, selected.do_check),
     protocol.Close: (_SELECTED, selected.do_close),
     protocol.Unselect: (_SELECTED, selected.do_unselect),

@@ -8,6 +8,7 @@ never depends on the storage contract.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -17,6 +18,7 @@ from gateway.imap import protocol
 from gateway.imap.backend import BackendError, CopyResult, FlagMode
 from gateway.imap.protocol import (
     Code,
+    CommandFailed,
     Content,
     FetchAttribute,
     FetchKind,
@@ -25,10 +27,13 @@ from gateway.imap.protocol import (
     SequenceSet,
     Status,
     StoreMode,
+    Tagged,
     Untagged,
     UntaggedStatus,
+    Value,
 )
 from gateway.imap.render import fetch
+from gateway.imap.render.binary import UnknownEncoding
 from gateway.imap.render.plan import (
     FetchPlan,
     Octets,
@@ -39,6 +44,7 @@ from gateway.imap.render.plan import (
     raw_octets,
 )
 from gateway.imap.render.search import Candidate, Scope, compile_search, needs_content
+from gateway.imap.session import quota
 from gateway.imap.session.reply import SEEN, Reply, backend_failure, ok
 from gateway.imap.session.view import SelectedMailbox
 
@@ -101,8 +107,13 @@ def do_store(s: ImapState, cmd: protocol.Store) -> Reply:
 
 def do_copy(s: ImapState, cmd: protocol.Copy) -> Reply:
     """COPY and UID COPY, answering COPYUID (RFC 4315); copies into the selected folder
-    itself are announced with EXISTS."""
+    itself are announced with EXISTS; NO [OVERQUOTA] past the account's quota."""
     selected = s.view()
+    if quota.limited(s.config):  # before the sync, whose updates a refusal would lose
+        before: list[int] = []
+        with contextlib.suppress(CommandFailed):  # a bad set: the resolve below says so
+            before = selected.resolve(cmd.sequence_set, uid=cmd.uid)
+        quota.check_room(s, len(before), sum(selected.messages[i].size for i in before))
     responses = s.sync(allow_expunge=cmd.uid)
     uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
     code = None
@@ -152,7 +163,29 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
             hit = matches(Candidate(i + 1, meta, opaque))
         if hit:
             found.append(meta.uid if cmd.uid else i + 1)
-    return Reply([*updates, Untagged((Raw(b"SEARCH"), *found)), ok(cmd.tag, "SEARCH completed.")])
+    if cmd.returns is None:
+        result = Untagged((Raw(b"SEARCH"), *found))
+    else:
+        result = esearch(cmd.tag, found, cmd.returns, uid=cmd.uid)
+    return Reply([*updates, result, ok(cmd.tag, "SEARCH completed.")])
+
+
+def esearch(tag: str, found: list[int], returns: tuple[str, ...], *, uid: bool) -> Untagged:
+    """`* ESEARCH (TAG "a1") [UID] MIN 2 MAX 9 COUNT 3 ALL 2,8:9` (RFC 4731): what RETURN
+    asked for, in its order (`RETURN ()` is ALL); MIN, MAX and ALL are left out when
+    nothing matched, COUNT never is."""
+    values: list[Value] = [Raw(b"ESEARCH"), (Raw(b"TAG"), tag)]
+    if uid:
+        values.append(Raw(b"UID"))
+    for option in returns or ("ALL",):
+        if option == "COUNT":
+            values += [Raw(b"COUNT"), len(found)]
+        elif found:
+            value: Value = {"MIN": found[0], "MAX": found[-1]}.get(option)
+            if option == "ALL":
+                value = Raw.of(str(SequenceSet.of(found)))
+            values += [Raw.of(option), value]
+    return Untagged(tuple(values))
 
 
 def do_fetch(s: ImapState, cmd: protocol.Fetch) -> Reply:
@@ -192,14 +225,24 @@ def _fetch_responses(
     flagged = plain if has_flags else FetchPlan(with_flags, parse)
     content = plain.content
     fetch_word = Raw(b"FETCH")
+    unknown_encoding = False
     try:
         for i, data in _contents(s, selected, indexes, content):
             if data is None and content is not Content.NONE:
                 continue  # expunged by another session since this one last looked
             plan = flagged if i in seen_now else plain
-            yield Untagged((i + 1, fetch_word, plan.items(selected.messages[i], data)))
+            try:
+                items = plan.items(selected.messages[i], data)
+            except UnknownEncoding:  # BINARY of a part it cannot decode: the others go on
+                unknown_encoding = True
+                continue
+            yield Untagged((i + 1, fetch_word, items))
     except BackendError as error:
         yield backend_failure(error).response(tag)
+        return
+    if unknown_encoding:
+        text = "A part has a content transfer encoding this server cannot decode."
+        yield Tagged(tag, Status.NO, text, Code("UNKNOWN-CTE"))
         return
     yield ok(tag, "FETCH completed.")
 
