@@ -256,6 +256,13 @@ def test_quota_reports_usage(quota_server: ServerThread, backend: MailBackend):
     assert ask(raw, "q8", "SETQUOTA \"\" (STORAGE 99999999999999999999)") == [
         b"q8 BAD Number out of range\r\n"
     ]
+    # what EXPUNGE would free (RFC 9208 STATUS DELETED-STORAGE, in KiB)
+    ask(raw, "s", "SELECT INBOX")
+    ask(raw, "d", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert ask(raw, "q9", "STATUS INBOX (DELETED DELETED-STORAGE MESSAGES)")[0] == (
+        b'* STATUS "INBOX" (DELETED 1 DELETED-STORAGE %d MESSAGES 2)\r\n'
+        % -(-len(LUNCH) // 1024)
+    )
     raw.close()
 
     with imaplib.IMAP4("127.0.0.1", quota_server.port) as client:

@@ -123,7 +123,9 @@ def _parse_list(r: Reader, tag: str) -> Command:
         r.sp()
     reference = _reference(r)
     r.sp()
+    extended = select is not None
     if r.at(b"("):
+        extended = True
         r.pos += 1
         patterns = [r.list_mailbox()]
         while r.at(b" "):
@@ -135,6 +137,7 @@ def _parse_list(r: Reader, tag: str) -> Command:
     returns: set[str] = set()
     status_items: tuple[str, ...] | None = None
     if r.at_ci(b" RETURN "):
+        extended = True
         r.pos += len(b" RETURN ")
         r.expect(b"(", "( starting the return options")
         while not r.at(b")"):
@@ -152,7 +155,7 @@ def _parse_list(r: Reader, tag: str) -> Command:
                 returns.add(option)
         r.pos += 1
     r.end()
-    if select is None and len(patterns) == 1 and not returns and status_items is None:
+    if not extended:
         return List(tag, reference, patterns[0])
     return ListExtended(
         tag, reference, tuple(patterns), frozenset(select or ()), frozenset(returns), status_items

@@ -30,6 +30,8 @@ from gateway.imap.session.quota import check_room
 from gateway.imap.session.reply import DELIMITER, SEEN, Reply, State, ok
 from gateway.imap.session.view import SelectedMailbox
 
+DELETED = "\\Deleted"
+
 if TYPE_CHECKING:
     from gateway.imap.session.connection import ImapState
 
@@ -130,6 +132,10 @@ _STATUS_ITEMS: dict[str, Callable[[FolderSnapshot], int]] = {
     "UIDVALIDITY": lambda f: f.uid_validity,
     "UNSEEN": lambda f: sum(SEEN not in m.flags for m in f.messages),
     "HIGHESTMODSEQ": lambda f: f.highest_modseq,
+    # RFC 9051 and RFC 9208 (which QUOTA=RES-STORAGE asks for): what EXPUNGE would free,
+    # in messages and in the STORAGE resource's units of 1024 octets.
+    "DELETED": lambda f: sum(DELETED in m.flags for m in f.messages),
+    "DELETED-STORAGE": lambda f: -(-sum(m.size for m in f.messages if DELETED in m.flags) // 1024),
 }
 
 
