@@ -1007,6 +1007,31 @@ def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
             load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
 
 
+def test_every_imap_limit_is_a_gateway_setting(tmp_path: Path):
+    """Each ImapConfig field but the server name comes from a setting of its own."""
+    names = [f.name for f in dataclasses.fields(ImapConfig) if f.name != "server_name"]
+    values: dict[str, object] = {}
+    for n, name in enumerate(names):
+        default = getattr(ImapConfig(), name)
+        if isinstance(default, bool):
+            values[name] = not default
+        else:
+            values[name] = type(default)(default // 2 + n + 1)  # distinct from every other
+    toml = "".join(
+        f"{'max_message_bytes' if name == 'max_append' else 'imap_' + name} = "
+        f"{str(value).lower() if isinstance(value, bool) else value}\n"
+        for name, value in values.items()
+    )
+    (tmp_path / "g.toml").write_text(toml)
+    config = load_settings(GatewayConfig, read_toml(tmp_path / "g.toml"), {"home": tmp_path})
+    imap = config.imap_config()
+    assert {name: getattr(imap, name) for name in names} == values
+    with pytest.raises(SettingsError, match="setting 'imap_max_line': must be at least 1024"):
+        load_settings(GatewayConfig, {"imap_max_line": 100}, {"home": tmp_path})
+    with pytest.raises(SettingsError, match="setting 'imap_login_idle_timeout': must be pos"):
+        load_settings(GatewayConfig, {"imap_login_idle_timeout": 0}, {"home": tmp_path})
+
+
 def test_config_limits_must_fit_each_other():
     with pytest.raises(ValueError, match="max_command"):
         ImapConfig(max_line=4096, max_command=2048, max_literal=1024)
