@@ -286,9 +286,10 @@ class ImapServer:
                 await conn.send([protocol.Continuation("Ready for literal data.")])
             elif isinstance(event, protocol.ContinuationLine):
                 await self._carry_out(conn, conn.state.handle_continuation(event.data))
-            else:
-                handle = functools.partial(conn.state.handle, event)
-                await self._carry_out(conn, await conn.off_loop(handle))
+            else:  # no name outlives the command: an APPENDed message is freed once stored
+                reply = await conn.off_loop(functools.partial(conn.state.handle, event))
+                del event
+                await self._carry_out(conn, reply)
 
     async def _read(self, conn: _Connection) -> None:
         try:

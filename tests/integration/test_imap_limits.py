@@ -9,9 +9,11 @@ closes whenever the connection cannot go on.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +21,13 @@ import pytest
 
 from bridge.settings import load_settings, read_toml
 from gateway.config import GatewayConfig
+from gateway.imap.config import ImapConfig
 from gateway.tls import server_context
-from tests.imap_backends import MailBackend, memory_only
+from tests.imap_backends import MailBackend, make_backend, memory_only
 from tests.integration.test_imap_server import PASSWORD, USER, Raw, ServerThread, seed_inbox
 from tests.integration.test_imap_server import certificate as certificate  # the fixture
 
-pytestmark = [pytest.mark.integration, memory_only]
+pytestmark = pytest.mark.integration
 
 LIMITS = """
 imap_max_line = 1024
@@ -70,6 +73,7 @@ def logged_in(server: ServerThread) -> Raw:
     return raw
 
 
+@memory_only
 def test_line_length(server: ServerThread):
     raw = Raw(server.port)
     raw.send(b"a NOOP " + b"x" * 1017 + b"\r\n")  # 1026 octets with CRLF: 2 too many
@@ -86,6 +90,7 @@ def test_line_length(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_literal_size(server: ServerThread):
     raw = Raw(server.port)
     raw.send(b"a LOGIN {2049}\r\n")  # refused before the client sends it: still in step
@@ -99,6 +104,7 @@ def test_literal_size(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_command_size(server: ServerThread):
     raw = logged_in(server)
     raw.send(b"s SELECT INBOX\r\n")
@@ -117,6 +123,7 @@ def test_command_size(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_append_size(server: ServerThread, backend: MailBackend):
     raw = Raw(server.port)
     raw.send(b"a APPEND INBOX {2049}\r\n")  # before login: max_literal
@@ -139,6 +146,7 @@ def test_append_size(server: ServerThread, backend: MailBackend):
     assert len(backend.uids(USER, "INBOX")) == 3  # LUNCH, NEWS and the one that fitted
 
 
+@memory_only
 def test_nesting_depth(server: ServerThread):
     raw = logged_in(server)
     raw.send(b"s SELECT INBOX\r\n")
@@ -152,6 +160,7 @@ def test_nesting_depth(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_bad_command_count(server: ServerThread):
     raw = Raw(server.port)
     raw.send(b"a FROB\r\nb FROB\r\nc NOOP\r\n")  # a good command starts the count again
@@ -171,6 +180,7 @@ def test_bad_command_count(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_login_failures(server: ServerThread):
     raw = Raw(server.port)
     raw.send(f"a LOGIN {USER} wrong\r\n".encode())
@@ -182,6 +192,7 @@ def test_login_failures(server: ServerThread):
     raw.close()
 
 
+@memory_only
 def test_connections(server: ServerThread):
     first, second = Raw(server.port), Raw(server.port)
     assert first.greeting.startswith(b"* OK ") and second.greeting.startswith(b"* OK ")
@@ -203,6 +214,7 @@ def test_connections(server: ServerThread):
     second.close()
 
 
+@memory_only
 def test_idle_time_before_and_after_login(backend: MailBackend, tmp_path: Path):
     running = start(
         backend, tmp_path, "imap_login_idle_timeout = 0.5\nimap_idle_timeout = 3.0\n"
@@ -227,6 +239,7 @@ def test_idle_time_before_and_after_login(backend: MailBackend, tmp_path: Path):
         running.close()
 
 
+@memory_only
 def test_tls_handshake_time(
     backend: MailBackend, tmp_path: Path, certificate: tuple[Path, Path]
 ):
@@ -240,3 +253,26 @@ def test_tls_handshake_time(
             assert tls.recv(4096).startswith(b"* OK [CAPABILITY ")
     finally:
         running.close()
+
+
+def test_a_stored_append_is_not_kept_by_its_connection(tmp_path: Path):
+    """Once an APPENDed message is sealed and stored, the idle connection holds none of it
+    (the SQL store keeps only the sealed copy, in the database, not in memory)."""
+    size = 8 * 2**20
+    message = b"Subject: big\r\n\r\n" + os.urandom(size)
+    with make_backend("sqlite", tmp_path) as backend:
+        seed_inbox(backend)
+        running = ServerThread(ImapConfig(max_append=2 * size), backend.authenticator, None)
+        try:
+            raw = logged_in(running)
+            tracemalloc.start()
+            raw.send(b"a APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n")
+            assert raw.until_tagged(b"a")[-1].startswith(b"a OK [APPENDUID ")
+            deadline = time.monotonic() + 10  # the server's thread may still be unwinding
+            while (held := tracemalloc.get_traced_memory()[0]) > size // 4:
+                assert time.monotonic() < deadline, f"{held / 2**20:.1f} MiB still held"
+                time.sleep(0.05)
+            raw.close()
+        finally:
+            tracemalloc.stop()
+            running.close()
