@@ -15,7 +15,7 @@
     sealgate bubble sign   REQ --bubble ADMIN --out SIGNED (2, where the root key is)
     sealgate account import SIGNED --gateway GW            (3)
     sealgate gateway serve --home GW --smtp HOST:PORT --imap HOST:PORT
-                           [--smtps HOST:PORT] [--inbound HOST:PORT]
+                           [--smtps HOST:PORT] [--imaps HOST:PORT] [--inbound HOST:PORT]
                            [--smarthost HOST:PORT]
     sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
@@ -262,7 +262,7 @@ def gateway_config(args: argparse.Namespace) -> GatewayConfig:
         overrides["smtp_host"], overrides["smtp_port"] = parse_host_port(args.smtp, "smtp")
     if args.imap:
         overrides["imap_host"], overrides["imap_port"] = parse_host_port(args.imap, "imap")
-    for name in ("smtps", "inbound", "smarthost"):
+    for name in ("smtps", "imaps", "inbound", "smarthost"):
         if getattr(args, name):
             host_port = parse_host_port(getattr(args, name), name)
             overrides[f"{name}_host"], overrides[f"{name}_port"] = host_port
@@ -285,6 +285,8 @@ def cmd_gateway_serve(args: argparse.Namespace) -> None:
             f"imap on {gateway.config.imap_host}:{gateway.imap_port}"
             + (f", smtps on {gateway.config.smtps_host}:{gateway.smtps_port}"
                if gateway.smtps_port is not None else "")
+            + (f", imaps on {gateway.config.imaps_host}:{gateway.imaps_port}"
+               if gateway.imaps_port is not None else "")
             + (f", inbound on {gateway.config.inbound_host}:{gateway.inbound_port}"
                if gateway.inbound_port is not None else ""),
             flush=True,
@@ -409,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imap", metavar="HOST:PORT", help="IMAP listener (port 0: any)")
     p.add_argument("--smtps", metavar="HOST:PORT",
                    help="SMTP submission over implicit TLS (port 465 style)")
+    p.add_argument("--imaps", metavar="HOST:PORT", help="IMAP over implicit TLS (port 993 style)")
     p.add_argument("--inbound", metavar="HOST:PORT",
                    help="SMTP listener for the organisation's MX: mail from outside")
     p.add_argument("--smarthost", metavar="HOST:PORT",

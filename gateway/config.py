@@ -21,6 +21,8 @@ class GatewayConfig:
     imap_port: int = 2143
     smtps_host: str = "127.0.0.1"
     smtps_port: int | None = None  # submission over implicit TLS (port 465 style); None: off
+    imaps_host: str = "127.0.0.1"
+    imaps_port: int | None = None  # IMAP over implicit TLS (port 993 style); None: off
     inbound_host: str = "127.0.0.1"
     inbound_port: int | None = None  # the MX hands mail from outside here; None: off
     inbound_authserv_id: str = ""  # the MX's Authentication-Results id kept on inbound mail
@@ -58,7 +60,21 @@ class GatewayConfig:
     delivery_give_up: float = 5 * 86400.0
     delivery_concurrency: int = 8  # deposits in flight at once
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
+    # IMAP (gateway.imap.config.ImapConfig says what each bounds; _IMAP_SETTINGS maps them)
     imap_idle_timeout: float = 1800.0
+    imap_login_idle_timeout: float = 60.0  # before login
+    imap_loopback_plaintext_login: bool = True  # LOGIN without TLS from 127/8 and ::1
+    imap_max_line: int = 65_536
+    imap_max_literal: int = 65_536
+    imap_max_command: int = 262_144
+    imap_max_nesting: int = 16
+    imap_bad_command_limit: int = 10
+    imap_max_login_failures: int = 3
+    imap_max_connections: int = 512
+    imap_fetch_batch: int = 64
+    imap_header_batch: int = 256
+    imap_header_batch_octets: int = 16 * MiB
+    imap_tls_handshake_timeout: float = 30.0
     max_header_block: int = MAX_HEADER_BLOCK  # bytes of a message's header block
     max_address_field: int = MAX_ADDRESS_FIELD  # characters of a From/Sender/Reply-To value
     imap_fetch_batch_octets: int = 8 * MiB  # decrypted octets per FETCH/SEARCH storage call
@@ -93,7 +109,9 @@ class GatewayConfig:
     import_batch_bytes: int = 64 * MiB  # and their octets at most (a larger one: alone)
 
     def __post_init__(self) -> None:
-        for name in ("smtp_port", "imap_port", "smtps_port", "inbound_port", "smarthost_port"):
+        ports = ("smtp_port", "imap_port", "smtps_port", "imaps_port", "inbound_port",
+                 "smarthost_port")
+        for name in ports:
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"setting '{name}': must be a port number 0-65535")
         for name in (
@@ -125,7 +143,6 @@ class GatewayConfig:
             "retry_initial",
             "retry_max",
             "delivery_give_up",
-            "imap_idle_timeout",
             "notice_fold_seconds",
             "login_block_seconds",
             "login_failure_window",
@@ -163,30 +180,37 @@ class GatewayConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"setting '{name}': must be a whole number, 0 for no limit")
-        for name in (
-            "imap_fetch_batch_octets",
-            "imap_max_mime_depth",
-            "imap_max_mime_parts",
-            "imap_idle_poll",
-            "imap_storage_threads",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"setting '{name}': must be positive")
+        try:
+            self.imap_config()
+        except ValueError as e:  # name the setting, not the ImapConfig field
+            field, _, rest = str(e).removeprefix("ImapConfig.").partition(" ")
+            raise ValueError(f"setting '{_IMAP_SETTINGS.get(field, field)}': {rest}") from None
 
     def header_limits(self) -> HeaderLimits:
         return HeaderLimits(self.max_header_block, self.max_address_field)
 
     def imap_config(self) -> ImapConfig:
         """The IMAP listener's limits, from these settings."""
+        values = {field: getattr(self, name) for field, name in _IMAP_SETTINGS.items()}
         return ImapConfig(
-            idle_timeout=self.imap_idle_timeout,
-            idle_poll=self.imap_idle_poll,
-            storage_threads=self.imap_storage_threads,
-            max_append=self.max_message_bytes,
-            fetch_batch_octets=self.imap_fetch_batch_octets,
-            max_mime_depth=self.imap_max_mime_depth,
-            max_mime_parts=self.imap_max_mime_parts,
-            server_name="Sealgate",
-            quota_storage=self.imap_quota_storage or None,
+            **values,
+            quota_storage=self.imap_quota_storage or None,  # 0: no limit
             quota_messages=self.imap_quota_messages or None,
+            server_name="Sealgate",
         )
+
+
+# ImapConfig field -> the setting that gives it (APPEND is bounded like submission).
+_IMAP_SETTINGS = {
+    "max_append": "max_message_bytes",
+    **{
+        name: f"imap_{name}"
+        for name in (
+            "max_line", "max_literal", "max_command", "max_nesting", "bad_command_limit",
+            "max_login_failures", "max_connections", "fetch_batch", "fetch_batch_octets",
+            "max_mime_depth", "max_mime_parts", "header_batch", "header_batch_octets",
+            "idle_timeout", "login_idle_timeout", "idle_poll", "storage_threads",
+            "tls_handshake_timeout", "loopback_plaintext_login",
+        )
+    },
+}

@@ -1,6 +1,7 @@
 """One gateway process: SMTP submission (STARTTLS, and implicit TLS when `smtps_port` is
-set), the inbound listener for the MX (when `inbound_port` is set), IMAP and fetch on
-one asyncio loop; delivery to relays in a process of its own (`gateway.delivery_process`).
+set), the inbound listener for the MX (when `inbound_port` is set), IMAP (STARTTLS, and
+implicit TLS when `imaps_port` is set) and fetch on one asyncio loop; delivery to relays
+in a process of its own (`gateway.delivery_process`).
 
 This module wires the parts together and owns their lifetimes; it holds no policy.
 """
@@ -63,6 +64,7 @@ class Gateway:
     smtp_port: int = 0
     imap_port: int = 0
     smtps_port: int | None = None
+    imaps_port: int | None = None
     inbound_port: int | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
@@ -251,6 +253,10 @@ class Gateway:
         )
         self._imap = ImapServer(imap_config, authenticator, tls, gate)
         self.imap_port = await self._imap.start(cfg.imap_host, cfg.imap_port)
+        if cfg.imaps_port is not None:
+            self.imaps_port = await self._imap.start(
+                cfg.imaps_host, cfg.imaps_port, implicit_tls=True
+            )
 
         self._tasks += [
             asyncio.create_task(fetcher.run(), name="fetcher"),
@@ -268,6 +274,8 @@ class Gateway:
         )
         if self.smtps_port is not None:
             log.info("gateway: smtps on %s:%d", cfg.smtps_host, self.smtps_port)
+        if self.imaps_port is not None:
+            log.info("gateway: imaps on %s:%d", cfg.imaps_host, self.imaps_port)
         if self.inbound_port is not None:
             log.info("gateway: inbound smtp on %s:%d", cfg.inbound_host, self.inbound_port)
 

@@ -37,15 +37,21 @@ class ImapConfig:
                         that read only headers (a header block is usually under 4 KB)
     header_batch_octets  a header batch also ends before the sizes of its messages (which
                         bound their header blocks) add up to more than this
-    idle_timeout        seconds without a complete command before BYE (RFC 3501: >= 30 min
-                        for logged-in clients; shorter values are for tests)
+    idle_timeout        seconds without a complete command before BYE once logged in
+                        (RFC 3501: at least 30 min; shorter values are for tests)
+    login_idle_timeout  the same before login: a client that connects and never logs in
+                        holds a connection slot only this long (RFC 3501 section 5.4
+                        asks for 30 min of logged-in clients only)
     idle_poll           seconds between IDLE's looks at the mailbox when no commit of this
                         process signalled a change (commits of other processes, such as a
                         migration run, are seen this way)
     storage_threads     worker threads that make the server's storage calls, so that none
                         runs on the event loop; more calls at once wait their turn
     tls_handshake_timeout  seconds a STARTTLS or implicit-TLS handshake may take
-    require_tls_for_login  LOGINDISABLED and no AUTH=PLAIN until TLS is active
+    loopback_plaintext_login  LOGIN and AUTHENTICATE PLAIN without TLS from a loopback
+                        peer address (as Dovecot's disable_plaintext_auth); from any other
+                        address LOGINDISABLED and no AUTH=PLAIN until TLS is active. False:
+                        TLS before login on loopback too
     server_name         the name in the greeting and in the ID response
     quota_storage       octets one account may hold over all its folders (QUOTA, RFC 9208,
                         reports it in KiB as STORAGE); an APPEND or COPY past it gets
@@ -68,10 +74,11 @@ class ImapConfig:
     header_batch: int = 256
     header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0
+    login_idle_timeout: float = 60.0
     idle_poll: float = 30.0
     storage_threads: int = 8
     tls_handshake_timeout: float = 30.0
-    require_tls_for_login: bool = True
+    loopback_plaintext_login: bool = True
     server_name: str = "Sealgate"
     quota_storage: int | None = None
     quota_messages: int | None = None
@@ -92,8 +99,8 @@ class ImapConfig:
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                       or limit <= 0):
                 raise ValueError("ImapConfig quota limits must be positive integers or None")
-        if not isinstance(self.require_tls_for_login, bool):
-            raise ValueError("ImapConfig.require_tls_for_login must be a bool")
+        if not isinstance(self.loopback_plaintext_login, bool):
+            raise ValueError("ImapConfig.loopback_plaintext_login must be a bool")
         name = self.server_name
         if not name or not name.isascii() or not name.isprintable() or len(name) > 64:
             raise ValueError("ImapConfig.server_name must be 1-64 printable ASCII characters")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import itertools
 import logging
 import ssl
@@ -79,6 +80,7 @@ class _Connection:
         tls_active: bool,
         pool: ThreadPoolExecutor,
     ) -> None:
+        self.config = config
         self.number = number
         self.reader = reader
         self.writer = writer
@@ -90,8 +92,19 @@ class _Connection:
             max_depth=config.max_nesting,
             max_append=config.max_literal,  # until login: no client stores mail before it
         )
-        self.state = ImapState(config, tls_available=tls_available, tls_active=tls_active)
-        self.idle_timeout = config.idle_timeout
+        self.state = ImapState(
+            config,
+            tls_available=tls_available,
+            tls_active=tls_active,
+            loopback=_is_loopback(writer.get_extra_info("peername")),
+        )
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds the client may stay silent (or not read): shorter before login."""
+        if self.state.state is State.NOT_AUTHENTICATED:
+            return self.config.login_idle_timeout
+        return self.config.idle_timeout
 
     async def off_loop(self, call: Callable[[], _T]) -> _T:
         """Run a call that may reach storage in the server's pool, not on the loop."""
@@ -103,7 +116,7 @@ class _Connection:
         response. A list is serialized here; a lazy iterable (FETCH yields message by
         message, reading storage as it goes) is consumed off the loop, one write's worth
         at a time, the next one built while the last is sent. A client that stops
-        reading for idle_timeout is dropped."""
+        reading for its idle timeout is dropped."""
         pending = iter(responses)
         try:
             if isinstance(responses, list | tuple):
@@ -150,8 +163,8 @@ class ImapServer:
         ssl_context: ssl.SSLContext | None,
         gate: LoginGate | None = None,
     ) -> None:
-        if config.require_tls_for_login and ssl_context is None:
-            raise ValueError("require_tls_for_login needs an ssl_context")
+        if not config.loopback_plaintext_login and ssl_context is None:
+            raise ValueError("without loopback_plaintext_login, logins need an ssl_context")
         self.config = config
         self.authenticator = authenticator
         self._own_gate = gate is None
@@ -273,13 +286,14 @@ class ImapServer:
                 await conn.send([protocol.Continuation("Ready for literal data.")])
             elif isinstance(event, protocol.ContinuationLine):
                 await self._carry_out(conn, conn.state.handle_continuation(event.data))
-            else:
-                handle = functools.partial(conn.state.handle, event)
-                await self._carry_out(conn, await conn.off_loop(handle))
+            else:  # no name outlives the command: an APPENDed message is freed once stored
+                reply = await conn.off_loop(functools.partial(conn.state.handle, event))
+                del event
+                await self._carry_out(conn, reply)
 
     async def _read(self, conn: _Connection) -> None:
         try:
-            async with asyncio.timeout(self.config.idle_timeout):
+            async with asyncio.timeout(conn.idle_timeout):
                 data = await conn.reader.read(_READ_SIZE)
         except TimeoutError:
             await conn.send(conn.state.bye("Autologout; idle for too long.").responses)
@@ -395,6 +409,19 @@ def _where(exc: BaseException) -> str:
         f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}"
         for frame in reversed(traceback.extract_tb(exc.__traceback__))
     )
+
+
+def _is_loopback(peer: object) -> bool:
+    """Whether a peername (host, port, ...) is a loopback address; ::ffff:127.0.0.1 too."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _stream_buffered(reader: asyncio.StreamReader) -> int:

@@ -246,10 +246,11 @@ def test_gateway_serve_flags_for_the_inbound_and_implicit_tls_listeners(tmp_path
     try:
         bubble.init()
         alice = bubble.add_account("alice", "alice-" + secrets.token_hex(6))
-        inbound, smtps = free_port(), free_port()
+        inbound, smtps, imaps = free_port(), free_port(), free_port()
         service = bubble.services["alice"]
-        service.args += ["--inbound", f"127.0.0.1:{inbound}", "--smtps", f"127.0.0.1:{smtps}"]
-        service.ports += [inbound, smtps]
+        service.args += ["--inbound", f"127.0.0.1:{inbound}", "--smtps", f"127.0.0.1:{smtps}",
+                         "--imaps", f"127.0.0.1:{imaps}"]
+        service.ports += [inbound, smtps, imaps]
         bubble.start_gateway("alice")
         with smtplib.SMTP("127.0.0.1", inbound, timeout=30) as smtp:
             smtp.ehlo()
@@ -257,9 +258,16 @@ def test_gateway_serve_flags_for_the_inbound_and_implicit_tls_listeners(tmp_path
         with smtplib.SMTP_SSL("127.0.0.1", smtps, context=alice.tls_context(), timeout=30) as smtp:
             smtp.ehlo()
             assert smtp.has_extn("auth")
+        with imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=alice.tls_context(),
+                               timeout=30) as imap:
+            # TLS from the first byte: no STARTTLS to offer, LOGIN allowed at once
+            assert "STARTTLS" not in imap.capabilities and "AUTH=PLAIN" in imap.capabilities
+            assert imap.login(alice.address, alice.password)[0] == "OK"
+            assert imap.select("INBOX")[0] == "OK"
+            assert imap.logout()[0] == "BYE"
         assert bubble.stop_gateway("alice") == 0
-        assert (f"smtps on 127.0.0.1:{smtps}, inbound on 127.0.0.1:{inbound}"
-                in bubble.log_text("alice"))
+        assert (f"smtps on 127.0.0.1:{smtps}, imaps on 127.0.0.1:{imaps}, "
+                f"inbound on 127.0.0.1:{inbound}" in bubble.log_text("alice"))
     finally:
         bubble.kill_all()
 

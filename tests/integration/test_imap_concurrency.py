@@ -49,7 +49,7 @@ def backend(mail_backend: MailBackend) -> MailBackend:
 
 @pytest.fixture
 def plain_server(backend: MailBackend) -> Iterator[ServerThread]:
-    running = make_server(backend, None, require_tls_for_login=False)
+    running = make_server(backend, None)
     yield running
     running.close()
 
@@ -162,7 +162,7 @@ def test_a_store_waiting_on_a_write_lock_stalls_no_other_session(tmp_path: Path)
         backend.deliver(USER, "INBOX", LUNCH)
         started = threading.Event()
         authenticator = _AnnouncingAuthenticator(backend.authenticator, started)
-        running = ServerThread(ImapConfig(require_tls_for_login=False), authenticator, None)
+        running = ServerThread(ImapConfig(), authenticator, None)
         blocked = Raw(running.port)
         other = logged_in(running.port)
         holder = sqlite3.connect(backend.database_path, isolation_level=None)
@@ -292,7 +292,7 @@ def test_idle_sees_a_commit_of_another_process_at_its_next_look(tmp_path: Path):
     with make_backend("sqlite", tmp_path) as backend:
         assert isinstance(backend, SqlBackend)
         seed_inbox(backend)
-        config = ImapConfig(require_tls_for_login=False, idle_poll=0.2)
+        config = ImapConfig(idle_poll=0.2)
         running = ServerThread(config, backend.authenticator, None)
         raw = Raw(running.port)
         try:

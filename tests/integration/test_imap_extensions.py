@@ -62,7 +62,7 @@ def backend(mail_backend: MailBackend) -> MailBackend:
 
 
 def start(backend: MailBackend, **config: Any) -> ServerThread:
-    return make_server(backend, None, require_tls_for_login=False, **config)
+    return make_server(backend, None, **config)
 
 
 @pytest.fixture

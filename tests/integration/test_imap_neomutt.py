@@ -36,7 +36,7 @@ def backend(mail_backend: MailBackend) -> MailBackend:
 
 @pytest.fixture
 def server(backend: MailBackend) -> Iterator[ServerThread]:
-    running = make_server(backend, None, require_tls_for_login=False)
+    running = make_server(backend, None)
     yield running
     running.close()
 

@@ -69,14 +69,15 @@ class ServerThread:
         config: ImapConfig,
         authenticator: Any,
         ssl_context: ssl.SSLContext | None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = ImapServer(config, authenticator, ssl_context)
-        self.port = self.call(self.server.start("127.0.0.1", 0))
+        self.port = self.call(self.server.start(host, 0))
         self.tls_port = (
-            self.call(self.server.start("127.0.0.1", 0, implicit_tls=True)) if ssl_context else 0
+            self.call(self.server.start(host, 0, implicit_tls=True)) if ssl_context else 0
         )
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -123,15 +124,16 @@ def make_server(
 
 @pytest.fixture
 def server(backend: MailBackend, certificate: tuple[Path, Path]) -> Iterator[ServerThread]:
-    running = make_server(backend, certificate)
+    """TLS before login even on loopback, as every client off loopback meets it."""
+    running = make_server(backend, certificate, loopback_plaintext_login=False)
     yield running
     running.close()
 
 
 @pytest.fixture
 def plain_server(backend: MailBackend) -> Iterator[ServerThread]:
-    """No TLS at all (require_tls_for_login off), for raw-socket protocol tests."""
-    running = make_server(backend, None, require_tls_for_login=False, bad_command_limit=5)
+    """No TLS at all (plaintext login on loopback), for raw-socket protocol tests."""
+    running = make_server(backend, None, bad_command_limit=5)
     yield running
     running.close()
 
@@ -139,8 +141,8 @@ def plain_server(backend: MailBackend) -> Iterator[ServerThread]:
 class Raw:
     """A raw IMAP client socket: send bytes, read responses line by line."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
         self.file = self.sock.makefile("rb")
         self.greeting = self.line()
 
@@ -436,7 +438,7 @@ class _SlowAuthenticator:
 
 def test_login_runs_off_the_event_loop(backend: MailBackend):
     running = ServerThread(
-        ImapConfig(require_tls_for_login=False),
+        ImapConfig(),
         _SlowAuthenticator(backend.authenticator, delay=0.6),
         None,
     )
@@ -459,11 +461,12 @@ def test_login_runs_off_the_event_loop(backend: MailBackend):
 
 @memory_only
 def test_idle_timeout_says_bye(backend: MailBackend):
-    running = make_server(backend, None, require_tls_for_login=False, idle_timeout=0.3)
+    running = make_server(backend, None, idle_timeout=0.3)
     try:
         raw = Raw(running.port)
-        raw.send(b"a NOOP\r\n")
-        assert raw.line() == b"a OK NOOP completed.\r\n"
+        raw.send(f'a LOGIN {USER} "{PASSWORD}"\r\nb NOOP\r\n'.encode())
+        assert raw.until_tagged(b"a")[-1].startswith(b"a OK")
+        assert raw.line() == b"b OK NOOP completed.\r\n"
         assert raw.line() == b"* BYE Autologout; idle for too long.\r\n"
         assert raw.closed()
         raw.close()
@@ -472,7 +475,7 @@ def test_idle_timeout_says_bye(backend: MailBackend):
 
 
 def test_stop_says_bye_to_every_connection(backend: MailBackend):
-    running = make_server(backend, None, require_tls_for_login=False)
+    running = make_server(backend, None)
     clients = [Raw(running.port) for _ in range(3)]
     clients[0].send(f'a LOGIN {USER} "{PASSWORD}"\r\n'.encode())
     assert clients[0].line().startswith(b"a OK")
@@ -486,7 +489,7 @@ def test_stop_says_bye_to_every_connection(backend: MailBackend):
 
 @memory_only
 def test_connection_limit(backend: MailBackend):
-    running = make_server(backend, None, require_tls_for_login=False, max_connections=2)
+    running = make_server(backend, None, max_connections=2)
     try:
         first, second = Raw(running.port), Raw(running.port)
         third = Raw(running.port)
@@ -519,7 +522,7 @@ def test_unexpected_errors_say_bye_and_log_no_content(
     backend: MailBackend, caplog: pytest.LogCaptureFixture
 ):
     broken = _BrokenAuthenticator(backend.authenticator)
-    running = ServerThread(ImapConfig(require_tls_for_login=False), broken, None)
+    running = ServerThread(ImapConfig(), broken, None)
     try:
         with caplog.at_level(logging.DEBUG, logger="gateway.imap"):
             raw = Raw(running.port)

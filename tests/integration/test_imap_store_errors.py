@@ -67,7 +67,7 @@ def serve(engine: Engine) -> ServerThread:
     for _ in range(2):
         mailboxes.deliver(USER, keys, "INBOX", MESSAGE, internal_date=datetime.now(UTC))
     authenticator = StoreAuthenticator(KeyRing(accounts), mailboxes)
-    return ServerThread(ImapConfig(require_tls_for_login=False), authenticator, None)
+    return ServerThread(ImapConfig(), authenticator, None)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def backend(mail_backend: MailBackend) -> MailBackend:
 @pytest.fixture
 def server(backend: MailBackend) -> Iterator[ServerThread]:
     running = make_server(
-        backend, None, require_tls_for_login=False, max_append=APPEND_LIMIT, max_literal=1024
+        backend, None, max_append=APPEND_LIMIT, max_literal=1024
     )
     yield running
     running.close()

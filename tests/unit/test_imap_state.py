@@ -78,11 +78,18 @@ class Harness:
     """One connection's state over a backend, fed command lines; answers as bytes."""
 
     def __init__(
-        self, backend: MailBackend, *, config: ImapConfig | None = None, tls: bool = True
+        self,
+        backend: MailBackend,
+        *,
+        config: ImapConfig | None = None,
+        tls: bool = True,
+        loopback: bool = False,
     ) -> None:
         self.backend = backend
         self.auth = backend.authenticator
-        self.state = ImapState(config or ImapConfig(), tls_available=True, tls_active=tls)
+        self.state = ImapState(
+            config or ImapConfig(), tls_available=True, tls_active=tls, loopback=loopback
+        )
 
     def deliver(
         self,
@@ -159,11 +166,20 @@ def test_starttls_asks_the_server_then_capabilities_change(backend: MailBackend)
     assert h(b"t2 STARTTLS") == b"t2 BAD TLS is already active.\r\n"
 
 
-def test_login_without_tls_when_not_required(backend: MailBackend):
-    h = Harness(backend, config=ImapConfig(require_tls_for_login=False), tls=False)
-    assert b"AUTH=PLAIN" in h(b"c CAPABILITY")
+def test_login_without_tls_from_loopback(backend: MailBackend):
+    h = Harness(backend, tls=False, loopback=True)
+    caps = h(b"c CAPABILITY")
+    assert b"AUTH=PLAIN" in caps and b"LOGINDISABLED" not in caps and b"STARTTLS" in caps
     h.login()
     assert h.state.state is State.AUTHENTICATED
+
+
+@memory_only
+def test_loopback_plaintext_login_can_be_forbidden(backend: MailBackend):
+    h = Harness(backend, config=ImapConfig(loopback_plaintext_login=False), tls=False,
+                loopback=True)
+    assert b"LOGINDISABLED" in h(b"c CAPABILITY")
+    assert h(b"l LOGIN alice@example.org pw").startswith(b"l NO [PRIVACYREQUIRED]")
 
 
 def test_login_ok_reports_capabilities_and_hides_auth(backend: MailBackend):
@@ -961,7 +977,8 @@ def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):
         ("max_mime_depth", 0),
         ("max_mime_parts", -1),
         ("server_name", "two\r\nlines"),
-        ("require_tls_for_login", "yes"),
+        ("loopback_plaintext_login", "yes"),
+        ("login_idle_timeout", 0),
     ],
 )
 def test_config_rejects_bad_values_naming_the_setting(setting: str, value: object):
@@ -988,6 +1005,33 @@ def test_the_fetch_budget_is_a_gateway_setting(tmp_path: Path):
     ):
         with pytest.raises(SettingsError, match=f"setting '{name}': must be positive"):
             load_settings(GatewayConfig, {name: 0}, {"home": tmp_path})
+
+
+def test_every_imap_limit_is_a_gateway_setting(tmp_path: Path):
+    """Each ImapConfig field but the server name comes from a setting of its own."""
+    names = [f.name for f in dataclasses.fields(ImapConfig) if f.name != "server_name"]
+    values: dict[str, object] = {}
+    for n, name in enumerate(names):
+        default = getattr(ImapConfig(), name)
+        if isinstance(default, bool):
+            values[name] = not default
+        elif default is None:  # a quota: None is no limit
+            values[name] = 1_000 + n
+        else:
+            values[name] = type(default)(default // 2 + n + 1)  # distinct from every other
+    toml = "".join(
+        f"{'max_message_bytes' if name == 'max_append' else 'imap_' + name} = "
+        f"{str(value).lower() if isinstance(value, bool) else value}\n"
+        for name, value in values.items()
+    )
+    (tmp_path / "g.toml").write_text(toml)
+    config = load_settings(GatewayConfig, read_toml(tmp_path / "g.toml"), {"home": tmp_path})
+    imap = config.imap_config()
+    assert {name: getattr(imap, name) for name in names} == values
+    with pytest.raises(SettingsError, match="setting 'imap_max_line': must be at least 1024"):
+        load_settings(GatewayConfig, {"imap_max_line": 100}, {"home": tmp_path})
+    with pytest.raises(SettingsError, match="setting 'imap_login_idle_timeout': must be pos"):
+        load_settings(GatewayConfig, {"imap_login_idle_timeout": 0}, {"home": tmp_path})
 
 
 def test_config_limits_must_fit_each_other():

@@ -7,12 +7,17 @@ count toward `max_command`); and line mode: after a `+` that is not a literal's 
 challenge, IDLE's "idling") the next line is a `ContinuationLine` (the SASL response,
 IDLE's DONE), however many untagged responses go out meanwhile.
 
+Literals are kept apart from the command's lines and handed to the parser as they are,
+each gathered in a `BytesIO` whose value is taken without a copy: a 40 MB APPEND costs
+about 40 MB here, not a list of chunks plus their join plus the parser's slice.
+
 Fuzz rule: whatever bytes arrive, `next_event` returns an event or raises
 `RemoteProtocolError`; nothing else. It never imports asyncio and never touches a socket.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -43,10 +48,17 @@ _LITERAL_AT_END = re.compile(rb"\{(\d{1,10})(\+?)\}\r\n\Z")
 class _Pending:
     """The command being assembled: its lines and literals so far."""
 
-    parts: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    literals: list[bytes] = field(default_factory=list)
+    literal: io.BytesIO | None = None  # the one being received
     size: int = 0
     literal_left: int = 0
     limit: int = 0  # octets the whole command may take, once its first line is known
+
+    @property
+    def held(self) -> int:
+        receiving = self.literal.tell() if self.literal is not None else 0
+        return sum(map(len, self.lines)) + sum(map(len, self.literals)) + receiving
 
 
 class ImapServerConnection:
@@ -93,7 +105,7 @@ class ImapServerConnection:
     @property
     def buffered(self) -> int:
         """Octets received but not yet consumed (nonzero after STARTTLS means injection)."""
-        return len(self._buffer) + sum(map(len, self._pending.parts))
+        return len(self._buffer) + self._pending.held
 
     def next_event(self) -> Event:
         if self._broken:
@@ -118,11 +130,16 @@ class ImapServerConnection:
                 if not self._buffer:
                     return self._idle()
                 take = min(len(self._buffer), pending.literal_left)
-                pending.parts.append(bytes(self._buffer[:take]))
+                if pending.literal is None:
+                    pending.literal = io.BytesIO()
+                with memoryview(self._buffer) as view:
+                    pending.literal.write(view[:take])
                 del self._buffer[:take]
                 pending.literal_left -= take
                 if pending.literal_left:
                     return self._idle()
+                pending.literals.append(pending.literal.getvalue())  # no copy: sole owner
+                pending.literal = None
                 continue
             end = self._buffer.find(b"\r\n", self._scanned)
             if end < 0:
@@ -138,12 +155,12 @@ class ImapServerConnection:
             if self._expect_line:
                 self._expect_line = False
                 return ContinuationLine(line[:-2])
-            if not pending.parts and line == b"\r\n":
+            if not pending.lines and line == b"\r\n":
                 continue
-            first = not pending.parts
-            pending.parts.append(line)
+            first = not pending.lines
+            pending.lines.append(line)
             pending.size += len(line)
-            tag, name = head_of(pending.parts[0])
+            tag, name = head_of(pending.lines[0])
             appending = name == "APPEND"
             if first:
                 pending.limit = self.max_command + (self.max_append if appending else 0)
@@ -151,9 +168,9 @@ class ImapServerConnection:
                 self._too_big("Command too long", fatal=True)
             m = _LITERAL_AT_END.search(line)
             if m is None:
-                data = b"".join(pending.parts)
+                data, literals = b"".join(pending.lines), pending.literals
                 self._pending = pending = _Pending()
-                return parse_command(data, max_depth=self.max_depth)
+                return parse_command(data, max_depth=self.max_depth, literals=literals)
             size, synchronizing = int(m[1]), not m[2]
             largest = self.max_append if appending else self.max_literal
             if size > largest or pending.size + size > pending.limit:
@@ -167,6 +184,8 @@ class ImapServerConnection:
                 if tag is None:
                     raise RemoteProtocolError(UntaggedStatus(Status.BAD, "Invalid tag"))
                 raise RemoteProtocolError(Tagged(tag, Status.BAD, f"Unknown command {name}"))
+            if size == 0:
+                pending.literals.append(b"")
             pending.literal_left = size
             pending.size += size
             if synchronizing:
@@ -174,7 +193,7 @@ class ImapServerConnection:
                 return LiteralContinuation(tag or "", name)
 
     def _too_big(self, text: str, *, fatal: bool, line: bytes | None = None) -> NoReturn:
-        head = self._pending.parts[0] if self._pending.parts else (line or bytes(self._buffer))
+        head = self._pending.lines[0] if self._pending.lines else (line or bytes(self._buffer))
         tag, _ = head_of(head)
         code = Code("TOOBIG")
         if fatal:

@@ -23,7 +23,7 @@ from gateway.imap.protocol.chars import (
     SYSTEM_FLAG_NAMES,
     TAG_CHARS,
 )
-from gateway.imap.protocol.errors import RemoteProtocolError
+from gateway.imap.protocol.errors import LocalProtocolError, RemoteProtocolError
 from gateway.imap.protocol.fetch_items import (
     MACROS,
     SIMPLE_ATTRIBUTES,
@@ -54,10 +54,13 @@ from gateway.imap.protocol.sequence import MAX_NUMBER, SequenceSet
 
 
 class Reader:
-    """Recursive descent over one complete command, literals inline after `{n}` CRLF."""
+    """Recursive descent over one complete command, literals inline after `{n}` CRLF, or
+    given apart in `literals`, in order (the framing keeps them so: a message APPENDed is
+    then never copied into, nor sliced out of, the command's text)."""
 
-    def __init__(self, data: bytes, max_depth: int) -> None:
+    def __init__(self, data: bytes, max_depth: int, literals: list[bytes] | None = None) -> None:
         self.data = data
+        self.literals = literals
         self.pos = 0
         self.tag: str | None = None
         self.max_depth = max_depth
@@ -160,6 +163,10 @@ class Reader:
         if self.at(b"+"):
             self.pos += 1
         self.expect(b"}\r\n", "} and CRLF after a literal size")
+        if self.literals is not None:
+            if not self.literals or len(self.literals[0]) != size:
+                raise LocalProtocolError("the framing's literals do not match the command")
+            return self.literals.pop(0)
         if self.pos + size > len(self.data):
             self.fail("Literal is shorter than announced")
         value = self.data[self.pos : self.pos + size]

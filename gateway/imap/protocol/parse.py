@@ -427,9 +427,12 @@ def _command_head(r: Reader) -> str:
     return name
 
 
-def parse_command(data: bytes, *, max_depth: int = 16) -> Command:
-    """One complete command (its final CRLF included) to a typed event."""
-    r = Reader(data, max_depth)
+def parse_command(
+    data: bytes, *, max_depth: int = 16, literals: list[bytes] | None = None
+) -> Command:
+    """One complete command (its final CRLF included) to a typed event; `literals`, when
+    given, are the contents of its literals in order, left out of `data`."""
+    r = Reader(data, max_depth, literals)
     name = _command_head(r)
     parse = PARSERS.get(name)
     if parse is None:

@@ -51,10 +51,18 @@ log = logging.getLogger(__name__)
 class ImapState:
     """What one connection may do now, and the responses each command produces."""
 
-    def __init__(self, config: ImapConfig, *, tls_available: bool, tls_active: bool) -> None:
+    def __init__(
+        self,
+        config: ImapConfig,
+        *,
+        tls_available: bool,
+        tls_active: bool,
+        loopback: bool = False,
+    ) -> None:
         self.config = config
         self.tls_available = tls_available
         self.tls_active = tls_active
+        self.loopback = loopback  # the peer's address is a loopback one (127/8, ::1)
         self.state = State.NOT_AUTHENTICATED
         self.session: MailSession | None = None
         self.selected: SelectedMailbox | None = None
@@ -67,7 +75,8 @@ class ImapState:
 
     @property
     def login_allowed(self) -> bool:
-        return self.tls_active or not self.config.require_tls_for_login
+        """Passwords in clear only where no network sees them (Dovecot's rule)."""
+        return self.tls_active or (self.loopback and self.config.loopback_plaintext_login)
 
     def capabilities(self) -> tuple[str, ...]:
         caps = list(CAPABILITIES)
