@@ -712,9 +712,15 @@ class StoreSession:
 
     @_raises_backend_errors
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
-        """Change flags; messages whose flags change share the folder's next modseq."""
+        """Change flags; messages whose flags change share the folder's next modseq. The
+        UNCHANGEDSINCE test reads the modseqs under the folder's write lock."""
         self._storage_key()
         given = canonical_flags(flags)
         parse_flags = _FlagCache()
@@ -729,6 +735,7 @@ class StoreSession:
                     (row_id, MessageMeta(uid, parse_flags(text), date, size, modseq))
                     for row_id, uid, text, date, size, modseq in rows
                     if row_id is not None
+                    and (unchanged_since is None or modseq <= unchanged_since)
                 )
             changed: dict[int, frozenset[str]] = {}
             for row_id, meta in current:

@@ -20,6 +20,7 @@ class FetchKind(enum.Enum):
     RFC822 = "RFC822"
     RFC822_HEADER = "RFC822.HEADER"
     RFC822_TEXT = "RFC822.TEXT"
+    MODSEQ = "MODSEQ"  # RFC 7162 section 3.1.6
 
 
 class SectionText(enum.Enum):
@@ -101,7 +102,13 @@ class Content(enum.IntEnum):
 
 
 _METADATA_KINDS = frozenset(
-    {FetchKind.UID, FetchKind.FLAGS, FetchKind.INTERNALDATE, FetchKind.RFC822_SIZE}
+    {
+        FetchKind.UID,
+        FetchKind.FLAGS,
+        FetchKind.INTERNALDATE,
+        FetchKind.RFC822_SIZE,
+        FetchKind.MODSEQ,
+    }
 )
 _HEADER_TEXTS = frozenset(
     {SectionText.HEADER, SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT}

@@ -43,6 +43,7 @@ from gateway.imap.protocol.search_keys import (
     SearchFlag,
     SearchHeader,
     SearchKey,
+    SearchModseq,
     SearchNot,
     SearchOr,
     SearchRecent,
@@ -123,6 +124,15 @@ class Reader:
         value = int(digits) if len(digits) <= 10 else MAX_NUMBER + 1
         if value > MAX_NUMBER or (nonzero and value == 0):
             self.fail("Number out of range")
+        return value
+
+    def mod_sequence(self, *, zero: bool = False) -> int:
+        """mod-sequence-value (RFC 7162 section 7): a positive 63-bit number; `zero`
+        allows 0 too (mod-sequence-valzer)."""
+        digits = self.take(frozenset(b"0123456789"), "a mod-sequence")
+        value = int(digits) if len(digits) <= 19 else MAX_MODSEQ + 1
+        if value > MAX_MODSEQ or (value == 0 and not zero):
+            self.fail("Mod-sequence out of range")
         return value
 
     def quoted(self) -> bytes:
@@ -398,6 +408,7 @@ class Reader:
         return self.astring()
 
 
+MAX_MODSEQ = 2**63 - 1
 FETCH_NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 _SECTION_CHARS = FETCH_NAME_CHARS
 
@@ -451,6 +462,19 @@ def _uid_key(r: Reader) -> SearchKey:
     return SearchSet(r.sequence_set(), uid=True)
 
 
+def _modseq_key(r: Reader) -> SearchKey:
+    """MODSEQ [entry-name entry-type-req] mod-sequence-valzer (RFC 7162 section 3.1.5)."""
+    r.sp()
+    if r.at(b'"'):
+        r.quoted()  # entry-name: this server keeps one modseq per message
+        r.sp()
+        entry_type = r.atom().upper()
+        if entry_type not in ("PRIV", "SHARED", "ALL"):
+            r.fail("Expected priv, shared or all after the MODSEQ entry name")
+        r.sp()
+    return SearchModseq(r.mod_sequence(zero=True))
+
+
 def _header_field_key(r: Reader) -> SearchKey:
     r.sp()
     name = r.utf8(r.astring())
@@ -465,6 +489,7 @@ SEARCH_KEYS: dict[str, Callable[[Reader], SearchKey]] = {
     "NOT": _not_key,
     "OR": _or_key,
     "UID": _uid_key,
+    "MODSEQ": _modseq_key,
     "KEYWORD": _keyword_key(True),
     "UNKEYWORD": _keyword_key(False),
     "LARGER": _size_key(True),

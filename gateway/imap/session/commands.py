@@ -30,6 +30,8 @@ CAPABILITIES = (
     "MOVE",
     "NAMESPACE",
     "SPECIAL-USE",
+    "CONDSTORE",
+    "QRESYNC",
 )
 
 _ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
