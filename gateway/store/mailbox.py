@@ -45,7 +45,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
@@ -108,6 +108,7 @@ from gateway.store.sealing import (
     seal_header,
     seal_message,
 )
+from gateway.store.snapshots import merged, snapshot_cache
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -338,6 +339,20 @@ def changes_notifier(engine: Engine) -> ChangeNotifier:
         if notifier is None:
             notifier = _NOTIFIERS[key] = ChangeNotifier()
         return notifier
+
+
+def _changes(connection: Connection, target: _Folder, modseq: int) -> FolderChanges:
+    """What changed in `target` after `modseq`, up to its highest modseq as read."""
+    params = {"folder_id": target.id, "since": modseq, "upto": target.highest_modseq}
+    rows = connection.execute(_SELECT_CHANGED, params).all()
+    expunged = connection.execute(_SELECT_EXPUNGED, params).scalars().all()
+    return FolderChanges(
+        uid_validity=target.uid_validity,
+        uid_next=target.uid_next,
+        highest_modseq=target.highest_modseq,
+        changed=_metas(rows),
+        expunged=tuple(expunged),
+    )
 
 
 def _metas(rows: Iterable[Row[int, str, datetime, int, int]]) -> tuple[MessageMeta, ...]:
@@ -614,6 +629,7 @@ class StoreSession:
         self._address = address
         self._keys: AccountKeys | None = keys
         self._notifier = notifier or changes_notifier(engine)
+        self._snapshots = snapshot_cache(engine.url.render_as_string(hide_password=True))
         self._max_message_bytes = max_message_bytes
 
     @property
@@ -642,17 +658,29 @@ class StoreSession:
 
     @_raises_backend_errors
     def snapshot(self, folder: str) -> FolderSnapshot:
+        """The folder's metadata: the process's cached copy (`gateway.store.snapshots`)
+        brought up to date with what changed since, or else every row read."""
         self._storage_key()
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
-            rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
-        return FolderSnapshot(
-            name=target.name,
-            uid_validity=target.uid_validity,
-            uid_next=target.uid_next,
-            highest_modseq=target.highest_modseq,
-            messages=_metas(rows),
-        )
+            key = (self._account_id, target.id)
+            cached = self._snapshots.get(key, target.uid_validity)
+            if cached is not None and cached.highest_modseq == target.highest_modseq:
+                snapshot = replace(cached, name=target.name)
+            elif cached is not None and cached.highest_modseq < target.highest_modseq:
+                changes = _changes(connection, target, cached.highest_modseq)
+                snapshot = merged(cached, target.name, changes)
+            else:
+                rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
+                snapshot = FolderSnapshot(
+                    name=target.name,
+                    uid_validity=target.uid_validity,
+                    uid_next=target.uid_next,
+                    highest_modseq=target.highest_modseq,
+                    messages=_metas(rows),
+                )
+        self._snapshots.put(key, snapshot)
+        return snapshot
 
     @_raises_backend_errors
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
@@ -660,17 +688,7 @@ class StoreSession:
         read first (a change committed meanwhile is left for the next call)."""
         self._storage_key()
         with reading(self._engine) as connection:
-            target = _folder(connection, self._account_id, folder)
-            params = {"folder_id": target.id, "since": modseq, "upto": target.highest_modseq}
-            rows = connection.execute(_SELECT_CHANGED, params).all()
-            expunged = connection.execute(_SELECT_EXPUNGED, params).scalars().all()
-        return FolderChanges(
-            uid_validity=target.uid_validity,
-            uid_next=target.uid_next,
-            highest_modseq=target.highest_modseq,
-            changed=_metas(rows),
-            expunged=tuple(expunged),
-        )
+            return _changes(connection, _folder(connection, self._account_id, folder), modseq)
 
     async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
         key = (self._account_id, canonical_folder_name(folder))
