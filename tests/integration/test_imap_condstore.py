@@ -210,6 +210,24 @@ def test_two_sessions_see_modseq_and_vanished(server: ServerThread, backend: Mai
         raw.close()
 
 
+def test_highestmodseq_stays_below_an_expunge_not_yet_told(server: ServerThread):
+    watcher = client(server, b"SELECT INBOX")
+    actor = client(server, b"SELECT INBOX")
+    ask(actor, b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+    ask(actor, b"EXPUNGE")
+    expunged_at = number(ask(actor, b"STATUS INBOX (HIGHESTMODSEQ)"), rb"HIGHESTMODSEQ (\d+)")
+    # A FETCH by number may not tell the expunge (it learns of it and keeps it waiting);
+    # the HIGHESTMODSEQ a later one enables CONDSTORE with must not claim it was told.
+    assert ask(watcher, b"FETCH 1 (UID)") == [b"* 1 FETCH (UID 1)", b"t OK FETCH completed."]
+    answer = ask(watcher, b"FETCH 1 (MODSEQ)")
+    assert number(answer, rb"\[HIGHESTMODSEQ (\d+)\]") < expunged_at
+    answer = ask(watcher, b"EXPUNGE")
+    assert answer[0] == b"* 2 EXPUNGE"
+    assert number(answer, rb"\[HIGHESTMODSEQ (\d+)\]") >= expunged_at
+    for raw in (watcher, actor):
+        raw.close()
+
+
 def test_own_expunge_and_move_with_qresync(server: ServerThread):
     raw = client(server, b"ENABLE QRESYNC", b"SELECT INBOX")
     ask(raw, b"STORE 1,3 +FLAGS.SILENT (\\Deleted)")

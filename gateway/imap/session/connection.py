@@ -208,7 +208,7 @@ class ImapState:
         if self.selected is None:
             return []
         self.selected.condstore = True
-        code = Code("HIGHESTMODSEQ", (self.selected.highest_modseq,))
+        code = Code("HIGHESTMODSEQ", (self.selected.told_modseq,))
         return [UntaggedStatus(Status.OK, "Highest modseq.", code)]
 
     def deselect(self) -> None:

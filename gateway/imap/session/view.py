@@ -57,7 +57,10 @@ class SelectedMailbox:
         self.qresync = qresync
         self.uid_validity = snapshot.uid_validity
         self.uid_next = snapshot.uid_next
-        self.highest_modseq = snapshot.highest_modseq
+        self.highest_modseq = snapshot.highest_modseq  # changes asked for up to here
+        # ... and told up to here: while an expunge waits, HIGHESTMODSEQ must stay below
+        # its modseq (RFC 7162 section 3.2), or a client resyncing from it would miss it.
+        self.told_modseq = snapshot.highest_modseq
         self.messages: list[MessageMeta] = list(snapshot.messages)
         self.uids: list[int] = [m.uid for m in self.messages]
         self.pending_expunge: set[int] = set()
@@ -143,6 +146,8 @@ class SelectedMailbox:
             out.append(Untagged((len(self.messages), Raw(b"EXISTS"))))
         self.uid_next = max(self.uid_next, changes.uid_next)
         self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
+        if not self.pending_expunge:
+            self.told_modseq = self.highest_modseq
         return out
 
     def resync(
@@ -209,7 +214,7 @@ class SelectedMailbox:
     def highest_modseq_code(self) -> Code | None:
         """HIGHESTMODSEQ for the tagged OK of a command that told expunges, once CONDSTORE
         is on (as Dovecot does; RFC 7162 section 3.2 asks clients to keep it)."""
-        return Code("HIGHESTMODSEQ", (self.highest_modseq,)) if self.condstore else None
+        return Code("HIGHESTMODSEQ", (self.told_modseq,)) if self.condstore else None
 
 
 def vanished_earlier(uids: list[int]) -> Untagged:
