@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "smtp_submission": "bench.smtp_submission",
     "seal_open": "bench.seal_open",
     "imap_fetch": "bench.imap_fetch",
+    "imap_qresync": "bench.imap_qresync",
     "sanitize": "bench.sanitize",
     "login_flood": "bench.login_flood",
     "migrate_imap": "bench.migrate_imap",

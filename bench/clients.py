@@ -19,6 +19,13 @@ imap  imaplib, one connection per server: STARTTLS, LOGIN, EXAMINE INBOX, one un
       "raw", reading the answer's bytes up to the tagged OK without parsing them. The
       job's "ops" may leave out the body fetch ("header" only).
       Every answer is checked for the expected number of messages and body bytes.
+
+qresync
+      imaplib, one connection per server: STARTTLS, LOGIN, ENABLE QRESYNC, EXAMINE INBOX
+      for its UIDVALIDITY and HIGHESTMODSEQ; then `reps` rounds alternating between the
+      servers of `EXAMINE INBOX (QRESYNC (uidvalidity modseq))`, read raw up to the
+      tagged OK: a client resyncing a mailbox that did not change. Each answer must
+      hold the expected EXISTS and no VANISHED or FETCH.
 """
 
 from __future__ import annotations
@@ -238,6 +245,13 @@ def _raw_fetch(conn: imaplib.IMAP4, tag: bytes, items: str) -> tuple[float, int,
     Returns (seconds, FETCH responses, bytes received). The count relies on the test
     messages never containing " FETCH (" themselves.
     """
+    elapsed, data = _raw_command(conn, tag, b"UID FETCH 1:* " + items.encode())
+    return elapsed, data.count(b" FETCH ("), len(data)
+
+
+def _raw_command(conn: imaplib.IMAP4, tag: bytes, command: bytes) -> tuple[float, bytes]:
+    """Send `tag command` on imaplib's connection and read the answer's bytes up to the
+    tagged OK, parsing nothing: (seconds, every byte of the answer)."""
     end = b"\r\n" + tag + b" "
     file = conn.file
     if not isinstance(file, io.BufferedReader):
@@ -245,7 +259,7 @@ def _raw_fetch(conn: imaplib.IMAP4, tag: bytes, items: str) -> tuple[float, int,
     chunks: list[bytes] = []
     tail = b""
     start = time.perf_counter()
-    conn.send(tag + b" UID FETCH 1:* " + items.encode() + b"\r\n")
+    conn.send(tag + b" " + command + b"\r\n")
     while True:
         chunk = file.read1(1 << 20)
         if not chunk:
@@ -260,8 +274,8 @@ def _raw_fetch(conn: imaplib.IMAP4, tag: bytes, items: str) -> tuple[float, int,
     data = b"".join(chunks)
     last = data[data.rindex(end) + 2 :]
     if not last.startswith(tag + b" OK"):
-        raise RuntimeError(f"UID FETCH answered {last[:60]!r}")
-    return elapsed, data.count(b" FETCH ("), len(data)
+        raise RuntimeError(f"{command[:20]!r} answered {last[:60]!r}")
+    return elapsed, data
 
 
 def run_imap(job: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +331,53 @@ def run_imap(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _code_number(conn: imaplib.IMAP4, code: str) -> int:
+    typ, data = conn.response(code)
+    if typ != code or not data or not isinstance(data[0], bytes):
+        raise RuntimeError(f"no {code} response code")
+    return int(data[0])
+
+
+def run_qresync(job: dict[str, Any]) -> dict[str, Any]:
+    ctx = client_tls(job["cafile"])
+    conns: dict[str, tuple[imaplib.IMAP4, bytes]] = {}
+    out: dict[str, list[float]] = {}
+    tags = (b"Q%d" % n for n in itertools.count())
+    try:
+        for server in job["servers"]:
+            conn, exists = _imap_connect(server, ctx)
+            if exists != job["messages"]:
+                raise RuntimeError(f"{server['name']}: INBOX holds {exists}")
+            conn.unselect()  # ENABLE is for the authenticated state only
+            typ, _ = conn.enable("QRESYNC")
+            if typ != "OK":
+                raise RuntimeError(f"{server['name']}: ENABLE QRESYNC answered {typ}")
+            conn.select("INBOX", readonly=True)
+            validity = _code_number(conn, "UIDVALIDITY")
+            modseq = _code_number(conn, "HIGHESTMODSEQ")
+            command = b"EXAMINE INBOX (QRESYNC (%d %d))" % (validity, modseq)
+            conns[server["name"]] = conn, command
+            out[server["name"]] = []
+        names = list(conns)
+        for rep in range(job["reps"] + 1):  # the first round is untimed
+            for name in names if rep % 2 == 0 else reversed(names):
+                conn, command = conns[name]
+                seconds, data = _raw_command(conn, next(tags), command)
+                if b"* %d EXISTS" % job["messages"] not in data or b"VANISHED" in data or (
+                    b" FETCH (" in data
+                ):
+                    raise RuntimeError(f"{name}: unexpected resync answer {data[:200]!r}")
+                if rep:
+                    out[name].append(seconds)
+    finally:
+        for conn, _ in conns.values():
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+    return out
+
+
 def main() -> int:
     job = json.load(sys.stdin)
     try:
@@ -326,6 +387,8 @@ def main() -> int:
             result = asyncio.run(run_smtp(job, smtp_batches(job)))
         elif job["kind"] == "imap":
             result = run_imap(job)
+        elif job["kind"] == "qresync":
+            result = run_qresync(job)
         else:
             raise RuntimeError(f"unknown job kind {job['kind']!r}")
     except (RuntimeError, OSError, imaplib.IMAP4.error, TimeoutError) as e:

@@ -40,10 +40,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bench import dovecot
-from bench.bubble import DOMAIN, log_to_file, start_bubble
+from bench.bubble import DOMAIN, Bubble, log_to_file, start_bubble
 from bench.clients import run_client
 from bench.common import (
     KB,
@@ -96,31 +97,44 @@ def seed_store(home_url: str, address: str, password: str, mails: list[bytes],
         engine.dispose()
 
 
+async def seed_servers(
+    bubble: Bubble, workdir: Path, count: int, mails: list[bytes], dates: list[datetime]
+) -> tuple[list[dict[str, Any]], dovecot.Dovecot | None]:
+    """bob's INBOX seeded with `mails` on Sealgate and, when it can run here, on a fresh
+    Dovecot started for it: the client job's "servers", and the Dovecot to stop."""
+    address = f"bob@{DOMAIN}"
+    password = bubble.passwords[address]
+    await asyncio.to_thread(
+        seed_store, gateway_database_url(bubble.home), address, password, mails, dates
+    )
+    servers: list[dict[str, Any]] = [{
+        "name": "sealgate", "host": "127.0.0.1", "port": bubble.gateway.imap_port,
+        "user": address, "password": password,
+    }]
+    if dovecot.missing() is not None:
+        return servers, None
+    server = dovecot.Dovecot(workdir / f"dovecot-{count}")
+    server.seed(address, mails, dates)
+    try:
+        port = await asyncio.to_thread(server.start, address, password, bubble.cert, bubble.key)
+    except BaseException:
+        await asyncio.to_thread(server.stop)
+        raise
+    servers.append({"name": "dovecot", "host": "127.0.0.1", "port": port,
+                    "user": address, "password": password})
+    return servers, server
+
+
 async def _measure(settings: Settings, count: int) -> list[Result]:
     workdir = settings.workdir
     log_to_file(workdir / f"bench-{count}.log")
     bubble = await start_bubble(workdir / f"bubble-{count}", ("bob",))
-    address = f"bob@{DOMAIN}"
-    password = bubble.passwords[address]
-    mails, dates = messages(address, count)
+    mails, dates = messages(f"bob@{DOMAIN}", count)
     ops = ("header", "body") if count <= BODY_FETCH_UP_TO else ("header",)
     baseline_missing = dovecot.missing()
     server: dovecot.Dovecot | None = None
     try:
-        await asyncio.to_thread(
-            seed_store, gateway_database_url(bubble.home), address, password, mails, dates
-        )
-        servers: list[dict[str, Any]] = [{
-            "name": "sealgate", "host": "127.0.0.1", "port": bubble.gateway.imap_port,
-            "user": address, "password": password,
-        }]
-        if baseline_missing is None:
-            server = dovecot.Dovecot(workdir / f"dovecot-{count}")
-            server.seed(address, mails, dates)
-            port = await asyncio.to_thread(server.start, address, password, bubble.cert,
-                                           bubble.key)
-            servers.append({"name": "dovecot", "host": "127.0.0.1", "port": port,
-                            "user": address, "password": password})
+        servers, server = await seed_servers(bubble, workdir, count, mails, dates)
         cpu_ours = time.process_time()
         cpu_dovecot = server.cpu_seconds() if server is not None else 0.0
         answer = await run_client({

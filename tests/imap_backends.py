@@ -115,9 +115,14 @@ class ObservedSession:
         return self.inner.fetch_headers(folder, uids)
 
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
-        return self.inner.store_flags(folder, uids, flags, mode)
+        return self.inner.store_flags(folder, uids, flags, mode, unchanged_since)
 
     def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:
         return self.inner.expunge(folder, uids)

@@ -222,11 +222,21 @@ class MemorySession:
         ]
 
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
         with self._store.lock:
             f = self._folder(folder)
-            present = [uid for uid in sorted(set(uids)) if uid in f.messages]
+            present = [
+                uid
+                for uid in sorted(set(uids))
+                if uid in f.messages
+                and (unchanged_since is None or f.messages[uid].meta.modseq <= unchanged_since)
+            ]
             changed: dict[int, frozenset[str]] = {}
             for uid in present:
                 old = f.messages[uid].meta.flags

@@ -295,9 +295,17 @@ class MailSession(Protocol):
         ...
 
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
-        """Change flags; returns the new metadata of every message that exists."""
+        """Change flags; returns the new metadata of every message that exists. With
+        `unchanged_since` (STORE UNCHANGEDSINCE, RFC 7162 section 3.1.3) a message whose
+        modseq is above it is left alone and out of the result, decided in the same
+        transaction as the change."""
         ...
 
     def expunge(self, folder: str, uids: Sequence[int] | None = None) -> Sequence[int]:

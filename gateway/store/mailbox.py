@@ -45,7 +45,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
@@ -119,6 +119,7 @@ from gateway.store.sealing import (
     seal_header,
     seal_message,
 )
+from gateway.store.snapshots import merged, snapshot_cache
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -355,6 +356,20 @@ def changes_notifier(engine: Engine) -> ChangeNotifier:
         if notifier is None:
             notifier = _NOTIFIERS[key] = ChangeNotifier()
         return notifier
+
+
+def _changes(connection: Connection, target: _Folder, modseq: int) -> FolderChanges:
+    """What changed in `target` after `modseq`, up to its highest modseq as read."""
+    params = {"folder_id": target.id, "since": modseq, "upto": target.highest_modseq}
+    rows = connection.execute(_SELECT_CHANGED, params).all()
+    expunged = connection.execute(_SELECT_EXPUNGED, params).scalars().all()
+    return FolderChanges(
+        uid_validity=target.uid_validity,
+        uid_next=target.uid_next,
+        highest_modseq=target.highest_modseq,
+        changed=_metas(rows),
+        expunged=tuple(expunged),
+    )
 
 
 def _metas(rows: Iterable[Row[int, str, datetime, int, int]]) -> tuple[MessageMeta, ...]:
@@ -631,6 +646,7 @@ class StoreSession:
         self._address = address
         self._keys: AccountKeys | None = keys
         self._notifier = notifier or changes_notifier(engine)
+        self._snapshots = snapshot_cache(engine.url.render_as_string(hide_password=True))
         self._max_message_bytes = max_message_bytes
 
     @property
@@ -659,17 +675,29 @@ class StoreSession:
 
     @_raises_backend_errors
     def snapshot(self, folder: str) -> FolderSnapshot:
+        """The folder's metadata: the process's cached copy (`gateway.store.snapshots`)
+        brought up to date with what changed since, or else every row read."""
         self._storage_key()
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
-            rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
-        return FolderSnapshot(
-            name=target.name,
-            uid_validity=target.uid_validity,
-            uid_next=target.uid_next,
-            highest_modseq=target.highest_modseq,
-            messages=_metas(rows),
-        )
+            key = (self._account_id, target.id)
+            cached = self._snapshots.get(key, target.uid_validity)
+            if cached is not None and cached.highest_modseq == target.highest_modseq:
+                snapshot = replace(cached, name=target.name)
+            elif cached is not None and cached.highest_modseq < target.highest_modseq:
+                changes = _changes(connection, target, cached.highest_modseq)
+                snapshot = merged(cached, target.name, changes)
+            else:
+                rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
+                snapshot = FolderSnapshot(
+                    name=target.name,
+                    uid_validity=target.uid_validity,
+                    uid_next=target.uid_next,
+                    highest_modseq=target.highest_modseq,
+                    messages=_metas(rows),
+                )
+        self._snapshots.put(key, snapshot)
+        return snapshot
 
     @_raises_backend_errors
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
@@ -677,17 +705,7 @@ class StoreSession:
         read first (a change committed meanwhile is left for the next call)."""
         self._storage_key()
         with reading(self._engine) as connection:
-            target = _folder(connection, self._account_id, folder)
-            params = {"folder_id": target.id, "since": modseq, "upto": target.highest_modseq}
-            rows = connection.execute(_SELECT_CHANGED, params).all()
-            expunged = connection.execute(_SELECT_EXPUNGED, params).scalars().all()
-        return FolderChanges(
-            uid_validity=target.uid_validity,
-            uid_next=target.uid_next,
-            highest_modseq=target.highest_modseq,
-            changed=_metas(rows),
-            expunged=tuple(expunged),
-        )
+            return _changes(connection, _folder(connection, self._account_id, folder), modseq)
 
     async def wait_for_change(self, folder: str, modseq: int, timeout: float) -> bool:
         key = (self._account_id, canonical_folder_name(folder))
@@ -729,9 +747,15 @@ class StoreSession:
 
     @_raises_backend_errors
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
-        """Change flags; messages whose flags change share the folder's next modseq."""
+        """Change flags; messages whose flags change share the folder's next modseq. The
+        UNCHANGEDSINCE test reads the modseqs under the folder's write lock."""
         self._storage_key()
         given = canonical_flags(flags)
         parse_flags = _FlagCache()
@@ -746,6 +770,7 @@ class StoreSession:
                     (row_id, MessageMeta(uid, parse_flags(text), date, size, modseq))
                     for row_id, uid, text, date, size, modseq in rows
                     if row_id is not None
+                    and (unchanged_since is None or modseq <= unchanged_since)
                 )
             changed: dict[int, frozenset[str]] = {}
             for row_id, meta in current:

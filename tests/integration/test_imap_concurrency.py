@@ -137,10 +137,15 @@ class _Announcing(ObservedSession):
         self._started = started
 
     def store_flags(
-        self, folder: str, uids: Sequence[int], flags: frozenset[str], mode: FlagMode
+        self,
+        folder: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
     ) -> Sequence[MessageMeta]:
         self._started.set()
-        return super().store_flags(folder, uids, flags, mode)
+        return super().store_flags(folder, uids, flags, mode, unchanged_since)
 
 
 class _AnnouncingAuthenticator:

@@ -303,7 +303,14 @@ def test_id_enable_namespace(backend: MailBackend):
         b"i OK ID completed.",
     ]
     h.login()
-    assert lines(h(b"e ENABLE CONDSTORE")) == [b"* ENABLED", b"e OK ENABLE completed."]
+    assert lines(h(b"e ENABLE CONDSTORE")) == [
+        b"* ENABLED CONDSTORE",
+        b"e OK ENABLE completed.",
+    ]
+    assert lines(h(b"f ENABLE X-UNKNOWN CONDSTORE QRESYNC QRESYNC")) == [
+        b"* ENABLED QRESYNC",
+        b"f OK ENABLE completed.",
+    ]
     assert h(b"n NAMESPACE").startswith(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
 
 
@@ -831,7 +838,8 @@ def test_modseq_moves_once_per_change(backend: MailBackend):
     h.select()
 
     def highest() -> bytes:
-        return lines(h(b"t STATUS INBOX (HIGHESTMODSEQ)"))[0]
+        # STATUS HIGHESTMODSEQ enables CONDSTORE: the first one also says * OK [HIGHESTMODSEQ]
+        return lines(h(b"t STATUS INBOX (HIGHESTMODSEQ)"))[-2]
 
     assert highest() == b'* STATUS "INBOX" (HIGHESTMODSEQ 4)'
     h(b"s STORE 1:3 +FLAGS.SILENT (\\Seen \\Deleted)")

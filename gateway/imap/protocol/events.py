@@ -106,13 +106,28 @@ class Namespace(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Qresync:
+    """SELECT's `(QRESYNC (uidvalidity modseq [known-uids] [seq-match-data]))` (RFC 7162
+    section 3.2.5): what the client knew when it last saw the mailbox."""
+
+    uid_validity: int
+    modseq: int
+    known_uids: SequenceSet | None = None  # never holds `*`
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None  # (numbers, their UIDs)
+
+
+@dataclass(frozen=True, slots=True)
 class Select(Command):
     mailbox: str
+    condstore: bool = False  # the CONDSTORE select parameter (RFC 7162 section 3.1.8)
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Examine(Command):
     mailbox: str
+    condstore: bool = False
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +253,8 @@ class Fetch(Command):
     sequence_set: SequenceSet
     attributes: tuple[FetchAttribute, ...]
     uid: bool = False
+    changed_since: int | None = None  # CHANGEDSINCE modifier (RFC 7162 section 3.1.4)
+    vanished: bool = False  # VANISHED modifier of UID FETCH (section 3.2.6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +264,7 @@ class Store(Command):
     flags: tuple[str, ...]
     silent: bool = False
     uid: bool = False
+    unchanged_since: int | None = None  # UNCHANGEDSINCE modifier (RFC 7162 section 3.1.3)
 
 
 @dataclass(frozen=True, slots=True)

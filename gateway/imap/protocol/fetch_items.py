@@ -22,6 +22,7 @@ class FetchKind(enum.Enum):
     RFC822_TEXT = "RFC822.TEXT"
     BINARY = "BINARY[]"  # BINARY[part] and BINARY.PEEK[part] (RFC 3516): decoded content
     BINARY_SIZE = "BINARY.SIZE[]"  # its size in octets
+    MODSEQ = "MODSEQ"  # RFC 7162 section 3.1.6
 
 
 class SectionText(enum.Enum):
@@ -107,7 +108,13 @@ class Content(enum.IntEnum):
 
 
 _METADATA_KINDS = frozenset(
-    {FetchKind.UID, FetchKind.FLAGS, FetchKind.INTERNALDATE, FetchKind.RFC822_SIZE}
+    {
+        FetchKind.UID,
+        FetchKind.FLAGS,
+        FetchKind.INTERNALDATE,
+        FetchKind.RFC822_SIZE,
+        FetchKind.MODSEQ,
+    }
 )
 _HEADER_TEXTS = frozenset(
     {SectionText.HEADER, SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT}

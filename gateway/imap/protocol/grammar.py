@@ -43,6 +43,7 @@ from gateway.imap.protocol.search_keys import (
     SearchFlag,
     SearchHeader,
     SearchKey,
+    SearchModseq,
     SearchNot,
     SearchOr,
     SearchRecent,
@@ -134,6 +135,15 @@ class Reader:
         if len(digits) > 19 or int(digits) >= 2**63:
             self.fail("Number out of range")
         return int(digits)
+
+    def mod_sequence(self, *, zero: bool = False) -> int:
+        """mod-sequence-value (RFC 7162 section 7): a positive 63-bit number; `zero`
+        allows 0 too (mod-sequence-valzer)."""
+        digits = self.take(frozenset(b"0123456789"), "a mod-sequence")
+        value = int(digits) if len(digits) <= 19 else MAX_MODSEQ + 1
+        if value > MAX_MODSEQ or (value == 0 and not zero):
+            self.fail("Mod-sequence out of range")
+        return value
 
     def quoted(self) -> bytes:
         self.expect(b'"', "a quoted string")
@@ -428,6 +438,7 @@ class Reader:
         return self.astring()
 
 
+MAX_MODSEQ = 2**63 - 1
 FETCH_NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
 _SECTION_CHARS = FETCH_NAME_CHARS
 
@@ -481,6 +492,19 @@ def _uid_key(r: Reader) -> SearchKey:
     return SearchSet(r.sequence_set(), uid=True)
 
 
+def _modseq_key(r: Reader) -> SearchKey:
+    """MODSEQ [entry-name entry-type-req] mod-sequence-valzer (RFC 7162 section 3.1.5)."""
+    r.sp()
+    if r.at(b'"'):
+        r.quoted()  # entry-name: this server keeps one modseq per message
+        r.sp()
+        entry_type = r.atom().upper()
+        if entry_type not in ("PRIV", "SHARED", "ALL"):
+            r.fail("Expected priv, shared or all after the MODSEQ entry name")
+        r.sp()
+    return SearchModseq(r.mod_sequence(zero=True))
+
+
 def _header_field_key(r: Reader) -> SearchKey:
     r.sp()
     name = r.utf8(r.astring())
@@ -495,6 +519,7 @@ SEARCH_KEYS: dict[str, Callable[[Reader], SearchKey]] = {
     "NOT": _not_key,
     "OR": _or_key,
     "UID": _uid_key,
+    "MODSEQ": _modseq_key,
     "KEYWORD": _keyword_key(True),
     "UNKEYWORD": _keyword_key(False),
     "LARGER": _size_key(True),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gateway.imap.protocol.chars import BASE64_CHARS
 from gateway.imap.protocol.errors import RemoteProtocolError
@@ -39,6 +39,7 @@ from gateway.imap.protocol.events import (
     Move,
     Namespace,
     Noop,
+    Qresync,
     Rename,
     Search,
     Select,
@@ -250,6 +251,68 @@ def _parse_enable(r: Reader, tag: str) -> Command:
     return Enable(tag, tuple(capabilities))
 
 
+def _parse_select(cls: type[Select] | type[Examine]) -> Callable[[Reader, str], Command]:
+    """SELECT/EXAMINE mailbox [SP "(" select-param *(SP select-param) ")"] (RFC 4466), the
+    parameters being CONDSTORE and QRESYNC (RFC 7162)."""
+
+    def parse(r: Reader, tag: str) -> Command:
+        r.sp()
+        mailbox = r.mailbox()
+        condstore = False
+        qresync = None
+        for name in _parameters(r):
+            if name == "CONDSTORE" and not condstore:
+                condstore = True
+            elif name == "QRESYNC" and qresync is None:
+                r.sp()
+                qresync = _qresync(r)
+            else:
+                r.fail(f"Unknown or repeated select parameter {name}")
+        r.end()
+        return cls(tag, mailbox, condstore, qresync)
+
+    return parse
+
+
+def _parameters(r: Reader) -> Iterator[str]:
+    """The names, upper case, of an optional ` (name [value] *(SP name [value]))`: RFC
+    4466's select-params, fetch-modifiers and store-modifiers. The caller reads each
+    value before asking for the next name."""
+    if not r.at(b" ("):
+        return
+    r.pos += 2
+    while True:
+        yield r.atom().upper()
+        if r.at(b")"):
+            r.pos += 1
+            return
+        r.sp()
+
+
+def _qresync(r: Reader) -> Qresync:
+    """`(uidvalidity mod-sequence [known-uids] [(known-numbers known-uids)])`."""
+    r.expect(b"(", "( starting the QRESYNC parameters")
+    uid_validity = r.number(nonzero=True)
+    r.sp()
+    modseq = r.mod_sequence()
+    known_uids = None
+    seq_match = None
+    if r.at(b" ") and r.data[r.pos + 1 : r.pos + 2] != b"(":
+        r.pos += 1
+        known_uids = r.sequence_set()
+        if known_uids.has_star():
+            r.fail("Known UIDs may not contain *")
+    if r.at(b" ("):
+        r.pos += 2
+        numbers = r.sequence_set()
+        r.sp()
+        uids = r.sequence_set()
+        r.expect(b")", ") closing the sequence match data")
+        seq_match = (numbers, uids)
+    r.expect(b")", ") closing the QRESYNC parameters")
+    return Qresync(uid_validity, modseq, known_uids, seq_match)
+
+
 def _parse_rename(r: Reader, tag: str) -> Command:
     r.sp()
     old = r.mailbox()
@@ -349,8 +412,20 @@ def _parse_fetch(uid: bool) -> Callable[[Reader, str], Command]:
         sequence_set = r.sequence_set()
         r.sp()
         attributes = r.fetch_attributes()
+        changed_since = None
+        vanished = False
+        for name in _parameters(r):
+            if name == "CHANGEDSINCE" and changed_since is None:
+                r.sp()
+                changed_since = r.mod_sequence()
+            elif name == "VANISHED" and uid and not vanished:
+                vanished = True
+            else:
+                r.fail(f"Unknown or repeated fetch modifier {name}")
+        if vanished and changed_since is None:
+            r.fail("VANISHED needs CHANGEDSINCE")
         r.end()
-        return Fetch(tag, sequence_set, attributes, uid)
+        return Fetch(tag, sequence_set, attributes, uid, changed_since, vanished)
 
     return parse
 
@@ -359,6 +434,12 @@ def _parse_store(uid: bool) -> Callable[[Reader, str], Command]:
     def parse(r: Reader, tag: str) -> Command:
         r.sp()
         sequence_set = r.sequence_set()
+        unchanged_since = None
+        for name in _parameters(r):
+            if name != "UNCHANGEDSINCE" or unchanged_since is not None:
+                r.fail(f"Unknown or repeated store modifier {name}")
+            r.sp()
+            unchanged_since = r.mod_sequence(zero=True)
         r.sp()
         item = r.take(FETCH_NAME_CHARS | frozenset(b"+-"), "FLAGS, +FLAGS or -FLAGS")
         m = re.fullmatch(rb"([+-]?)FLAGS(\.SILENT)?", item.upper())
@@ -368,7 +449,8 @@ def _parse_store(uid: bool) -> Callable[[Reader, str], Command]:
         r.sp()
         flags = r.flags()
         r.end()
-        return Store(tag, sequence_set, mode, flags, silent=m[2] is not None, uid=uid)
+        silent = m[2] is not None
+        return Store(tag, sequence_set, mode, flags, silent, uid, unchanged_since)
 
     return parse
 
@@ -383,8 +465,8 @@ PARSERS: dict[str, Callable[[Reader, str], Command]] = {
     "ID": _parse_id,
     "ENABLE": _parse_enable,
     "NAMESPACE": _no_args(Namespace),
-    "SELECT": _one_mailbox(Select),
-    "EXAMINE": _one_mailbox(Examine),
+    "SELECT": _parse_select(Select),
+    "EXAMINE": _parse_select(Examine),
     "CREATE": _one_mailbox(Create),
     "DELETE": _one_mailbox(Delete),
     "RENAME": _parse_rename,

@@ -78,6 +78,15 @@ class SearchText:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchModseq:
+    """MODSEQ [entry-name entry-type] n (RFC 7162 section 3.1.5): modseq at least n. The
+    entry names a flag's own modseq; this server keeps one per message, which stands for
+    every entry."""
+
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot:
     key: SearchKey
 
@@ -102,6 +111,7 @@ SearchKey = (
     | SearchDate
     | SearchHeader
     | SearchText
+    | SearchModseq
     | SearchNot
     | SearchOr
     | SearchAnd

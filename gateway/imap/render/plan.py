@@ -164,6 +164,8 @@ class FetchPlan:
                 value = fetch.internal_date(meta.internal_date)
             elif kind is FetchKind.RFC822_SIZE:
                 value = meta.size
+            elif kind is FetchKind.MODSEQ:
+                value = (meta.modseq,)
             elif kind is FetchKind.ENVELOPE:
                 value = fetch.envelope(headers())
             elif kind is FetchKind.BODYSTRUCTURE:

@@ -31,6 +31,7 @@ from gateway.imap.protocol import (
     SearchFlag,
     SearchHeader,
     SearchKey,
+    SearchModseq,
     SearchNot,
     SearchOr,
     SearchRecent,
@@ -111,6 +112,19 @@ def needs_content(key: SearchKey) -> Content:
     return Content.NONE
 
 
+def uses_modseq(key: SearchKey) -> bool:
+    """Whether `key` holds a MODSEQ key (the SEARCH answer then ends with `(MODSEQ n)`)."""
+    if isinstance(key, SearchModseq):
+        return True
+    if isinstance(key, SearchNot):
+        return uses_modseq(key.key)
+    if isinstance(key, SearchOr):
+        return uses_modseq(key.left) or uses_modseq(key.right)
+    if isinstance(key, SearchAnd):
+        return any(uses_modseq(k) for k in key.keys)
+    return False
+
+
 def _decode(value: bytes, charset: str) -> str:
     try:
         return value.decode("ascii" if charset == "US-ASCII" else "utf-8").casefold()
@@ -161,6 +175,9 @@ def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
             return lambda c: has_uid(c.meta.uid)
         has_number = _in_set(key.sequence_set.intervals(scope.last_number))
         return lambda c: has_number(c.number)
+    if isinstance(key, SearchModseq):
+        modseq = key.modseq
+        return lambda c: c.meta.modseq >= modseq
     if isinstance(key, SearchSize):
         size, larger = key.size, key.larger
         return lambda c: c.meta.size > size if larger else c.meta.size < size

@@ -27,7 +27,7 @@ from gateway.imap.session.folders import (
     subscribed_tree,
 )
 from gateway.imap.session.quota import check_room
-from gateway.imap.session.reply import DELIMITER, SEEN, Reply, State, ok
+from gateway.imap.session.reply import CONDSTORE, DELIMITER, QRESYNC, SEEN, Reply, State, ok
 from gateway.imap.session.view import SelectedMailbox
 
 DELETED = "\\Deleted"
@@ -37,12 +37,16 @@ if TYPE_CHECKING:
 
 # Extensions a client may ENABLE (RFC 5161); each changes response shapes for the session
 # that enabled it, so handlers read `ImapState.enabled`.
-ENABLEABLE: frozenset[str] = frozenset()
+ENABLEABLE: frozenset[str] = frozenset({CONDSTORE, QRESYNC})
 
 
 def do_enable(s: ImapState, cmd: protocol.Enable) -> Reply:
-    new = [c for c in cmd.capabilities if c in ENABLEABLE and c not in s.enabled]
+    """ENABLE; QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3), which is then on
+    without being listed in ENABLED unless asked for."""
+    new = list(dict.fromkeys(c for c in cmd.capabilities if c in ENABLEABLE and c not in s.enabled))
     s.enabled |= frozenset(new)
+    if QRESYNC in s.enabled:
+        s.enabled |= {CONDSTORE}
     return Reply([Untagged((Raw(b"ENABLED"), *map(Raw.of, new))), ok(cmd.tag, "ENABLE completed.")])
 
 
@@ -56,15 +60,35 @@ def do_namespace(s: ImapState, cmd: protocol.Namespace) -> Reply:
 
 
 def do_select(s: ImapState, cmd: protocol.Select | protocol.Examine) -> Reply:
+    """SELECT/EXAMINE with the CONDSTORE and QRESYNC parameters (RFC 7162): QRESYNC with
+    the folder's UIDVALIDITY answers what changed since the client's modseq; with another
+    UIDVALIDITY it is ignored, as the RFC says."""
     read_only = isinstance(cmd, protocol.Examine)
+    qresync = cmd.qresync
+    if qresync is not None and QRESYNC not in s.enabled:
+        raise CommandFailed(Status.BAD, "QRESYNC must be enabled first.")
     responses: list[Response] = []
     if s.selected is not None:
         s.deselect()
         responses.append(UntaggedStatus(Status.OK, "Previous mailbox closed.", Code("CLOSED")))
+    if cmd.condstore:
+        s.enable_condstore()
     snapshot = s.mail().snapshot(cmd.mailbox)
-    s.selected = SelectedMailbox(snapshot, read_only=read_only)
+    s.selected = SelectedMailbox(
+        snapshot,
+        read_only=read_only,
+        condstore=CONDSTORE in s.enabled,
+        qresync=QRESYNC in s.enabled,
+    )
     s.state = State.SELECTED
     responses += s.selected.select_responses()
+    if (
+        qresync is not None
+        and qresync.uid_validity == snapshot.uid_validity
+        and qresync.modseq < snapshot.highest_modseq
+    ):
+        changes = s.mail().changes_since(snapshot.name, qresync.modseq)
+        responses += s.selected.resync(qresync.modseq, qresync.known_uids, changes)
     code = Code("READ-ONLY" if read_only else "READ-WRITE")
     name = "EXAMINE" if read_only else "SELECT"
     responses.append(ok(cmd.tag, f"{name} completed.", code))
@@ -154,9 +178,10 @@ def _status_response(name: str, snapshot: FolderSnapshot, items: tuple[str, ...]
 
 def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
     _check_status_items(cmd.items)
+    responses: list[Response] = s.enable_condstore() if "HIGHESTMODSEQ" in cmd.items else []
     snapshot = s.mail().snapshot(cmd.mailbox)
     status = _status_response(cmd.mailbox, snapshot, cmd.items)
-    return Reply([status, ok(cmd.tag, "STATUS completed.")])
+    return Reply([*responses, status, ok(cmd.tag, "STATUS completed.")])
 
 
 def do_append(s: ImapState, cmd: protocol.Append) -> Reply:

@@ -35,6 +35,7 @@ from gateway.imap.protocol import (
 from gateway.imap.session import not_authenticated
 from gateway.imap.session.commands import CAPABILITIES, COMMANDS
 from gateway.imap.session.reply import (
+    CONDSTORE,
     IdleRequest,
     LoginFailure,
     LoginRequest,
@@ -204,6 +205,20 @@ class ImapState:
         except MailboxNotFound as exc:
             raise CommandFailed(Status.BYE, "The selected mailbox no longer exists.") from exc
         return selected.sync(changes, allow_expunge=allow_expunge)
+
+    def enable_condstore(self) -> list[Response]:
+        """A CONDSTORE enabling command ran (RFC 7162 section 3.1: ENABLE, SELECT's
+        CONDSTORE, STATUS HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, SEARCH MODSEQ,
+        STORE UNCHANGEDSINCE): from now on flag FETCHes carry MODSEQ. The first one in
+        the selected state is answered with the view's HIGHESTMODSEQ."""
+        if CONDSTORE in self.enabled:
+            return []
+        self.enabled |= {CONDSTORE}
+        if self.selected is None:
+            return []
+        self.selected.condstore = True
+        code = Code("HIGHESTMODSEQ", (self.selected.told_modseq,))
+        return [UntaggedStatus(Status.OK, "Highest modseq.", code)]
 
     def deselect(self) -> None:
         self.selected = None

@@ -22,6 +22,10 @@ from gateway.imap.protocol import (
 
 SEEN = "\\Seen"
 DELIMITER = "/"
+# Extensions that change response shapes once enabled (RFC 7162), as `ImapState.enabled`
+# holds them.
+CONDSTORE = "CONDSTORE"
+QRESYNC = "QRESYNC"
 
 
 class State(enum.Enum):

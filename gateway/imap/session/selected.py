@@ -43,10 +43,16 @@ from gateway.imap.render.plan import (
     message_parser,
     raw_octets,
 )
-from gateway.imap.render.search import Candidate, Scope, compile_search, needs_content
+from gateway.imap.render.search import (
+    Candidate,
+    Scope,
+    compile_search,
+    needs_content,
+    uses_modseq,
+)
 from gateway.imap.session import quota
-from gateway.imap.session.reply import SEEN, Reply, backend_failure, ok
-from gateway.imap.session.view import SelectedMailbox
+from gateway.imap.session.reply import QRESYNC, SEEN, Reply, backend_failure, ok
+from gateway.imap.session.view import SelectedMailbox, vanished_earlier
 
 if TYPE_CHECKING:
     from gateway.imap.session.connection import ImapState
@@ -85,23 +91,45 @@ def do_expunge(s: ImapState, cmd: protocol.Expunge) -> Reply:
         uids = [selected.uids[i] for i in selected.resolve(cmd.uids, uid=True)]
         if uids:
             s.mail().expunge(selected.name, uids)
-    return Reply([*s.sync(allow_expunge=True), ok(cmd.tag, "EXPUNGE completed.")])
+    updates = s.sync(allow_expunge=True)
+    return Reply([*updates, ok(cmd.tag, "EXPUNGE completed.", selected.highest_modseq_code())])
 
 
 def do_store(s: ImapState, cmd: protocol.Store) -> Reply:
+    """STORE, and with UNCHANGEDSINCE (RFC 7162 section 3.1.3) only where the modseq is
+    not above it: the others (gone ones too) are named in the tagged OK's MODIFIED. Once
+    CONDSTORE is on, even .SILENT tells the new modseqs (with the flags, which another
+    session may have changed as well)."""
     selected = s.writable_view()
-    updates = s.sync(allow_expunge=cmd.uid)
-    uids = [selected.uids[i] for i in selected.resolve(cmd.sequence_set, uid=cmd.uid)]
-    responses: list[Response] = list(updates)
+    conditional = cmd.unchanged_since is not None
+    responses: list[Response] = s.enable_condstore() if conditional else []
+    responses += s.sync(allow_expunge=cmd.uid)
+    indexes = selected.resolve(cmd.sequence_set, uid=cmd.uid)
+    uids = [selected.uids[i] for i in indexes]
+    code = None
     if uids:
         metas = s.mail().store_flags(
-            selected.name, uids, frozenset(cmd.flags), FLAG_MODES[cmd.mode]
+            selected.name, uids, frozenset(cmd.flags), FLAG_MODES[cmd.mode], cmd.unchanged_since
         )
+        bumped = {
+            m.uid
+            for m in metas
+            if (i := selected.index_of(m.uid)) is not None
+            and selected.messages[i].modseq != m.modseq
+        }
         changed, flag_updates = selected.apply(metas)
         responses += flag_updates
         if not cmd.silent:
             responses += [selected.flags_fetch(i) for i in changed]
-    responses.append(ok(cmd.tag, "STORE completed."))
+        elif selected.condstore:
+            responses += [selected.flags_fetch(i) for i in changed if selected.uids[i] in bumped]
+        if conditional:
+            failed = {selected.uids[i] if cmd.uid else i + 1 for i in indexes}
+            failed -= {selected.uids[i] if cmd.uid else i + 1 for i in changed}
+            if failed:
+                code = Code("MODIFIED", (Raw(str(SequenceSet.of(sorted(failed))).encode()),))
+    text = "Conditional STORE failed." if code is not None else "STORE completed."
+    responses.append(ok(cmd.tag, text, code))
     return Reply(responses)
 
 
@@ -134,7 +162,7 @@ def do_move(s: ImapState, cmd: protocol.Move) -> Reply:
         if code is not None:
             responses.append(UntaggedStatus(Status.OK, "Moved.", code))
         responses += s.sync(allow_expunge=True)
-    return Reply([*responses, ok(cmd.tag, "MOVE completed.")])
+    return Reply([*responses, ok(cmd.tag, "MOVE completed.", selected.highest_modseq_code())])
 
 
 def _copyuid(result: CopyResult) -> Code | None:
@@ -145,13 +173,18 @@ def _copyuid(result: CopyResult) -> Code | None:
 
 
 def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
+    """SEARCH; with a MODSEQ key (RFC 7162 section 3.1.5) the answer ends with the
+    highest modseq of the messages found."""
     selected = s.view()
-    updates = s.sync(allow_expunge=cmd.uid)
+    with_modseq = uses_modseq(cmd.key)
+    updates = s.enable_condstore() if with_modseq else []
+    updates += s.sync(allow_expunge=cmd.uid)
     scope = Scope(len(selected.messages), selected.uids[-1] if selected.uids else 0)
     matches = compile_search(cmd.key, cmd.charset, scope)
     content = needs_content(cmd.key)
     parse = message_parser(s.config)
     found: list[int] = []
+    highest = 0
     for i, data in _contents(s, selected, range(len(selected.messages)), content):
         meta = selected.messages[i]
         try:
@@ -163,10 +196,15 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
             hit = matches(Candidate(i + 1, meta, opaque))
         if hit:
             found.append(meta.uid if cmd.uid else i + 1)
+            highest = max(highest, meta.modseq)
+    # RFC 7162 section 3.1.5: the highest modseq of what was found, after the numbers
+    # (SEARCH) or as an ESEARCH result item.
+    modseq: tuple[Value, ...] = (Raw(b"MODSEQ"), highest) if with_modseq and found else ()
     if cmd.returns is None:
-        result = Untagged((Raw(b"SEARCH"), *found))
+        result = Untagged((Raw(b"SEARCH"), *found, *((modseq,) if modseq else ())))
     else:
         result = esearch(cmd.tag, found, cmd.returns, uid=cmd.uid)
+        result = Untagged((*result.values, *modseq))
     return Reply([*updates, result, ok(cmd.tag, "SEARCH completed.")])
 
 
@@ -189,10 +227,24 @@ def esearch(tag: str, found: list[int], returns: tuple[str, ...], *, uid: bool) 
 
 
 def do_fetch(s: ImapState, cmd: protocol.Fetch) -> Reply:
+    """FETCH; with CHANGEDSINCE (RFC 7162 section 3.1.4) only the messages whose modseq is
+    above it, MODSEQ implied, and with VANISHED (UID FETCH, QRESYNC on) first the UIDs of
+    the set expunged since, as `VANISHED (EARLIER)`."""
     selected = s.view()
-    updates = s.sync(allow_expunge=cmd.uid)
-    indexes = selected.resolve(cmd.sequence_set, uid=cmd.uid)
+    if cmd.vanished and QRESYNC not in s.enabled:
+        raise CommandFailed(Status.BAD, "QRESYNC must be enabled first.")
     attributes = cmd.attributes
+    has_modseq = any(a.kind is FetchKind.MODSEQ for a in attributes)
+    updates = s.enable_condstore() if has_modseq or cmd.changed_since is not None else []
+    updates += s.sync(allow_expunge=cmd.uid)
+    indexes = selected.resolve(cmd.sequence_set, uid=cmd.uid)
+    since = cmd.changed_since
+    if since is not None:
+        indexes = [i for i in indexes if selected.messages[i].modseq > since]
+        if not has_modseq:
+            attributes = (*attributes, FetchAttribute(FetchKind.MODSEQ))
+        if cmd.vanished:
+            updates += _vanished_since(s, selected, cmd.sequence_set, since)
     if cmd.uid and not any(a.kind is FetchKind.UID for a in attributes):
         attributes = (FetchAttribute(FetchKind.UID), *attributes)
     seen_now: set[int] = set()
@@ -208,6 +260,18 @@ def do_fetch(s: ImapState, cmd: protocol.Fetch) -> Reply:
     )
 
 
+def _vanished_since(
+    s: ImapState, selected: SelectedMailbox, uid_set: SequenceSet, modseq: int
+) -> list[Response]:
+    """`VANISHED (EARLIER)` for the UIDs of `uid_set` expunged after `modseq` that this
+    view no longer holds (RFC 7162 section 3.2.6)."""
+    expunged = s.mail().changes_since(selected.name, modseq).expunged
+    gone = [uid for uid in expunged if selected.index_of(uid) is None]
+    last = selected.uids[-1] if selected.uids else 0
+    gone = [gone[i] for i in uid_set.select(gone, max(last, selected.uid_next - 1))]
+    return [vanished_earlier(gone)] if gone else []
+
+
 def _fetch_responses(
     s: ImapState,
     tag: str,
@@ -220,9 +284,12 @@ def _fetch_responses(
     (nothing, the header blocks, or whole messages); then the tagged status."""
     parse = message_parser(s.config)
     plain = FetchPlan(attributes, parse)
-    has_flags = any(a.kind is FetchKind.FLAGS for a in attributes)
-    with_flags = (*attributes, FetchAttribute(FetchKind.FLAGS))
-    flagged = plain if has_flags else FetchPlan(with_flags, parse)
+    # A FETCH that sets \Seen tells the new flags (RFC 3501 6.4.5), and the new modseq
+    # once CONDSTORE is on.
+    implied = [FetchKind.FLAGS] + ([FetchKind.MODSEQ] if selected.condstore else [])
+    missing = [k for k in implied if not any(a.kind is k for a in attributes)]
+    with_flags = (*attributes, *(FetchAttribute(k) for k in missing))
+    flagged = FetchPlan(with_flags, parse) if missing else plain
     content = plain.content
     fetch_word = Raw(b"FETCH")
     unknown_encoding = False

@@ -5,6 +5,11 @@ keywords announced, the modseq up to which changes were reported. It never reads
 folder again after SELECT: `sync` applies a `FolderChanges` (what storage says changed
 after `highest_modseq`), so keeping a large folder in step costs O(changes). No storage
 call is made here; `connection.ImapState` asks storage and hands the changes in.
+
+The session's enabled extensions change the shapes it answers in (RFC 7162): with
+`condstore` every flag FETCH carries MODSEQ; with `qresync` expunges are told as one
+`VANISHED uid-set` instead of an `EXPUNGE` per message, and `resync` answers SELECT's
+QRESYNC parameter from one `FolderChanges`, so an unchanged folder costs nothing more.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gateway.imap.protocol import (
     Status,
     Untagged,
     UntaggedStatus,
+    Value,
     flag_list,
 )
 from gateway.imap.session.reply import SEEN
@@ -37,12 +43,24 @@ class SelectedMailbox:
     `pending_expunge` until a command may report them), new flags with FETCH.
     """
 
-    def __init__(self, snapshot: FolderSnapshot, *, read_only: bool) -> None:
+    def __init__(
+        self,
+        snapshot: FolderSnapshot,
+        *,
+        read_only: bool,
+        condstore: bool = False,
+        qresync: bool = False,
+    ) -> None:
         self.name = snapshot.name
         self.read_only = read_only
+        self.condstore = condstore
+        self.qresync = qresync
         self.uid_validity = snapshot.uid_validity
         self.uid_next = snapshot.uid_next
-        self.highest_modseq = snapshot.highest_modseq
+        self.highest_modseq = snapshot.highest_modseq  # changes asked for up to here
+        # ... and told up to here: while an expunge waits, HIGHESTMODSEQ must stay below
+        # its modseq (RFC 7162 section 3.2), or a client resyncing from it would miss it.
+        self.told_modseq = snapshot.highest_modseq
         self.messages: list[MessageMeta] = list(snapshot.messages)
         self.uids: list[int] = [m.uid for m in self.messages]
         self.pending_expunge: set[int] = set()
@@ -91,13 +109,18 @@ class SelectedMailbox:
         self.pending_expunge.update(uid for uid in changes.expunged if uid <= last)
         out: list[Response] = []
         if allow_expunge and self.pending_expunge:
+            vanished: list[int] = []
             for uid in sorted(self.pending_expunge, reverse=True):
                 i = self.index_of(uid)
                 if i is not None:
-                    out.append(Untagged((i + 1, Raw(b"EXPUNGE"))))
+                    if not self.qresync:
+                        out.append(Untagged((i + 1, Raw(b"EXPUNGE"))))
+                    vanished.append(uid)
                     del self.messages[i]
                     del self.uids[i]
             self.pending_expunge.clear()
+            if vanished and self.qresync:
+                out.append(Untagged((Raw(b"VANISHED"), _uid_set(reversed(vanished)))))
         gone = set(changes.expunged)
         changed: list[int] = []
         added: list[MessageMeta] = []
@@ -123,6 +146,28 @@ class SelectedMailbox:
             out.append(Untagged((len(self.messages), Raw(b"EXISTS"))))
         self.uid_next = max(self.uid_next, changes.uid_next)
         self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
+        if not self.pending_expunge:
+            self.told_modseq = self.highest_modseq
+        return out
+
+    def resync(
+        self, modseq: int, known_uids: SequenceSet | None, changes: FolderChanges
+    ) -> list[Response]:
+        """SELECT's QRESYNC answer (RFC 7162 section 3.2.5): `VANISHED (EARLIER)` for the
+        UIDs expunged after `modseq`, then the flags of the messages changed after it,
+        both only among `known_uids` when given. `changes` is what storage says changed
+        after `modseq`; what happened after this view's snapshot is left to `sync`. The
+        expunge log is complete, so the client's sequence match data is never needed."""
+
+        def known(uids: list[int]) -> list[int]:
+            return uids if known_uids is None else [uids[i] for i in known_uids.select(uids, 0)]
+
+        gone = known([uid for uid in changes.expunged if self.index_of(uid) is None])
+        out: list[Response] = [vanished_earlier(gone)] if gone else []
+        for uid in known([m.uid for m in changes.changed]):
+            i = self.index_of(uid)
+            if i is not None and self.messages[i].modseq > modseq:
+                out.append(self.flags_fetch(i))
         return out
 
     def apply(self, metas: Iterable[MessageMeta]) -> tuple[list[int], list[Response]]:
@@ -161,6 +206,23 @@ class SelectedMailbox:
 
     def flags_fetch(self, i: int) -> Untagged:
         meta = self.messages[i]
-        return Untagged(
-            (i + 1, Raw(b"FETCH"), (Raw(b"UID"), meta.uid, Raw(b"FLAGS"), flag_list(meta.flags)))
-        )
+        items: tuple[Value, ...] = (Raw(b"UID"), meta.uid, Raw(b"FLAGS"), flag_list(meta.flags))
+        if self.condstore:
+            items += (Raw(b"MODSEQ"), (meta.modseq,))
+        return Untagged((i + 1, Raw(b"FETCH"), items))
+
+    def highest_modseq_code(self) -> Code | None:
+        """HIGHESTMODSEQ for the tagged OK of a command that told expunges, once CONDSTORE
+        is on (as Dovecot does; RFC 7162 section 3.2 asks clients to keep it)."""
+        return Code("HIGHESTMODSEQ", (self.told_modseq,)) if self.condstore else None
+
+
+def vanished_earlier(uids: list[int]) -> Untagged:
+    """`* VANISHED (EARLIER) uids` (RFC 7162 section 3.2.10): expunged before now, which
+    changes no message number."""
+    return Untagged((Raw(b"VANISHED"), (Raw(b"EARLIER"),), _uid_set(uids)))
+
+
+def _uid_set(uids: Iterable[int]) -> Raw:
+    """Ascending UIDs as a compact set (`3:5,9`)."""
+    return Raw(str(SequenceSet.of(list(uids))).encode())
