@@ -90,6 +90,7 @@ from gateway.imap.protocol.responses import (
     Continuation,
     Raw,
     Response,
+    Serialized,
     Status,
     Tagged,
     Untagged,
@@ -117,6 +118,7 @@ from gateway.imap.protocol.sequence import (
     SequenceSet,
 )
 from gateway.imap.protocol.serialize import (
+    encode_value,
     serialize,
 )
 
@@ -167,6 +169,7 @@ __all__ = [
     "RemoteProtocolError",
     "Rename",
     "Response",
+    "Serialized",
     "SIMPLE_ATTRIBUTES",
     "SYSTEM_FLAGS",
     "Search",
@@ -200,6 +203,7 @@ __all__ = [
     "Value",
     "decode_mailbox",
     "encode_mailbox",
+    "encode_value",
     "is_atom",
     "normalize_mailbox",
     "parse_command",
