@@ -22,6 +22,8 @@ from gateway.imap.protocol import (
     Content,
     FetchAttribute,
     FetchKind,
+    Section,
+    SectionText,
     encode_value,
     flag_list,
 )
@@ -32,6 +34,8 @@ DirectRenderer = Callable[[int, MessageMeta, StoredHeader | None], bytes]
 _Item = Callable[[MessageMeta, "fetch.HeaderFields | None"], bytes]
 
 _FLAG_LISTS_KEPT = 256
+_NAME_TUPLES_KEPT = 1024  # one a block of the store's header cache
+_FIELD_TEXTS = (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
 
 
 def direct_renderer(attributes: Sequence[FetchAttribute]) -> DirectRenderer | None:
@@ -79,15 +83,39 @@ def _item(attr: FetchAttribute) -> _Item | None:
     if section is None:
         return None
     partial = attr.partial
+    cut = _cut(section) if section.text in _FIELD_TEXTS else None
 
     def header_section(_: MessageMeta, head: fetch.HeaderFields | None) -> bytes:
-        octets = fetch.header_section(_header(head), section)
+        if cut is not None and isinstance(head, ParsedHeader):
+            octets = cut(head)
+        else:
+            octets = fetch.header_section(_header(head), section)
         if partial is not None:
             origin, length = partial
             octets = octets[origin : origin + length]
         return prefix + _literal(octets)
 
     return header_section
+
+
+def _cut(section: Section) -> Callable[[ParsedHeader], bytes]:
+    """HEADER.FIELDS (.NOT) of a store-split header, as `fetch.header_section` cuts it,
+    from the name numbers of its `names` (worked out once per distinct tuple of names)."""
+    wanted = frozenset(name.lower() for name in section.fields)
+    exclude = section.text is SectionText.HEADER_FIELDS_NOT
+    numbers: dict[tuple[str, ...], frozenset[int]] = {}
+
+    def cut(head: ParsedHeader) -> bytes:
+        kept = numbers.get(head.names)
+        if kept is None:
+            kept = frozenset(
+                i for i, name in enumerate(head.names) if name and (name in wanted) != exclude
+            )
+            if len(numbers) < _NAME_TUPLES_KEPT:
+                numbers[head.names] = kept
+        return head.cut(kept) + b"\r\n"
+
+    return cut
 
 
 def _flags(prefix: bytes) -> _Item:
