@@ -142,22 +142,29 @@ class Dovecot:
         if code != 0:
             raise BenchError(f"dovecot did not start: {errors.read_text().strip()[-300:]}")
         self._running = True
+        # Ready once it listens and has written its pid (which `cpu_seconds` reads: on a
+        # loaded machine the listener can come first).
         deadline = time.monotonic() + 20
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.5):
-                    return self.port
-            except OSError:
+                    pass
+                self._master_pid()
+                return self.port
+            except (OSError, BenchError):
                 if time.monotonic() > deadline:
-                    raise BenchError(f"dovecot does not listen on {self.port}") from None
+                    raise BenchError(f"dovecot is not ready on {self.port}") from None
                 time.sleep(0.05)
+
+    def _master_pid(self) -> int:
+        try:
+            return int((self.root / "run" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            raise BenchError("cannot read dovecot's master.pid") from None
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the master and its processes, those gone included."""
-        try:
-            master = int((self.root / "run" / "master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            raise BenchError("cannot read dovecot's master.pid") from None
+        master = self._master_pid()
         ticks = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():

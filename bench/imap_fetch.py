@@ -1,12 +1,13 @@
 """imap_fetch: the gateway's IMAP server against Dovecot on the same 2,000 and 10,000 messages.
 
 Ours: a real `gateway.service.Gateway` in this process (relay and gateway from
-`bench.bubble`), its IMAP listener over its SQLite store. bob's INBOX is seeded as
-the fetcher and Sent copies seed it (`MailboxStore.deliver_copies`, 500 messages a
-transaction): text messages of 10 KB (10,000 bytes), each sealed at rest under bob's
-storage key, its header block sealed apart and, by runs of messages, in the sealed
-header cache (`gateway.store.header_cache`): a header-only FETCH opens
-(XChaCha20-Poly1305) and parses just header blocks, a body fetch the whole messages.
+`bench.bubble`), its IMAP listener over its SQLite store. bob's INBOX is filed as
+delivered mail is (`gateway.store.folder_rows`: sealed first, then stored with the header
+cache extended in the same transaction, 500 messages a transaction): text messages of
+10 KB (10,000 bytes), each sealed at rest under bob's storage key, its header block sealed
+apart and, by runs of messages, in the sealed header cache (`gateway.store.header_cache`):
+a header-only FETCH opens (XChaCha20-Poly1305) just header blocks, a body fetch the whole
+messages.
 
 Baseline: Dovecot 2.3 as a throwaway server (`bench.dovecot`) holding the same
 messages in a Maildir, with the same certificate and STARTTLS. Without
@@ -58,9 +59,10 @@ from bench.common import (
 )
 from gateway.homes import gateway_database_url
 from gateway.keyring import KeyRing
-from gateway.store.accounts import AccountStore
-from gateway.store.db import open_engine
-from gateway.store.mailbox import MailboxStore
+from gateway.store import header_cache
+from gateway.store.accounts import AccountStore, find_account
+from gateway.store.db import open_engine, reading, writing
+from gateway.store.folder_rows import folder_row, prepare_message, store_prepared
 
 NAME = "imap_fetch"
 COUNTS = (2000, 10000)
@@ -86,13 +88,19 @@ def seed_store(home_url: str, address: str, password: str, mails: list[bytes],
     engine = open_engine(home_url)
     try:
         keys = KeyRing(AccountStore(engine)).unlock(address, password)
-        store = MailboxStore(engine)
+        with reading(engine) as connection:
+            account = find_account(connection, address)
+        if account is None:
+            raise BenchError(f"{address} has no account")
+        key = keys.storage_key
         for start in range(0, len(mails), SEED_BATCH):
-            # One internal date a batch is what deliver_copies keeps; the dates differ
-            # between batches as they do between deliveries.
-            batch = mails[start : start + SEED_BATCH]
-            store.deliver_copies("INBOX", [(address, keys, mail) for mail in batch],
-                                 internal_date=dates[start])
+            batch = range(start, min(start + SEED_BATCH, len(mails)))
+            prepared = [prepare_message(key, account.id, mails[n]) for n in batch]
+            with writing(engine) as connection:
+                folder = folder_row(connection, account.id, "INBOX", lock=True)
+                for n, message in zip(batch, prepared, strict=True):
+                    store_prepared(connection, folder.id, message, internal_date=dates[n])
+                header_cache.extend(connection, key, account.id, folder.id)
     finally:
         engine.dispose()
 

@@ -16,6 +16,10 @@ session runs only while messages are sent, never in the idle window).
 Rows: p50 and p99 of those latencies. Target: p99 < 1 s (printed as a note; the ratio,
 ours over the baseline's, is shown without a target).
 
+IDLE: then bob's IMAP session enters IDLE and alice submits `IDLE_MESSAGES` messages one
+at a time, each once the last one showed; each is timed from alice's `250` after DATA to
+the `* N EXISTS` bob's session receives (what a mail client in IDLE sees). Row: the median.
+
 Idle CPU: with both accounts unlocked and no mail, the CPU time (user + system, from
 /proc) of the relay and the two gateways together over `--idle-seconds` (default 60,
 20 with --quick; the issue's figure is over ten minutes: `--idle-seconds 600`), as a
@@ -50,6 +54,8 @@ SIZE = 10_000
 _TICK = os.sysconf("SC_CLK_TCK")
 _SUBJECT = re.compile(rb"Subject: push-(\d+)-")
 _INBOX_POLL = 0.025  # seconds between looks at bob's INBOX while messages arrive
+IDLE_MESSAGES = 8
+_EXISTS = re.compile(rb"\* (\d+) EXISTS\r\n")
 
 
 def _free_port() -> int:
@@ -228,6 +234,42 @@ def _send(alice: _Account, bob: _Account, count: int) -> dict[int, float]:
     return started
 
 
+def _idle_latencies(alice: _Account, bob: _Account, count: int) -> list[float]:
+    """Seconds from alice's `250` to the `* N EXISTS` in bob's IDLE session, per message."""
+    imap = bob.imap()
+    latencies: list[float] = []
+    try:
+        _, data = imap.select("INBOX")
+        exists = int(data[0] or b"0")
+        imap.send(b"I1 IDLE\r\n")
+        if not imap.readline().startswith(b"+ "):
+            raise BenchError("bob's IDLE was refused")
+        with smtplib.SMTP("127.0.0.1", alice.smtp_port, timeout=60) as smtp:
+            smtp.starttls(context=alice.tls())
+            smtp.login(alice.address, alice.password)
+            for number in range(count):
+                message = make_message(SIZE, sender=alice.address, recipient=bob.address,
+                                       number=number)
+                smtp.sendmail(alice.address, [bob.address], message)
+                accepted = time.perf_counter()
+                exists += 1
+                while True:
+                    line = imap.readline()
+                    if not line:
+                        raise BenchError("bob's IDLE session closed")
+                    found = _EXISTS.fullmatch(line)
+                    if found and int(found.group(1)) >= exists:
+                        break
+                latencies.append(time.perf_counter() - accepted)
+        imap.send(b"DONE\r\n")
+        while not imap.readline().startswith(b"I1 "):
+            pass
+    finally:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
+            imap.logout()
+    return latencies
+
+
 def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
@@ -236,6 +278,7 @@ def _quantile(values: list[float], q: float) -> float:
 class _Figures:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    idle_push: list[float] = field(default_factory=list)  # median per repetition
     idle: list[float] = field(default_factory=list)  # percent of one core
     idle_parts: list[list[float]] = field(default_factory=list)  # relay, alice's, bob's
 
@@ -270,6 +313,7 @@ def _measure(root: Path, settings: Settings, gateway: dict[str, float | int],
         latencies = [inbox.seen[n] - started[n] for n in range(count)]
         figures.p50.append(_quantile(latencies, 0.50))
         figures.p99.append(_quantile(latencies, 0.99))
+        figures.idle_push.append(statistics.median(_idle_latencies(alice, bob, IDLE_MESSAGES)))
     finally:
         bubble.stop()
 
@@ -288,6 +332,8 @@ def run(settings: Settings) -> list[Result]:
     for case, unit, mine, theirs, goal in (
         ("submission to bob's gateway, p50", "s", ours.p50, polling.p50, None),
         ("submission to bob's gateway, p99", "s", ours.p99, polling.p99, 1.0),
+        ("alice's 250 to * N EXISTS in bob's IDLE", "s", ours.idle_push, polling.idle_push,
+         None),
         ("idle CPU of one core, relay + 2 gateways", "%", ours.idle, polling.idle, 0.5),
     ):
         ratio = statistics.median(mine) / statistics.median(theirs)

@@ -43,13 +43,13 @@ from gateway.imap.backend import (
 )
 from gateway.store.accounts import normalize_address
 from gateway.store.db import InvalidValue
+from gateway.store.flags import canonical_flags
 from gateway.store.folder_state import (
     INBOX,
     canonical_folder_name,
     checked_folder_name,
     is_inferior,
 )
-from gateway.store.mailbox import canonical_flags
 
 DEFAULT_FOLDERS = (
     FolderInfo("INBOX"),

@@ -49,6 +49,7 @@ import contextlib
 import enum
 import threading
 from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -196,12 +197,34 @@ class ParsedHeader(StoredHeader):
     """A header block with its fields already split, as `MailSession.fetch_headers` may
     return it (the SQL store does for every header its cache holds).
 
-    `fields` is exactly `bridge.headers.parse_header(header, limit=None).fields` as
-    (lower-case name, raw octets) pairs, so FETCH can cut HEADER.FIELDS and build
-    ENVELOPE without parsing the header again.
+    The fields are those of `bridge.headers.parse_header(header, limit=None).fields`, kept
+    as offsets: `names` holds lower-case field names (a store may share one tuple between
+    many headers), `spans` one (start, end, name number) triple per field, flattened, in
+    order; field i is `header[spans[3i] : spans[3i + 1]]`, called `names[spans[3i + 2]]`.
+    `fields` gives them as (name, raw octets) pairs, so FETCH can build ENVELOPE without
+    parsing the header again; `cut` takes a few of them (HEADER.FIELDS) without making
+    the others.
     """
 
-    fields: tuple[tuple[str, bytes], ...]
+    names: tuple[str, ...]
+    spans: Sequence[int]
+
+    @property
+    def fields(self) -> tuple[tuple[str, bytes], ...]:
+        header, spans, names = self.header, self.spans, self.names
+        return tuple([
+            (names[spans[at + 2]], header[spans[at] : spans[at + 1]])
+            for at in range(0, len(spans), 3)
+        ])
+
+    def cut(self, numbers: AbstractSet[int]) -> bytes:
+        """The octets of the fields whose name numbers are in `numbers`, in order."""
+        header, spans = self.header, self.spans
+        return b"".join([
+            header[spans[at] : spans[at + 1]]
+            for at in range(0, len(spans), 3)
+            if spans[at + 2] in numbers
+        ])
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from bridge.keys import AccountKeys
 from gateway.keyring import KeyRing
 from gateway.migrate.sealing import ImportCannotOpen, open_import
 from gateway.store.accounts import AccountStore
+from gateway.store.folder_rows import PreparedMessage, prepare_message
 from gateway.store.imports import ImportStore, PendingImport
-from gateway.store.mailbox import PreparedMessage, prepare_message
 from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from bridge.keys import AccountKeys
 from gateway.store.accounts import AccountStore
 from gateway.store.db import KeyMismatch, UnknownAccount
-from gateway.store.mailbox import prepare_message
+from gateway.store.folder_rows import prepare_message
 from gateway.store.outbox import StoredCopy
 
 FOLDER = "Sent"
@@ -41,5 +41,5 @@ class SentCopies:
         return StoredCopy(
             account_id=account_id, folder=FOLDER, special_use=SPECIAL_USE,
             prepared=prepare_message(keys.storage_key, account_id, message),
-            flags=FLAGS, internal_date=datetime.now(UTC),
+            flags=FLAGS, internal_date=datetime.now(UTC), storage_key=keys.storage_key,
         )

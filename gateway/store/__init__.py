@@ -3,7 +3,11 @@
     db               open_engine, transactions, the error tree (StoreError …)
     models           the SQLModel tables (nothing in clear that is message content)
     accounts         AccountStore: addresses, sealed seeds, public keys, relays
-    mailbox          MailboxStore (deliver, dedup, sessions), StoreAuthenticator
+    mailbox          MailboxStore (deliver, dedup, refusal notices), StoreAuthenticator
+    session          StoreSession: a logged-in account's MailSession
+    folder_rows      folder rows, UID/modseq counters, the expunge log, filing a message
+    flags            the flags column
+    header_cache     header blocks of runs of messages, sealed together
     append           APPEND, sealed before it is written
     transfer         COPY and MOVE without opening a message
     folders          CREATE, DELETE, RENAME, SUBSCRIBE
@@ -27,8 +31,9 @@ from gateway.store.db import (
     open_engine,
 )
 from gateway.store.directory_cache import DirectoryCache
-from gateway.store.mailbox import MailboxStore, StoreAuthenticator, StoreSession
+from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.outbox import Outbox, OutboxEntry
+from gateway.store.session import StoreSession
 
 __all__ = [
     "AccountExists",

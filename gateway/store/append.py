@@ -23,7 +23,8 @@ from gateway.imap.backend import (
 )
 from gateway.store import header_cache
 from gateway.store.db import InvalidValue, utc, utc_now, writing
-from gateway.store.mailbox import _folder, canonical_flags, prepare_message, store_prepared
+from gateway.store.flags import canonical_flags
+from gateway.store.folder_rows import folder_row, prepare_message, store_prepared
 
 
 def append(
@@ -50,7 +51,7 @@ def append(
     prepared = prepare_message(storage_key, account_id, message)
     with writing(engine) as connection:
         try:
-            target = _folder(connection, account_id, folder, lock=True)
+            target = folder_row(connection, account_id, folder, lock=True)
         except MailboxNotFound:
             raise TryCreate(folder) from None
         uid = store_prepared(connection, target.id, prepared, internal_date=when, flags=kept)

@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from gateway.imap.backend import CannotDoThat, FolderExists, FolderHasChildren, MailboxNotFound
 from gateway.store.db import InvalidValue
+from gateway.store.folder_rows import folder_row, log_expunged, take_modseq
 from gateway.store.folder_state import (
     INBOX,
     SEPARATOR,
@@ -38,9 +39,7 @@ from gateway.store.folder_state import (
 )
 from gateway.store.folder_state import subscribe as _subscribe
 from gateway.store.folder_state import unsubscribe as _unsubscribe
-from gateway.store.mailbox import _folder, _take_modseq
 from gateway.store.models import Folder, HeaderCacheBlock, Message
-from gateway.store.transfer import record_expunged
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def rename(connection: Connection, account_id: int, old: str, new: str) -> None:
 
 
 def _rename_inbox(connection: Connection, account_id: int, new: str) -> None:
-    inbox = _folder(connection, account_id, INBOX, lock=True)
+    inbox = folder_row(connection, account_id, INBOX, lock=True)
     folder_id = insert_folder(
         connection, account_id, new, uid_next=inbox.uid_next,
         highest_modseq=inbox.highest_modseq,
@@ -138,7 +137,7 @@ def _rename_inbox(connection: Connection, account_id: int, new: str) -> None:
         update(HeaderCacheBlock).where(col(HeaderCacheBlock.folder_id) == inbox.id)
         .values(folder_id=folder_id)
     )
-    record_expunged(connection, inbox.id, uids, _take_modseq(connection, inbox.id))
+    log_expunged(connection, inbox.id, uids, take_modseq(connection, inbox.id))
 
 
 def subscribe(connection: Connection, account_id: int, name: str) -> None:

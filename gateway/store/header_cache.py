@@ -19,9 +19,10 @@ one blob under the account's storage key (`gateway.store.sealing`):
 so a header FETCH of 2,000 messages opens about 16 blobs and reads 16 rows of them. The
 fields are those `bridge.headers.parse_header` finds (offsets into their header block,
 lower-case names), split once when the block is made: `fetch_headers` returns them as
-`ParsedHeader`s and the IMAP layer need not parse the headers again. A header whose
-fields cannot be recorded (a field name over 255 octets, or more than 255 distinct names
-in the block) has `fields` 0xFFFF and comes back as a plain `StoredHeader`.
+`ParsedHeader`s, as offsets (no object per field), and the IMAP layer need not parse the
+headers again. A header whose fields cannot be recorded (a field name over 255 octets, or
+more than 255 distinct names in the block) has `fields` 0xFFFF and comes back as a plain
+`StoredHeader`.
 
 It is a cache; every message keeps its own `sealed_header`, which stays the reference:
 
@@ -46,7 +47,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from itertools import chain
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlmodel import col
@@ -202,15 +203,18 @@ def _entries(payload: bytes) -> dict[int, _Entry]:
     for length in lengths:
         names.append(payload[at : at + length].decode("ascii"))
         at += length
+    shared = tuple(names)
     total = sum(n for *_, n in table if n != _UNSPLIT)
-    spans = _FIELD.iter_unpack(payload[at : at + total * _FIELD.size])
+    spans = tuple(chain.from_iterable(_FIELD.iter_unpack(payload[at : at + total * _FIELD.size])))
     entries: dict[int, _Entry] = {}
+    first = 0
     for (uid, seal_id, size, _, n), header in zip(table, headers, strict=True):
         if n == _UNSPLIT:
-            entries[uid] = (seal_id, size, StoredHeader(uid=uid, header=header))
+            entries[uid] = (seal_id, size, StoredHeader(uid, header))
             continue
-        fields = tuple([(names[k], header[start:end]) for start, end, k in islice(spans, n)])
-        entries[uid] = (seal_id, size, ParsedHeader(uid=uid, header=header, fields=fields))
+        last = first + 3 * n
+        entries[uid] = (seal_id, size, ParsedHeader(uid, header, shared, spans[first:last]))
+        first = last
     return entries
 
 

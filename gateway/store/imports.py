@@ -32,7 +32,7 @@ from sqlmodel import col
 
 from gateway.store.accounts import find_account
 from gateway.store.db import UnknownAccount, reading, utc, writing
-from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
+from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared
 from gateway.store.models import ImportedMessage, MigrationCheckpoint, MigrationKey
 
 PENDING = "pending"

@@ -28,7 +28,7 @@ must not put content or addresses in it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import nacl.utils
@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col
 
+from gateway.store import header_cache
 from gateway.store.db import (
     DuplicateEnvelope,
     InvalidValue,
@@ -59,7 +60,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
+from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared
 from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
@@ -82,7 +83,8 @@ Item = tuple[bytes, bytes, Sequence[str]] | tuple[bytes, bytes, Sequence[str], S
 @dataclass(frozen=True)
 class StoredCopy:
     """A message for `folder` of account `account_id` (created if missing, with
-    `special_use`), sealed already by `gateway.store.mailbox.prepare_message`."""
+    `special_use`), sealed already by `gateway.store.folder_rows.prepare_message`;
+    `storage_key` (the account's, in memory only) seals the folder's header cache."""
 
     account_id: int
     folder: str
@@ -90,6 +92,7 @@ class StoredCopy:
     prepared: PreparedMessage
     flags: frozenset[str]
     internal_date: datetime
+    storage_key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,7 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
                 connection, folder_id, copy.prepared, internal_date=copy.internal_date,
                 flags=copy.flags,
             )
+            header_cache.extend(connection, copy.storage_key, copy.account_id, folder_id)
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)

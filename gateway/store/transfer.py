@@ -5,7 +5,7 @@ its size, not to its folder or UID (`gateway.store.mailbox`), so COPY inserts a 
 the row (`INSERT ... SELECT`, the blobs never leave the database) and MOVE changes the
 row's folder and UID in place. The destination's UIDs are taken as one range; every
 copied or moved message gets the destination's next modseq, and a MOVE takes the
-source's next modseq for its expunge, which it records with `record_expunged` in the
+source's next modseq for its expunge, which it records with `log_expunged` in the
 same transaction. Both folders are locked in the order of their ids, so two MOVEs in
 opposite directions cannot deadlock (PostgreSQL).
 """
@@ -20,14 +20,14 @@ from sqlmodel import col
 from gateway.imap.backend import CannotDoThat, CopyResult, MailboxNotFound, TryCreate
 from gateway.store import header_cache
 from gateway.store.db import writing
-from gateway.store.folder_state import canonical_folder_name
-from gateway.store.mailbox import (
-    _chunks,
-    _Folder,
-    _folder,
-    _take_modseq,
+from gateway.store.folder_rows import (
+    FolderRow,
+    folder_row,
     log_expunged,
+    take_modseq,
+    uid_chunks,
 )
+from gateway.store.folder_state import canonical_folder_name
 from gateway.store.models import Folder, Message
 
 _M = Message
@@ -64,35 +64,27 @@ _MOVE_ROW = (
 )
 
 
-def record_expunged(
-    connection: Connection, folder_id: int, uids: Sequence[int], modseq: int
-) -> None:
-    """Note that these UIDs left the folder at `modseq`, for sessions that learn what
-    changed since a modseq (the same record an EXPUNGE leaves). The one place MOVE and
-    the RENAME of INBOX, which take messages out of a folder without deleting them,
-    record it."""
-    log_expunged(connection, folder_id, uids, modseq)
-
-
 def _locked_pair(
     connection: Connection, account_id: int, source: str, destination: str
-) -> tuple[_Folder, _Folder]:
+) -> tuple[FolderRow, FolderRow]:
     """Both folders, locked in id order; TryCreate if the destination is missing."""
-    first = _folder(connection, account_id, source)
+    first = folder_row(connection, account_id, source)
     try:
-        second = _folder(connection, account_id, destination)
+        second = folder_row(connection, account_id, destination)
     except MailboxNotFound:
         raise TryCreate(destination) from None
     names = {first.id: source, second.id: destination}
     # Read again under the lock: UIDNEXT may have moved since the first read.
-    locked = {key: _folder(connection, account_id, names[key], lock=True) for key in sorted(names)}
+    locked = {
+        key: folder_row(connection, account_id, names[key], lock=True) for key in sorted(names)
+    }
     return locked[first.id], locked[second.id]
 
 
 def _existing(connection: Connection, folder_id: int, uids: Sequence[int]) -> list[tuple[int, int]]:
     """(row id, UID) of the messages among `uids` that exist, ascending UID."""
     rows: list[tuple[int, int]] = []
-    for chunk in _chunks(uids):
+    for chunk in uid_chunks(uids):
         params = {"folder_id": folder_id, "uids": chunk}
         rows.extend((row_id, uid) for row_id, uid in connection.execute(_SELECT_ROWS, params)
                     if row_id is not None)
@@ -121,8 +113,8 @@ def _transfer(
             ],
         )
         if move:
-            expunged = _take_modseq(connection, origin.id)
-            record_expunged(connection, origin.id, [uid for _, uid in rows], expunged)
+            expunged = take_modseq(connection, origin.id)
+            log_expunged(connection, origin.id, [uid for _, uid in rows], expunged)
         header_cache.extend(connection, storage_key, account_id, target.id)
     return CopyResult(uid_validity=target.uid_validity, uids=pairs)
 

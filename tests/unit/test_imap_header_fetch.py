@@ -14,6 +14,8 @@ from gateway.imap import protocol as wire
 from gateway.imap.backend import FlagMode
 from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import Content
+from gateway.imap.render.plan import FetchPlan
+from gateway.store import header_cache
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
 
@@ -44,6 +46,12 @@ HEADER_ITEMS = (
 def backend(mail_backend: MailBackend) -> MailBackend:
     mail_backend.add_account(USER, PASSWORD)
     return mail_backend
+
+
+def attribute_list(items: bytes) -> tuple[wire.FetchAttribute, ...]:
+    command = wire.parse_command(b"f FETCH 1 (" + items + b")\r\n")
+    assert isinstance(command, wire.Fetch)
+    return command.attributes
 
 
 def attribute(text: str) -> wire.FetchAttribute:
@@ -96,6 +104,36 @@ def test_header_items_equal_what_the_whole_message_gives(backend: MailBackend):
         head = alone[: -len(b")\r\nf OK FETCH completed.\r\n")]
         assert with_text.startswith(head + b" BODY[TEXT] ")
         assert with_text.endswith(b")\r\nf OK FETCH completed.\r\n")
+
+
+SYNC_ITEMS = (
+    b"UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM To SUBJECT X-Missing)] "
+    b"BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]<2.40> RFC822.HEADER BODY.PEEK[HEADER]<5000.10>"
+)
+
+
+def test_header_sync_items_written_directly_equal_the_generic_rendering(
+    backend: MailBackend, monkeypatch: pytest.MonkeyPatch
+):
+    # Runs of 2 put most messages in the SQL store's header cache (split fields), the
+    # last one not (a plain header block): both reach the direct writer.
+    monkeypatch.setattr(header_cache, "BLOCK_MESSAGES", 2)
+    h = Harness(backend)
+    for n, body in enumerate(ODD_MESSAGES):
+        h.deliver(body, flags=("\\Answered", f"kw{n % 2}"))
+    h.select()
+    assert FetchPlan(attribute_list(SYNC_ITEMS)).writes_directly
+    assert not FetchPlan(attribute_list(SYNC_ITEMS + b" ENVELOPE")).writes_directly
+    tail = b")\r\nf OK FETCH completed.\r\n"
+    generic = []
+    for n in range(1, len(ODD_MESSAGES) + 1):
+        direct = h(b"f FETCH %d (%s)" % (n, SYNC_ITEMS))
+        with_envelope = h(b"f FETCH %d (%s ENVELOPE)" % (n, SYNC_ITEMS))
+        assert direct.endswith(tail)
+        assert with_envelope.startswith(direct[: -len(tail)] + b" ENVELOPE (")
+        generic.append(direct[: -len(b"f OK FETCH completed.\r\n")])
+    assert h(b"f FETCH 1:* (%s)" % SYNC_ITEMS) == b"".join(generic) + b"f OK FETCH completed.\r\n"
+    assert h(b"f FETCH 1:* (UID FLAGS)").count(b"FLAGS (\\Answered kw") == len(ODD_MESSAGES)
 
 
 def test_header_fetch_sets_seen_and_reports_it(backend: MailBackend):

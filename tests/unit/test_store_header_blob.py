@@ -100,7 +100,7 @@ def test_a_tampered_header_blob_is_skipped_and_logged(store_engine, mailboxes, a
     header = bytearray(column_of(store_engine, Message.sealed_header, 2))
     header[30] ^= 0x01
     set_column(store_engine, 2, sealed_header=bytes(header))
-    with caplog.at_level(logging.WARNING, logger="gateway.store.mailbox"):
+    with caplog.at_level(logging.WARNING, logger="gateway.store.session"):
         headers = mailboxes.session(ALICE, alice).fetch_headers("INBOX", [1, 2, 3])
     assert [h.uid for h in headers] == [1, 3]
     assert "cannot be opened" in caplog.text

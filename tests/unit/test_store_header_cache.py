@@ -20,11 +20,13 @@ from sqlmodel import col
 
 from bridge.headers import parse_header
 from gateway.imap.backend import FlagMode, ParsedHeader, header_block
+from gateway.smtp.sent import SentCopies
 from gateway.store import header_cache
 from gateway.store.accounts import AccountStore
 from gateway.store.db import reading, writing
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, HeaderCacheBlock
+from gateway.store.outbox import Outbox, Part
 from tests.unit.store_support import ALICE, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
@@ -133,8 +135,10 @@ def test_a_folder_filled_without_the_cache_is_cached_at_its_next_message(
 
 
 def test_sent_copies_fill_the_cache_too(store_engine, mailboxes, alice):
-    mailboxes.deliver_copies("Sent", [(ALICE, alice, message(n)) for n in range(1, 6)],
-                             internal_date=WHEN)
+    copies = SentCopies(AccountStore(store_engine))
+    parts = [Part(hold=secrets.token_bytes(16), items=(),
+                  copies=[copies.prepare(ALICE, alice, message(n))]) for n in range(1, 6)]
+    Outbox(store_engine).write(parts)
     assert blocks(store_engine, "Sent") == [(1, 4)]
 
 

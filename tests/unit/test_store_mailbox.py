@@ -306,7 +306,7 @@ def test_a_message_that_does_not_open_is_skipped_and_logged(store_engine, mailbo
     sealed[40] ^= 0x01
     set_sealed(store_engine, 2, bytes(sealed))
 
-    with caplog.at_level(logging.WARNING, logger="gateway.store.mailbox"):
+    with caplog.at_level(logging.WARNING, logger="gateway.store.session"):
         fetched = mailboxes.session(ALICE, alice).fetch("INBOX", [1, 2, 3])
     assert [stored.meta.uid for stored in fetched] == [1, 3]
     assert "cannot be opened" in caplog.text

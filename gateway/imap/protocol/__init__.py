@@ -96,6 +96,7 @@ from gateway.imap.protocol.responses import (
     Literal8,
     Raw,
     Response,
+    Serialized,
     Status,
     Tagged,
     Untagged,
@@ -124,6 +125,7 @@ from gateway.imap.protocol.sequence import (
     SequenceSet,
 )
 from gateway.imap.protocol.serialize import (
+    encode_value,
     serialize,
 )
 
@@ -178,6 +180,7 @@ __all__ = [
     "RemoteProtocolError",
     "Rename",
     "Response",
+    "Serialized",
     "SIMPLE_ATTRIBUTES",
     "SYSTEM_FLAGS",
     "Search",
@@ -214,6 +217,7 @@ __all__ = [
     "Value",
     "decode_mailbox",
     "encode_mailbox",
+    "encode_value",
     "is_atom",
     "normalize_mailbox",
     "parse_command",

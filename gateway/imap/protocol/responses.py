@@ -88,4 +88,12 @@ class Continuation:
     text: str = ""
 
 
-Response = Tagged | UntaggedStatus | Untagged | Continuation
+@dataclass(frozen=True, slots=True)
+class Serialized:
+    """Untagged responses already written as octets, each with its CRLF: the FETCH
+    responses of a batch of messages, rendered straight to octets."""
+
+    data: bytes
+
+
+Response = Tagged | UntaggedStatus | Untagged | Continuation | Serialized

@@ -1,4 +1,5 @@
-"""Responses to octets: `serialize(response) -> bytes`, CRLF included.
+"""Responses to octets: `serialize(response) -> bytes`, CRLF included; `encode_value`
+for one value.
 
 Strings are quoted when they can be, else sent as literals; a response IMAP forbids
 (negative number, multi-line text) raises `LocalProtocolError`. Pure: no I/O.
@@ -13,6 +14,7 @@ from gateway.imap.protocol.responses import (
     Literal8,
     Raw,
     Response,
+    Serialized,
     Tagged,
     Untagged,
     UntaggedStatus,
@@ -62,6 +64,13 @@ def _write_value(value: Value, out: list[bytes]) -> None:
         out.append(b")")
 
 
+def encode_value(value: Value) -> bytes:
+    """The octets of one value, as a response writes it."""
+    out: list[bytes] = []
+    _write_value(value, out)
+    return b"".join(out)
+
+
 def _resp_text(text: str, code: Code | None, out: list[bytes]) -> None:
     if code is not None:
         out.append(b"[" + code.name.encode("ascii"))
@@ -76,6 +85,8 @@ def _resp_text(text: str, code: Code | None, out: list[bytes]) -> None:
 
 def serialize(response: Response) -> bytes:
     """The octets of one response, CRLF included."""
+    if isinstance(response, Serialized):
+        return response.data
     out: list[bytes] = []
     if isinstance(response, Tagged):
         out.append(response.tag.encode("ascii") + b" " + response.status.value.encode() + b" ")

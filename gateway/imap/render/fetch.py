@@ -32,6 +32,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from bridge.headers import decoded_text as decode_words
 from bridge.headers import parse_addresses, parse_header, unfold
@@ -105,6 +106,17 @@ class HeaderBlock:
     def field(self, name: str) -> str | None:
         """The first field called `name`, unfolded, as text (undecodable octets escaped)."""
         return _field(self.fields, name)
+
+
+class HeaderFields(Protocol):
+    """What the header sections read: a header block and its fields (a `MimePart`, a
+    `HeaderBlock`, or the store's `ParsedHeader`)."""
+
+    @property
+    def header(self) -> bytes: ...
+
+    @property
+    def fields(self) -> tuple[tuple[str, bytes], ...]: ...
 
 
 def _field(fields: tuple[tuple[str, bytes], ...], name: str) -> str | None:
@@ -381,7 +393,7 @@ def _lowered(names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(n.lower() for n in names)
 
 
-def _header_fields(message: MimePart | HeaderBlock, names: tuple[str, ...], exclude: bool) -> bytes:
+def _header_fields(message: HeaderFields, names: tuple[str, ...], exclude: bool) -> bytes:
     wanted = _lowered(names)
     kept = [raw for name, raw in message.fields if (name in wanted) != exclude and name]
     return b"".join(kept) + _CRLF
@@ -408,7 +420,7 @@ def section_octets(raw: bytes, message: MimePart, section: Section) -> bytes:
     return header_section(target, section)
 
 
-def header_section(message: MimePart | HeaderBlock, section: Section) -> bytes:
+def header_section(message: HeaderFields, section: Section) -> bytes:
     """The octets of BODY[HEADER] or BODY[HEADER.FIELDS (.NOT) (...)] of this message."""
     if section.text is SectionText.HEADER:
         return message.header

@@ -24,10 +24,13 @@ from gateway.imap.protocol import (
     Raw,
     Section,
     SectionText,
+    Untagged,
     Value,
     flag_list,
+    serialize,
 )
 from gateway.imap.render import binary, fetch
+from gateway.imap.render.direct import direct_renderer
 from gateway.imap.render.search import Candidate
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,8 @@ class FetchPlan:
     """The items of one FETCH command, worked out once for all its messages: their
     response names, how much of a message they read together (`content`), and the flag
     lists already rendered (most messages share a few sets of flags). `parse` takes a
-    whole message apart (`fetch.parse_message` with the connection's MIME limits)."""
+    whole message apart (`fetch.parse_message` with the connection's MIME limits). The
+    items of a header sync are written straight to octets (`direct.direct_renderer`)."""
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class FetchPlan:
         self._items = tuple((a, Raw.of(a.response_name), a.content) for a in self.attributes)
         self.content = max((a.content for a in self.attributes), default=Content.NONE)
         self._flag_lists: dict[frozenset[str], tuple[Value, ...]] = {}
+        self._direct = direct_renderer(self.attributes)
 
     def _flags(self, flags: frozenset[str]) -> tuple[Value, ...]:
         rendered = self._flag_lists.get(flags)
@@ -111,6 +116,23 @@ class FetchPlan:
             if len(self._flag_lists) < _FLAG_LISTS_KEPT:
                 self._flag_lists[flags] = rendered
         return rendered
+
+    @property
+    def writes_directly(self) -> bool:
+        """Whether `line` writes these items straight to octets (`direct.direct_renderer`):
+        metadata and header sections only."""
+        return self._direct is not None
+
+    def line(self, number: int, meta: MessageMeta, stored: StoredHeader | None) -> bytes:
+        """The octets of `* number FETCH (...)` for one message, given its header (None
+        for items that read nothing); as `items` renders it when the direct writer fails."""
+        if self._direct is not None:
+            try:
+                return self._direct(number, meta, stored)
+            except Exception:  # noqa: BLE001, S110 -- `items` serves it, opaque if it must
+                pass
+        data = header_octets(stored) if stored is not None else None
+        return serialize(Untagged((number, _FETCH, self.items(meta, data))))
 
     def items(self, meta: MessageMeta, data: Octets | None) -> tuple[Value, ...]:
         """The parenthesised FETCH data of one message. `data` is what `content` says:
@@ -197,5 +219,6 @@ class FetchPlan:
 
 
 _FLAG_LISTS_KEPT = 256
+_FETCH = Raw(b"FETCH")
 _WHOLE_SECTION = Section()
 _TEXT_SECTION = Section(text=SectionText.TEXT)

@@ -25,6 +25,7 @@ from gateway.imap.protocol import (
     Raw,
     Response,
     SequenceSet,
+    Serialized,
     Status,
     StoreMode,
     Tagged,
@@ -294,6 +295,10 @@ def _fetch_responses(
     fetch_word = Raw(b"FETCH")
     unknown_encoding = False
     try:
+        if plain.writes_directly and flagged.writes_directly:
+            yield from _serialized(s, selected, indexes, content, (plain, flagged), seen_now)
+            yield ok(tag, "FETCH completed.")
+            return
         for i, data in _contents(s, selected, indexes, content):
             if data is None and content is not Content.NONE:
                 continue  # expunged by another session since this one last looked
@@ -312,6 +317,39 @@ def _fetch_responses(
         yield Tagged(tag, Status.NO, text, Code("UNKNOWN-CTE"))
         return
     yield ok(tag, "FETCH completed.")
+
+
+def _serialized(
+    s: ImapState,
+    selected: SelectedMailbox,
+    indexes: list[int],
+    content: Content,
+    plans: tuple[FetchPlan, FetchPlan],
+    seen_now: set[int],
+) -> Iterator[Serialized]:
+    """The FETCH responses of plans that write directly (a header sync), one `Serialized`
+    per batch of messages: no response object per message."""
+    plain, flagged = plans
+    messages, uids = selected.messages, selected.uids
+    if content is Content.NONE:
+        for start in range(0, len(indexes), s.config.header_batch):
+            chunk = indexes[start : start + s.config.header_batch]
+            yield Serialized(b"".join([
+                (flagged if i in seen_now else plain).line(i + 1, messages[i], None)
+                for i in chunk
+            ]))
+        return
+    session = s.mail()
+    config = s.config
+    for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets):
+        found = {h.uid: h for h in session.fetch_headers(selected.name, [uids[i] for i in chunk])}
+        lines = []
+        for i in chunk:
+            stored = found.get(uids[i])
+            if stored is not None:  # else expunged by another session since this one looked
+                plan = flagged if i in seen_now else plain
+                lines.append(plan.line(i + 1, messages[i], stored))
+        yield Serialized(b"".join(lines))
 
 
 def _contents(

@@ -1,0 +1,143 @@
+"""FETCH responses written straight to octets, for the items of a client's header sync.
+
+A first sync asks every message of a folder for a few metadata items and a header
+section (`UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]`); building wire `Value`s
+for them and walking those in the generic serializer cost more than reading and opening
+the headers. `direct_renderer` gives, for a FETCH whose items are all of that kind (UID,
+FLAGS, INTERNALDATE, RFC822.SIZE, RFC822.HEADER, BODY[HEADER], BODY[HEADER.FIELDS (.NOT)],
+any of the sections with a partial), a function that writes one message's response as
+the octets `serialize` writes for the same items (`* n FETCH (...)` and its CRLF): names
+and flag lists rendered once per command, numbers and the header literal per message,
+the header cut from the fields the store split when it cached the header (`ParsedHeader`)
+or split here. Any other FETCH gets None and goes through `FetchPlan`. Pure: no I/O,
+nothing kept between commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from gateway.imap.backend import MessageMeta, ParsedHeader, StoredHeader
+from gateway.imap.protocol import (
+    Content,
+    FetchAttribute,
+    FetchKind,
+    Section,
+    SectionText,
+    encode_value,
+    flag_list,
+)
+from gateway.imap.render import fetch
+
+# One message's response line: (message number, metadata, its header or None) -> octets.
+DirectRenderer = Callable[[int, MessageMeta, StoredHeader | None], bytes]
+_Item = Callable[[MessageMeta, "fetch.HeaderFields | None"], bytes]
+
+_FLAG_LISTS_KEPT = 256
+_NAME_TUPLES_KEPT = 1024  # one a block of the store's header cache
+_FIELD_TEXTS = (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
+
+
+def direct_renderer(attributes: Sequence[FetchAttribute]) -> DirectRenderer | None:
+    """The octets writer for these FETCH items, or None if one of them needs more than
+    metadata and a header section."""
+    items: list[_Item] = []
+    reads_header = False
+    for attr in attributes:
+        item = _item(attr)
+        if item is None:
+            return None
+        reads_header = reads_header or attr.content is Content.HEADER
+        items.append(item)
+    if not items:
+        return None
+    parse = fetch.HeaderBlock.parse
+
+    def render(number: int, meta: MessageMeta, stored: StoredHeader | None) -> bytes:
+        head: fetch.HeaderFields | None = None
+        if reads_header:
+            if stored is None:
+                raise ValueError("header items without a header")
+            head = stored if isinstance(stored, ParsedHeader) else parse(stored.header)
+        return b"* %d FETCH (%b)\r\n" % (number, b" ".join([item(meta, head) for item in items]))
+
+    return render
+
+
+def _item(attr: FetchAttribute) -> _Item | None:
+    prefix = attr.response_name.encode("ascii") + b" "
+    kind = attr.kind
+    if kind is FetchKind.UID:
+        return lambda meta, _: b"%b%d" % (prefix, meta.uid)
+    if kind is FetchKind.RFC822_SIZE:
+        return lambda meta, _: b"%b%d" % (prefix, meta.size)
+    if kind is FetchKind.INTERNALDATE:
+        return lambda meta, _: prefix + encode_value(fetch.internal_date(meta.internal_date))
+    if kind is FetchKind.FLAGS:
+        return _flags(prefix)
+    if attr.content is not Content.HEADER or kind is FetchKind.ENVELOPE:
+        return None
+    if kind is FetchKind.RFC822_HEADER:
+        return lambda _, head: prefix + _literal(_header(head).header)
+    section = attr.section
+    if section is None:
+        return None
+    partial = attr.partial
+    cut = _cut(section) if section.text in _FIELD_TEXTS else None
+
+    def header_section(_: MessageMeta, head: fetch.HeaderFields | None) -> bytes:
+        if cut is not None and isinstance(head, ParsedHeader):
+            octets = cut(head)
+        else:
+            octets = fetch.header_section(_header(head), section)
+        if partial is not None:
+            origin, length = partial
+            octets = octets[origin : origin + length]
+        return prefix + _literal(octets)
+
+    return header_section
+
+
+def _cut(section: Section) -> Callable[[ParsedHeader], bytes]:
+    """HEADER.FIELDS (.NOT) of a store-split header, as `fetch.header_section` cuts it,
+    from the name numbers of its `names` (worked out once per distinct tuple of names)."""
+    wanted = frozenset(name.lower() for name in section.fields)
+    exclude = section.text is SectionText.HEADER_FIELDS_NOT
+    numbers: dict[tuple[str, ...], frozenset[int]] = {}
+
+    def cut(head: ParsedHeader) -> bytes:
+        kept = numbers.get(head.names)
+        if kept is None:
+            kept = frozenset(
+                i for i, name in enumerate(head.names) if name and (name in wanted) != exclude
+            )
+            if len(numbers) < _NAME_TUPLES_KEPT:
+                numbers[head.names] = kept
+        return head.cut(kept) + b"\r\n"
+
+    return cut
+
+
+def _flags(prefix: bytes) -> _Item:
+    rendered: dict[frozenset[str], bytes] = {}
+
+    def flags(meta: MessageMeta, _: fetch.HeaderFields | None) -> bytes:
+        octets = rendered.get(meta.flags)
+        if octets is None:
+            octets = prefix + encode_value(flag_list(meta.flags))
+            if len(rendered) < _FLAG_LISTS_KEPT:
+                rendered[meta.flags] = octets
+        return octets
+
+    return flags
+
+
+def _header(head: fetch.HeaderFields | None) -> fetch.HeaderFields:
+    if head is None:  # never: `render` gives header items their header
+        raise ValueError("header item without a header")
+    return head
+
+
+def _literal(octets: bytes) -> bytes:
+    return b"{%d}\r\n%b" % (len(octets), octets) if octets else b'""'
+

@@ -1,0 +1,172 @@
+"""A folder's row and the message rows filed into it, inside a caller's transaction.
+
+    folder_row                 the folder's row (locked for writers), or MailboxNotFound
+    take_modseq, take_uid      the folder's counters, taken
+    log_expunged               the record of UIDs that left a folder (`changes_since`)
+    uid_chunks                 UIDs, ascending, in chunks for IN (...) lists
+    prepare_message            sealing a message and its header block, before the
+                               transaction (the slow part)
+    ensure_folder, store_prepared   filing a prepared message
+
+Delivery (`mailbox`), sessions (`session`), APPEND, COPY and MOVE (`transfer`), folders,
+imports and the outbox's Sent copies build on these. Nothing here opens or commits a
+transaction, and nothing logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import nacl.utils
+from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlmodel import col
+
+from gateway.imap.backend import MailboxNotFound
+from gateway.store.db import InvalidValue, utc
+from gateway.store.flags import canonical_flags, flags_text
+from gateway.store.folder_state import canonical_folder_name, insert_folder
+from gateway.store.models import ExpungedMessage, Folder, Message
+from gateway.store.sealing import SEAL_ID_LEN, seal_header, seal_message
+
+IN_CHUNK = 500  # bound parameters per IN (...) list
+_MAX_FOLDER_NAME = 512
+
+# Statements are built once: building one costs more than running it here.
+_SELECT_FOLDER = select(
+    col(Folder.id),
+    col(Folder.name),
+    col(Folder.uid_validity),
+    col(Folder.uid_next),
+    col(Folder.highest_modseq),
+).where(col(Folder.account_id) == bindparam("account_id"), col(Folder.name) == bindparam("name"))
+# Writers lock the folder row first (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes).
+_LOCK_FOLDER = _SELECT_FOLDER.with_for_update()
+_TAKE_MODSEQ = (
+    update(Folder)
+    .where(col(Folder.id) == bindparam("folder_id"))
+    .values(highest_modseq=col(Folder.highest_modseq) + 1)
+    .returning(col(Folder.highest_modseq))
+)
+_TAKE_UID_AND_MODSEQ = (
+    update(Folder)
+    .where(col(Folder.id) == bindparam("folder_id"))
+    .values(uid_next=col(Folder.uid_next) + 1, highest_modseq=col(Folder.highest_modseq) + 1)
+    .returning(col(Folder.uid_next), col(Folder.highest_modseq))
+)
+_INSERT_MESSAGE = insert(Message)
+_INSERT_EXPUNGED = insert(ExpungedMessage)
+
+
+@dataclass(frozen=True)
+class FolderRow:
+    id: int
+    name: str
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+
+
+def folder_row(
+    connection: Connection, account_id: int, name: str, *, lock: bool = False
+) -> FolderRow:
+    """The account's folder `name`; `MailboxNotFound` if it has none."""
+    params = {"account_id": account_id, "name": canonical_folder_name(name)}
+    row = connection.execute(_LOCK_FOLDER if lock else _SELECT_FOLDER, params).first()
+    if row is None:
+        raise MailboxNotFound(name)
+    folder_id, folder_name, uid_validity, uid_next, highest_modseq = row
+    assert folder_id is not None  # noqa: S101 - a primary key read back is never NULL
+    return FolderRow(folder_id, folder_name, uid_validity, uid_next, highest_modseq)
+
+
+def take_modseq(connection: Connection, folder_id: int) -> int:
+    """The folder's next modseq, taken."""
+    return connection.execute(_TAKE_MODSEQ, {"folder_id": folder_id}).scalar_one()
+
+
+def take_uid(connection: Connection, folder_id: int) -> tuple[int, int]:
+    """The folder's next UID and next modseq, both taken."""
+    uid_next, modseq = connection.execute(_TAKE_UID_AND_MODSEQ, {"folder_id": folder_id}).one()
+    return uid_next - 1, modseq
+
+
+def log_expunged(connection: Connection, folder_id: int, uids: Sequence[int], modseq: int) -> None:
+    """Record, in the transaction that takes them out, that these UIDs left the folder at
+    `modseq` (EXPUNGE, MOVE and the RENAME of INBOX), for sessions that ask what changed
+    since a modseq."""
+    if uids:
+        rows = [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids]
+        connection.execute(_INSERT_EXPUNGED, rows)
+
+
+def uid_chunks(uids: Sequence[int]) -> Iterator[list[int]]:
+    """The distinct `uids`, ascending, in lists of at most `IN_CHUNK`."""
+    ordered = sorted(set(uids))
+    for start in range(0, len(ordered), IN_CHUNK):
+        yield ordered[start : start + IN_CHUNK]
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message sealed for one account's store, not yet given a folder or UID."""
+
+    seal_id: bytes
+    size: int
+    sealed: bytes
+    sealed_header: bytes
+
+
+def prepare_message(storage_key: bytes, account_id: int, message: bytes) -> PreparedMessage:
+    """Seal `message` and its header block (outside any transaction: it is the slow part)."""
+    seal_id = nacl.utils.random(SEAL_ID_LEN)
+    return PreparedMessage(
+        seal_id=seal_id,
+        size=len(message),
+        sealed=seal_message(storage_key, account_id, seal_id, message),
+        sealed_header=seal_header(storage_key, account_id, seal_id, message),
+    )
+
+
+def ensure_folder(
+    connection: Connection, account_id: int, name: str, special_use: str | None = None
+) -> tuple[int, bool]:
+    """The folder's id, creating it if missing; and whether it was created."""
+    name = canonical_folder_name(name)
+    if not name or len(name) > _MAX_FOLDER_NAME or any(ord(ch) < 0x20 for ch in name):
+        raise InvalidValue("folder name is empty, too long or holds a control character")
+    try:
+        return folder_row(connection, account_id, name, lock=True).id, False
+    except MailboxNotFound:
+        pass
+    return insert_folder(connection, account_id, name, special_use), True
+
+
+def store_prepared(
+    connection: Connection,
+    folder_id: int,
+    prepared: PreparedMessage,
+    *,
+    internal_date: datetime,
+    flags: Iterable[str] = (),
+    envelope_id: bytes | None = None,
+) -> int:
+    """Insert a prepared message into a folder (whose row the caller locked); its UID."""
+    uid, modseq = take_uid(connection, folder_id)
+    connection.execute(
+        _INSERT_MESSAGE,
+        {
+            "folder_id": folder_id,
+            "uid": uid,
+            "envelope_id": envelope_id,
+            "seal_id": prepared.seal_id,
+            "internal_date": utc(internal_date),
+            "size": prepared.size,
+            "flags": flags_text(canonical_flags(flags)),
+            "modseq": modseq,
+            "sealed": prepared.sealed,
+            "sealed_header": prepared.sealed_header,
+        },
+    )
+    return uid
