@@ -31,9 +31,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something listens on `port`; give up early once `process` has exited."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.05)
@@ -70,7 +73,15 @@ class Service:
                 stderr=subprocess.STDOUT,
             )
         for port in self.ports:
-            wait_for_port(port)
+            try:
+                wait_for_port(port, process=self.proc)
+            except TimeoutError as slow:
+                # Say whether it died or hung, and why, rather than only the port.
+                code = self.proc.poll()
+                state = "still running" if code is None else f"exited with status {code}"
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise TimeoutError(f"{self.name}: {slow} ({state}); its log ends:\n{tail}") \
+                    from None
 
     def stop(self) -> int:
         if self.proc is None:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 log = logging.getLogger("sealgate.migrate")
 LOG_EVERY = 1000
+DESC_MAX = 32  # a bar's folder name at most (its end), so that rate, octets and ETA fit
 
 
 class FolderProgress(Protocol):
@@ -22,6 +23,8 @@ class FolderProgress(Protocol):
 
 class _Bar:
     def __init__(self, name: str, total: int) -> None:
+        if len(name) > DESC_MAX:  # an mbox file's full path, say
+            name = "…" + name[1 - DESC_MAX:]
         self._bar = tqdm(total=total, desc=name, unit="msg", file=sys.stderr, leave=True,
                          dynamic_ncols=True)
         self._octets = 0

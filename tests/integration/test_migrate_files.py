@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import secrets
 import signal
 import sqlite3
@@ -233,6 +234,8 @@ def test_ctrl_c_keeps_what_was_stored_and_a_terminal_gets_a_progress_bar(
         os.close(terminal)
     text = shown.decode("utf-8", "replace")
     assert "inbox.mbox: " in text and "/150 [" in text and "\r" in text, text  # a bar, redrawn
+    # tqdm's bar: elapsed<ETA, messages/s, then the octets read so far
+    assert re.search(r"/150 \[\d\d:\d\d<\d\d:\d\d, [\d.]+msg/s, [\d.]+[kMG]?B\]", text), text
     assert text.rstrip().endswith(
         "sealgate: error: interrupted: what was stored is kept; run again to resume"), text
     assert "Traceback" not in text

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli_main
+from gateway.migrate.errors import SourceError
 from gateway.migrate.imap import ImapSource
 from gateway.migrate.settings import MigrateSettings
 from gateway.tls import ensure_certificate
@@ -227,6 +228,7 @@ def test_delete_source_moves_verified_mail_to_the_folder_the_operator_names(
     sources = [f["source"] for f in json.loads(table)["folders"]]
     assert "Übertragen/2026" not in sources and "INBOX" in sources
     assert imported_rows(lone.accounts["alice"].home) == 25
+    assert legacy_counts(legacy) == counts  # a dry run deletes nothing, --delete-source or not
 
 
 def test_without_move_the_named_folder_gets_a_copy_then_the_originals_are_expunged(
@@ -256,6 +258,31 @@ def test_without_move_the_named_folder_gets_a_copy_then_the_originals_are_expung
         assert 2 not in map(int, data[0].split()) and 4 in map(int, data[0].split())
     finally:
         imap.logout()
+
+
+def test_a_server_without_uidplus_is_never_expunged_from(legacy: LegacyServer) -> None:
+    """A plain EXPUNGE could remove mail the migration never read: without UIDPLUS
+    (struck from what the client saw of Dovecot's), nothing is marked or removed."""
+
+    async def try_to_delete() -> None:
+        source = ImapSource(host="127.0.0.1", port=legacy.dovecot.port, security="plain",
+                            user=legacy.user, password=PASSWORD, settings=MigrateSettings())
+        try:
+            spam = next(f for f in await source.folders() if f.display == "Spam")
+            source._client.protocol.capabilities.discard("UIDPLUS")
+            with pytest.raises(SourceError, match="lacks UIDPLUS: nothing deleted from it"):
+                await source.delete(spam, [2, 3, 5])
+        finally:
+            await source.close()
+
+    asyncio.run(try_to_delete())
+    imap = legacy_imap(legacy.dovecot, legacy.user)
+    try:
+        imap.select('"Spam"', readonly=True)
+        assert imap.uid("SEARCH", "DELETED") == ("OK", [b""])
+    finally:
+        imap.logout()
+    assert folder_count(legacy, "Spam") == 15
 
 
 def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(

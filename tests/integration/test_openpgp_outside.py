@@ -34,6 +34,7 @@ from tests.bubble_processes import (
 from tests.gpg import Gpg, pgp_mime
 from tests.integration.test_end_to_end import imap_login, submit, wait_for_messages
 from tests.integration.test_inbound import Postfix, postfix_mx  # noqa: F401 - a fixture
+from tests.integration.test_submission_extras import folder
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +216,9 @@ def test_mail_outside_reaches_the_smarthost_as_pgp_mime_that_gpg_opens(
         assert inner["Subject"] == subject
         assert canary in inner.get_body().get_content()  # type: ignore[union-attr]
     assert len(wait_for_messages(bob, token=canary)) == 1  # the bubble copy, as ever
+    (copy,) = [m for m in folder(alice, "Sent") if canary.encode() in m]  # alice's, in clear
+    kept = email.message_from_bytes(copy, policy=email.policy.default)
+    assert kept["Subject"] == subject and CAROL in kept["To"] and DAVE in kept["To"]
     assert files_containing(inbound_bubble.state_dirs, [canary.encode(), subject.encode()]) == []
     log = inbound_bubble.log_text("alice")
     assert CAROL not in log and DAVE not in log and "Traceback" not in log

@@ -33,6 +33,10 @@ def read_all(source, folder):
     (["Gesendete Objekte"], ["\\Sent"], Target("Sent", "\\Sent")),
     (["Sent Items"], [], Target("Sent", "\\Sent")),
     (["INBOX", "Spam"], [], Target("Junk", "\\Junk")),
+    (["Papierkorb"], ["\\Trash"], Target("Trash", "\\Trash")),
+    (["Deleted Items"], [], Target("Trash", "\\Trash")),
+    (["Archiv"], ["\\Archive"], Target("Archive", "\\Archive")),
+    (["Entwürfe"], ["\\Drafts"], Target("Drafts", "\\Drafts")),
     (["Projects", "Sent"], [], Target("Projects/Sent", None)),  # only top-level names
     (["a/b", "c"], [], Target("a_b/c", None)),
     (["[Gmail]", "All Mail"], ["\\All"], None),
@@ -56,6 +60,17 @@ def test_mbox_unquotes_from_lines_and_reads_flags_and_dates(tmp_path: Path, quot
     assert first.flags == ("$Work", "Later", "\\Answered", "\\Flagged", "\\Seen")
     assert first.internal_date == datetime(2019, 3, 5, 10, 11, 12, tzinfo=UTC)
     assert (second.uid, second.flags, second.raw) == (2, (), b"Subject: two\n\nplain\n")
+
+
+def test_mbox_folder_puts_every_file_into_one_named_folder(tmp_path: Path):
+    for name in ("a.mbox", "inbox.mbox"):
+        (tmp_path / name).write_bytes(MBOX)
+    source = MboxSource(sorted(tmp_path.iterdir()), folder="Alt/2019", max_bytes=10_000,
+                        batch=10)
+    folders = asyncio.run(source.folders())
+    assert [(f.display, f.target.name, f.count) for f in folders] == [
+        (str(tmp_path / "a.mbox"), "Alt/2019", 2), (str(tmp_path / "inbox.mbox"), "Alt/2019", 2)]
+    assert [m.uid for f in folders for m in read_all(source, f)] == [1, 2, 1, 2]
 
 
 def test_maildir_flags_keywords_and_unreadable_sizes(tmp_path: Path):
