@@ -208,8 +208,8 @@ def test_imaplib_session(server: ServerThread, backend: MailBackend, client_tls:
         )
         typ, data = client.fetch("1", "(BODYSTRUCTURE)")
         assert data[0] == (
-            b'1 (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 18 1 '
-            b'NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL "7bit" 25 1 '
+            b'1 (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 18 0 '
+            b'NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL "7bit" 25 0 '
             b'NIL NIL NIL NIL) "alternative" ("boundary" "alt") NIL NIL NIL))'
         )
         assert client.fetch("1", "(BODY)")[1][0].startswith(b'1 (BODY (("text" "plain"')

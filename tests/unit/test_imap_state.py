@@ -616,7 +616,7 @@ def test_fetch_bodystructure(backend: MailBackend):
     h.select()
     out = lines(h(b"f FETCH 1 BODYSTRUCTURE"))[0]
     assert out == (
-        b'* 1 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 19 1 '
+        b'* 1 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 19 0 '
         b'NIL NIL NIL NIL)("application" "pdf" ("name" "r.pdf") NIL NIL "base64" 12 NIL '
         b'("attachment" ("filename" "r.pdf")) NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL))'
     )
