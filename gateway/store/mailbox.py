@@ -76,7 +76,7 @@ from gateway.imap.backend import (
     StoredHeader,
     StoredMessage,
 )
-from gateway.store import header_cache
+from gateway.store import header_cache, recent
 from gateway.store.accounts import find_account, normalize_address
 from gateway.store.db import (
     InvalidValue,
@@ -646,13 +646,22 @@ class StoreSession:
         with reading(self._engine) as connection:
             target = _folder(connection, self._account_id, folder)
             rows = connection.execute(_SELECT_META, {"folder_id": target.id}).all()
+            first_recent = recent.first_recent_uid(connection, target.id)
         return FolderSnapshot(
             name=target.name,
             uid_validity=target.uid_validity,
             uid_next=target.uid_next,
             highest_modseq=target.highest_modseq,
+            first_recent_uid=first_recent,
             messages=_metas(rows),
         )
+
+    @_raises_backend_errors
+    def claim_recent(self, folder: str) -> range:
+        self._storage_key()
+        with writing(self._engine) as connection:
+            target = _folder(connection, self._account_id, folder, lock=True)
+            return recent.claim(connection, target.id, target.uid_next)
 
     @_raises_backend_errors
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:

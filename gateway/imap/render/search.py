@@ -157,8 +157,8 @@ def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
         flag, present = key.flag.lower(), key.present
         return lambda c: (flag in c.lower_flags) == present
     if isinstance(key, SearchRecent):
-        recent = key.present  # nothing is \Recent here: RECENT matches none, OLD all
-        return lambda c: not recent
+        recent = key.present  # the candidate's flags hold \Recent when it is, for this session
+        return lambda c: ("\\recent" in c.lower_flags) == recent
     if isinstance(key, SearchSet):
         if key.uid:
             has_uid = _in_set(key.sequence_set.intervals(scope.last_uid))

@@ -54,7 +54,9 @@ def do_select(s: ImapState, cmd: protocol.Select | protocol.Examine) -> Reply:
         s.deselect()
         responses.append(UntaggedStatus(Status.OK, "Previous mailbox closed.", Code("CLOSED")))
     snapshot = s.mail().snapshot(cmd.mailbox)
-    s.selected = SelectedMailbox(snapshot, read_only=read_only)
+    # SELECT takes \Recent from the folder for this session; EXAMINE leaves it (6.3.2).
+    recent = None if read_only else s.mail().claim_recent(cmd.mailbox)
+    s.selected = SelectedMailbox(snapshot, read_only=read_only, recent=recent)
     s.state = State.SELECTED
     responses += s.selected.select_responses()
     code = Code("READ-ONLY" if read_only else "READ-WRITE")
@@ -84,24 +86,30 @@ def do_list(s: ImapState, cmd: protocol.List | protocol.Lsub) -> Reply:
     return Reply(responses)
 
 
-_STATUS_ITEMS: dict[str, Callable[[FolderSnapshot], int]] = {
-    "MESSAGES": lambda f: len(f.messages),
-    "RECENT": lambda f: 0,
-    "UIDNEXT": lambda f: f.uid_next,
-    "UIDVALIDITY": lambda f: f.uid_validity,
-    "UNSEEN": lambda f: sum(SEEN not in m.flags for m in f.messages),
-    "HIGHESTMODSEQ": lambda f: f.highest_modseq,
+_STATUS_ITEMS: dict[str, Callable[[FolderSnapshot, SelectedMailbox | None], int]] = {
+    "MESSAGES": lambda f, _: len(f.messages),
+    "RECENT": lambda f, view: sum(
+        m.uid >= f.first_recent_uid or (view is not None and view.is_recent(m.uid))
+        for m in f.messages
+    ),
+    "UIDNEXT": lambda f, _: f.uid_next,
+    "UIDVALIDITY": lambda f, _: f.uid_validity,
+    "UNSEEN": lambda f, _: sum(SEEN not in m.flags for m in f.messages),
+    "HIGHESTMODSEQ": lambda f, _: f.highest_modseq,
 }
 
 
 def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
+    """STATUS; RECENT counts what no session took yet, and what this session holds as
+    \\Recent when the folder is the one it selected."""
     snapshot = s.mail().snapshot(cmd.mailbox)
+    view = s.selected if s.selected is not None and s.selected.name == snapshot.name else None
     items: list[Value] = []
     for item in cmd.items:
         value = _STATUS_ITEMS.get(item)
         if value is None:
             raise CommandFailed(Status.BAD, f"Unknown status item {item}.")
-        items += [Raw.of(item), value(snapshot)]
+        items += [Raw.of(item), value(snapshot, view)]
     return Reply(
         [
             Untagged((Raw(b"STATUS"), encode_mailbox(cmd.mailbox), tuple(items))),

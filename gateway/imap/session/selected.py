@@ -142,7 +142,7 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
     parse = message_parser(s.config)
     found: list[int] = []
     for i, data in _contents(s, selected, range(len(selected.messages)), content):
-        meta = selected.messages[i]
+        meta = selected.shown(i)
         try:
             hit = matches(candidate(i, meta, data, content, parse))
         except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
@@ -197,7 +197,7 @@ def _fetch_responses(
             if data is None and content is not Content.NONE:
                 continue  # expunged by another session since this one last looked
             plan = flagged if i in seen_now else plain
-            yield Untagged((i + 1, fetch_word, plan.items(selected.messages[i], data)))
+            yield Untagged((i + 1, fetch_word, plan.items(selected.shown(i), data)))
     except BackendError as error:
         yield backend_failure(error).response(tag)
         return
