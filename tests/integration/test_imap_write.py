@@ -242,7 +242,7 @@ def test_create_in_wrong_state_and_bad_names(server: ServerThread):
         raw.send(b"b CREATE &Jjo\r\n")  # not modified UTF-7
         assert raw.until_tagged(b"b")[-1].startswith(b"b BAD Invalid mailbox name")
         raw.send(b"c RENAME Box\r\n")
-        assert raw.until_tagged(b"c")[-1].startswith(b"c BAD Expected a space")
+        assert raw.until_tagged(b"c")[-1].startswith(b"c BAD Incomplete RENAME command")
         raw.send(b"d MOVE 1 Trash\r\n")
         assert raw.until_tagged(b"d") == [b"d BAD No mailbox selected.\r\n"]
     finally:

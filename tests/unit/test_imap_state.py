@@ -421,7 +421,7 @@ def test_create_delete_rename_and_subscriptions(backend: MailBackend):
     assert h(b"u UNSUBSCRIBE Nope").startswith(b"u NO [CANNOT]")
     assert h(b"d DELETE Done") == b"d OK DELETE completed.\r\n"
     assert b"Done" not in h(b'l LIST "" "*"')
-    assert h(b"c CREATE") == b"c BAD Expected a space\r\n"
+    assert h(b"c CREATE") == b"c BAD Incomplete CREATE command: arguments are missing\r\n"
 
 
 def test_deleting_or_renaming_the_selected_folder_leaves_it(backend: MailBackend):

@@ -313,6 +313,7 @@ def parse_command(data: bytes, *, max_depth: int = 16) -> Command:
     parse = PARSERS.get(name)
     if parse is None:
         r.fail(f"Unknown command {name}")
+    r.command = name
     return parse(r, r.tag or "")
 
 
