@@ -301,3 +301,36 @@ def test_search_charset_utf8_literals_and_unknown_charsets(client: imaplib.IMAP4
     assert client.search("UTF-8", "SUBJECT") == ("OK", [b"1"])
     typ, data = client._simple_command("SEARCH", "CHARSET", "KOI8-R", "BODY", "x")
     assert (typ, data) == ("NO", [b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset."])
+
+
+@pytest.mark.parametrize(
+    ("criteria", "found"),
+    [
+        ("*", b"7"),
+        ("*:5", b"5 6 7"),
+        ("1,3:4", b"1 3 4"),
+        ("UID 3:1", b"1 2 3"),
+        ("UID *", b"7"),
+        ("OR 1 UID 7", b"1 7"),
+        ("NOT 2:6", b"1 7"),
+        ("(OR 1 2) (OR 2 3)", b"2"),
+        ("SENTON 3-Jan-2024", b"1"),  # the Date: header's own day, whatever its zone
+        ("SENTBEFORE 3-Jan-2024", b""),
+        ("SENTSINCE 3-Jan-2024", b"1"),
+        ("SENTSINCE 4-Jan-2024", b""),
+        ("SINCE 1-Jan-2000", b"1 2 3 4 5 6 7"),
+        ("BEFORE 1-Jan-2000", b""),
+        (f"LARGER {len(TWICE)}", b"1"),  # RFC822.SIZE, strictly larger
+        ("SMALLER 100", b"3 4 5 6"),  # sizes 1326 175 68 85 90 88 113
+        ('BODY "hello WORLD"', b"1 2"),  # case-insensitive, any text part
+        ("BODY caf", b"1"),  # quoted-printable, decoded
+        ("BODY innermost", b"2"),  # an embedded message is body, header and all
+        ("TEXT innermost", b"2"),
+        ("TEXT middle@example", b"2"),
+        ('HEADER SUBJECT ""', b"1"),  # the field is there, whatever it holds
+        ('HEADER X-Nowhere ""', b""),
+        ("SUBJECT NIL", b""),  # NIL here is the word, not nothing
+    ],
+)
+def test_search_keys(client: imaplib.IMAP4, criteria: str, found: bytes):
+    assert client.search(None, criteria) == ("OK", [found])
