@@ -55,7 +55,12 @@ def do_select(s: ImapState, cmd: protocol.Select | protocol.Examine) -> Reply:
         responses.append(UntaggedStatus(Status.OK, "Previous mailbox closed.", Code("CLOSED")))
     snapshot = s.mail().snapshot(cmd.mailbox)
     # SELECT takes \Recent from the folder for this session; EXAMINE leaves it (6.3.2).
-    recent = None if read_only else s.mail().claim_recent(cmd.mailbox)
+    # Nothing to take costs no write: mail arriving meanwhile is claimed at the next sync.
+    recent = None
+    if not read_only:
+        nothing = range(snapshot.uid_next, snapshot.uid_next)
+        new = snapshot.first_recent_uid < snapshot.uid_next
+        recent = s.mail().claim_recent(cmd.mailbox) if new else nothing
     s.selected = SelectedMailbox(snapshot, read_only=read_only, recent=recent)
     s.state = State.SELECTED
     responses += s.selected.select_responses()
