@@ -100,6 +100,9 @@ class ObservedSession:
     def snapshot(self, folder: str) -> FolderSnapshot:
         return self.inner.snapshot(folder)
 
+    def claim_recent(self, folder: str) -> range:
+        return self.inner.claim_recent(folder)
+
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         return self.inner.changes_since(folder, modseq)
 

@@ -70,6 +70,7 @@ class _Folder:
     highest_modseq: int = 1
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     expunged: dict[int, int] = field(default_factory=dict)  # uid -> modseq of its expunge
+    first_recent_uid: int = 1
 
     def changes_since(self, modseq: int) -> FolderChanges:
         return FolderChanges(
@@ -90,6 +91,7 @@ class _Folder:
             uid_validity=self.uid_validity,
             uid_next=self.uid_next,
             highest_modseq=self.highest_modseq,
+            first_recent_uid=self.first_recent_uid,
             messages=tuple(self.messages[uid].meta for uid in sorted(self.messages)),
         )
 
@@ -201,6 +203,13 @@ class MemorySession:
     def snapshot(self, folder: str) -> FolderSnapshot:
         with self._store.lock:
             return self._folder(folder).snapshot()
+
+    def claim_recent(self, folder: str) -> range:
+        with self._store.lock:
+            target = self._folder(folder)
+            claimed = range(target.first_recent_uid, max(target.first_recent_uid, target.uid_next))
+            target.first_recent_uid = claimed.stop
+            return claimed
 
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         with self._store.lock:
@@ -403,6 +412,7 @@ class MemorySession:
                 )
                 renamed.uid_next, renamed.highest_modseq = folder.uid_next, folder.highest_modseq
                 renamed.messages = folder.messages
+                renamed.first_recent_uid = folder.first_recent_uid
             for name in [n for n in account.subscribed if n == old or is_inferior(n, old)]:
                 account.subscribed.discard(name)
                 account.subscribed.add(new + name[len(old):])

@@ -118,12 +118,15 @@ class MessageMeta:
 
 @dataclass(frozen=True)
 class FolderSnapshot:
-    """A folder's state at one moment, messages in UID order."""
+    """A folder's state at one moment, messages in UID order. Messages from
+    `first_recent_uid` on are \\Recent: no session has selected the folder read-write
+    since they arrived (`MailSession.claim_recent`)."""
 
     name: str
     uid_validity: int
     uid_next: int
     highest_modseq: int
+    first_recent_uid: int
     messages: tuple[MessageMeta, ...] = field(default_factory=tuple)
 
 
@@ -292,6 +295,13 @@ class MailSession(Protocol):
 
     def snapshot(self, folder: str) -> FolderSnapshot:
         """Current state of a folder; raises MailboxNotFound."""
+        ...
+
+    def claim_recent(self, folder: str) -> range:
+        """Take the folder's \\Recent messages for this session (SELECT; RFC 3501 2.3.2):
+        the UIDs from its first recent UID up to its UID next, at once and for this session
+        only; the first recent UID becomes that UID next. Other sessions see none of them
+        as recent. Raises MailboxNotFound."""
         ...
 
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:

@@ -133,6 +133,18 @@ class ExpungedMessage(StoreTable, table=True):
     modseq: int = Field(sa_type=BigInteger)
 
 
+class RecentMark(StoreTable, table=True):
+    """Where \\Recent starts in a folder (RFC 3501 2.3.2): the messages from
+    `first_recent_uid` on arrived after the last session that selected the folder
+    read-write took the recent ones (`gateway.store.recent`). No row: all are recent.
+    A table of its own, so that stores made before it get it without a migration."""
+
+    __tablename__ = "recent_mark"
+
+    folder_id: int = Field(foreign_key="folder.id", primary_key=True, ondelete="CASCADE")
+    first_recent_uid: int = Field(sa_type=BigInteger)
+
+
 class MailboxState(StoreTable, table=True):
     """An account's folder bookkeeping. `last_uid_validity` is the greatest UIDVALIDITY
     it ever had, so a folder created again after a DELETE or RENAME gets a greater one

@@ -52,7 +52,7 @@ from gateway.imap.backend import (
     StoredMessage,
     Usage,
 )
-from gateway.store import append, folders, header_cache, transfer
+from gateway.store import append, folders, header_cache, recent, transfer
 from gateway.store.db import SessionClosed, StoreError, reading, writing
 from gateway.store.flags import DELETED, FlagCache, canonical_flags, flags_text
 from gateway.store.folder_rows import (
@@ -263,9 +263,11 @@ class StoreSession:
         with reading(self._engine) as connection:
             target = folder_row(connection, self._account_id, folder)
             key = (self._account_id, target.id)
+            # \Recent is claimed without a new modseq: read it fresh every time.
+            first_recent = recent.first_recent_uid(connection, target.id)
             cached = self._snapshots.get(key, target.uid_validity)
             if cached is not None and cached.highest_modseq == target.highest_modseq:
-                snapshot = replace(cached, name=target.name)
+                snapshot = cached
             elif cached is not None and cached.highest_modseq < target.highest_modseq:
                 changes = _changes(connection, target, cached.highest_modseq)
                 snapshot = merged(cached, target.name, changes)
@@ -276,10 +278,18 @@ class StoreSession:
                     uid_validity=target.uid_validity,
                     uid_next=target.uid_next,
                     highest_modseq=target.highest_modseq,
+                    first_recent_uid=first_recent,
                     messages=_metas(rows),
                 )
         self._snapshots.put(key, snapshot)
-        return snapshot
+        return replace(snapshot, name=target.name, first_recent_uid=first_recent)
+
+    @_raises_backend_errors
+    def claim_recent(self, folder: str) -> range:
+        self._storage_key()
+        with writing(self._engine) as connection:
+            target = folder_row(connection, self._account_id, folder, lock=True)
+            return recent.claim(connection, target.id, target.uid_next)
 
     @_raises_backend_errors
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:

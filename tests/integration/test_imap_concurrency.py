@@ -91,11 +91,11 @@ def test_concurrent_sessions_see_flags_new_mail_and_expunges(
         assert noop_untagged(b) == []  # told once
 
         uid = backend.deliver(USER, "INBOX", NOTE)
-        assert noop_untagged(b) == [b"* 3 EXISTS"]
+        assert noop_untagged(b) == [b"* 3 EXISTS", b"* 1 RECENT"]  # b saw it first
         assert b.fetch("3", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1] == (
             b"Subject: Note\r\n\r\n"
         )
-        assert noop_untagged(a) == [b"* 3 EXISTS"]
+        assert noop_untagged(a) == [b"* 3 EXISTS", b"* 2 RECENT"]  # a's from its SELECT
 
         a.store("1", "+FLAGS", "(\\Deleted)")
         assert a.expunge() == ("OK", [b"1"])
@@ -185,7 +185,7 @@ def test_a_store_waiting_on_a_write_lock_stalls_no_other_session(tmp_path: Path)
 
             holder.execute("ROLLBACK")
             assert blocked.until_tagged(b"c")[-1].startswith(b"c OK")
-            assert noop_untagged(other) == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"]
+            assert noop_untagged(other) == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"]
         finally:
             holder.close()
             blocked.close()
@@ -209,13 +209,13 @@ def test_idle_pushes_new_mail_flags_and_expunges(
         try:
             idle = await client.idle_start(timeout=60)
             uid = await asyncio.to_thread(backend.deliver, USER, "INBOX", NOTE)
-            assert await client.wait_server_push(timeout=10) == [b"3 EXISTS"]
+            assert await client.wait_server_push(timeout=10) == [b"3 EXISTS", b"3 RECENT"]
 
             await asyncio.to_thread(
                 other.store_flags, "INBOX", [1], frozenset({"\\Deleted"}), FlagMode.ADD
             )
             assert await client.wait_server_push(timeout=10) == [
-                b"1 FETCH (UID 1 FLAGS (\\Deleted))"
+                b"1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))"
             ]
             assert await asyncio.to_thread(other.expunge, "INBOX") == [1]
             assert await client.wait_server_push(timeout=10) == [b"1 EXPUNGE"]
@@ -283,6 +283,7 @@ def test_idle_pushes_mail_the_fetcher_delivers(bubble: Bubble):
             assert smtp.send_message(message) == {}
 
         assert imap.readline() == b"* 1 EXISTS\r\n"
+        assert imap.readline() == b"* 1 RECENT\r\n"
         imap.send(b"DONE\r\n")
         assert imap.readline() == b"i OK IDLE terminated.\r\n"
         typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -316,7 +317,7 @@ def test_idle_sees_a_commit_of_another_process_at_its_next_look(tmp_path: Path):
                 )
             finally:
                 elsewhere.close()
-            assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Answered))\r\n"
+            assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Recent))\r\n"
             raw.send(b"DONE\r\n")
             assert raw.line() == b"c OK IDLE terminated.\r\n"
         finally:

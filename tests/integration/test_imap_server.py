@@ -195,11 +195,12 @@ def test_imaplib_session(server: ServerThread, backend: MailBackend, client_tls:
         typ, data = client.fetch("1:2", "(UID FLAGS INTERNALDATE RFC822.SIZE)")
         assert typ == "OK"
         assert re.fullmatch(
-            rb'1 \(UID 1 FLAGS \(\) INTERNALDATE "[ \d]\d-\w{3}-\d{4} \d\d:\d\d:\d\d \+0000" '
+            rb"1 \(UID 1 FLAGS \(\\Recent\) "  # the first session to select INBOX
+            rb'INTERNALDATE "[ \d]\d-\w{3}-\d{4} \d\d:\d\d:\d\d \+0000" '
             rb"RFC822.SIZE %d\)" % len(LUNCH),
             data[0],
         )
-        assert data[1].startswith(b"2 (UID 2 FLAGS (\\Seen) INTERNALDATE")
+        assert data[1].startswith(b"2 (UID 2 FLAGS (\\Recent \\Seen) INTERNALDATE")
 
         typ, data = client.fetch("1", "(ENVELOPE)")
         assert data[0] == (
@@ -210,8 +211,8 @@ def test_imaplib_session(server: ServerThread, backend: MailBackend, client_tls:
         )
         typ, data = client.fetch("1", "(BODYSTRUCTURE)")
         assert data[0] == (
-            b'1 (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 18 1 '
-            b'NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL "7bit" 25 1 '
+            b'1 (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 18 0 '
+            b'NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL "7bit" 25 0 '
             b'NIL NIL NIL NIL) "alternative" ("boundary" "alt") NIL NIL NIL))'
         )
         assert client.fetch("1", "(BODY)")[1][0].startswith(b'1 (BODY (("text" "plain"')
@@ -236,15 +237,17 @@ def test_imaplib_session(server: ServerThread, backend: MailBackend, client_tls:
         assert client.uid("SEARCH", "UNSEEN") == ("OK", [b"1"])
         typ, data = client.fetch("1", "(BODY[])")  # no PEEK: sets \Seen, reported with FLAGS
         assert data[0] == (b"1 (BODY[] {%d}" % len(LUNCH), LUNCH)
-        assert data[1] == b" FLAGS (\\Seen))"
+        assert data[1] == b" FLAGS (\\Recent \\Seen))"
         assert client.uid("SEARCH", "UNSEEN") == ("OK", [b""])
         for item, expected in (("RFC822", LUNCH), ("RFC822.TEXT", text)):
             assert client.fetch("1", f"({item})")[1][0][1] == expected
         for macro in ("ALL", "FAST", "FULL"):
             assert client.fetch("1:*", macro)[0] == "OK"
 
-        assert client.store("1", "-FLAGS", "\\Seen")[1] == [b"1 (UID 1 FLAGS ())"]
-        assert client.store("1", "+FLAGS", "\\Seen")[1] == [b"1 (UID 1 FLAGS (\\Seen))"]
+        assert client.store("1", "-FLAGS", "\\Seen")[1] == [b"1 (UID 1 FLAGS (\\Recent))"]
+        assert client.store("1", "+FLAGS", "\\Seen")[1] == [
+            b"1 (UID 1 FLAGS (\\Recent \\Seen))"
+        ]
         assert client.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
         assert client.expunge() == ("OK", [b"1"])
         assert client.fetch("1", "(UID)")[1] == [b"1 (UID 2)"]
@@ -362,12 +365,14 @@ def test_two_clients_of_one_account_see_each_other(
     assert second.until_tagged(b"d") == [
         b"* 2 EXPUNGE\r\n",
         b"* 2 EXISTS\r\n",
+        b"* 1 RECENT\r\n",  # the first session to see it
         b"d OK NOOP completed.\r\n",
     ]
     first.send(b"e NOOP\r\n")
     assert first.until_tagged(b"e")[2:] == [  # after FLAGS and PERMANENTFLAGS with $Later
-        b"* 1 FETCH (UID 1 FLAGS ($Later))\r\n",
+        b"* 1 FETCH (UID 1 FLAGS ($Later \\Recent))\r\n",  # recent here: it selected first
         b"* 2 EXISTS\r\n",
+        b"* 1 RECENT\r\n",
         b"e OK NOOP completed.\r\n",
     ]
     for raw in (first, second):

@@ -101,7 +101,7 @@ def test_a_locked_database_is_unavailable_and_the_session_goes_on(gateway: Gatew
         writer.execute("ROLLBACK")
         writer.close()
     assert client.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"
-    assert client.fetch("1", "(FLAGS)") == ("OK", [b"1 (FLAGS (\\Flagged))"])
+    assert client.fetch("1", "(FLAGS)") == ("OK", [b"1 (FLAGS (\\Flagged \\Recent))"])
 
     # Now readers are shut out too: an exclusive lock, which SQLite grants only while no
     # other connection has the database open (so the gateway's idle ones are let go).

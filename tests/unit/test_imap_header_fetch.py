@@ -145,7 +145,7 @@ def test_header_fetch_sets_seen_and_reports_it(backend: MailBackend):
         b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}",
         b"Subject: Lunch",
         b"",
-        b" FLAGS (\\Seen))",
+        b" FLAGS (\\Recent \\Seen))",
         b"f OK FETCH completed.",
     ]
     assert backend.fetch_calls == [] and backend.header_calls == [1]

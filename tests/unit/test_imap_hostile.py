@@ -190,7 +190,7 @@ def test_max_mime_parts_bounds_what_fetch_shows(mail_backend: MailBackend):
     h.select()
     out = lines(h(b"f FETCH 1 (BODY BODY.PEEK[2] BODY.PEEK[3])"))
     assert out == [
-        b'* 1 FETCH (BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1)'
+        b'* 1 FETCH (BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0)'
         b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 26 5) "mixed") BODY[2] {26}',
         b"two",
         b"--b",

@@ -382,7 +382,7 @@ def test_status(backend: MailBackend):
     out = h(b"s STATUS inbox (MESSAGES UNSEEN UIDNEXT UIDVALIDITY RECENT HIGHESTMODSEQ)")
     validity = h.uid_validity()
     assert lines(out) == [
-        f'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1 UIDNEXT 3 UIDVALIDITY {validity} RECENT 0 '
+        f'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1 UIDNEXT 3 UIDVALIDITY {validity} RECENT 2 '
         f"HIGHESTMODSEQ 3)".encode(),
         b"s OK STATUS completed.",
     ]
@@ -401,7 +401,7 @@ def test_select_and_examine(backend: MailBackend):
         b"* OK [PERMANENTFLAGS ($Important \\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]"
         b" Flags permitted.",
         b"* 2 EXISTS",
-        b"* 0 RECENT",
+        b"* 2 RECENT",  # never selected before: both are new to this session
         b"* OK [UNSEEN 2] First unseen.",
         f"* OK [UIDVALIDITY {validity}] UIDs valid.".encode(),
         b"* OK [UIDNEXT 3] Predicted next UID.",
@@ -444,7 +444,7 @@ def test_create_delete_rename_and_subscriptions(backend: MailBackend):
     assert h(b"u UNSUBSCRIBE Nope").startswith(b"u NO [CANNOT]")
     assert h(b"d DELETE Done") == b"d OK DELETE completed.\r\n"
     assert b"Done" not in h(b'l LIST "" "*"')
-    assert h(b"c CREATE") == b"c BAD Expected a space\r\n"
+    assert h(b"c CREATE") == b"c BAD Incomplete CREATE command: arguments are missing\r\n"
 
 
 def test_deleting_or_renaming_the_selected_folder_leaves_it(backend: MailBackend):
@@ -486,8 +486,9 @@ def test_copy_and_move_answer_copyuid_and_expunge(backend: MailBackend):
     h.select()
     trash = backend.snapshot(USER, "Trash").uid_validity
     assert lines(h(b"c COPY 1:2 Trash")) == [b"c OK [COPYUID %d 1:2 1:2] COPY completed." % trash]
-    assert lines(h(b"c UID COPY 3 INBOX"))[-2:] == [
+    assert lines(h(b"c UID COPY 3 INBOX"))[-3:] == [
         b"* 4 EXISTS",
+        b"* 4 RECENT",
         b"c OK [COPYUID %d 3 4] COPY completed." % h.uid_validity(),
     ]
     assert h(b"c COPY 1 Nope").startswith(b"c NO [TRYCREATE]")
@@ -546,7 +547,7 @@ def test_fetch_simple_items(backend: MailBackend):
     # one instant; the SQL store keeps it in UTC (see keeps_date_zone, tests/imap_backends.py)
     date = b"11:00:05 +0200" if backend.keeps_date_zone else b"09:00:05 +0000"
     assert lines(out) == [
-        b'* 1 FETCH (UID 1 FLAGS (\\Flagged) INTERNALDATE " 2-Jan-2024 %s" RFC822.SIZE %d)'
+        b'* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) INTERNALDATE " 2-Jan-2024 %s" RFC822.SIZE %d)'
         % (date, len(PLAIN)),
         b"f OK FETCH completed.",
     ]
@@ -558,7 +559,8 @@ def test_fetch_macros(backend: MailBackend):
     h.deliver()
     h.select()
     fast = h(b"f FETCH 1 FAST")
-    assert re.match(rb"\* 1 FETCH \(FLAGS \(\) INTERNALDATE \"[^\"]+\" RFC822.SIZE \d+\)", fast)
+    flags = rb"\* 1 FETCH \(FLAGS \(\\Recent\) "
+    assert re.match(flags + rb"INTERNALDATE \"[^\"]+\" RFC822.SIZE \d+\)", fast)
     assert b"ENVELOPE (" in h(b"f FETCH 1 ALL")
     full = h(b"f FETCH 1 FULL")
     assert b'BODY ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 24 1))' in full
@@ -583,7 +585,7 @@ def test_fetch_body_sets_seen_and_reports_flags(backend: MailBackend):
     h.select()
     out = h(b"f FETCH 1 BODY[]")
     assert out == (
-        b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN + b" FLAGS (\\Seen))\r\n"
+        b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN + b" FLAGS (\\Recent \\Seen))\r\n"
         b"f OK FETCH completed.\r\n"
     )
     assert h.flags(1) == {"\\Seen"}
@@ -639,7 +641,7 @@ def test_fetch_bodystructure(backend: MailBackend):
     h.select()
     out = lines(h(b"f FETCH 1 BODYSTRUCTURE"))[0]
     assert out == (
-        b'* 1 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 19 1 '
+        b'* 1 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 19 0 '
         b'NIL NIL NIL NIL)("application" "pdf" ("name" "r.pdf") NIL NIL "base64" 12 NIL '
         b'("attachment" ("filename" "r.pdf")) NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL))'
     )
@@ -652,8 +654,8 @@ def test_uid_fetch_always_returns_uid_and_skips_missing(backend: MailBackend):
     h.select()
     out = lines(h(b"f UID FETCH 2:10 FLAGS"))
     assert out == [
-        b"* 2 FETCH (UID 2 FLAGS ())",
-        b"* 3 FETCH (UID 3 FLAGS ())",
+        b"* 2 FETCH (UID 2 FLAGS (\\Recent))",
+        b"* 3 FETCH (UID 3 FLAGS (\\Recent))",
         b"f OK FETCH completed.",
     ]
     assert lines(h(b"f UID FETCH 7:* UID")) == [b"* 3 FETCH (UID 3)", b"f OK FETCH completed."]
@@ -818,12 +820,12 @@ def test_store_variants(backend: MailBackend):
         b"* FLAGS ($Later \\Answered \\Deleted \\Draft \\Flagged \\Seen)",
         b"* OK [PERMANENTFLAGS ($Later \\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]"
         b" Flags permitted.",
-        b"* 1 FETCH (UID 1 FLAGS ($Later \\Seen))",
-        b"* 2 FETCH (UID 2 FLAGS ($Later \\Seen))",
+        b"* 1 FETCH (UID 1 FLAGS ($Later \\Recent \\Seen))",
+        b"* 2 FETCH (UID 2 FLAGS ($Later \\Recent \\Seen))",
         b"s OK STORE completed.",
     ]
     assert lines(h(b"s STORE 2 -FLAGS $Later")) == [
-        b"* 2 FETCH (UID 2 FLAGS (\\Seen))",
+        b"* 2 FETCH (UID 2 FLAGS (\\Recent \\Seen))",
         b"s OK STORE completed.",
     ]
     assert h(b"s UID STORE 1 FLAGS.SILENT (\\Answered)") == b"s OK STORE completed.\r\n"
@@ -920,10 +922,11 @@ def test_noop_reports_new_mail_flag_changes_and_expunges(backend: MailBackend):
     other.store_flags("INBOX", [2], frozenset({"\\Flagged"}), FlagMode.ADD)
     h.deliver()
     assert lines(h(b"n NOOP")) == [
-        b"* 1 FETCH (UID 1 FLAGS (\\Deleted))",
-        b"* 2 FETCH (UID 2 FLAGS (\\Flagged))",
-        b"* 3 FETCH (UID 3 FLAGS (\\Deleted))",
+        b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))",
+        b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))",
+        b"* 3 FETCH (UID 3 FLAGS (\\Deleted \\Recent))",
         b"* 4 EXISTS",
+        b"* 4 RECENT",
         b"n OK NOOP completed.",
     ]
     other.expunge("INBOX")
@@ -945,7 +948,7 @@ def test_uid_commands_may_report_expunges(backend: MailBackend):
     backend.other_session(USER).expunge("INBOX")
     assert lines(h(b"f UID FETCH 1:* FLAGS")) == [
         b"* 1 EXPUNGE",
-        b"* 1 FETCH (UID 2 FLAGS ())",
+        b"* 1 FETCH (UID 2 FLAGS (\\Recent))",
         b"f OK FETCH completed.",
     ]
 
@@ -957,7 +960,7 @@ def test_new_keyword_from_elsewhere_updates_flags(backend: MailBackend):
     backend.other_session(USER).store_flags("INBOX", [1], frozenset({"$Junk"}), FlagMode.ADD)
     out = lines(h(b"n NOOP"))
     assert out[0] == b"* FLAGS ($Junk \\Answered \\Deleted \\Draft \\Flagged \\Seen)"
-    assert out[2] == b"* 1 FETCH (UID 1 FLAGS ($Junk))"
+    assert out[2] == b"* 1 FETCH (UID 1 FLAGS ($Junk \\Recent))"
 
 
 def test_selected_mailbox_vanishing_says_bye(backend: MailBackend):

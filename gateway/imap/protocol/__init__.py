@@ -15,6 +15,7 @@ The names below are the package's public face; `session` and `server` import fro
 from __future__ import annotations
 
 from gateway.imap.protocol.chars import (
+    RECENT,
     SYSTEM_FLAGS,
     flag_list,
     is_atom,
@@ -176,6 +177,7 @@ __all__ = [
     "Namespace",
     "NeedData",
     "Noop",
+    "RECENT",
     "Raw",
     "RemoteProtocolError",
     "Rename",

@@ -16,6 +16,7 @@ LIST_CHARS = ATOM_CHARS | frozenset(b"%*]")
 BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 SEQ_CHARS = frozenset(b"0123456789:,*")
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+RECENT = "\\Recent"  # set by the server only (RFC 3501 2.3.2), never stored
 SYSTEM_FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 # date-time (RFC 3501 section 9) inside its quotes; date-day-fixed may lead with a space.
@@ -41,4 +42,6 @@ def quote(text: str) -> str:
 def flag_list(flags: Iterable[str]) -> tuple[Value, ...]:
     """Flags as atoms, sorted; a stored keyword that is not a valid atom is left out, not
     mangled."""
-    return tuple(Raw.of(f) for f in sorted(flags) if f in SYSTEM_FLAGS or (f and is_atom(f)))
+    return tuple(
+        Raw.of(f) for f in sorted(flags) if f in SYSTEM_FLAGS or f == RECENT or (f and is_atom(f))
+    )

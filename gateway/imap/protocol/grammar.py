@@ -64,6 +64,7 @@ class Reader:
         self.literals = literals
         self.pos = 0
         self.tag: str | None = None
+        self.command: str | None = None  # the command's name once read, for error texts
         self.max_depth = max_depth
         self.depth = 0
 
@@ -85,15 +86,24 @@ class Reader:
 
     def expect(self, token: bytes, what: str) -> None:
         if not self.at(token):
-            self.fail(f"Expected {what}")
+            self.fail_at(f"Expected {what}")
         self.pos += len(token)
+
+    def fail_at(self, text: str) -> NoReturn:
+        """Fail at the current position, saying what is wrong there when that says more
+        than `text`: the command ended early, or 8-bit octets outside a literal."""
+        if self.command is not None and self.pos == len(self.data) - 2 and self.at(b"\r\n"):
+            self.fail(f"Incomplete {self.command} command: arguments are missing")
+        if self.peek() >= 0x80:
+            self.fail("8-bit characters must be sent in a literal")
+        self.fail(text)
 
     def sp(self) -> None:
         self.expect(b" ", "a space")
 
     def end(self) -> None:
         if self.pos != len(self.data) - 2 or not self.at(b"\r\n"):
-            self.fail("Unexpected characters at the end of the command")
+            self.fail_at("Unexpected characters at the end of the command")
         self.pos += 2
 
     def take(self, chars: frozenset[int], what: str) -> bytes:
@@ -102,7 +112,7 @@ class Reader:
         while self.pos < len(data) and data[self.pos] in chars:
             self.pos += 1
         if self.pos == start:
-            self.fail(f"Expected {what}")
+            self.fail_at(f"Expected {what}")
         return data[start : self.pos]
 
     def nest(self) -> None:

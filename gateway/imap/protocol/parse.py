@@ -519,6 +519,7 @@ def parse_command(
     parse = PARSERS.get(name)
     if parse is None:
         r.fail(f"Unknown command {name}")
+    r.command = name
     return parse(r, r.tag or "")
 
 

@@ -24,7 +24,7 @@ class SearchFlag:
 
 @dataclass(frozen=True, slots=True)
 class SearchRecent:
-    """RECENT (present) / OLD (absent); \\Recent is never set by this server."""
+    """RECENT (present) / OLD (absent): \\Recent as this session holds it."""
 
     present: bool
 

@@ -35,9 +35,10 @@ from datetime import datetime
 from typing import Protocol
 
 from bridge.headers import decoded_text as decode_words
-from bridge.headers import parse_addresses, parse_header, unfold
+from bridge.headers import parse_header, unfold
 from gateway.imap.backend import header_block, header_end
 from gateway.imap.protocol import Adjacent, Section, SectionText, Value
+from gateway.imap.render.addresses import address_groups
 
 # parse_message's defaults (ImapConfig.max_mime_depth and max_mime_parts set them):
 MAX_MIME_DEPTH = 32  # deeper multiparts / message parts are shown as opaque leaves
@@ -79,8 +80,9 @@ class MimePart:
 
     @property
     def line_count(self) -> int:
-        lines = self.source.count(b"\n", self.start, self.end)
-        return lines + (1 if self.size and self.source[self.end - 1] != 0x0A else 0)
+        """body-fld-lines: the line ends in the body, as Dovecot, Cyrus and UW-IMAP count
+        them (a part's last line, whose CRLF belongs to the boundary, is not counted)."""
+        return self.source.count(b"\n", self.start, self.end)
 
     @property
     def is_multipart(self) -> bool:
@@ -461,49 +463,40 @@ def _phrase(name: str) -> Value:
     return email.header.Header(name, "utf-8").encode()
 
 
-def _address(display: str, local: str, domain: str) -> Value:
-    return (
-        _phrase(display),
-        None,
-        local or "MISSING_MAILBOX",
-        domain or "MISSING_DOMAIN",
-    )
-
-
 def _addresses(value: str | None) -> Value:
-    """An address list for ENVELOPE, groups included, read by the shared lenient parser
-    (display names decoded, then given back ASCII by `_phrase`)."""
+    """An address list for ENVELOPE, groups included (`addresses.address_groups`: names as
+    sent). The addresses follow one another without spaces: `env-to = "(" 1*address ")"`."""
     if not value:
         return None
     out: list[Value] = []
-    for group in parse_addresses(value, strict=False).groups:
+    for group in address_groups(value):
         if group.name is not None:
             out.append((None, None, _phrase(group.name) or "", None))
-        out += [_address(m.display_name, m.local, m.domain) for m in group.mailboxes]
+        out += [
+            (_phrase(a.name), a.route, a.local or "MISSING_MAILBOX", a.domain or "MISSING_DOMAIN")
+            for a in group.addresses
+        ]
         if group.name is not None:
             out.append((None, None, None, None))
-    return tuple(out) if out else None
+    return (Adjacent(tuple(out)),) if out else None
 
 
 def envelope(message: MimePart | HeaderBlock) -> Value:
-    """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id."""
+    """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id. A text
+    field that is absent is NIL, one present but empty "" (RFC 3501 7.4.2); an empty
+    Sender or Reply-To is the From."""
     sender_default = _addresses(message.field("from"))
-
-    def text(name: str) -> Value:
-        value = message.field(name)
-        return value if value else None
-
     return (
-        text("date"),
-        text("subject"),
+        message.field("date"),
+        message.field("subject"),
         sender_default,
         _addresses(message.field("sender")) or sender_default,
         _addresses(message.field("reply-to")) or sender_default,
         _addresses(message.field("to")),
         _addresses(message.field("cc")),
         _addresses(message.field("bcc")),
-        text("in-reply-to"),
-        text("message-id"),
+        message.field("in-reply-to"),
+        message.field("message-id"),
     )
 
 
@@ -557,7 +550,8 @@ def body_structure(part: MimePart, *, extensible: bool = True) -> Value:
         fields += (
             envelope(part.embedded),
             body_structure(part.embedded, extensible=extensible),
-            part.line_count,
+            # Here a last line without its line end counts, as Dovecot counts it.
+            part.line_count + (part.size > 0 and part.source[part.end - 1] != 0x0A),
         )
     elif maintype == "text":
         fields += (part.line_count,)

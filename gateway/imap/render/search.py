@@ -40,9 +40,13 @@ from gateway.imap.protocol import (
     SearchText,
     Status,
 )
+from gateway.imap.render.addresses import normalized
 from gateway.imap.render.fetch import HeaderBlock, MimePart, decoded_text, header_text
 
 CHARSETS = ("US-ASCII", "UTF-8")
+# Searched as written and as `addresses.normalized` writes them (comments dropped, names
+# from comments, groups spelled out), as Dovecot searches address fields.
+_ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
 
 
 class Candidate:
@@ -167,8 +171,8 @@ def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
         flag, present = key.flag.lower(), key.present
         return lambda c: (flag in c.lower_flags) == present
     if isinstance(key, SearchRecent):
-        recent = key.present  # nothing is \Recent here: RECENT matches none, OLD all
-        return lambda c: not recent
+        recent = key.present  # the candidate's flags hold \Recent when it is, for this session
+        return lambda c: ("\\recent" in c.lower_flags) == recent
     if isinstance(key, SearchSet):
         if key.uid:
             has_uid = _in_set(key.sequence_set.intervals(scope.last_uid))
@@ -194,13 +198,18 @@ def _compile(key: SearchKey, charset: str, scope: Scope) -> Predicate:
     if isinstance(key, SearchHeader):
         name, needle = key.name.lower(), _decode(key.value, charset)
 
+        address = name in _ADDRESS_FIELDS
+
         def header(c: Candidate) -> bool:
             if c.message is None:
                 return False
             for field_name, raw in c.message.fields:
                 if field_name == name:
-                    value = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
-                    if needle in decode_words(" ".join(value.split())).casefold():
+                    text = raw.split(b":", 1)[1].decode("utf-8", "surrogateescape")
+                    value = " ".join(text.split())
+                    if needle in decode_words(value).casefold():
+                        return True
+                    if address and needle in decode_words(normalized(value)).casefold():
                         return True
             return False
 

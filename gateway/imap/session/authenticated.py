@@ -74,9 +74,17 @@ def do_select(s: ImapState, cmd: protocol.Select | protocol.Examine) -> Reply:
     if cmd.condstore:
         s.enable_condstore()
     snapshot = s.mail().snapshot(cmd.mailbox)
+    # SELECT takes \Recent from the folder for this session; EXAMINE leaves it (6.3.2).
+    # Nothing to take costs no write: mail arriving meanwhile is claimed at the next sync.
+    recent = None
+    if not read_only:
+        nothing = range(snapshot.uid_next, snapshot.uid_next)
+        new = snapshot.first_recent_uid < snapshot.uid_next
+        recent = s.mail().claim_recent(cmd.mailbox) if new else nothing
     s.selected = SelectedMailbox(
         snapshot,
         read_only=read_only,
+        recent=recent,
         condstore=CONDSTORE in s.enabled,
         qresync=QRESYNC in s.enabled,
     )
@@ -144,22 +152,27 @@ def do_list_extended(s: ImapState, cmd: protocol.ListExtended) -> Reply:
                 snapshot = s.mail().snapshot(entry.name)
             except MailboxNotFound:
                 continue
-            responses.append(_status_response(entry.name, snapshot, cmd.status_items))
+            responses.append(_status_response(s, entry.name, snapshot, cmd.status_items))
     responses.append(ok(cmd.tag, "LIST completed."))
     return Reply(responses)
 
 
-_STATUS_ITEMS: dict[str, Callable[[FolderSnapshot], int]] = {
-    "MESSAGES": lambda f: len(f.messages),
-    "RECENT": lambda f: 0,
-    "UIDNEXT": lambda f: f.uid_next,
-    "UIDVALIDITY": lambda f: f.uid_validity,
-    "UNSEEN": lambda f: sum(SEEN not in m.flags for m in f.messages),
-    "HIGHESTMODSEQ": lambda f: f.highest_modseq,
+_STATUS_ITEMS: dict[str, Callable[[FolderSnapshot, SelectedMailbox | None], int]] = {
+    "MESSAGES": lambda f, _: len(f.messages),
+    "RECENT": lambda f, view: sum(
+        m.uid >= f.first_recent_uid or (view is not None and view.is_recent(m.uid))
+        for m in f.messages
+    ),
+    "UIDNEXT": lambda f, _: f.uid_next,
+    "UIDVALIDITY": lambda f, _: f.uid_validity,
+    "UNSEEN": lambda f, _: sum(SEEN not in m.flags for m in f.messages),
+    "HIGHESTMODSEQ": lambda f, _: f.highest_modseq,
     # RFC 9051 and RFC 9208 (which QUOTA=RES-STORAGE asks for): what EXPUNGE would free,
     # in messages and in the STORAGE resource's units of 1024 octets.
-    "DELETED": lambda f: sum(DELETED in m.flags for m in f.messages),
-    "DELETED-STORAGE": lambda f: -(-sum(m.size for m in f.messages if DELETED in m.flags) // 1024),
+    "DELETED": lambda f, _: sum(DELETED in m.flags for m in f.messages),
+    "DELETED-STORAGE": lambda f, _: -(
+        -sum(m.size for m in f.messages if DELETED in m.flags) // 1024
+    ),
 }
 
 
@@ -169,10 +182,15 @@ def _check_status_items(items: tuple[str, ...]) -> None:
             raise CommandFailed(Status.BAD, f"Unknown status item {item}.")
 
 
-def _status_response(name: str, snapshot: FolderSnapshot, items: tuple[str, ...]) -> Untagged:
+def _status_response(
+    s: ImapState, name: str, snapshot: FolderSnapshot, items: tuple[str, ...]
+) -> Untagged:
+    """STATUS of `snapshot`; RECENT counts what no session took yet, and what this
+    session holds as \\Recent when the folder is the one it selected."""
+    view = s.selected if s.selected is not None and s.selected.name == snapshot.name else None
     values: list[Value] = []
     for item in items:
-        values += [Raw.of(item), _STATUS_ITEMS[item](snapshot)]
+        values += [Raw.of(item), _STATUS_ITEMS[item](snapshot, view)]
     return Untagged((Raw(b"STATUS"), encode_mailbox(name), tuple(values)))
 
 
@@ -180,7 +198,7 @@ def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
     _check_status_items(cmd.items)
     responses: list[Response] = s.enable_condstore() if "HIGHESTMODSEQ" in cmd.items else []
     snapshot = s.mail().snapshot(cmd.mailbox)
-    status = _status_response(cmd.mailbox, snapshot, cmd.items)
+    status = _status_response(s, cmd.mailbox, snapshot, cmd.items)
     return Reply([*responses, status, ok(cmd.tag, "STATUS completed.")])
 
 

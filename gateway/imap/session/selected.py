@@ -187,7 +187,7 @@ def do_search(s: ImapState, cmd: protocol.Search) -> Reply:
     found: list[int] = []
     highest = 0
     for i, data in _contents(s, selected, range(len(selected.messages)), content):
-        meta = selected.messages[i]
+        meta = selected.shown(i)
         try:
             hit = matches(candidate(i, meta, data, content, parse))
         except Exception as exc:  # noqa: BLE001 -- one message must not fail the others
@@ -304,7 +304,7 @@ def _fetch_responses(
                 continue  # expunged by another session since this one last looked
             plan = flagged if i in seen_now else plain
             try:
-                items = plan.items(selected.messages[i], data)
+                items = plan.items(selected.shown(i), data)
             except UnknownEncoding:  # BINARY of a part it cannot decode: the others go on
                 unknown_encoding = True
                 continue
@@ -330,12 +330,12 @@ def _serialized(
     """The FETCH responses of plans that write directly (a header sync), one `Serialized`
     per batch of messages: no response object per message."""
     plain, flagged = plans
-    messages, uids = selected.messages, selected.uids
+    shown, uids = selected.shown, selected.uids
     if content is Content.NONE:
         for start in range(0, len(indexes), s.config.header_batch):
             chunk = indexes[start : start + s.config.header_batch]
             yield Serialized(b"".join([
-                (flagged if i in seen_now else plain).line(i + 1, messages[i], None)
+                (flagged if i in seen_now else plain).line(i + 1, shown(i), None)
                 for i in chunk
             ]))
         return
@@ -348,7 +348,7 @@ def _serialized(
             stored = found.get(uids[i])
             if stored is not None:  # else expunged by another session since this one looked
                 plan = flagged if i in seen_now else plain
-                lines.append(plan.line(i + 1, messages[i], stored))
+                lines.append(plan.line(i + 1, shown(i), stored))
         yield Serialized(b"".join(lines))
 
 

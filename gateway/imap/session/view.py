@@ -14,11 +14,14 @@ QRESYNC parameter from one `FolderChanges`, so an unchanged folder costs nothing
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import bisect_left
 from collections.abc import Iterable
 
 from gateway.imap.backend import FolderChanges, FolderSnapshot, MessageMeta
 from gateway.imap.protocol import (
+    MAX_NUMBER,
+    RECENT,
     SYSTEM_FLAGS,
     Code,
     CommandFailed,
@@ -41,6 +44,11 @@ class SelectedMailbox:
     when the client is told: new messages with EXISTS, removed ones with EXPUNGE (never
     during FETCH, STORE or SEARCH, RFC 3501 section 7.4.1: those are kept in
     `pending_expunge` until a command may report them), new flags with FETCH.
+
+    \\Recent is the session's own (RFC 3501 2.3.2): a read-write view holds the UIDs its
+    claims took (`claim_recent` at SELECT and whenever new mail shows up, so `claimed_until`
+    is how far it claimed); a read-only one claims nothing and shows as recent what the
+    folder still holds as recent (EXAMINE must not take it from the next session).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class SelectedMailbox:
         snapshot: FolderSnapshot,
         *,
         read_only: bool,
+        recent: range | None = None,
         condstore: bool = False,
         qresync: bool = False,
     ) -> None:
@@ -66,6 +75,35 @@ class SelectedMailbox:
         self.pending_expunge: set[int] = set()
         self.keywords: set[str] = set()
         self._new_keywords(self.messages)
+        if recent is None:  # read-only: what no session took yet, now and later
+            recent = range(snapshot.first_recent_uid, MAX_NUMBER + 1)
+        self._recent: list[range] = []
+        self.claimed_until = 0
+        self.add_recent(recent)
+
+    # -- \Recent
+
+    def add_recent(self, claimed: range) -> None:
+        self.claimed_until = max(self.claimed_until, claimed.stop)
+        if not claimed:
+            return
+        if self._recent and self._recent[-1].stop == claimed.start:
+            claimed = range(self._recent.pop().start, claimed.stop)
+        self._recent.append(claimed)
+
+    def is_recent(self, uid: int) -> bool:
+        return any(uid in claimed for claimed in self._recent)
+
+    def recent_count(self) -> int:
+        uids = self.uids
+        return sum(bisect_left(uids, r.stop) - bisect_left(uids, r.start) for r in self._recent)
+
+    def shown(self, i: int) -> MessageMeta:
+        """Message i's metadata as the client sees it: \\Recent among the flags if it is."""
+        meta = self.messages[i]
+        if self.is_recent(meta.uid):
+            return dataclasses.replace(meta, flags=meta.flags | {RECENT})
+        return meta
 
     # -- what the client is told on SELECT
 
@@ -81,7 +119,7 @@ class SelectedMailbox:
         out = self.flag_responses()
         out += [
             Untagged((len(self.messages), Raw(b"EXISTS"))),
-            Untagged((0, Raw(b"RECENT"))),
+            Untagged((self.recent_count(), Raw(b"RECENT"))),
         ]
         unseen = next((n for n, m in enumerate(self.messages, 1) if SEEN not in m.flags), None)
         if unseen is not None:
@@ -144,6 +182,7 @@ class SelectedMailbox:
         out += [self.flags_fetch(i) for i in changed]
         if added:
             out.append(Untagged((len(self.messages), Raw(b"EXISTS"))))
+            out.append(Untagged((self.recent_count(), Raw(b"RECENT"))))
         self.uid_next = max(self.uid_next, changes.uid_next)
         self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
         if not self.pending_expunge:
@@ -205,7 +244,7 @@ class SelectedMailbox:
         return [i - 1 for lo, hi in sequence_set.intervals(count) for i in range(lo, hi + 1)]
 
     def flags_fetch(self, i: int) -> Untagged:
-        meta = self.messages[i]
+        meta = self.shown(i)
         items: tuple[Value, ...] = (Raw(b"UID"), meta.uid, Raw(b"FLAGS"), flag_list(meta.flags))
         if self.condstore:
             items += (Raw(b"MODSEQ"), (meta.modseq,))
