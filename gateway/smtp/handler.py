@@ -182,10 +182,11 @@ class SubmissionHandler:
     ) -> Item:
         """The envelope of `message` for one recipient, with its own random id, and the
         sender's sealed note of it (for a notice should its relay lose it); for one
-        outside the bubble, its OpenPGP message for the smarthost (`gateway.pgp`)."""
+        outside the bubble, its OpenPGP message for the smarthost (`gateway.pgp`), with
+        the same note (for a notice should the smarthost never take it)."""
         if isinstance(entry, OutsideRecipient):
             assert self._outside is not None  # noqa: S101 - admitted by it at RCPT
-            return self._outside.item(message, account, keys, entry)
+            return self._outside.item(message, account, keys, entry, subject)
         envelope_id = new_envelope_id()
         sealed = seal(
             message, sender=account, sender_keys=keys, recipient=entry.keys, envelope_id=envelope_id

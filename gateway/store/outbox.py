@@ -184,6 +184,12 @@ _SELECT_ENTRIES = (
     .order_by(*_SCHEDULE)
 )
 _IN_CHUNK = 500  # bound parameters per IN (...) list
+_FORGET_NOTE = delete(SentEnvelope).where(
+    col(SentEnvelope.envelope_id)
+    == select(col(OutboxItem.envelope_id))
+    .where(col(OutboxItem.id) == bindparam("entry_id"))
+    .scalar_subquery()
+)
 _DELETE = delete(OutboxItem).where(col(OutboxItem.id) == bindparam("entry_id"))
 _RETRY = (
     update(OutboxItem)
@@ -282,12 +288,14 @@ class Outbox:
 
     def delivered(
         self, *entry_ids: int, relays: Mapping[int, str] | None = None,
-        check_at: datetime | None = None,
+        check_at: datetime | None = None, forget: Sequence[int] = (),
     ) -> None:
         """Relays acknowledged these envelopes: forget them, in one transaction.
 
         `relays` says which relay took which entry: its sent note (if any) records it and
-        is first checked at `check_at`. An id already gone has no effect.
+        is first checked at `check_at`. The sent notes of the entries in `forget` (taken
+        by a depositor that has no status to ask, the smarthost) are deleted. An id
+        already gone has no effect.
         """
         if not entry_ids:
             return
@@ -298,6 +306,8 @@ class Outbox:
         with writing(self._engine) as connection:
             if marks:
                 connection.execute(_MARK_DEPOSITED, marks)
+            if forget:
+                connection.execute(_FORGET_NOTE, [{"entry_id": entry_id} for entry_id in forget])
             connection.execute(_DELETE, [{"entry_id": entry_id} for entry_id in entry_ids])
 
     def retry_later(self, entry_id: int, at: datetime, error: str) -> None:
@@ -310,7 +320,7 @@ class Outbox:
 
     def give_up(self, envelope_id: bytes, outcome: str, at: datetime) -> bool:
         """Stop delivering an envelope: it leaves the outbox, and its sent note (if any)
-        waits with `outcome` ("refused" or "revoked") for the sender's notice, in one
+        waits with `outcome` (`GAVE_UP_OUTCOMES`) for the sender's notice, in one
         transaction. False if the envelope was no longer queued (nothing changes)."""
         with writing(self._engine) as connection:
             if connection.execute(_DELETE_ENVELOPE, {"gone_id": envelope_id}).rowcount == 0:
