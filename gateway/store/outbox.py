@@ -27,6 +27,7 @@ must not put content or addresses in it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,7 +60,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared
+from gateway.store.mailbox import PreparedMessage, ensure_folder, store_prepared_many
 from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
@@ -232,13 +233,30 @@ class Outbox:
         then nothing of any of `writes` is kept, and what was committed before is intact.
         """
         now = utc_now()
-        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
-            (w, _rows(w.items, now) if isinstance(w, Part) else []) for w in writes
+        # Last parts with no earlier part to check whose hold nothing else in `writes`
+        # names (a whole submission, as a rule) go in together, a few statements for all
+        # of them, after the other steps: those touch none of their rows.
+        holds = Counter(w.hold for w in writes)
+        whole = [
+            w for w in writes
+            if isinstance(w, Part) and w.last and not w.earlier and holds[w.hold] == 1
         ]
+        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
+            (w, _rows(w.items, now) if isinstance(w, Part) else [])
+            for w in writes if not any(w is part for part in whole)
+        ]
+        whole_items = [item for part in whole for item in part.items]
+        whole_rows = _rows(whole_items, now)
         try:
             with writing(self._engine) as connection:
                 for step, rows in steps:
                     _apply(connection, step, rows)
+                if whole_rows:
+                    connection.execute(_INSERT, whole_rows)
+                    _insert_sent(connection, whole_items, whole_rows)
+                if whole:
+                    connection.execute(_RELEASE, [{"hold": part.hold} for part in whole])
+                _store_copies(connection, [copy for part in whole for copy in part.copies])
         except IntegrityError:
             raise DuplicateEnvelope() from None
         except (OperationalError, OSError) as e:
@@ -373,17 +391,22 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
         _insert_sent(connection, step.items, rows)
     if step.last:
         connection.execute(_RELEASE, {"hold": step.hold})
-        for copy in step.copies:
-            folder_id, _ = ensure_folder(
-                connection, copy.account_id, copy.folder, copy.special_use
-            )
-            store_prepared(
-                connection, folder_id, copy.prepared, internal_date=copy.internal_date,
-                flags=copy.flags,
-            )
+        _store_copies(connection, step.copies)
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)
+
+
+def _store_copies(connection: Connection, copies: Sequence[StoredCopy]) -> None:
+    """Store `copies` in their folders, in order: two statements per folder."""
+    folders: dict[tuple[int, str, str | None], list[StoredCopy]] = {}
+    for copy in copies:
+        folders.setdefault((copy.account_id, copy.folder, copy.special_use), []).append(copy)
+    for (account_id, folder, special_use), stored in folders.items():
+        folder_id, _ = ensure_folder(connection, account_id, folder, special_use)
+        store_prepared_many(
+            connection, folder_id, [(c.prepared, c.internal_date, c.flags) for c in stored]
+        )
 
 
 def _insert_sent(
