@@ -226,13 +226,15 @@ class SubmissionHandler:
                 (b"Bcc: " + bcc + b"\r\n" if bcc else b"") + message,
             )
         # Sealing costs ~2 ms/MB per recipient; libsodium releases the GIL, so a worker
-        # thread keeps other sessions answered. The commit is shared with concurrent
-        # sessions (group commit) and durable before the 250.
+        # thread keeps other sessions answered: a small message's in the committing
+        # thread, unless OpenPGP (up to ~120 ms a recipient) would hold others' commit.
+        # The commit is shared with concurrent sessions (group commit) and durable
+        # before the 250.
         try:
             count = await self._outbox.submit(
                 [*resolved.values(), *outside.values()],
                 functools.partial(self._seal_one, message, account, keys, subject_of(header)),
-                copy,
+                copy, size=None if outside else len(message),
             )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(
