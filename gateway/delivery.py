@@ -14,7 +14,10 @@ drained is tried again until one takes it or `give_up` runs out. A pass loads du
 The outbox records which relay took each envelope, to be asked about it after
 `status_check_interval` seconds (`gateway.undelivered`). An envelope that no relay
 took within `give_up` seconds of its submission is given up: it leaves the outbox and
-its sender is told in INBOX (`gateway.undelivered` writes the notice).
+its sender is told in INBOX (`gateway.undelivered` writes the notice). The smarthost
+(`gateway.pgp`, its URL known by `is_smarthost`) is a depositor like a relay, except
+that it answers no status later: its envelope's sent note is forgotten once it takes
+one, and one given up there gets the outcome "smarthost" (its own reason in the notice).
 
 Between passes the worker sleeps until it is woken (a submission, a login) or the
 earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway does
@@ -103,8 +106,10 @@ class DeliveryWorker(PeriodicJob):
         status_check_interval: float = 3600.0,
         drained: Callable[[str], bool] = lambda url: False,
         give_up: float = 5 * 86400.0,
+        is_smarthost: Callable[[str], bool] = lambda url: False,
     ) -> None:
         super().__init__(retry_initial)
+        self._is_smarthost = is_smarthost
         self._drained = drained
         self.health = RelayHealth(retry_initial, retry_max)
         self._retries: list[float] = []  # monotonic times of the retries scheduled
@@ -133,8 +138,10 @@ class DeliveryWorker(PeriodicJob):
         del due, taken
         await asyncio.to_thread(
             functools.partial(
-                self._outbox.delivered, *relays, relays=relays,
+                self._outbox.delivered, *relays,
+                relays={i: url for i, url in relays.items() if not self._is_smarthost(url)},
                 check_at=datetime.now(UTC) + self._status_check,
+                forget=[i for i, url in relays.items() if self._is_smarthost(url)],
             )
         )
         return bool(relays)
@@ -176,7 +183,8 @@ class DeliveryWorker(PeriodicJob):
         reason = "; ".join(errors) or "no relay known"
         now = datetime.now(UTC)
         if now - entry.created_at >= self._give_up:
-            await asyncio.to_thread(self._outbox.give_up, entry.envelope_id, "refused", now)
+            outcome = "smarthost" if all(map(self._is_smarthost, entry.relays)) else "refused"
+            await asyncio.to_thread(self._outbox.give_up, entry.envelope_id, outcome, now)
             log.warning("delivery: envelope %s given up after %d attempts (%s)",
                         entry.envelope_id.hex()[:8], attempts, reason)
             return None

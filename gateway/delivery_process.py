@@ -158,6 +158,7 @@ async def _deliver(config: GatewayConfig, fd: int) -> None:
         status_check_interval=config.status_check_interval,
         give_up=config.delivery_give_up,
         drained=drains.drained,
+        is_smarthost=lambda url: url == SMARTHOST,
     )
     loop = asyncio.get_running_loop()
     closed = loop.create_future()

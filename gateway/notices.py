@@ -80,6 +80,8 @@ GAVE_UP_REASONS = {
     "refused": "every relay of the recipient refused it or could not be reached, for"
                " longer than this gateway keeps trying",
     "revoked": "the recipient's address has been revoked in the bubble directory",
+    "smarthost": "the smarthost that sends this gateway's mail outside the bubble refused"
+                 " it or could not be reached, for longer than this gateway keeps trying",
 }
 _MAX_SHOWN_SUBJECT = 200
 
@@ -124,6 +126,7 @@ def undelivered_notice(
         removed=moment,
         reason=GAVE_UP_REASONS[reason] if gave_up else UNDELIVERED_REASONS[reason],
         gave_up=gave_up,
+        smarthost=reason == "smarthost",
     )
 
 

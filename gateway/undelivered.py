@@ -10,8 +10,9 @@ keep it for a notice, `unknown` for longer than `forget_after` forgets it.
 
 An envelope no relay has taken yet (a deposit failed at least once) whose recipient
 has since been revoked in the directory is given up at once (`Outbox.give_up`), and
-so is one the delivery worker gave up on after `delivery_give_up`: both get the same
-notice, with the reason. Finding the recipient needs the sender's note opened.
+so is one the delivery worker gave up on after `delivery_give_up` (a smarthost job
+for a recipient outside the bubble too): all get the same notice, with the reason.
+Finding the recipient needs the sender's note opened.
 
 Asking needs no account key, so it runs whether the sender is logged in or not; but
 writing the notice does (the note opens, and the INBOX is sealed, under the account's
@@ -43,6 +44,7 @@ from bridge.relay.client import RelayClient
 from gateway.keyring import KeyRing
 from gateway.notices import undelivered_notice
 from gateway.recipients import Recipients, RevokedAddress, UnknownAddress
+from gateway.smtp.policy import address_domain
 from gateway.store.mailbox import MailboxStore
 from gateway.store.outbox import Outbox, SentNote
 from gateway.store.sent import LOST_OUTCOMES, SentLog
@@ -134,8 +136,8 @@ class UndeliveredChecker(PeriodicJob):
                 self._sent.undeposited_for, address, CHECK_BATCH
             ):
                 opened = open_note(keys, waiting.envelope_id, waiting.note)
-                if opened is None:
-                    continue
+                if opened is None or address_domain(opened[0]) != self._domain:
+                    continue  # outside the bubble (a smarthost job): no directory entry
                 try:
                     await self._recipients.resolve(opened[0])
                 except RevokedAddress:

@@ -4,7 +4,10 @@
 message as the gateway sanitized it for the bubble into what the smarthost is to
 send to one outside recipient (PGP/MIME signed by the account's key and encrypted to
 the recipient's, or the allowed plaintext), sealed as a smarthost job
-(`gateway.pgp.smarthost`). Runs in the sealing worker thread like `bridge.envelope.seal`.
+(`gateway.pgp.smarthost`), with the sender's sealed note of the recipient and subject
+(`gateway.undelivered`), so that a job given up after `delivery_give_up` gets the same
+notice as an envelope for the bubble. Runs in the sealing worker thread like
+`bridge.envelope.seal`.
 Logs one line per plaintext message, without content or addresses.
 """
 
@@ -25,6 +28,7 @@ from gateway.pgp.mime import encrypt_message, plaintext_message
 from gateway.pgp.outside import OutsidePolicy, OutsideRecipient
 from gateway.pgp.smarthost import SMARTHOST, seal_job
 from gateway.store.outbox import Item
+from gateway.undelivered import seal_note
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,8 @@ class OutsideMail:
         return key
 
     def item(
-        self, message: bytes, account: str, keys: AccountKeys, recipient: OutsideRecipient
+        self, message: bytes, account: str, keys: AccountKeys, recipient: OutsideRecipient,
+        subject: str,
     ) -> Item:
         signer = self._keys.own(account, keys)
         public = bytes(signer.pubkey)
@@ -68,4 +73,6 @@ class OutsideMail:
                 recipient=self._recipient_key(recipient.key),
             )
         job = seal_job(self._box, account, recipient.address, outgoing)
-        return new_envelope_id(), job, (SMARTHOST,)
+        envelope_id = new_envelope_id()
+        note = seal_note(account, keys, envelope_id, recipient.address, subject)
+        return envelope_id, job, (SMARTHOST,), note

@@ -182,10 +182,11 @@ class SubmissionHandler:
     ) -> Item:
         """The envelope of `message` for one recipient, with its own random id, and the
         sender's sealed note of it (for a notice should its relay lose it); for one
-        outside the bubble, its OpenPGP message for the smarthost (`gateway.pgp`)."""
+        outside the bubble, its OpenPGP message for the smarthost (`gateway.pgp`), with
+        the same note (for a notice should the smarthost never take it)."""
         if isinstance(entry, OutsideRecipient):
             assert self._outside is not None  # noqa: S101 - admitted by it at RCPT
-            return self._outside.item(message, account, keys, entry)
+            return self._outside.item(message, account, keys, entry, subject)
         envelope_id = new_envelope_id()
         sealed = seal(
             message, sender=account, sender_keys=keys, recipient=entry.keys, envelope_id=envelope_id
@@ -225,13 +226,15 @@ class SubmissionHandler:
                 (b"Bcc: " + bcc + b"\r\n" if bcc else b"") + message,
             )
         # Sealing costs ~2 ms/MB per recipient; libsodium releases the GIL, so a worker
-        # thread keeps other sessions answered. The commit is shared with concurrent
-        # sessions (group commit) and durable before the 250.
+        # thread keeps other sessions answered: a small message's in the committing
+        # thread, unless OpenPGP (up to ~120 ms a recipient) would hold others' commit.
+        # The commit is shared with concurrent sessions (group commit) and durable
+        # before the 250.
         try:
             count = await self._outbox.submit(
                 [*resolved.values(), *outside.values()],
                 functools.partial(self._seal_one, message, account, keys, subject_of(header)),
-                copy,
+                copy, size=None if outside else len(message),
             )
         except Exception as e:  # noqa: BLE001 - the client must get a reply, not a hang
             log.error(

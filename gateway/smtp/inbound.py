@@ -171,7 +171,7 @@ class InboundHandler:
             self._seal_one, message, sender
         )
         try:
-            count = await self._outbox.submit(list(resolved.values()), seal_one)
+            count = await self._outbox.submit(list(resolved.values()), seal_one, size=len(message))
         except Exception as e:  # noqa: BLE001 - the MX must get a reply, and keeps the mail
             log.error("inbound: sealing or queueing failed (%s); not accepted", type(e).__name__)
             return refusal_for(e)

@@ -19,12 +19,15 @@ instead of aiosmtpd's loop of one `readuntil` per line (about a third of a
 do-nothing aiosmtpd's time at 10 KB): the same end of DATA (never after a bare LF),
 the same dot-unstuffing and the same size and line-length refusals, answered after
 the end of DATA as aiosmtpd answers them. Bytes the client pipelined after the end go
-back to the front of the session's stream for the command reader.
+back to the front of the session's stream for the command reader. MAIL and RCPT parse
+a plain `<local@domain>` path with one regular expression (the answer aiosmtpd's own
+parser gives, at a fraction of its cost) and anything else with aiosmtpd's parser.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr
 
@@ -60,6 +63,14 @@ def ehlo_lines(session: Session, hostname: str, responses: list[str], *, auth: b
 
 DATA_CHUNK = 256 * 1024
 
+# A path as nearly every client writes it: <dot-atom@domain>, then parameters or nothing.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATOM}(?:\.{_ATOM})*)@({_LABEL}(?:\.{_LABEL})*)>(?:$|(?= ))", re.ASCII
+)
+_PLAIN_REST = re.compile(r"[ -'*-~]*", re.ASCII)  # printable, no comment: nothing to unfold
+
 
 class _Session(Session):
     """aiosmtpd's Session without the deprecation warning that aiosmtpd's own AUTH code
@@ -77,6 +88,17 @@ class _Session(Session):
 class GatewaySMTP(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's parse of a MAIL or RCPT path, without its cost for a plain
+        `<local@domain>` (it builds a class and runs the RFC 5322 parser every time):
+        the same answer, the parser for anything else."""
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None or not _PLAIN_REST.fullmatch(arg, plain.end()):
+            return super()._getaddr(arg)
+        if self.local_part_limit and len(plain[1]) > self.local_part_limit:
+            return None, None
+        return f"{plain[1]}@{plain[2]}", arg[plain.end():].lstrip(" ")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

@@ -49,10 +49,13 @@ _TAKE_MODSEQ = (
     .values(highest_modseq=col(Folder.highest_modseq) + 1)
     .returning(col(Folder.highest_modseq))
 )
-_TAKE_UID_AND_MODSEQ = (
+_TAKE_UIDS_AND_MODSEQS = (
     update(Folder)
     .where(col(Folder.id) == bindparam("folder_id"))
-    .values(uid_next=col(Folder.uid_next) + 1, highest_modseq=col(Folder.highest_modseq) + 1)
+    .values(
+        uid_next=col(Folder.uid_next) + bindparam("count"),
+        highest_modseq=col(Folder.highest_modseq) + bindparam("count"),
+    )
     .returning(col(Folder.uid_next), col(Folder.highest_modseq))
 )
 _INSERT_MESSAGE = insert(Message)
@@ -86,10 +89,17 @@ def take_modseq(connection: Connection, folder_id: int) -> int:
     return connection.execute(_TAKE_MODSEQ, {"folder_id": folder_id}).scalar_one()
 
 
+def take_uids(connection: Connection, folder_id: int, count: int) -> tuple[int, int]:
+    """The first of the folder's next `count` UIDs and modseqs, all taken."""
+    uid_next, modseq = connection.execute(
+        _TAKE_UIDS_AND_MODSEQS, {"folder_id": folder_id, "count": count}
+    ).one()
+    return uid_next - count, modseq - count + 1
+
+
 def take_uid(connection: Connection, folder_id: int) -> tuple[int, int]:
     """The folder's next UID and next modseq, both taken."""
-    uid_next, modseq = connection.execute(_TAKE_UID_AND_MODSEQ, {"folder_id": folder_id}).one()
-    return uid_next - 1, modseq
+    return take_uids(connection, folder_id, 1)
 
 
 def log_expunged(connection: Connection, folder_id: int, uids: Sequence[int], modseq: int) -> None:
@@ -153,20 +163,38 @@ def store_prepared(
     envelope_id: bytes | None = None,
 ) -> int:
     """Insert a prepared message into a folder (whose row the caller locked); its UID."""
-    uid, modseq = take_uid(connection, folder_id)
-    connection.execute(
-        _INSERT_MESSAGE,
-        {
-            "folder_id": folder_id,
-            "uid": uid,
-            "envelope_id": envelope_id,
-            "seal_id": prepared.seal_id,
-            "internal_date": utc(internal_date),
-            "size": prepared.size,
-            "flags": flags_text(canonical_flags(flags)),
-            "modseq": modseq,
-            "sealed": prepared.sealed,
-            "sealed_header": prepared.sealed_header,
-        },
+    (uid,) = store_prepared_many(
+        connection, folder_id, [(prepared, internal_date, flags)], envelope_id=envelope_id
     )
     return uid
+
+
+def store_prepared_many(
+    connection: Connection,
+    folder_id: int,
+    messages: Sequence[tuple[PreparedMessage, datetime, Iterable[str]]],
+    *,
+    envelope_id: bytes | None = None,
+) -> list[int]:
+    """Insert prepared messages (each with its internal date and flags) into a folder
+    whose row the caller locked, in two statements; their UIDs, in order."""
+    first_uid, first_modseq = take_uids(connection, folder_id, len(messages))
+    connection.execute(
+        _INSERT_MESSAGE,
+        [
+            {
+                "folder_id": folder_id,
+                "uid": first_uid + n,
+                "envelope_id": envelope_id,
+                "seal_id": prepared.seal_id,
+                "internal_date": utc(internal_date),
+                "size": prepared.size,
+                "flags": flags_text(canonical_flags(flags)),
+                "modseq": first_modseq + n,
+                "sealed": prepared.sealed,
+                "sealed_header": prepared.sealed_header,
+            }
+            for n, (prepared, internal_date, flags) in enumerate(messages)
+        ],
+    )
+    return [first_uid + n for n in range(len(messages))]

@@ -27,6 +27,7 @@ must not put content or addresses in it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,7 +61,7 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
-from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared
+from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared_many
 from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
@@ -187,6 +188,12 @@ _SELECT_ENTRIES = (
     .order_by(*_SCHEDULE)
 )
 _IN_CHUNK = 500  # bound parameters per IN (...) list
+_FORGET_NOTE = delete(SentEnvelope).where(
+    col(SentEnvelope.envelope_id)
+    == select(col(OutboxItem.envelope_id))
+    .where(col(OutboxItem.id) == bindparam("entry_id"))
+    .scalar_subquery()
+)
 _DELETE = delete(OutboxItem).where(col(OutboxItem.id) == bindparam("entry_id"))
 _RETRY = (
     update(OutboxItem)
@@ -229,13 +236,30 @@ class Outbox:
         then nothing of any of `writes` is kept, and what was committed before is intact.
         """
         now = utc_now()
-        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
-            (w, _rows(w.items, now) if isinstance(w, Part) else []) for w in writes
+        # Last parts with no earlier part to check whose hold nothing else in `writes`
+        # names (a whole submission, as a rule) go in together, a few statements for all
+        # of them, after the other steps: those touch none of their rows.
+        holds = Counter(w.hold for w in writes)
+        whole = [
+            w for w in writes
+            if isinstance(w, Part) and w.last and not w.earlier and holds[w.hold] == 1
         ]
+        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
+            (w, _rows(w.items, now) if isinstance(w, Part) else [])
+            for w in writes if not any(w is part for part in whole)
+        ]
+        whole_items = [item for part in whole for item in part.items]
+        whole_rows = _rows(whole_items, now)
         try:
             with writing(self._engine) as connection:
                 for step, rows in steps:
                     _apply(connection, step, rows)
+                if whole_rows:
+                    connection.execute(_INSERT, whole_rows)
+                    _insert_sent(connection, whole_items, whole_rows)
+                if whole:
+                    connection.execute(_RELEASE, [{"hold": part.hold} for part in whole])
+                _store_copies(connection, [copy for part in whole for copy in part.copies])
         except IntegrityError:
             raise DuplicateEnvelope() from None
         except (OperationalError, OSError) as e:
@@ -285,12 +309,14 @@ class Outbox:
 
     def delivered(
         self, *entry_ids: int, relays: Mapping[int, str] | None = None,
-        check_at: datetime | None = None,
+        check_at: datetime | None = None, forget: Sequence[int] = (),
     ) -> None:
         """Relays acknowledged these envelopes: forget them, in one transaction.
 
         `relays` says which relay took which entry: its sent note (if any) records it and
-        is first checked at `check_at`. An id already gone has no effect.
+        is first checked at `check_at`. The sent notes of the entries in `forget` (taken
+        by a depositor that has no status to ask, the smarthost) are deleted. An id
+        already gone has no effect.
         """
         if not entry_ids:
             return
@@ -301,6 +327,8 @@ class Outbox:
         with writing(self._engine) as connection:
             if marks:
                 connection.execute(_MARK_DEPOSITED, marks)
+            if forget:
+                connection.execute(_FORGET_NOTE, [{"entry_id": entry_id} for entry_id in forget])
             connection.execute(_DELETE, [{"entry_id": entry_id} for entry_id in entry_ids])
 
     def retry_later(self, entry_id: int, at: datetime, error: str) -> None:
@@ -313,7 +341,7 @@ class Outbox:
 
     def give_up(self, envelope_id: bytes, outcome: str, at: datetime) -> bool:
         """Stop delivering an envelope: it leaves the outbox, and its sent note (if any)
-        waits with `outcome` ("refused" or "revoked") for the sender's notice, in one
+        waits with `outcome` (`GAVE_UP_OUTCOMES`) for the sender's notice, in one
         transaction. False if the envelope was no longer queued (nothing changes)."""
         with writing(self._engine) as connection:
             if connection.execute(_DELETE_ENVELOPE, {"gone_id": envelope_id}).rowcount == 0:
@@ -366,18 +394,25 @@ def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, objec
         _insert_sent(connection, step.items, rows)
     if step.last:
         connection.execute(_RELEASE, {"hold": step.hold})
-        for copy in step.copies:
-            folder_id, _ = ensure_folder(
-                connection, copy.account_id, copy.folder, copy.special_use
-            )
-            store_prepared(
-                connection, folder_id, copy.prepared, internal_date=copy.internal_date,
-                flags=copy.flags,
-            )
-            header_cache.extend(connection, copy.storage_key, copy.account_id, folder_id)
+        _store_copies(connection, step.copies)
     elif rows:
         holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
         connection.execute(_INSERT_HOLD, holds)
+
+
+def _store_copies(connection: Connection, copies: Sequence[StoredCopy]) -> None:
+    """Store `copies` in their folders, in order: two statements per folder, and the
+    folders' header caches extended."""
+    folders: dict[tuple[int, str, str | None], list[StoredCopy]] = {}
+    for copy in copies:
+        folders.setdefault((copy.account_id, copy.folder, copy.special_use), []).append(copy)
+    for (account_id, folder, special_use), stored in folders.items():
+        folder_id, _ = ensure_folder(connection, account_id, folder, special_use)
+        store_prepared_many(
+            connection, folder_id, [(c.prepared, c.internal_date, c.flags) for c in stored]
+        )
+        # The key of the account, in memory only, seals the folder's header cache.
+        header_cache.extend(connection, stored[0].storage_key, account_id, folder_id)
 
 
 def _insert_sent(

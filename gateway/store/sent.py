@@ -20,7 +20,7 @@ from gateway.store.db import reading, utc, writing
 from gateway.store.models import Account, OutboxItem, SentEnvelope
 
 LOST_OUTCOMES = ("purged", "expired")  # what a relay says of an envelope it removed
-GAVE_UP_OUTCOMES = ("refused", "revoked")  # this gateway stopped delivering it
+GAVE_UP_OUTCOMES = ("refused", "revoked", "smarthost")  # this gateway stopped delivering it
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.bubble_processes import Bubble
+from tests.bubble_processes import Account, Bubble
 from tests.integration.test_end_to_end import fetch_all, imap_login, submit
 
 pytestmark = pytest.mark.integration
+
+
+def undelivered_notice(account: Account, timeout: float = 30.0) -> str:
+    """The text of the one message in `account`'s INBOX, a notice of undelivered mail,
+    once it is there."""
+    imap = imap_login(account)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (notices := fetch_all(imap)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        imap.logout()
+    (raw,) = notices
+    notice = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(notice, EmailMessage)
+    assert notice["Subject"] == "A message you sent was not delivered"
+    return str(notice.get_content())
 
 
 def test_a_message_no_relay_takes_in_time_is_given_up_with_a_notice(tmp_path: Path) -> None:
@@ -37,17 +54,7 @@ def test_a_message_no_relay_takes_in_time_is_given_up_with_a_notice(tmp_path: Pa
             alice.address, bob.address, f"about {token}")
         message.set_content("body")
         assert submit(alice, message) == {}
-        imap = imap_login(alice)
-        try:
-            deadline = time.monotonic() + 30
-            while not (notices := fetch_all(imap)) and time.monotonic() < deadline:
-                time.sleep(0.3)
-        finally:
-            imap.logout()
-        (raw,) = notices
-        notice = email.message_from_bytes(raw, policy=email.policy.default)
-        assert notice["Subject"] == "A message you sent was not delivered"
-        body = notice.get_content()
+        body = undelivered_notice(alice)
         assert f"To:        {bob.address}" in body and f"Subject:   about {token}" in body
         assert "refused it or could not be reached" in body
         assert "given up" in bubble.log_text("alice")

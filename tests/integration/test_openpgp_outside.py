@@ -44,9 +44,10 @@ NOKEY = "frank@nokey.example"
 
 
 class SmtpSink:
-    """Postfix's smtp-sink on a loopback port, dumping each message into `dump`."""
+    """Postfix's smtp-sink on a loopback port, dumping each message into `dump`, with
+    smtp-sink's `options` (such as refusals)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *options: str) -> None:
         if shutil.which("smtp-sink") is None and not Path("/usr/sbin/smtp-sink").exists():
             pytest.skip("needs Debian's postfix for smtp-sink (scripts/system-packages)")
         self.dump = Path(tempfile.mkdtemp(prefix="sealgate-sink-", dir="/tmp"))
@@ -54,12 +55,13 @@ class SmtpSink:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "smtp-sink.log"
+        self.options = options  # e.g. ("-f", "RCPT"): refuse RCPT with 5xx
 
     def start(self) -> None:
         user = ["-u", "postfix"] if os.geteuid() == 0 else []
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                ["/usr/sbin/smtp-sink", *user, "-d", f"{self.dump}/%M.",
+                ["/usr/sbin/smtp-sink", *user, *self.options, "-d", f"{self.dump}/%M.",
                  f"127.0.0.1:{self.port}", "10"], stdout=out, stderr=subprocess.STDOUT,
             )
         wait_for_port(self.port)

@@ -145,3 +145,26 @@ def test_a_session_cancelled_between_parts_queues_nothing(tmp_path: Path) -> Non
     asyncio.run(cancel_midway())
     assert outbox.pending_count() == 0
 
+
+
+def test_small_submissions_are_sealed_with_their_shared_commit(tmp_path: Path) -> None:
+    outbox = CountingOutbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
+    CountingOutbox.commits = 0
+    writer = OutboxWriter(outbox, part_bytes=BIG)
+
+    def seal(recipient: int) -> tuple[bytes, bytes, tuple[str, ...]]:
+        if recipient == 13:
+            raise ValueError("cannot seal")  # this session alone is refused
+        return sealed(1000)(recipient)
+
+    async def submit_all() -> list[int | BaseException]:
+        return await asyncio.gather(
+            *(writer.submit([n, n + 100], seal, size=1000) for n in range(20)),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(submit_all())
+    assert isinstance(results[13], ValueError)
+    assert [r for n, r in enumerate(results) if n != 13] == [2] * 19
+    assert 1 <= CountingOutbox.commits < 19  # sealed and committed in shared batches
+    assert len(outbox.due(datetime.now(UTC) + timedelta(seconds=1), ALL)) == 38

@@ -68,6 +68,31 @@ def test_notes_are_kept_with_their_envelopes_and_stamped_on_delivery(store_engin
     assert sent.due(later, 10) == []
 
 
+def test_a_note_taken_by_a_depositor_without_status_is_forgotten(store_engine: Engine) -> None:
+    keys = add_account(AccountStore(store_engine), ALICE)
+    outbox, sent = Outbox(store_engine), SentLog(store_engine)
+    outbox.put([noted(1, keys), noted(2, keys)])
+    now = datetime.now(UTC)
+    entries = {e.envelope_id: e.id for e in outbox.due(now + timedelta(seconds=1), 2**30)}
+    outbox.delivered(*entries.values(), relays={entries[b"\x01" * 16]: RELAYS[0]},
+                     check_at=now, forget=[entries[b"\x02" * 16]])
+    assert sent_count(store_engine) == 1  # the smarthost's is gone, the relay's is asked
+    assert [d.envelope_id for d in sent.due(now, 10)] == [b"\x01" * 16]
+
+
+def test_a_smarthost_job_given_up_gets_its_own_reason() -> None:
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    raw = undelivered_notice(
+        account=ALICE, domain="example.org", envelope_id=b"\x01" * 16,
+        recipient="carol@partner.example", subject=SUBJECT, sent=when, removed=when,
+        reason="smarthost", when=when,
+    )
+    body = email.message_from_bytes(raw, policy=email.policy.default).get_content()
+    assert "To:        carol@partner.example" in body and f"Subject:   {SUBJECT}" in body
+    assert "smarthost that sends this gateway's mail outside the bubble refused" in body
+    assert "the smarthost refuses this\r\ngateway's mail" in body and "relays refuse" not in body
+
+
 def test_a_discarded_submission_leaves_no_note(store_engine: Engine) -> None:
     keys = add_account(AccountStore(store_engine), ALICE)
     outbox = Outbox(store_engine)
