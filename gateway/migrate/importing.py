@@ -72,7 +72,7 @@ class Sealed:
     message: Readable  # its flags and date go into the row
     digest: bytes
     size: int  # of the message in CRLF form
-    sealed: bytes
+    sealed: bytearray  # sealing.ImportSealer.seal
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class ThreadStage:
             if not chunk.imports and checkpoint is None:
                 continue
             new = [NewImport(job.target, job.special_use, item.digest, item.message.flags,
-                             item.message.internal_date, item.size, item.sealed)
+                             item.message.internal_date, item.size, bytes(item.sealed))
                    for item in chunk.imports]
             folder.tally.imported += self._imports.add(self._target.account_id, new,
                                                        checkpoint)

@@ -14,9 +14,9 @@ frames over `IN`:
 
 and reads back, over `OUT`, ("done", Tally) once every batch of the folder is
 committed, or ("error", one line) before the child exits. The child's main thread
-reads and seals batch N+1 while a second thread commits batch N with its
-checkpoint (sqlite3 lets go of the GIL while it writes), in order, so a checkpoint
-never passes a batch not stored. End of input (the parent closed its pipe, or
+seals batch N+1 while one thread commits batch N with its checkpoint (sqlite3 lets
+go of the GIL while it writes), in order, so a checkpoint never passes a batch not
+stored, and another reads N+2 off the pipe. End of input (the parent closed its pipe, or
 died) stops it after the last complete batch; a batch cut short is dropped, never
 stored in part. It ignores SIGINT (the parent decides what a Ctrl-C stops) and
 dies with its parent (Linux: PR_SET_PDEATHSIG).
@@ -213,15 +213,25 @@ def serve(channel: Channel) -> None:
         except Exception as e:  # noqa: BLE001 - any failure goes to the parent, in one line
             _fail(channel, e)
 
+    def receive() -> None:
+        try:
+            while True:
+                frames.put(channel.receive())
+        except ChannelClosed:
+            frames.put(None)
+        except Exception as e:  # noqa: BLE001
+            _fail(channel, e)
+
+    # The next batch is read off the pipe while one is sealed, so the parent's write
+    # never waits for the sealing.
+    frames: queue.Queue[tuple[Any, memoryview] | None] = queue.Queue(maxsize=1)
     committer = threading.Thread(target=commit, name="migrate-commit", daemon=True)
     committer.start()
+    threading.Thread(target=receive, name="migrate-receive", daemon=True).start()
     folder: FolderImport | None = None
     try:
-        while True:
-            try:
-                item, raw = channel.receive()
-            except ChannelClosed:
-                break
+        while (frame := frames.get()) is not None:
+            item, raw = frame
             if item[0] == "folder":
                 folder = FolderImport(item[1], item[2], encryption_key=setup.encryption_key,
                                       digest_key=setup.digest_key,
