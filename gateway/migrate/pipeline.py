@@ -100,24 +100,26 @@ class ChildStage:
 
     async def put(self, batch: Sequence[SourceMessage]) -> None:
         if self._sending is not None:
-            await self._sending  # the child took the previous batch
+            await asyncio.shield(self._sending)  # the child took the previous batch
         frame, raw = batch_frame(batch, self._date_param)
         self._sending = asyncio.ensure_future(self._send(frame, raw))
 
     async def end(self) -> Tally:
         if self._sending is not None:
-            sending, self._sending = self._sending, None
-            await sending
+            await asyncio.shield(self._sending)
+            self._sending = None
         await self._send(("end",))
         item = await self._receive()
         tally: Tally = item[1]
         return tally
 
     async def close(self) -> None:
-        if self._sending is not None:
-            with contextlib.suppress(Exception):
-                await self._sending
-        self._channel.close()  # end of input: the child commits what it holds and exits
+        sending, self._sending = self._sending, None
+        if sending is not None:  # a failed send's error is the child's, which end() says
+            sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # End of input (once a write under way is done): the child commits what it
+        # holds and exits.
+        await asyncio.to_thread(self._channel.close)
         try:
             await asyncio.to_thread(self._process.wait, _EXIT_WAIT)
         except subprocess.TimeoutExpired:

@@ -97,8 +97,10 @@ class Channel:
         return buffer
 
     def close(self) -> None:
-        self._reader.close()
-        os.close(self._write_fd)
+        """Close both ends, after a `send` under way in another thread."""
+        with self._lock:
+            self._reader.close()
+            os.close(self._write_fd)
 
 
 @dataclass(frozen=True)
