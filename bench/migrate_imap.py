@@ -11,11 +11,11 @@ Ours: the migration's in-process API, as `sealgate migrate imap` runs it
 sizes, then per batch (500 messages, 32 MiB at most) one UID FETCH of flags, date,
 size and body, whose answer aioimaplib hands to the migration's linear reader
 (`gateway.migrate.fetch_wire`); each message digested, sealed to the account's
-public key and committed with its checkpoint, the next batch read while the last
-is sealed in a worker thread and the one before stored in another; then the
-verification (the digest set against the store). Every repetition migrates into a
-fresh account, so nothing is skipped as present; it must import and verify every
-message.
+public key and committed with its checkpoint by the migration's child process
+(`gateway.migrate.writer`, started while the folders are listed), the next batch
+read meanwhile; then the verification (the digest set against the store). Every
+repetition migrates into a fresh account, so nothing is skipped as present; it must
+import and verify every message.
 
 Baseline: a plain aioimaplib client on the same event loop: STARTTLS, LOGIN, SELECT
 INBOX, UID SEARCH, then per batch of 100 UIDs one `UID FETCH (UID FLAGS
@@ -111,12 +111,13 @@ async def migrate(bubble: Bubble, address: str, port: int) -> int:
     source = ImapSource(host="127.0.0.1", port=port, security="starttls", user=USER,
                         password=PASSWORD, settings=settings, ca_file=bubble.cert,
                         insecure=True)  # the certificate names the gateway, not 127.0.0.1
+    migration = Migration(imports, target, source, settings,
+                          lambda name, total: folder_progress(name, total, bar=False))
     try:
-        folders = await source.folders()
-        migration = Migration(imports, target, source, settings,
-                              lambda name, total: folder_progress(name, total, bar=False))
-        report = await migration.run(folders)
+        await migration.start()  # as the CLI: its writer process starts during the listing
+        report = await migration.run(await source.folders())
     finally:
+        await migration.close()
         await source.close()
     if not report.ok:
         raise BenchError("the migration did not verify")

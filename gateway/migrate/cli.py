@@ -79,20 +79,22 @@ async def _migrate(
 ) -> MigrationReport:
     imports, target = into if into is not None else _open_target(args)
     bar = sys.stderr.isatty() and not label  # parallel accounts log lines, not bars
+    migration = Migration(
+        imports, target, source, settings,
+        lambda name, total: folder_progress(label + name, total, bar=bar),
+        dry_run=args.dry_run, delete_source=getattr(args, "delete_source", False),
+    )
     try:
+        await migration.start()  # its writer process starts while the folders are listed
         folders: list[SourceFolder] = await source.folders()
         if select:
             folders = [f for f in folders
                        if any(fnmatch.fnmatchcase(f.display, glob) for glob in select)]
             if not folders:
                 raise MigrateError("no source folder matches --folders")
-        migration = Migration(
-            imports, target, source, settings,
-            lambda name, total: folder_progress(label + name, total, bar=bar),
-            dry_run=args.dry_run, delete_source=getattr(args, "delete_source", False),
-        )
         return await migration.run(folders)
     finally:
+        await migration.close()
         await source.close()
 
 

@@ -7,12 +7,12 @@ Per source folder:
    name other messages now: the folder is read again from the start, and the digest
    dedup keeps what was stored from coming twice. File sources are read again in
    full (local and cheap); their digests alone skip what is stored.
-2. Import, in batches: each message is put in CRLF form, digested under the
-   account's migration key, and unless its digest is in the target folder already,
-   sealed to the account's public key; the batch and the checkpoint commit
-   together (`ImportStore.add`). Reading from the source, sealing and committing
-   overlap: while batch N commits (a worker thread), N+1 is sealed (another) and
-   N+2 read (the event loop), so the source never waits for the sealing.
+2. Import, in batches (`importing`): each message is put in CRLF form, digested
+   under the account's migration key, and unless its digest is in the target
+   folder already, sealed to the account's public key; the batch and the
+   checkpoint commit together. Reading from the source, sealing and committing
+   overlap (`pipeline`): while the event loop reads batch N+2, a child process
+   seals N+1 and commits N, so the source never waits for the sealing.
 3. Verify: the digest of every message of the source folder (those skipped by the
    checkpoint are read again) must be among the target folder's imports; a message
    that could not be read or was over the size limit fails the folder too (it is
@@ -30,24 +30,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nacl.encoding
 import nacl.hash
 
+from gateway.migrate.importing import FolderJob, Tally
+from gateway.migrate.pipeline import Stage, open_stage
 from gateway.migrate.progress import FolderProgress
-from gateway.migrate.sealing import ImportSealer, crlf, digest
+from gateway.migrate.sealing import crlf, digest
 from gateway.migrate.settings import MigrateSettings
 from gateway.migrate.sources import Source, SourceFolder, SourceMessage
-from gateway.store.imports import Checkpoint, ImportStore, ImportTarget, NewImport
+from gateway.store.imports import ImportStore, ImportTarget
 
 log = logging.getLogger("sealgate.migrate")
 _SOURCE_PERSON = b"sg-import-source"
-# RFC 5322: a message begins with a header field, a name of printable characters but
-# the colon, then a colon. What does not is kept as it is, and listed.
-_HEADER_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 @dataclass
@@ -100,15 +98,6 @@ class MigrationReport:
 ProgressFactory = Callable[[str, int], FolderProgress]
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """Sealed imports to commit together, and the checkpoint's UID after them (None:
-    the checkpoint stays)."""
-
-    imports: list[NewImport]
-    last_uid: int | None
-
-
 class Migration:
     def __init__(
         self,
@@ -130,30 +119,47 @@ class Migration:
         self._delete = delete_source and not dry_run
         self._paced = 0
         self._started: float | None = None
+        self._stage: Stage | None = None
         self._source_id = nacl.hash.blake2b(
             source.identity.encode("utf-8", "surrogateescape"), digest_size=32,
             key=target.digest_key, person=_SOURCE_PERSON, encoder=nacl.encoding.RawEncoder,
         )
 
+    async def start(self) -> Stage:
+        """Start the stage that seals and commits (`pipeline`; a child process on a
+        gateway's store) if not started yet. Called before the source lists its
+        folders, it starts while they are listed; `run` calls it otherwise."""
+        if self._stage is None:
+            self._stage = await open_stage(self._imports, self._target, self._source_id,
+                                           self._settings, dry_run=self._dry_run)
+        return self._stage
+
+    async def close(self) -> None:
+        stage, self._stage = self._stage, None
+        if stage is not None:
+            await stage.close()
+
     async def run(self, folders: list[SourceFolder]) -> MigrationReport:
         report = MigrationReport(self._source.kind, self._dry_run)
-        for folder in folders:
-            report.folders.append(await self.migrate_folder(folder))
+        stage = await self.start()
+        try:
+            for folder in folders:
+                report.folders.append(await self.migrate_folder(folder, stage))
+        finally:
+            await self.close()
         return report
 
-    async def migrate_folder(self, folder: SourceFolder) -> FolderReport:
+    async def migrate_folder(self, folder: SourceFolder, stage: Stage) -> FolderReport:
         report = FolderReport(folder.display, folder.target.name)
         after = await self._resume_point(folder, report)
         present = await asyncio.to_thread(
             self._imports.digests, self._target.account_id, folder.target.name
         )
-        read: dict[int, bytes] = {}  # uid -> digest of every message read
-        queued: set[bytes] = set()  # digests sealed by this run, stored or about to be
+        await stage.begin(FolderJob(folder.name, folder.target.name, folder.target.special_use,
+                                    folder.uid_validity, self._source.kind == "imap"), present)
         progress = self._progress(folder.display, max(0, folder.count - after))
-        # Three stages overlap: the source reads batch N+2 while a worker thread seals
-        # N+1 and another commits N (libsodium, hashlib and SQLite let go of the GIL).
-        # Commits stay in order, so a checkpoint never passes a batch not stored.
-        storing: asyncio.Future[None] | None = None
+        # The source reads batch N+1 while the stage seals and commits N (in order, so
+        # a checkpoint never passes a batch not stored).
         try:
             async with contextlib.aclosing(self._source.read(folder, after)) as batches:
                 reading: asyncio.Future[list[SourceMessage] | None] = asyncio.ensure_future(
@@ -161,12 +167,7 @@ class Migration:
                 try:
                     while (batch := await reading) is not None:
                         reading = asyncio.ensure_future(anext(batches, None))
-                        chunks = await asyncio.to_thread(
-                            self._seal_batch, folder, batch, present, queued, read, report)
-                        if storing is not None:
-                            await storing
-                        storing = asyncio.ensure_future(
-                            asyncio.to_thread(self._store_chunks, folder, chunks, report))
+                        await stage.put(batch)
                         progress.advance(len(batch), sum(message.size for message in batch))
                         await self._pace(len(batch))
                 finally:
@@ -174,17 +175,17 @@ class Migration:
                         reading.cancel()
                         with contextlib.suppress(BaseException):
                             await reading
-            if storing is not None:
-                await storing
         except BaseException:
             # What was read before the failure is still stored (the next run resumes
             # after it); the failure itself is what the caller sees.
-            if storing is not None:
-                with contextlib.suppress(Exception):
-                    await storing
+            with contextlib.suppress(Exception):
+                await stage.end()
             raise
         finally:
             progress.close()
+        tally = await stage.end()
+        _count(report, tally)
+        read = tally.read
         if after:
             await self._digest_done_part(folder, after, read, report)
         await self._verify(folder, read, report)
@@ -221,77 +222,6 @@ class Migration:
             return 0
         report.resumed_after = checkpoint.last_uid
         return checkpoint.last_uid
-
-    def _seal_batch(
-        self,
-        folder: SourceFolder,
-        batch: list[SourceMessage],
-        present: set[bytes],
-        queued: set[bytes],
-        read: dict[int, bytes],
-        report: FolderReport,
-    ) -> list[_Chunk]:
-        """Digest and seal one batch (in a worker thread, one batch after the other):
-        the commits to make, each at most `batch_messages` / `batch_bytes`, the last one
-        moving the checkpoint to the batch's last UID."""
-        chunks: list[_Chunk] = []
-        new: list[NewImport] = []
-        octets = 0
-        sealer = ImportSealer(self._target.encryption_key)
-        for message in batch:
-            report.source_count += 1
-            if message.raw is None:
-                report.problems.append((message.uid, message.problem or "not read"))
-                continue
-            text = crlf(message.raw)
-            mark = digest(self._target.digest_key, text)
-            read[message.uid] = mark
-            if not _HEADER_FIELD.match(text):
-                report.kept_raw.append(message.uid)
-            if mark in queued:
-                report.duplicates += 1
-                continue
-            if mark in present:
-                report.present += 1
-                continue
-            queued.add(mark)
-            if new and (len(new) >= self._settings.batch_messages
-                        or octets + len(text) > self._settings.batch_bytes):
-                chunks.append(_Chunk(new, None))
-                new, octets = [], 0
-            sealed = sealer.seal(
-                text, folder=folder.target.name, flags=message.flags,
-                internal_date=message.internal_date, message_digest=mark,
-            )
-            new.append(NewImport(folder.target.name, folder.target.special_use, mark,
-                                 message.flags, message.internal_date, len(text), sealed))
-            octets += len(text)
-        last = batch[-1].uid if batch else 0
-        if report.problems:  # the checkpoint stays before the first message not imported,
-            last = min(last, report.problems[0][0] - 1)  # so a later run reads it again
-        chunks.append(_Chunk(new, last))
-        return chunks
-
-    def _store_chunks(self, folder: SourceFolder, chunks: list[_Chunk],
-                      report: FolderReport) -> None:
-        """Commit a sealed batch (in a worker thread, one batch after the other)."""
-        for chunk in chunks:
-            self._store(folder, chunk.imports, report, chunk.last_uid)
-
-    def _store(
-        self, folder: SourceFolder, new: list[NewImport], report: FolderReport,
-        last_uid: int | None,
-    ) -> None:
-        if self._dry_run:
-            report.imported += len(new)
-            return
-        checkpoint = None
-        if last_uid is not None and self._source.kind == "imap":
-            position = Checkpoint(folder.uid_validity, last_uid)
-            checkpoint = (self._source_id, folder.name, position)
-        if not new and checkpoint is None:
-            return
-        report.imported += self._imports.add(self._target.account_id, new, checkpoint)
 
     async def _digest_done_part(
         self, folder: SourceFolder, after: int, read: dict[int, bytes], report: FolderReport
@@ -333,6 +263,15 @@ class Migration:
         # meanwhile (or it answered short); not verified, so never deleted.
         short = report.source_count < folder.count
         report.verified = report.missing == 0 and not report.problems and not short
+
+
+def _count(report: FolderReport, tally: Tally) -> None:
+    report.source_count += tally.source_count
+    report.imported += tally.imported
+    report.present += tally.present
+    report.duplicates += tally.duplicates
+    report.problems += tally.problems
+    report.kept_raw += tally.kept_raw
 
 
 def _removed(folder: FolderReport) -> str:

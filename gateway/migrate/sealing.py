@@ -38,6 +38,8 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.secret
+import nacl.utils
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # PyNaCl's cffi module
 
 from bridge.keys import AccountKeys
 
@@ -49,6 +51,8 @@ _BINDING_PERSON = b"sg-import-v1".ljust(16, b"\0")
 _DIGEST_PERSON = b"sg-import-dedup".ljust(16, b"\0")
 _LENGTH = struct.Struct(">Q")
 DIGEST_LEN = 32
+_NONCE_LEN = nacl.secret.Aead.NONCE_SIZE
+_TAG_LEN = nacl.secret.Aead.MACBYTES
 
 
 class ImportCannotOpen(Exception):
@@ -88,25 +92,43 @@ def _binding(
     ).digest()
 
 
+def _message_key_bytes(box: nacl.public.Box) -> bytes:
+    return hashlib.blake2b(box.shared_key(), digest_size=32, person=_KEY_PERSON).digest()
+
+
 def _message_key(box: nacl.public.Box) -> nacl.secret.Aead:
-    return nacl.secret.Aead(hashlib.blake2b(box.shared_key(), digest_size=32,
-                                            person=_KEY_PERSON).digest())
+    return nacl.secret.Aead(_message_key_bytes(box))
 
 
 class ImportSealer:
-    """Seals the messages of one batch to `encryption_key` under one fresh sender key."""
+    """Seals the messages of one batch to `encryption_key` under one fresh sender key.
+
+    `seal` is `head || Aead(key).encrypt(message, aad)` (nonce || ciphertext), with
+    libsodium writing the ciphertext straight into the result: PyNaCl's `encrypt`
+    would copy a message's octets three times more, a fifth of the sealing's cost."""
 
     def __init__(self, encryption_key: bytes) -> None:
         sender = nacl.public.PrivateKey.generate()
         self._head = MAGIC + bytes(sender.public_key)
-        self._aead = _message_key(nacl.public.Box(sender, nacl.public.PublicKey(encryption_key)))
+        self._key = _message_key_bytes(
+            nacl.public.Box(sender, nacl.public.PublicKey(encryption_key)))
+        self._length = ffi.new("unsigned long long *")
 
     def seal(
         self, message: bytes, *, folder: str, flags: Iterable[str], internal_date: datetime,
         message_digest: bytes,
-    ) -> bytes:
-        binding = _binding(folder, flags, internal_date, len(message), message_digest)
-        return self._head + self._aead.encrypt(message, self._head + binding)
+    ) -> bytearray:
+        aad = self._head + _binding(folder, flags, internal_date, len(message), message_digest)
+        nonce = nacl.utils.random(_NONCE_LEN)
+        start = len(self._head) + _NONCE_LEN
+        sealed = bytearray(start + len(message) + _TAG_LEN)
+        sealed[:start] = self._head + nonce
+        failed = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            ffi.from_buffer(sealed) + start, self._length, message, len(message), aad,
+            len(aad), ffi.NULL, nonce, self._key)
+        if failed or self._length[0] != len(message) + _TAG_LEN:
+            raise RuntimeError("libsodium refused to seal")  # never seen: lengths are ours
+        return sealed  # SQLite takes a bytearray as it is
 
 
 def seal_import(
@@ -114,18 +136,19 @@ def seal_import(
     internal_date: datetime, message_digest: bytes,
 ) -> bytes:
     """One message sealed on its own (a batch of one)."""
-    return ImportSealer(encryption_key).seal(
+    return bytes(ImportSealer(encryption_key).seal(
         message, folder=folder, flags=flags, internal_date=internal_date,
         message_digest=message_digest,
-    )
+    ))
 
 
 def open_import(
-    keys: AccountKeys, sealed: bytes, *, folder: str, flags: Iterable[str],
+    keys: AccountKeys, sealed: bytes | bytearray, *, folder: str, flags: Iterable[str],
     internal_date: datetime, size: int, message_digest: bytes,
 ) -> bytes:
     """The message; `ImportCannotOpen` if no key generation opens it or the row's
     columns are not those it was sealed with."""
+    sealed = bytes(sealed)  # as `seal` made it, or as the store gives it back
     binding = _binding(folder, flags, internal_date, size, message_digest)
     head = sealed[: len(MAGIC) + _SENDER_LEN]
     if head[: len(MAGIC)] == MAGIC and len(head) == len(MAGIC) + _SENDER_LEN:

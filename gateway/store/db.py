@@ -46,6 +46,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from gateway.store.models import StoreTable
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON")
 _WRITE_OPTION = "sealgate_write"
 
 
@@ -140,9 +141,8 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoo
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 

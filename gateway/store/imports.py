@@ -21,17 +21,25 @@ This module never sees a message in clear and never logs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import nacl.utils
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlmodel import col
 
 from gateway.store.accounts import find_account
-from gateway.store.db import UnknownAccount, reading, utc, writing
+from gateway.store.db import (
+    SQLITE_BUSY_TIMEOUT_S,
+    SQLITE_PRAGMAS,
+    UnknownAccount,
+    reading,
+    utc,
+    writing,
+)
 from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared
 from gateway.store.models import ImportedMessage, MigrationCheckpoint, MigrationKey
 
@@ -77,6 +85,30 @@ class PendingImport:
 class Checkpoint:
     uid_validity: int
     last_uid: int
+
+
+@dataclass(frozen=True)
+class SqliteImportSql:
+    """`ImportStore.add` as plain SQL, for a writer that runs without SQLAlchemy (the
+    migration's child process, `gateway.migrate.writer`): the SQLite file, the
+    connection's pragmas, an INSERT that skips a digest already in its folder (the
+    table's unique key) and the checkpoint's upsert, each with its parameters' names in
+    order. Each batch and its checkpoint must commit in one `BEGIN IMMEDIATE`
+    transaction. Dates are passed as `date_param` makes them."""
+
+    database: str
+    pragmas: tuple[str, ...]
+    busy_timeout: float
+    insert: str
+    insert_params: tuple[str, ...]
+    checkpoint: str
+    checkpoint_params: tuple[str, ...]
+    pending: str = PENDING
+
+
+_INSERT_COLUMNS = ("account_id", "folder", "special_use", "digest", "flags", "internal_date",
+                   "size", "state", "sealed")
+_CHECKPOINT_COLUMNS = ("account_id", "source", "folder", "uid_validity", "last_uid")
 
 
 _IMPORT = col(ImportedMessage.account_id) == bindparam("account_id")
@@ -138,6 +170,36 @@ class ImportStore:
                         insert(MigrationKey), {"account_id": account.id, "key": key}
                     )
         return ImportTarget(account.id, account.public.encryption_key, key)
+
+    def sqlite_sql(self) -> SqliteImportSql | None:
+        """What `SqliteImportSql` says, for a store on SQLite (None on another database)."""
+        if self._engine.dialect.name != "sqlite" or not self._engine.url.database:
+            return None
+        dialect = self._engine.dialect
+        imports = ImportedMessage.__table__  # type: ignore[attr-defined]  # sqlmodel's table
+        added = sqlite.insert(imports).on_conflict_do_nothing(
+            index_elements=["account_id", "folder", "digest"]
+        ).compile(dialect=dialect, column_keys=list(_INSERT_COLUMNS))
+        checkpoints = MigrationCheckpoint.__table__  # type: ignore[attr-defined]
+        upsert = sqlite.insert(checkpoints)
+        moved = upsert.on_conflict_do_update(
+            index_elements=["account_id", "source", "folder"],
+            set_={"uid_validity": upsert.excluded.uid_validity,
+                  "last_uid": upsert.excluded.last_uid},
+        ).compile(dialect=dialect, column_keys=list(_CHECKPOINT_COLUMNS))
+        return SqliteImportSql(
+            self._engine.url.database, SQLITE_PRAGMAS, SQLITE_BUSY_TIMEOUT_S,
+            added.string, tuple(added.positiontup or ()),
+            moved.string, tuple(moved.positiontup or ()),
+        )
+
+    def date_param(self) -> Callable[[datetime], object]:
+        """How `internal_date` goes into a statement of `sqlite_sql` (the column type's
+        own conversion)."""
+        imports = ImportedMessage.__table__  # type: ignore[attr-defined]
+        convert = imports.c.internal_date.type.bind_processor(self._engine.dialect)
+        assert convert is not None  # noqa: S101 - a TypeDecorator always converts
+        return convert  # type: ignore[no-any-return]
 
     def digests(self, account_id: int, folder: str) -> set[bytes]:
         """The digests imported into a target folder so far (pending, filed or refused)."""
