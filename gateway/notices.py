@@ -1,4 +1,4 @@
-"""Notices the gateway puts in a user's INBOX, rendered from templates/notices/.
+"""Notices the gateway puts in a user's INBOX, rendered from sealgate_templates/notices/.
 
 A notice is an ordinary RFC 5322 message from the gateway itself; it never
 contains content of the message it reports on.
