@@ -8,7 +8,7 @@ storage key, its header block sealed apart and, by runs of messages, in the seal
 header cache (`gateway.store.header_cache`): a header-only FETCH opens
 (XChaCha20-Poly1305) and parses just header blocks, a body fetch the whole messages.
 
-Baseline: Dovecot 2.3 as a throwaway server (`bench.dovecot`) holding the same
+Baseline: Dovecot 2.3 as a throwaway server (`tests/dovecot.py`) holding the same
 messages in a Maildir, with the same certificate and STARTTLS. Without
 dovecot installed (or without root) the baseline is reported missing and only
 our absolute figures are printed.
@@ -42,7 +42,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench import dovecot
 from bench.bubble import DOMAIN, log_to_file, start_bubble
 from bench.clients import run_client
 from bench.common import (
@@ -53,6 +52,7 @@ from bench.common import (
     Target,
     format_value,
     make_message,
+    start_dovecot,
     time_ratio,
 )
 from gateway.homes import gateway_database_url
@@ -60,6 +60,7 @@ from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
 from gateway.store.db import open_engine
 from gateway.store.mailbox import MailboxStore
+from tests.dovecot import Dovecot, missing
 
 NAME = "imap_fetch"
 COUNTS = (2000, 10000)
@@ -104,8 +105,8 @@ async def _measure(settings: Settings, count: int) -> list[Result]:
     password = bubble.passwords[address]
     mails, dates = messages(address, count)
     ops = ("header", "body") if count <= BODY_FETCH_UP_TO else ("header",)
-    baseline_missing = dovecot.missing()
-    server: dovecot.Dovecot | None = None
+    baseline_missing = missing()
+    server: Dovecot | None = None
     try:
         await asyncio.to_thread(
             seed_store, gateway_database_url(bubble.home), address, password, mails, dates
@@ -115,11 +116,11 @@ async def _measure(settings: Settings, count: int) -> list[Result]:
             "user": address, "password": password,
         }]
         if baseline_missing is None:
-            server = dovecot.Dovecot(workdir / f"dovecot-{count}")
+            server = Dovecot(workdir / f"dovecot-{count}", {address: password},
+                             tls=(bubble.cert, bubble.key), require_tls=True)
             server.seed(address, mails, dates)
-            port = await asyncio.to_thread(server.start, address, password, bubble.cert,
-                                           bubble.key)
-            servers.append({"name": "dovecot", "host": "127.0.0.1", "port": port,
+            await start_dovecot(server)
+            servers.append({"name": "dovecot", "host": "127.0.0.1", "port": server.port,
                             "user": address, "password": password})
         cpu_ours = time.process_time()
         cpu_dovecot = server.cpu_seconds() if server is not None else 0.0
