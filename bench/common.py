@@ -7,6 +7,7 @@ Nothing here asserts a time.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import time
@@ -14,12 +15,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.dovecot import Dovecot
+
 KB = 1000
 MB = 1000 * 1000
 
 
 class BenchError(Exception):
     """A benchmark could not produce a valid measurement (the message says why)."""
+
+
+async def start_dovecot(server: Dovecot) -> None:
+    """Start a baseline Dovecot off the event loop; a failure is a BenchError."""
+    try:
+        await asyncio.to_thread(server.start)
+    except (RuntimeError, OSError) as e:
+        raise BenchError(f"dovecot did not start: {e}") from None
 
 
 @dataclass(frozen=True)

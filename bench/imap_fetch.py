@@ -9,7 +9,7 @@ apart and, by runs of messages, in the sealed header cache (`gateway.store.heade
 a header-only FETCH opens (XChaCha20-Poly1305) just header blocks, a body fetch the whole
 messages.
 
-Baseline: Dovecot 2.3 as a throwaway server (`bench.dovecot`) holding the same
+Baseline: Dovecot 2.3 as a throwaway server (`tests/dovecot.py`) holding the same
 messages in a Maildir, with the same certificate and STARTTLS. Without
 dovecot installed (or without root) the baseline is reported missing and only
 our absolute figures are printed.
@@ -44,7 +44,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import dovecot
 from bench.bubble import DOMAIN, Bubble, log_to_file, start_bubble
 from bench.clients import run_client
 from bench.common import (
@@ -55,6 +54,7 @@ from bench.common import (
     Target,
     format_value,
     make_message,
+    start_dovecot,
     time_ratio,
 )
 from gateway.homes import gateway_database_url
@@ -63,6 +63,7 @@ from gateway.store import header_cache
 from gateway.store.accounts import AccountStore, find_account
 from gateway.store.db import open_engine, reading, writing
 from gateway.store.folder_rows import folder_row, prepare_message, store_prepared
+from tests.dovecot import Dovecot, missing
 
 NAME = "imap_fetch"
 COUNTS = (2000, 10000)
@@ -107,7 +108,7 @@ def seed_store(home_url: str, address: str, password: str, mails: list[bytes],
 
 async def seed_servers(
     bubble: Bubble, workdir: Path, count: int, mails: list[bytes], dates: list[datetime]
-) -> tuple[list[dict[str, Any]], dovecot.Dovecot | None]:
+) -> tuple[list[dict[str, Any]], Dovecot | None]:
     """bob's INBOX seeded with `mails` on Sealgate and, when it can run here, on a fresh
     Dovecot started for it: the client job's "servers", and the Dovecot to stop."""
     address = f"bob@{DOMAIN}"
@@ -119,16 +120,17 @@ async def seed_servers(
         "name": "sealgate", "host": "127.0.0.1", "port": bubble.gateway.imap_port,
         "user": address, "password": password,
     }]
-    if dovecot.missing() is not None:
+    if missing() is not None:
         return servers, None
-    server = dovecot.Dovecot(workdir / f"dovecot-{count}")
+    server = Dovecot(workdir / f"dovecot-{count}", {address: password},
+                     tls=(bubble.cert, bubble.key), require_tls=True)
     server.seed(address, mails, dates)
     try:
-        port = await asyncio.to_thread(server.start, address, password, bubble.cert, bubble.key)
+        await start_dovecot(server)
     except BaseException:
         await asyncio.to_thread(server.stop)
         raise
-    servers.append({"name": "dovecot", "host": "127.0.0.1", "port": port,
+    servers.append({"name": "dovecot", "host": "127.0.0.1", "port": server.port,
                     "user": address, "password": password})
     return servers, server
 
@@ -139,8 +141,8 @@ async def _measure(settings: Settings, count: int) -> list[Result]:
     bubble = await start_bubble(workdir / f"bubble-{count}", ("bob",))
     mails, dates = messages(f"bob@{DOMAIN}", count)
     ops = ("header", "body") if count <= BODY_FETCH_UP_TO else ("header",)
-    baseline_missing = dovecot.missing()
-    server: dovecot.Dovecot | None = None
+    baseline_missing = missing()
+    server: Dovecot | None = None
     try:
         servers, server = await seed_servers(bubble, workdir, count, mails, dates)
         cpu_ours = time.process_time()

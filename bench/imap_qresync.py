@@ -12,7 +12,7 @@ reads its index file from disk.
 
 Ours: a real `gateway.service.Gateway` in this process (`bench.bubble`), bob's INBOX
 seeded as `bench.imap_fetch` seeds it (10 KB messages, sealed at rest). Baseline:
-Dovecot 2.3 (`bench.dovecot`) on the same messages in a Maildir, same certificate and
+Dovecot 2.3 (`tests/dovecot.py`) on the same messages in a Maildir, same certificate and
 STARTTLS. Without Dovecot (or root) the baseline is reported missing.
 
 Load: one imaplib client in a separate process (`bench.clients`, kind "qresync"):
@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import dovecot
 from bench.bubble import DOMAIN, log_to_file, start_bubble
 from bench.clients import run_client
 from bench.common import BenchError, Result, Settings, Target, time_ratio
 from bench.imap_fetch import messages, seed_servers
+from tests.dovecot import Dovecot, missing
 
 NAME = "imap_qresync"
 COUNTS = (10000,)
@@ -45,7 +45,7 @@ async def _measure(settings: Settings, count: int) -> Result:
     log_to_file(workdir / f"bench-{count}.log")
     bubble = await start_bubble(workdir / f"bubble-{count}", ("bob",))
     mails, dates = messages(f"bob@{DOMAIN}", count)
-    server: dovecot.Dovecot | None = None
+    server: Dovecot | None = None
     try:
         servers, server = await seed_servers(bubble, workdir, count, mails, dates)
         answer = await run_client({
@@ -66,7 +66,7 @@ async def _measure(settings: Settings, count: int) -> Result:
     base = answer.get("dovecot")
     if base is None:
         return Result(NAME, case, "s", answer["sealgate"], "dovecot", None, None, TARGET,
-                      (*notes, f"baseline missing: {dovecot.missing()}"))
+                      (*notes, f"baseline missing: {missing()}"))
     return Result(NAME, case, "s", answer["sealgate"], "dovecot 2.3", base,
                   time_ratio(answer["sealgate"], base), TARGET, notes)
 

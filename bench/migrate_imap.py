@@ -1,6 +1,6 @@
 """migrate_imap: `sealgate migrate imap` against a plain aioimaplib fetch of the same mail.
 
-Source: Dovecot 2.3 as a throwaway server (`bench.dovecot`), STARTTLS with the
+Source: Dovecot 2.3 as a throwaway server (`tests/dovecot.py`), STARTTLS with the
 gateway's certificate, one user whose INBOX holds 5,000 text messages of mixed size
 (500 with --quick): 60 % of 3 KB, 30 % of 15 KB, 9 % of 60 KB, 1 % of 500 KB,
 about 85 MB in all.
@@ -41,9 +41,17 @@ from pathlib import Path
 
 import aioimaplib
 
-from bench import dovecot
 from bench.bubble import DOMAIN, Bubble, log_to_file, start_bubble
-from bench.common import KB, BenchError, Result, Settings, Target, make_message, rate_ratio
+from bench.common import (
+    KB,
+    BenchError,
+    Result,
+    Settings,
+    Target,
+    make_message,
+    rate_ratio,
+    start_dovecot,
+)
 from gateway.homes import gateway_database_url
 from gateway.migrate.imap import ImapSource
 from gateway.migrate.progress import folder_progress
@@ -51,6 +59,7 @@ from gateway.migrate.run import Migration
 from gateway.migrate.settings import MigrateSettings
 from gateway.store.db import open_engine
 from gateway.store.imports import ImportStore
+from tests.dovecot import Dovecot, missing
 
 NAME = "migrate_imap"
 TARGET = Target(">=", 0.8)
@@ -125,7 +134,7 @@ async def migrate(bubble: Bubble, address: str, port: int) -> int:
 
 
 async def _measure(settings: Settings) -> list[Result]:
-    why = dovecot.missing()
+    why = missing()
     if why is not None:
         raise BenchError(f"needs a throwaway dovecot: {why}")
     count = 500 if settings.quick else 5000
@@ -134,13 +143,15 @@ async def _measure(settings: Settings) -> list[Result]:
                                 [f"m{n}" for n in range(settings.reps)])
     mails, dates = messages(count)
     expected = sum(len(m) for m in mails)
-    server = dovecot.Dovecot(settings.workdir / "dovecot")
+    server = Dovecot(settings.workdir / "dovecot", {USER: PASSWORD},
+                     tls=(bubble.cert, bubble.key), require_tls=True)
     batch = BASELINE_BATCH
     ours: list[float] = []
     base: list[float] = []
     try:
         server.seed(USER, mails, dates)
-        port = await asyncio.to_thread(server.start, USER, PASSWORD, bubble.cert, bubble.key)
+        await start_dovecot(server)
+        port = server.port
         await plain_fetch(port, bubble.cert, batch)  # untimed: dovecot builds its index
 
         async def baseline() -> None:

@@ -65,6 +65,10 @@ class Service:
     log_level: str = "DEBUG"  # the canary scans then cover the most verbose logs there are
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -72,6 +76,8 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ready(self) -> None:
         for port in self.ports:
             try:
                 wait_for_port(port, process=self.proc)
@@ -84,9 +90,17 @@ class Service:
                     from None
 
     def stop(self) -> int:
+        self.terminate()
+        return self.wait()
+
+    def terminate(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self) -> int:
+        """The exit status after `terminate` (killed after 20 s)."""
         if self.proc is None:
             return 0
-        self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -260,14 +274,22 @@ class Bubble:
         )
         return account
 
-    def start_gateway(self, user: str) -> None:
-        self.services[user].start()
+    def start_gateway(self, *users: str) -> None:
+        """Start these users' gateways side by side (each imports for a second or more),
+        then wait until every one listens."""
+        for user in users:
+            self.services[user].spawn()
+        for user in users:
+            self.services[user].wait_ready()
 
     def stop_gateway(self, user: str) -> int:
         return self.services[user].stop()
 
     def stop_all(self) -> dict[str, int]:
-        return {name: service.stop() for name, service in self.services.items()}
+        """SIGTERM to every part at once, then each one's exit status."""
+        for service in self.services.values():
+            service.terminate()
+        return {name: service.wait() for name, service in self.services.items()}
 
     def kill_all(self) -> None:
         for service in self.services.values():

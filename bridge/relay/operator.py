@@ -1,8 +1,8 @@
 """The relay's operator routes: `/healthz`, `/metrics`, `/status` and `/status.json`.
 
 `OperatorPages` answers them from a `RelayMetrics`; the status page is the Jinja2
-template `templates/relay/status.html.j2`, self-contained (inline style, no script,
-no external asset) so that it works on an air-gapped network. These routes show
+template `templates/relay/status.html.j2`, self-contained (inline style, no
+script, no external asset) so that it works on an air-gapped network. These routes show
 aggregate figures only, never an id; reading them needs no signature.
 """
 

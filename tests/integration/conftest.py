@@ -18,8 +18,7 @@ def start_bubble(
         bubble.init()
         for user in users:
             bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
-        for user in users:
-            bubble.start_gateway(user)
+        bubble.start_gateway(*users)
     except BaseException:
         bubble.kill_all()
         raise

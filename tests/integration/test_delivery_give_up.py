@@ -45,8 +45,7 @@ def test_a_message_no_relay_takes_in_time_is_given_up_with_a_notice(tmp_path: Pa
             "delivery_give_up": 2.0, "retry_initial": 0.5, "retry_max": 0.5,
         })
         bob = bubble.add_account("bob", "bob-" + secrets.token_hex(4))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         bubble.stop_relay()
         token = "give-up-" + secrets.token_hex(6)
         message = EmailMessage()

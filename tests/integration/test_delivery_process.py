@@ -49,8 +49,7 @@ def test_the_delivery_process_delivers_stops_and_never_outlives_its_gateway(
         bubble.init()
         alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
         bob = bubble.add_account("bob", "bob-" + secrets.token_hex(4))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         gateway = bubble.services["alice"].proc
         assert gateway is not None
         (delivery,) = children(gateway.pid)

@@ -212,8 +212,7 @@ def test_two_step_enrolment_keeps_the_root_key_in_the_admin_home(tmp_path: Path)
         bubble.init()
         alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
         carol = bubble.enrol_two_step("carol", "carol-" + secrets.token_hex(4))
-        for user in ("alice", "carol"):
-            bubble.start_gateway(user)
+        bubble.start_gateway("alice", "carol")
         root_seed = (bubble.admin / "root.key").read_text().strip().encode()
         assert files_containing([carol.home], [root_seed]) == []
         assert (os.stat(carol.home / "membership.json").st_mode & 0o777) == 0o600

@@ -41,8 +41,7 @@ def test_a_full_disk_answers_452_keeps_what_was_acknowledged_and_recovers(
         try:
             alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
             bob = bubble.add_account("bob", "bob-" + secrets.token_hex(4))
-            bubble.start_gateway("alice")
-            bubble.start_gateway("bob")
+            bubble.start_gateway("alice", "bob")
             bubble.stop_relay()
             token = "full-" + secrets.token_hex(6)
             with smtplib.SMTP("127.0.0.1", alice.smtp_port, timeout=60) as smtp:

@@ -73,8 +73,7 @@ def bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]:
             b.add_account(user, f"{user}-hostile-password")
         with (b.root / "bob.toml").open("a") as config:
             config.write(f"imap_fetch_batch_octets = {FETCH_BUDGET}\n")
-        for user in ("alice", "bob"):
-            b.start_gateway(user)
+        b.start_gateway("alice", "bob")
         yield b
     finally:
         b.kill_all()

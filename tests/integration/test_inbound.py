@@ -55,8 +55,7 @@ def inbound_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]
         config = bubble.root / "alice.toml"
         config.write_text(config.read_text() + 'inbound_authserv_id = "mx.test"\n')
         bubble.add_account("bob", "bob-" + secrets.token_hex(6))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         yield bubble
     finally:
         bubble.kill_all()

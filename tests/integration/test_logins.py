@@ -43,8 +43,7 @@ def logins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]:
         bubble.init()
         bubble.add_account("alice", "alice-" + secrets.token_hex(8), kdf_cost=None)
         bubble.add_account("bob", "bob-" + secrets.token_hex(8), settings=BOB_SETTINGS)
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         yield bubble
     finally:
         bubble.kill_all()

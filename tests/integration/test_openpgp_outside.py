@@ -124,8 +124,7 @@ def inbound_bubble(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> 
         config.write_text(config.read_text() + 'smarthost_starttls = false\n'
                           'allow_plaintext_to = ["plain.example"]\n')
         bubble.add_account("bob", "bob-" + secrets.token_hex(6))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         yield bubble
     finally:
         bubble.kill_all()

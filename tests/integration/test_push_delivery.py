@@ -35,8 +35,7 @@ def test_mail_arrives_through_the_held_listing_without_polling(tmp_path: Path) -
         bubble.init()
         alice = bubble.add_account("alice", "alice-" + secrets.token_hex(4))
         bob = bubble.add_account("bob", "bob-" + secrets.token_hex(4))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         imap = imap_login(bob)
         assert fetch_all(imap) == []
         canary = "push-" + secrets.token_hex(6)
@@ -63,8 +62,7 @@ def test_a_gateway_holds_at_most_push_connections_and_polls_the_rest(tmp_path: P
             bubble.add_account(user, f"{user}-{secrets.token_hex(4)}", gateway="alice",
                                settings={"push_connections": 2})
         dave = bubble.add_account("dave", "dave-" + secrets.token_hex(4))
-        bubble.start_gateway("alice")
-        bubble.start_gateway("dave")
+        bubble.start_gateway("alice", "dave")
         served = bubble.accounts["alice"]
         users = [dataclasses.replace(bubble.accounts[u], smtp_port=served.smtp_port,
                                      imap_port=served.imap_port)

@@ -86,8 +86,7 @@ def two_relay_bubble(
     for user in ("alice", "bob"):
         bubble.add_account(user, f"{user}-{secrets.token_hex(4)}",
                            relays=[bubble.relay_url, second], settings=dict(gateway))
-    bubble.start_gateway("alice")
-    bubble.start_gateway("bob")
+    bubble.start_gateway("alice", "bob")
     return bubble, second
 
 
@@ -181,8 +180,7 @@ def test_a_507_from_every_relay_is_retried_until_one_has_room(tmp_path: Path) ->
         for user in ("alice", "bob"):
             bubble.add_account(user, f"{user}-{secrets.token_hex(4)}",
                                settings={"retry_initial": 0.2, "retry_max": 0.5})
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         alice, bob = bubble.accounts["alice"], bubble.accounts["bob"]
         token = "token-" + secrets.token_hex(6)
         assert submit(alice, token_message(alice, bob, token)) == {}

@@ -56,8 +56,7 @@ def test_a_full_relay_purges_the_oldest_tells_the_sender_and_keeps_the_newest(
         bubble.init()
         alice = bubble.add_account("alice", "alice-password-1234")
         bob = bubble.add_account("bob", "bob-password-12345")
-        bubble.start_gateway("alice")
-        bubble.start_gateway("bob")
+        bubble.start_gateway("alice", "bob")
         assert bubble.stop_gateway("bob") == 0  # the recipient's gateway is down
 
         for n, subject in enumerate(SUBJECTS, start=1):

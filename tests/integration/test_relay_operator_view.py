@@ -68,8 +68,7 @@ def test_a_relay_keeps_only_what_its_operator_guide_lists(tmp_path: Path) -> Non
         bubble.init()
         for user in ("alice", "bob", "carol"):
             bubble.add_account(user, f"{user}-{secrets.token_hex(4)}")
-        for user in ("alice", "bob", "carol"):
-            bubble.start_gateway(user)
+        bubble.start_gateway("alice", "bob", "carol")
         alice, bob, carol = (bubble.accounts[u] for u in ("alice", "bob", "carol"))
         canary = "canary-" + secrets.token_hex(8)
         message = compose(alice, bob.address, canary, f"subject {canary}")

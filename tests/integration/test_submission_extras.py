@@ -36,8 +36,7 @@ def clients_bubble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bubble]
         config.write_text(config.read_text() + "sent_copy = false\n")
         bubble.add_account("carol", "carol-" + secrets.token_hex(6),
                            settings={"submission_limit": RATE_LIMIT})
-        for user in ("alice", "bob", "carol"):
-            bubble.start_gateway(user)
+        bubble.start_gateway("alice", "bob", "carol")
         yield bubble
     finally:
         bubble.kill_all()
