@@ -4,9 +4,9 @@ Published keys arrive with the directory replica (`gateway.recipients` syncs eve
 record the relays hold); every `interval` seconds `DirectoryKeys` opens the records it
 has not seen yet, keeps those that are key statements and verify against the pinned
 root, and answers `peer(address)` from memory, so RCPT does no I/O for them. A record
-that opens as a key statement but is not signed by the root is ignored and logged
-(without the address); a withdrawal, the highest version, takes the key away. Keys are
-logged by fingerprint only, as elsewhere in `gateway.pgp`.
+that opens as a key statement but is not signed by the root, or holds a key pgpy cannot
+read, is ignored and logged (without the address); a withdrawal, the highest version,
+takes the key away. Keys are logged by fingerprint only, as elsewhere in `gateway.pgp`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 from bridge.directory import DirectoryRecord
 from bridge.errors import DirectoryError
 from bridge.published_key import PublishedKey
-from gateway.pgp.keys import PeerKey
+from gateway.pgp.keys import OpenPgpKeyError, PeerKey, parse_key, peer_key
 from gateway.store.directory_cache import DirectoryCache
 from gateway.worker import PeriodicJob
 
@@ -26,20 +26,24 @@ log = logging.getLogger(__name__)
 
 def published_keys(
     records: list[DirectoryRecord], directory_key: bytes, trusted_roots: tuple[bytes, ...]
-) -> tuple[dict[str, PeerKey], int]:
-    """The keys published in `records` by address, and how many key statements did not
-    verify (those are left out)."""
+) -> tuple[dict[str, PeerKey], list[str]]:
+    """The keys published in `records` by address, and why some key statements were
+    left out (not signed by the root, a key this gateway cannot read)."""
     keys: dict[str, PeerKey] = {}
-    bad = 0
+    problems = []
     for record in records:
         try:
             statement = PublishedKey.open_any(record, directory_key, trusted_roots)
         except DirectoryError:
-            bad += 1
+            problems.append("a published key record that is not signed by the pinned root")
             continue
-        if statement is not None and statement.key is not None and statement.fingerprint:
-            keys[statement.address] = PeerKey(statement.fingerprint, statement.key, ())
-    return keys, bad
+        if statement is None or statement.key is None:
+            continue
+        try:
+            keys[statement.address] = peer_key(parse_key(statement.key))
+        except OpenPgpKeyError as e:
+            problems.append(f"a published key it cannot use ({e})")
+    return keys, problems
 
 
 class DirectoryKeys(PeriodicJob):
@@ -69,10 +73,9 @@ class DirectoryKeys(PeriodicJob):
             if held is not None and held[0] == record.version:
                 seen[record.lookup_id] = held
                 continue
-            (address, key), bad = self._open(record)
-            if bad:
-                log.warning("openpgp: the replica holds a published key record that is not "
-                            "signed by the pinned root; ignored")
+            (address, key), problems = self._open(record)
+            for problem in problems:
+                log.warning("openpgp: the replica holds %s; ignored", problem)
             seen[record.lookup_id] = (record.version, address, key)
         keys = {a: k for _, a, k in seen.values() if a is not None and k is not None}
         for address, key in keys.items():
@@ -83,9 +86,11 @@ class DirectoryKeys(PeriodicJob):
                 log.info("openpgp: the directory no longer publishes key %s", key.fingerprint)
         self._seen, self._keys = seen, keys
 
-    def _open(self, record: DirectoryRecord) -> tuple[tuple[str | None, PeerKey | None], int]:
-        found, bad = published_keys([record], self._key, self._roots)
+    def _open(
+        self, record: DirectoryRecord
+    ) -> tuple[tuple[str | None, PeerKey | None], list[str]]:
+        found, problems = published_keys([record], self._key, self._roots)
         if not found:
-            return (None, None), bad
+            return (None, None), problems
         ((address, key),) = found.items()
-        return (address, key), bad
+        return (address, key), problems

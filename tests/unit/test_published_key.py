@@ -13,6 +13,12 @@ from bridge.errors import DirectoryError
 from bridge.keys import AccountKeys, RootKey
 from bridge.published_key import MAX_PUBLISHED_KEY, PublishedKey, published_key_lookup_id
 from gateway.pgp.directory import published_keys
+from gateway.pgp.keys import (
+    OpenPgpKeyError,
+    fingerprint_of,
+    generate_account_key,
+    read_public_key,
+)
 
 CAROL = "carol@partner.example"
 KEY = b"\x99\x00\x33" + b"public key packets" * 40
@@ -94,20 +100,25 @@ def test_published_keys_pick_key_statements_out_of_a_whole_replica(
     keys: tuple[RootKey, bytes]
 ) -> None:
     root, directory_key = keys
-    account = AccountKeys.generate()
-    entry = DirectoryEntry("bob@test.bubble", account.public, ("https://relay",), issued_at=1)
-    forged = PublishedKey("eve@evil.example", FPR, KEY, 1).to_record(
-        RootKey.generate(), directory_key)
+    carol = generate_account_key(CAROL).pubkey
+    real = bytes(carol)
+    entry = DirectoryEntry("bob@test.bubble", AccountKeys.generate().public, ("https://relay",),
+                           issued_at=1)
     records = [
         make_record(entry, root, directory_key),
         DrainStatement("https://relay", True, 1).to_record(root, directory_key),
-        PublishedKey(CAROL, FPR, KEY, 1).to_record(root, directory_key),
+        PublishedKey(CAROL, fingerprint_of(carol), real, 1).to_record(root, directory_key),
         PublishedKey("dave@partner.example", None, None, 2).to_record(root, directory_key),
-        forged,
+        PublishedKey("eve@evil.example", FPR, real, 1).to_record(RootKey.generate(),
+                                                                 directory_key),
+        PublishedKey("gil@partner.example", FPR, KEY, 1).to_record(root, directory_key),
     ]
-    found, bad = published_keys(records, directory_key, (root.public,))
-    assert list(found) == [CAROL] and found[CAROL].public == KEY
-    assert found[CAROL].fingerprint == FPR and bad == 1
+    found, problems = published_keys(records, directory_key, (root.public,))
+    assert list(found) == [CAROL] and found[CAROL].public == real
+    assert found[CAROL].fingerprint == fingerprint_of(carol)
+    assert found[CAROL].names(CAROL)
+    assert problems == ["a published key record that is not signed by the pinned root",
+                        "a published key it cannot use (not an OpenPGP key pgpy can read)"]
 
 
 def test_a_key_over_the_limit_or_half_a_statement_is_refused() -> None:
@@ -115,3 +126,10 @@ def test_a_key_over_the_limit_or_half_a_statement_is_refused() -> None:
         PublishedKey(CAROL, FPR, bytes(MAX_PUBLISHED_KEY + 1), 1)
     with pytest.raises(ValueError, match="fingerprint"):
         PublishedKey(CAROL, None, KEY, 1)
+
+
+def test_a_blob_pgpy_only_half_reads_is_not_a_key() -> None:
+    """pgpy makes a key object without its key packet of these bytes (it used to be
+    called a private key by `pgp import`); publisher and gateways say it is no key."""
+    with pytest.raises(OpenPgpKeyError, match="not an OpenPGP key pgpy can read"):
+        read_public_key(KEY)
