@@ -223,7 +223,7 @@ def cmd_pgp_remove(args: argparse.Namespace) -> None:
 
 def add_pgp_commands(sub: Any) -> None:
     pgp = sub.add_parser(
-        "pgp", help="OpenPGP keys: export an account's, import a correspondent's"
+        "pgp", help="OpenPGP keys: export an account's, import or publish a correspondent's"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def gateway_argument(p: argparse.ArgumentParser) -> None:
