@@ -10,29 +10,22 @@ gateways receive it with their directory replica:
                                                 {"relay": URL, "draining": bool}, ad=lookup_id)
     record    = lookup_id, version, sealed, Ed25519(root, RECORD_CONTEXT || ...)
 
-The lookup id is keyed, so a relay cannot tell a drain statement from an address's
-record, nor which relay it names. Versions only grow (`AdminHome.claim_version`); the
-highest verified statement for a URL is the one in force. URLs are compared without a
-trailing slash. This module does no I/O.
+(`bridge.statement`). The lookup id is keyed, so a relay cannot tell a drain statement
+from an address's record, nor which relay it names. Versions only grow
+(`AdminHome.claim_version`); the highest verified statement for a URL is the one in
+force. URLs are compared without a trailing slash. This module does no I/O.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-import nacl.bindings
-import nacl.encoding
-import nacl.exceptions
-import nacl.hash
-import nacl.utils
-
-from bridge.directory import RECORD_CONTEXT, DirectoryRecord
+from bridge.directory import DirectoryRecord
 from bridge.errors import DirectoryError
 from bridge.keys import RootKey
+from bridge.statement import open_statement, seal_statement, statement_lookup_id
 
-_PERSON = b"sg-relay-drain".ljust(16, b"\0")
-_NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_PERSON = b"sg-relay-drain"
 _MAX_STATEMENT = 4096
 
 
@@ -42,10 +35,7 @@ def relay_key(url: str) -> str:
 
 
 def drain_lookup_id(directory_key: bytes, url: str) -> bytes:
-    return nacl.hash.blake2b(
-        relay_key(url).encode("utf-8"), key=directory_key, person=_PERSON, digest_size=32,
-        encoder=nacl.encoding.RawEncoder,
-    )
+    return statement_lookup_id(directory_key, _PERSON, relay_key(url))
 
 
 @dataclass(frozen=True)
@@ -55,18 +45,9 @@ class DrainStatement:
     version: int
 
     def to_record(self, root: RootKey, directory_key: bytes) -> DirectoryRecord:
-        lookup_id = drain_lookup_id(directory_key, self.relay)
-        body = json.dumps({"relay": relay_key(self.relay), "draining": self.draining},
-                          sort_keys=True, separators=(",", ":")).encode("utf-8")
-        nonce = nacl.utils.random(_NONCE_LEN)
-        sealed = nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            body, lookup_id, nonce, directory_key
-        )
-        unsigned = DirectoryRecord(lookup_id, self.version, sealed, b"")
-        return DirectoryRecord(
-            lookup_id, self.version, sealed,
-            root.sign(RECORD_CONTEXT, unsigned.publisher_message()),
-        )
+        body = {"relay": relay_key(self.relay), "draining": self.draining}
+        return seal_statement(body, drain_lookup_id(directory_key, self.relay), self.version,
+                              root, directory_key)
 
     @classmethod
     def from_record(
@@ -76,17 +57,7 @@ class DrainStatement:
         """The statement about `url` in `record`; DirectoryError if it is not one."""
         if record.lookup_id != drain_lookup_id(directory_key, url):
             raise DirectoryError("not a drain statement for this relay")
-        record.verify_publisher(trusted_roots)
-        if not _NONCE_LEN < len(record.sealed) <= _MAX_STATEMENT:
-            raise DirectoryError("malformed drain statement")
-        nonce = record.sealed[:_NONCE_LEN]
-        try:
-            body = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                record.sealed[_NONCE_LEN:], record.lookup_id, nonce, directory_key
-            )
-            data = json.loads(body)
-        except (nacl.exceptions.CryptoError, ValueError):
-            raise DirectoryError("malformed drain statement") from None
+        data = open_statement(record, directory_key, trusted_roots, _MAX_STATEMENT)
         if not isinstance(data, dict) or data.get("relay") != relay_key(url) \
                 or type(data.get("draining")) is not bool:
             raise DirectoryError("malformed drain statement")

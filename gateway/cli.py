@@ -20,7 +20,7 @@
     sealgate gateway revoke --bubble ADMIN (--gateway-key HEX | --gateway GW) --relay URL [...]
     sealgate demo          --dir DIR [--port-base N]
     sealgate migrate mbox|maildir|imap ...  (gateway.migrate.cli)
-    sealgate pgp export|import|keygen|list|remove ...  (gateway.pgp.cli)
+    sealgate pgp export|import|keygen|list|remove|publish|unpublish ...  (gateway.pgp.cli)
 
 Errors are one line on stderr (`sealgate: error: ...`) and exit status 1; usage
 errors exit 2. Serving commands run until SIGINT or SIGTERM and then exit 0.

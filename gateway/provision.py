@@ -315,16 +315,11 @@ async def revoke_gateway(
             await client.close()
 
 
-async def drain_relay(
-    url: str, *, draining: bool, admin: AdminHome, relays: Sequence[str] = (),
-    relay_ca_file: Path | None = None,
-) -> DrainStatement:
-    """Sign that relay `url` is drained (or no longer) and publish it to `url` and `relays`.
-
-    The version is above every one the admin home signed and every one the relays hold.
-    """
-    urls = tuple(dict.fromkeys(check_relays([url, *relays])))
-    lid = drain_lookup_id(admin.directory_key, urls[0])
+async def published_version(
+    lid: bytes, urls: Sequence[str], admin: AdminHome, relay_ca_file: Path | None = None
+) -> int:
+    """The highest version of a root-signed record filed under `lid` on the relays that
+    answer (0 if none): a new statement must be above it."""
     floor = 0
     for relay in urls:
         client = RelayClient(relay, ca_file=relay_ca_file)
@@ -336,10 +331,22 @@ async def drain_relay(
             await client.close()
         if record is not None:
             with contextlib.suppress(DirectoryError):
-                statement = DrainStatement.from_record(
-                    record, urls[0], admin.directory_key, (admin.root.public,)
-                )
-                floor = max(floor, statement.version)
+                record.verify_publisher((admin.root.public,))
+                floor = max(floor, record.version)
+    return floor
+
+
+async def drain_relay(
+    url: str, *, draining: bool, admin: AdminHome, relays: Sequence[str] = (),
+    relay_ca_file: Path | None = None,
+) -> DrainStatement:
+    """Sign that relay `url` is drained (or no longer) and publish it to `url` and `relays`.
+
+    The version is above every one the admin home signed and every one the relays hold.
+    """
+    urls = tuple(dict.fromkeys(check_relays([url, *relays])))
+    lid = drain_lookup_id(admin.directory_key, urls[0])
+    floor = await published_version(lid, urls, admin, relay_ca_file)
     statement = DrainStatement(urls[0], draining, admin.claim_version(lid, floor))
     record = statement.to_record(admin.root, admin.directory_key)
     await publish(record, urls, f"the drain statement of {urls[0]}", relay_ca_file)

@@ -30,6 +30,7 @@ from gateway.login_gate import KdfPool, LoginGate
 from gateway.login_limiter import LimiterSettings, LoginLimiter
 from gateway.memory import return_large_buffers
 from gateway.migrate.filing import ImportFiler
+from gateway.pgp.directory import DirectoryKeys
 from gateway.pgp.inbound import InboundDecryption
 from gateway.pgp.keyring import AccountKeyJob, OpenPgpKeys
 from gateway.pgp.outbound import OutsideMail
@@ -108,6 +109,8 @@ class Gateway:
         settings = smarthost_settings(cfg)
         openpgp = OpenPgpKeys(OpenPgpStore(engine))
         pgp_keys = AccountKeyJob(openpgp, keyring, interval=cfg.poll_interval)
+        published = DirectoryKeys(directory_cache, membership.directory_key,
+                                  (membership.root_public,), cfg.directory_sync_interval)
         # Deposits to relays and the smarthost, and the drains they heed, run in a
         # process of their own (`gateway.delivery_process`).
         self._delivery = delivery = DeliveryProcess(cfg)
@@ -183,7 +186,8 @@ class Gateway:
             rate=SubmissionRate(cfg.submission_limit, cfg.submission_window),
             outside=OutsideMail(
                 OutsidePolicy(openpgp, smarthost=settings is not None,
-                              allow_plaintext_to=cfg.allow_plaintext_to),
+                              allow_plaintext_to=cfg.allow_plaintext_to,
+                              published=published.peer),
                 openpgp, box,
             ),
         )
@@ -264,6 +268,7 @@ class Gateway:
             asyncio.create_task(recipients.run(), name="directory-sync"),
             asyncio.create_task(undelivered.run(), name="undelivered"),
             asyncio.create_task(pgp_keys.run(), name="openpgp-keys"),
+            asyncio.create_task(published.run(), name="published-openpgp-keys"),
         ]
         log.info(
             "gateway: smtp on %s:%d, imap on %s:%d",

@@ -7,6 +7,7 @@
     keyring    the keys in use: opened while an account is unlocked; the job that gives
                every unlocked account its key
     mime       PGP/MIME with protected headers, both ways (pure functions)
+    directory  correspondents' keys the bubble's root publishes, read from the replica
     outside    RCPT policy for recipients outside the bubble
     outbound   the outbox item for one recipient outside (PGP/MIME or allowed plaintext)
     smarthost  sealed smarthost jobs and the SMTP client that hands them over

@@ -6,6 +6,10 @@
                                                       make an account's key now
     sealgate pgp list   --gateway GW                  accounts' and correspondents' keys
     sealgate pgp remove ADDRESS --gateway GW          forget a correspondent's key
+    sealgate pgp publish ADDRESS KEYFILE --bubble ADMIN --relay URL [...]
+                                                      vouch for a correspondent's key
+                                                      for every gateway of the bubble
+    sealgate pgp unpublish ADDRESS --bubble ADMIN --relay URL [...]
 
 Errors are `ProvisionError`s: one line, exit status 1 (`gateway.cli.main`).
 """
@@ -13,7 +17,8 @@ Errors are `ProvisionError`s: one line, exit status 1 (`gateway.cli.main`).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,33 +26,54 @@ from typing import Any
 
 from bridge.errors import WrongPassphrase
 from bridge.keys import AccountKeys, unseal_seed
-from gateway.homes import HomeError, Membership, gateway_database_url
+from bridge.published_key import MAX_PUBLISHED_KEY, PublishedKey, published_key_lookup_id
+from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url
+from gateway.pgp.directory import published_keys
 from gateway.pgp.keyring import OpenPgpKeys
-from gateway.pgp.keys import OpenPgpKeyError, fingerprint_of, public_armored
-from gateway.provision import ProvisionError, read_password_file
+from gateway.pgp.keys import (
+    OpenPgpKeyError,
+    PeerKey,
+    fingerprint_of,
+    public_armored,
+    read_public_key,
+)
+from gateway.provision import (
+    ProvisionError,
+    check_relays,
+    publish,
+    published_version,
+    read_password_file,
+)
 from gateway.store.accounts import AccountStore, normalize_address
 from gateway.store.db import InvalidValue, open_engine
+from gateway.store.directory_cache import DirectoryCache
 from gateway.store.openpgp import OpenPgpStore
 
 
 @dataclass(frozen=True)
 class _Gateway:
-    domain: str
+    membership: Membership
     accounts: AccountStore
     store: OpenPgpStore
     keys: OpenPgpKeys
+    directory: DirectoryCache
+
+    @property
+    def domain(self) -> str:
+        return self.membership.domain
 
 
 @contextmanager
 def _open(gateway: Path) -> Iterator[_Gateway]:
     try:
-        domain = Membership.load(gateway).domain
+        membership = Membership.load(gateway)
     except HomeError as e:
         raise ProvisionError(str(e)) from None
     engine = open_engine(gateway_database_url(gateway))
     try:
         store = OpenPgpStore(engine)
-        yield _Gateway(domain, AccountStore(engine), store, OpenPgpKeys(store))
+        yield _Gateway(membership, AccountStore(engine), store, OpenPgpKeys(store),
+                       DirectoryCache(engine))
     finally:
         engine.dispose()
 
@@ -73,25 +99,85 @@ def cmd_pgp_export(args: argparse.Namespace) -> None:
     print(public_armored(public), end="")
 
 
-def cmd_pgp_import(args: argparse.Namespace) -> None:
-    address = _address(args.address)
+def _outside(address: str, domain: str) -> str:
+    if address.rpartition("@")[2] == domain:
+        raise ProvisionError(
+            f"{address} is in the bubble ({domain}): members have bubble keys; mail to it "
+            "is sealed, not OpenPGP"
+        )
+    return address
+
+
+def _key_file(path: Path, read: Callable[[bytes], PeerKey] = read_public_key) -> PeerKey:
+    """The correspondent's public key in `path`, checked (`read_public_key`)."""
     try:
-        data = args.keyfile.read_bytes()
+        data = path.read_bytes()
     except OSError as e:
-        raise ProvisionError(f"cannot read {args.keyfile}: {e.strerror}") from None
-    with _open(args.gateway) as gw:
-        if address.rpartition("@")[2] == gw.domain:
-            raise ProvisionError(
-                f"{address} is in the bubble ({gw.domain}): mail to it is sealed, not OpenPGP"
-            )
-        try:
-            peer = gw.keys.import_peer(address, data)
-        except OpenPgpKeyError as e:
-            raise ProvisionError(f"{args.keyfile}: {e}") from None
-    print(f"imported key {peer.fingerprint} for {address}")
+        raise ProvisionError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return read(data)
+    except OpenPgpKeyError as e:
+        raise ProvisionError(f"{path}: {e}") from None
+
+
+def _note_user_ids(peer: PeerKey, address: str) -> None:
     if not peer.names(address):
         print(f"note: none of the key's user ids names {address}: "
               f"{', '.join(peer.user_ids) or 'it has none'}")
+
+
+def cmd_pgp_import(args: argparse.Namespace) -> None:
+    address = _address(args.address)
+    with _open(args.gateway) as gw:
+        _outside(address, gw.domain)
+        peer = _key_file(args.keyfile, lambda data: gw.keys.import_peer(address, data))
+    print(f"imported key {peer.fingerprint} for {address}")
+    _note_user_ids(peer, address)
+
+
+async def _publish_statement(
+    address: str, peer: PeerKey | None, admin: AdminHome, relays: list[str],
+    relay_ca: Path | None,
+) -> PublishedKey:
+    urls = check_relays(relays)
+    lid = published_key_lookup_id(admin.directory_key, address)
+    version = admin.claim_version(lid, await published_version(lid, urls, admin, relay_ca))
+    statement = PublishedKey(address, None if peer is None else peer.fingerprint,
+                             None if peer is None else peer.public, version)
+    await publish(statement.to_record(admin.root, admin.directory_key), urls,
+                  f"the published OpenPGP key of {address}", relay_ca)
+    return statement
+
+
+def _admin(path: Path) -> AdminHome:
+    try:
+        return AdminHome.load(path)
+    except HomeError as e:
+        raise ProvisionError(str(e)) from None
+
+
+def cmd_pgp_publish(args: argparse.Namespace) -> None:
+    admin = _admin(args.bubble)
+    address = _outside(_address(args.address), admin.domain)
+    peer = _key_file(args.keyfile)
+    if len(peer.public) > MAX_PUBLISHED_KEY:
+        raise ProvisionError(
+            f"{args.keyfile}: the key is {len(peer.public)} bytes, a published key at most "
+            f"{MAX_PUBLISHED_KEY} (export it with gpg --export-options export-minimal)"
+        )
+    statement = asyncio.run(_publish_statement(address, peer, admin, args.relay, args.relay_ca))
+    print(f"published key {peer.fingerprint} for {address} (statement version "
+          f"{statement.version}): every gateway of the bubble uses it from its next "
+          "directory sync, unless it imported a key of its own for that address")
+    _note_user_ids(peer, address)
+
+
+def cmd_pgp_unpublish(args: argparse.Namespace) -> None:
+    admin = _admin(args.bubble)
+    address = _outside(_address(args.address), admin.domain)
+    statement = asyncio.run(_publish_statement(address, None, admin, args.relay, args.relay_ca))
+    print(f"withdrew the published key of {address} (statement version {statement.version}): "
+          "gateways stop using it at their next directory sync")
 
 
 def cmd_pgp_keygen(args: argparse.Namespace) -> None:
@@ -116,8 +202,15 @@ def cmd_pgp_list(args: argparse.Namespace) -> None:
             stored = gw.store.account_key(account.address)
             print(f"account {account.address} "
                   f"{stored.fingerprint if stored else '(no key yet: next login)'}")
-        for address, peer in gw.store.peers():
+        imported = dict(gw.store.peers())
+        for address, peer in imported.items():
             print(f"correspondent {address} {peer.fingerprint}")
+        published, _bad = published_keys(
+            gw.directory.all(), gw.membership.directory_key, (gw.membership.root_public,)
+        )
+        for address, key in sorted(published.items()):
+            note = " (not used: imported here)" if address in imported else ""
+            print(f"directory {address} {key.fingerprint}{note}")
 
 
 def cmd_pgp_remove(args: argparse.Namespace) -> None:
@@ -130,7 +223,7 @@ def cmd_pgp_remove(args: argparse.Namespace) -> None:
 
 def add_pgp_commands(sub: Any) -> None:
     pgp = sub.add_parser(
-        "pgp", help="OpenPGP keys: export an account's, import a correspondent's"
+        "pgp", help="OpenPGP keys: export an account's, import or publish a correspondent's"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def gateway_argument(p: argparse.ArgumentParser) -> None:
@@ -158,9 +251,27 @@ def add_pgp_commands(sub: Any) -> None:
                    help="file whose first line is the account's password")
     p.set_defaults(func=cmd_pgp_keygen)
 
-    p = pgp.add_parser("list", help="the accounts' and the correspondents' key fingerprints")
+    p = pgp.add_parser("list", help="the accounts' and the correspondents' key fingerprints, "
+                       "the directory's marked as such")
     gateway_argument(p)
     p.set_defaults(func=cmd_pgp_list)
+
+    for action, what in (
+        ("publish", "vouch, as the bubble's root, for a correspondent's key: every gateway "
+         "encrypts mail to them with it"),
+        ("unpublish", "withdraw a published key"),
+    ):
+        p = pgp.add_parser(action, help=what)
+        p.add_argument("address")
+        if action == "publish":
+            p.add_argument("keyfile", type=Path, metavar="KEYFILE",
+                           help="the public key, armored or binary")
+        p.add_argument("--bubble", type=Path, required=True, help="bubble admin directory")
+        p.add_argument("--relay", action="append", default=[], metavar="URL", required=True,
+                       help="a relay the gateways sync their directory from; repeatable")
+        p.add_argument("--relay-ca", type=Path, metavar="FILE",
+                       help="for https relays: trust only the certificates in FILE")
+        p.set_defaults(func=cmd_pgp_publish if action == "publish" else cmd_pgp_unpublish)
 
     p = pgp.add_parser("remove", help="forget a correspondent's key")
     p.add_argument("address")

@@ -202,6 +202,22 @@ class PeerKey:
         return any(address.lower() in uid.lower() for uid in self.user_ids)
 
 
+def parse_key(raw: bytes) -> Any:
+    """The pgpy key in binary `raw`; `OpenPgpKeyError` if pgpy cannot read one."""
+    try:
+        key, _ = pgpy.PGPKey.from_blob(raw)
+        bytes(key)  # a blob pgpy half-reads yields a key without its key packet
+    except (PGPError, ValueError, TypeError, IndexError, KeyError, NotImplementedError,
+            AttributeError):
+        raise OpenPgpKeyError("not an OpenPGP key pgpy can read") from None
+    return key
+
+
+def peer_key(key: Any) -> PeerKey:
+    uids = tuple(str(uid.userid) for uid in key.userids if uid.is_uid)
+    return PeerKey(fingerprint_of(key), bytes(key), uids)
+
+
 def read_public_key(data: bytes) -> PeerKey:
     """The public key in `data` (armored or binary); `OpenPgpKeyError` if it is unusable."""
     if len(data) > MAX_KEY_FILE_BYTES:
@@ -214,10 +230,7 @@ def read_public_key(data: bytes) -> PeerKey:
         raise OpenPgpKeyError("this is a private key: import the correspondent's public key")
     if kind != "PUBLIC KEY BLOCK":
         raise OpenPgpKeyError(f"not an OpenPGP key but a PGP {kind.lower()}")
-    try:
-        key, _ = pgpy.PGPKey.from_blob(raw)
-    except (PGPError, ValueError, TypeError, IndexError, KeyError, NotImplementedError):
-        raise OpenPgpKeyError("not an OpenPGP key pgpy can read") from None
+    key = parse_key(raw)
     if not key.is_public:
         raise OpenPgpKeyError("this is a private key: import the correspondent's public key")
     if not any(uid.is_uid for uid in key.userids):
@@ -227,5 +240,4 @@ def read_public_key(data: bytes) -> PeerKey:
         raise OpenPgpKeyError(f"this key {problem}: ask for a current one")
     if not _can_encrypt(key):
         raise OpenPgpKeyError("this key has no encryption key (only signing)")
-    uids = tuple(str(uid.userid) for uid in key.userids if uid.is_uid)
-    return PeerKey(fingerprint_of(key), bytes(key), uids)
+    return peer_key(key)

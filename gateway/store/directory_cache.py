@@ -73,3 +73,12 @@ class DirectoryCache:
         return DirectoryRecord(
             lookup_id=lookup_id, version=version, sealed=sealed, signature=signature
         )
+
+    def all(self) -> list[DirectoryRecord]:
+        """Every record of the replica (for readers that look for statements by kind)."""
+        row = DirectoryRecordRow
+        statement = select(
+            col(row.lookup_id), col(row.version), col(row.sealed), col(row.signature)
+        )
+        with reading(self._engine) as connection:
+            return [DirectoryRecord(*found) for found in connection.execute(statement)]
