@@ -102,14 +102,15 @@ def test_select_condstore_fetch_modseq_and_changedsince(server: ServerThread):
     highest = number(selected, rb"\[HIGHESTMODSEQ (\d+)\]")
     seqs = modseqs(raw)
     assert sorted(seqs) == [1, 2, 3] and max(seqs.values()) == highest
+    # EXAMINE takes no \Recent but shows what no session took yet: all three here.
     assert ask(raw, b"FETCH 2 (FLAGS MODSEQ)") == [
-        b"* 2 FETCH (FLAGS (\\Seen) MODSEQ (%d))" % seqs[2],
+        b"* 2 FETCH (FLAGS (\\Recent \\Seen) MODSEQ (%d))" % seqs[2],
         b"t OK FETCH completed.",
     ]
     # CHANGEDSINCE answers only what changed after it, MODSEQ implied.
     since = ask(raw, b"FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % seqs[1])
     assert since == [
-        b"* %d FETCH (FLAGS (%s) MODSEQ (%d))" % (uid, b"\\Seen" if uid == 2 else b"", seq)
+        b"* %d FETCH (FLAGS (\\Recent%s) MODSEQ (%d))" % (uid, b" \\Seen" if uid == 2 else b"", seq)
         for uid, seq in sorted(seqs.items())
         if seq > seqs[1]
     ] + [b"t OK FETCH completed."]
@@ -126,7 +127,7 @@ def test_modseq_fetch_enables_condstore_in_the_selected_state(server: ServerThre
     # From now on every flag change told carries MODSEQ, even a FETCH setting \Seen.
     answer = ask(raw, b"FETCH 1 (BODY[TEXT]<0.4>)")
     assert answer[0] == b"* 1 FETCH (BODY[TEXT]<0> {4}", answer
-    assert re.fullmatch(rb"--al FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", answer[1]), answer
+    assert re.fullmatch(rb"--al FLAGS \(\\Recent \\Seen\) MODSEQ \(\d+\)\)", answer[1]), answer
     assert ask(raw, b"FETCH 1 (MODSEQ)")[0].startswith(b"* 1 FETCH (MODSEQ (")
     raw.close()
 
@@ -139,7 +140,7 @@ def test_store_unchangedsince_reports_modified(server: ServerThread):
     assert answer[-1] == b"t OK STORE completed."
     new = number(answer, rb"MODSEQ \((\d+)\)")
     assert new > max(seqs.values())
-    assert answer[:-1] == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ (%d))" % new]
+    assert answer[:-1] == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % new]
     # The same condition again fails for message 1 (changed since); 2 and 3 pass.
     answer = ask(raw, b"STORE 1:3 (UNCHANGEDSINCE %d) +FLAGS (\\Answered)" % old, b"u")
     assert answer[-1] == b"u OK [MODIFIED 1] Conditional STORE failed."
@@ -147,7 +148,7 @@ def test_store_unchangedsince_reports_modified(server: ServerThread):
         b"* 2 FETCH (UID 2",
         b"* 3 FETCH (UID 3",
     ]
-    assert ask(raw, b"FETCH 1 (FLAGS)")[0] == b"* 1 FETCH (FLAGS (\\Flagged))"
+    assert ask(raw, b"FETCH 1 (FLAGS)")[0] == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"
     # UID STORE names UIDs; UNCHANGEDSINCE 0 fails wherever the message exists.
     answer = ask(raw, b"UID STORE 2:3 (UNCHANGEDSINCE 0) FLAGS (\\Deleted)", b"v")
     assert answer == [b"v OK [MODIFIED 2:3] Conditional STORE failed."]
@@ -177,11 +178,12 @@ def test_two_sessions_see_modseq_and_vanished(server: ServerThread, backend: Mai
     watcher = client(server, b"ENABLE QRESYNC", b"SELECT INBOX")
     actor = client(server, b"SELECT INBOX")
     actor_answer = ask(actor, b"STORE 1 +FLAGS (\\Flagged)")
-    assert actor_answer[0] == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"  # no CONDSTORE here
+    # No CONDSTORE here, and no \Recent: the watcher's SELECT took it.
+    assert actor_answer[0] == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
     answer = ask(watcher, b"NOOP")
     modseq = number(answer, rb"MODSEQ \((\d+)\)")
     assert answer == [
-        b"* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ (%d))" % modseq,
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % modseq,
         b"t OK NOOP completed.",
     ]
     # An expunge by the other session is told as VANISHED, with UIDs, not EXPUNGE.
@@ -194,9 +196,18 @@ def test_two_sessions_see_modseq_and_vanished(server: ServerThread, backend: Mai
     assert watcher.line() == b"+ idling\r\n"
     backend.deliver(USER, "INBOX", NOTE)
     assert watcher.line() == b"* 3 EXISTS\r\n"
+    assert watcher.line() == b"* 3 RECENT\r\n"  # UIDs 1, 3 and the new 4: the watcher's
     ask(actor, b"UID STORE 3 +FLAGS.SILENT (\\Deleted)")
     fetched = watcher.line()
-    assert fetched.startswith(b"* 2 FETCH (UID 3 FLAGS (\\Deleted) MODSEQ ("), fetched
+    assert fetched.startswith(b"* 2 FETCH (UID 3 FLAGS (\\Deleted \\Recent) MODSEQ ("), fetched
+    # The actor holds none of them: CHANGEDSINCE tells their flags without \Recent.
+    changed = ask(actor, b"UID FETCH 3:* (FLAGS) (CHANGEDSINCE 1)")
+    assert changed[0].startswith(b"* OK [HIGHESTMODSEQ ")  # CHANGEDSINCE enabled CONDSTORE
+    assert [re.sub(rb"MODSEQ \(\d+\)", b"MODSEQ (n)", line) for line in changed[1:]] == [
+        b"* 2 FETCH (UID 3 FLAGS (\\Deleted) MODSEQ (n))",
+        b"* 3 FETCH (UID 4 FLAGS () MODSEQ (n))",
+        b"t OK FETCH completed.",
+    ]
     ask(actor, b"CLOSE")
     assert watcher.line() == b"* VANISHED 3\r\n"
     watcher.send(b"DONE\r\n")
@@ -261,7 +272,7 @@ def test_qresync_select_reports_what_changed(server: ServerThread, backend: Mail
     assert tail[0] == b"* VANISHED (EARLIER) 2"
     assert [re.sub(rb"MODSEQ \(\d+\)", b"MODSEQ (n)", line) for line in tail[1:]] == [
         b"* 2 FETCH (UID 3 FLAGS ($Later) MODSEQ (n))",
-        b"* 3 FETCH (UID 4 FLAGS () MODSEQ (n))",
+        b"* 3 FETCH (UID 4 FLAGS (\\Recent) MODSEQ (n))",  # this SELECT took 4, not 3
     ]
     # Known UIDs narrow both answers; an unchanged mailbox says nothing more.
     answer = ask(raw, b"EXAMINE INBOX (QRESYNC (%d %d 1:2))" % (validity, known))
@@ -286,7 +297,7 @@ def test_uid_fetch_vanished(server: ServerThread):
     assert answer == [b"* VANISHED (EARLIER) 1:2", b"t OK FETCH completed."]
     answer = ask(raw, b"UID FETCH 2:3 (FLAGS) (CHANGEDSINCE 1 VANISHED)")
     assert answer[0] == b"* VANISHED (EARLIER) 2"
-    assert re.fullmatch(rb"\* 1 FETCH \(UID 3 FLAGS \(\) MODSEQ \(\d+\)\)", answer[1])
+    assert re.fullmatch(rb"\* 1 FETCH \(UID 3 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)", answer[1])
     raw.close()
 
 

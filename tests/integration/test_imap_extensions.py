@@ -193,7 +193,7 @@ def test_binary_unknown_transfer_encoding(server: ServerThread, backend: MailBac
     [
         ("SEARCH RETURN (SAVE) ALL", b"b BAD Unknown SEARCH return option SAVE\r\n"),
         ("SEARCH RETURN MIN ALL", b"b BAD Expected ( starting the return options\r\n"),
-        ("SEARCH RETURN (MIN)", b"b BAD Expected a space\r\n"),
+        ("SEARCH RETURN (MIN)", b"b BAD Incomplete SEARCH command: arguments are missing\r\n"),
         ("UID SEARCH RETURN (COUNT) FOO", b"b BAD Unknown search key FOO\r\n"),
         ("FETCH 1 (BINARY[HEADER])", b"b BAD BINARY takes a part number only\r\n"),
         ("FETCH 1 (BINARY.PEEK[1.MIME])", b"b BAD BINARY.PEEK takes a part number only\r\n"),

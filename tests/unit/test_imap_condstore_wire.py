@@ -146,7 +146,7 @@ def test_search_modseq():
         b"a BAD Expected priv, shared or all after the MODSEQ entry name"
     )
     assert bad(b"a SEARCH MODSEQ %d" % (BIGGEST + 1)) == b"a BAD Mod-sequence out of range"
-    assert bad(b"a SEARCH MODSEQ") == b"a BAD Expected a space"
+    assert bad(b"a SEARCH MODSEQ") == b"a BAD Incomplete SEARCH command: arguments are missing"
 
 
 @given(

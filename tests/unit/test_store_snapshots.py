@@ -71,7 +71,9 @@ def test_a_folder_made_again_or_renamed_is_read_afresh(store_engine):
 
 def _snapshot(uid_validity: int, count: int, modseq: int = 1) -> FolderSnapshot:
     metas = tuple(MessageMeta(n, frozenset(), WHEN, 10, modseq) for n in range(1, count + 1))
-    return FolderSnapshot("INBOX", uid_validity, count + 1, modseq, metas)
+    return FolderSnapshot(
+        "INBOX", uid_validity, count + 1, modseq, first_recent_uid=count + 1, messages=metas
+    )
 
 
 def test_the_cache_is_bounded_and_keyed_by_uidvalidity():

@@ -91,12 +91,41 @@ class Reader:
 
     def fail_at(self, text: str) -> NoReturn:
         """Fail at the current position, saying what is wrong there when that says more
-        than `text`: the command ended early, or 8-bit octets outside a literal."""
-        if self.command is not None and self.pos == len(self.data) - 2 and self.at(b"\r\n"):
+        than `text`: the command ended early, or 8-bit octets outside a literal. Inside
+        an unclosed parenthesised list `text` says more (what the list lacks)."""
+        if (
+            self.command is not None
+            and self.pos == len(self.data) - 2
+            and self.at(b"\r\n")
+            and not self.in_list()
+        ):
             self.fail(f"Incomplete {self.command} command: arguments are missing")
         if self.peek() >= 0x80:
             self.fail("8-bit characters must be sent in a literal")
         self.fail(text)
+
+    def in_list(self) -> bool:
+        """Whether a parenthesis before the current position is still open, outside
+        quoted strings and literals. Only failures ask, so a rescan costs nothing."""
+        data, i, open_ = self.data, 0, 0
+        inline = self.literals is None
+        while i < self.pos:
+            c = data[i]
+            if c == 0x22:  # a quoted string, to its closing quote
+                i += 1
+                while i < self.pos and data[i] != 0x22:
+                    i += 2 if data[i] == 0x5C else 1
+            elif c == 0x7B and inline:  # {n} or {n+} CRLF, then n octets
+                close = data.find(b"}\r\n", i)
+                size = data[i + 1 : close].rstrip(b"+")
+                if close > 0 and size.isdigit():
+                    i = close + 2 + int(size)
+            elif c == 0x28:
+                open_ += 1
+            elif c == 0x29:
+                open_ = max(open_ - 1, 0)
+            i += 1
+        return open_ > 0
 
     def sp(self) -> None:
         self.expect(b" ", "a space")
