@@ -133,7 +133,10 @@ def open_engine(url: str) -> Engine:
 
 # Columns added to a table after stores were made with it: (table, column, DDL type and
 # default). `create_all` makes new tables whole; an older table gets these by ALTER TABLE.
-ADDED_COLUMNS = (("message", "internal_offset", "INTEGER NOT NULL DEFAULT 0"),)
+ADDED_COLUMNS = (
+    ("message", "internal_offset", "INTEGER NOT NULL DEFAULT 0"),
+    ("imported_message", "internal_offset", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def _add_missing_columns(engine: Engine) -> None:

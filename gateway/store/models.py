@@ -330,6 +330,7 @@ class ImportedMessage(StoreTable, table=True):
     digest: bytes
     flags: str = ""  # space-separated, keywords included
     internal_date: datetime = Field(sa_type=UTCDateTime)
+    internal_offset: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # as above
     size: int = Field(sa_type=BigInteger)
     state: str = Field(max_length=8, index=True)  # "pending" | "filed" | "refused"
     sealed: bytes | None = None  # gateway.migrate.sealing; None once filed

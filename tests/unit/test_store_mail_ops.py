@@ -13,7 +13,7 @@ from sqlalchemy import delete, update
 from sqlmodel import col
 
 from gateway.imap.backend import CannotDoThat, FolderInfo, MessageTooLarge
-from gateway.store.db import writing
+from gateway.store.db import ADDED_COLUMNS, writing
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, MailboxState, Subscription
 from tests.unit.store_support import ALICE
@@ -174,9 +174,10 @@ def test_a_store_made_before_internal_offset_gets_the_column_and_keeps_its_mail(
     engine = open_store()
     session = MailboxStore(engine).session(ALICE, alice)
     session.append("INBOX", message(1), internal_date=WHEN)
-    # The message table as stores made before the column have it (SQLite >= 3.35 drops).
+    # The tables as stores made before the columns have them (SQLite >= 3.35 drops).
     with writing(engine) as connection:
-        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN internal_offset")
+        for table in {table for table, _, _ in ADDED_COLUMNS}:
+            connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN internal_offset")
     engine.dispose()
 
     upgraded = MailboxStore(open_store()).session(ALICE, alice)
