@@ -259,11 +259,18 @@ def test_binary_appended_parts_reach_body_fetches_without_nul(server: ServerThre
     assert b'("application" "octet-stream" NIL NIL NIL "base64" %d' % len(encoded) in structure
     data = b"".join(ask(raw, "f", "UID FETCH 3 (BINARY.SIZE[2] BINARY.PEEK[2])"))
     assert b"BINARY.SIZE[2] %d BINARY[2] ~{%d}\r\n%b)" % (len(BLOB), len(BLOB), BLOB) in data
+    # A synchronizing literal8 is kept the same way.
+    raw.send(b"c APPEND INBOX ~{%d}\r\n" % len(MIXED_BINARY))
+    assert raw.line() == b"+ Ready for literal data.\r\n"
+    raw.send(MIXED_BINARY + b"\r\n")
+    assert raw.until_tagged(b"c")[-1].startswith(b"c OK [APPENDUID ")
+    again = b"".join(ask(raw, "f", "UID FETCH 4 (BODYSTRUCTURE)"))
+    assert again.replace(b"* 4 FETCH (UID 4", b"") == structure.replace(b"* 3 FETCH (UID 3", b"")
     # The same octets sent as a plain literal (no NUL allowed there) are kept as sent.
     plain = MIXED_BINARY.replace(b"\x00", b"")
     raw.send(b"b APPEND INBOX {%d+}\r\n" % len(plain) + plain + b"\r\n")
     assert raw.until_tagged(b"b")[-1].startswith(b"b OK [APPENDUID ")
-    data = b"".join(ask(raw, "f", "UID FETCH 4 (BODY.PEEK[])"))
+    data = b"".join(ask(raw, "f", "UID FETCH 5 (BODY.PEEK[])"))
     assert b"{%d}\r\n%b)" % (len(plain), plain) in data
     raw.close()
 
