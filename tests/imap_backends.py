@@ -29,11 +29,6 @@ Every backend offers the same handles:
     other_session      a second, independent login to the same account: another client
     snapshot, uids, flags
                        what storage holds now, read through a fresh session
-
-A difference between the backends that RFC 3501 allows, which tests read from here:
-
-    keeps_date_zone    the memory store keeps an internal date in the zone it was given;
-                       the SQL store keeps the same instant in UTC (INTERNALDATE ... +0000)
 """
 
 from __future__ import annotations
@@ -194,7 +189,6 @@ class MailBackend(abc.ABC):
     """One storage backend with its accounts, as the IMAP tests see it."""
 
     kind: str
-    keeps_date_zone: bool
 
     def __init__(self, server_side: Authenticator, other_side: Authenticator) -> None:
         self.authenticator = ObservedAuthenticator(server_side)
@@ -264,7 +258,6 @@ class MailBackend(abc.ABC):
 
 class MemoryBackend(MailBackend):
     kind = "memory"
-    keeps_date_zone = True
 
     def __init__(self) -> None:
         self.store = MemoryStore()
@@ -294,8 +287,6 @@ class MemoryBackend(MailBackend):
 class SqlBackend(MailBackend):
     """The gateway's store. The IMAP side and the outside (deliveries, other sessions,
     inspection) use separate engines on the same database."""
-
-    keeps_date_zone = False
 
     def __init__(self, kind: str, url: str) -> None:
         self.kind = kind

@@ -146,6 +146,13 @@ def _messages(meta: list[tuple[Any, ...]], raw: memoryview) -> list[Message]:
     return found
 
 
+def _offset_minutes(moment: datetime) -> int:
+    """The zone of an aware `moment` in minutes east of UTC (`store.models.utc_offset_minutes`,
+    whose module would bring SQLAlchemy into this process)."""
+    offset = moment.utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
 class _Store:
     """`ImportStore.add` on the SQLite file, with the statements the parent compiled."""
 
@@ -166,6 +173,7 @@ class _Store:
             values = {"account_id": account, "folder": job.target,
                       "special_use": job.special_use, "digest": item.digest,
                       "flags": " ".join(message.flags), "internal_date": message.date_param,
+                      "internal_offset": _offset_minutes(message.internal_date),
                       "size": item.size, "state": sql.pending, "sealed": item.sealed}
             rows.append(tuple(values[name] for name in sql.insert_params))
         if not rows and chunk.last_uid is None:

@@ -4,7 +4,7 @@ The message is sealed (with its header block) under the account's storage key in
 memory, outside the transaction, exactly as delivered mail is (`prepare_message`); the
 transaction only inserts the sealed row, so nothing of it reaches the database, its
 WAL or a temporary file in clear. Flags and keywords are kept (`\\Recent` is dropped:
-it belongs to sessions), and so is the INTERNALDATE, as the instant in UTC. A message
+it belongs to sessions), and so is the INTERNALDATE, with the zone it was given in. A message
 over the store's size limit is refused before it is sealed.
 """
 
@@ -45,7 +45,8 @@ def append(
         raise CannotDoThat("an empty message cannot be stored")
     try:
         kept = canonical_flags(flags)
-        when = utc(internal_date) if internal_date is not None else utc_now()
+        when = internal_date if internal_date is not None else utc_now()
+        utc(when)  # refuses a naive datetime
     except InvalidValue as error:
         raise CannotDoThat(str(error)) from None
     prepared = prepare_message(storage_key, account_id, message)

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -103,7 +103,9 @@ class SessionClosed(StoreError):
 
 
 def open_engine(url: str) -> Engine:
-    """Open (and create if needed) the store at `url`: `sqlite:///PATH` or `postgresql+psycopg://…`."""
+    """Open (and create if needed) the store at `url`: `sqlite:///PATH` or `postgresql+psycopg://…`.
+    A store made by an earlier version is brought up to date: missing tables and indexes
+    are created, and the columns of `ADDED_COLUMNS` added."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -122,10 +124,41 @@ def open_engine(url: str) -> Engine:
     else:
         raise InvalidValue(f"unsupported database backend: {backend}")
     StoreTable.metadata.create_all(engine)
+    _add_missing_columns(engine)
     for table in StoreTable.metadata.sorted_tables:  # an index added after its table existed
         for index in table.indexes:
             index.create(engine, checkfirst=True)
     return engine
+
+
+# Columns added to a table after stores were made with it: (table, column, DDL type and
+# default). `create_all` makes new tables whole; an older table gets these by ALTER TABLE.
+ADDED_COLUMNS = (
+    ("message", "internal_offset", "INTEGER NOT NULL DEFAULT 0"),
+    ("imported_message", "internal_offset", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    tables = {table for table, _, _ in ADDED_COLUMNS}
+    with engine.connect() as connection:
+        present = {table: _columns(connection, table) for table in tables}
+    missing = [added for added in ADDED_COLUMNS if added[1] not in present[added[0]]]
+    if not missing:
+        return
+    # A gateway starting beside this one may add them first: PostgreSQL is told to skip a
+    # column that exists; SQLite (which lacks that clause) looks again under its write lock.
+    postgres = engine.dialect.name == "postgresql"
+    with writing(engine) as connection:
+        for table, column, ddl in missing:
+            if not postgres and column in _columns(connection, table):
+                continue
+            guard = "IF NOT EXISTS " if postgres else ""
+            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {ddl}")
+
+
+def _columns(connection: Connection, table: str) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns(table)}
 
 
 def _create_private_file(path: Path) -> None:

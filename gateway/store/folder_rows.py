@@ -27,7 +27,7 @@ from gateway.imap.backend import MailboxNotFound
 from gateway.store.db import InvalidValue, utc
 from gateway.store.flags import canonical_flags, flags_text
 from gateway.store.folder_state import canonical_folder_name, insert_folder
-from gateway.store.models import ExpungedMessage, Folder, Message
+from gateway.store.models import ExpungedMessage, Folder, Message, utc_offset_minutes
 from gateway.store.sealing import SEAL_ID_LEN, seal_header, seal_message
 
 IN_CHUNK = 500  # bound parameters per IN (...) list
@@ -188,6 +188,7 @@ def store_prepared_many(
                 "envelope_id": envelope_id,
                 "seal_id": prepared.seal_id,
                 "internal_date": utc(internal_date),
+                "internal_offset": utc_offset_minutes(internal_date),
                 "size": prepared.size,
                 "flags": flags_text(canonical_flags(flags)),
                 "modseq": first_modseq + n,

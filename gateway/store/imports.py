@@ -41,7 +41,13 @@ from gateway.store.db import (
     writing,
 )
 from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared
-from gateway.store.models import ImportedMessage, MigrationCheckpoint, MigrationKey
+from gateway.store.models import (
+    ImportedMessage,
+    MigrationCheckpoint,
+    MigrationKey,
+    utc_offset_minutes,
+    zoned,
+)
 
 PENDING = "pending"
 FILED = "filed"
@@ -107,7 +113,7 @@ class SqliteImportSql:
 
 
 _INSERT_COLUMNS = ("account_id", "folder", "special_use", "digest", "flags", "internal_date",
-                   "size", "state", "sealed")
+                   "internal_offset", "size", "state", "sealed")
 _CHECKPOINT_COLUMNS = ("account_id", "source", "folder", "uid_validity", "last_uid")
 
 
@@ -132,6 +138,7 @@ _SELECT_PENDING = (
         col(ImportedMessage.digest),
         col(ImportedMessage.flags),
         col(ImportedMessage.internal_date),
+        col(ImportedMessage.internal_offset),
         col(ImportedMessage.size),
         col(ImportedMessage.sealed),
     )
@@ -247,6 +254,7 @@ class ImportStore:
                         "digest": item.digest,
                         "flags": " ".join(item.flags),
                         "internal_date": utc(item.internal_date),
+                        "internal_offset": utc_offset_minutes(item.internal_date),
                         "size": item.size,
                         "state": PENDING,
                         "sealed": item.sealed,
@@ -299,9 +307,9 @@ class ImportStore:
                 return []
             rows = connection.execute(_SELECT_PENDING, {"ids": ids})
             return [
-                PendingImport(row_id, folder, special, digest, tuple(flags.split()), date, size,
-                              sealed)
-                for row_id, folder, special, digest, flags, date, size, sealed in rows
+                PendingImport(row_id, folder, special, digest, tuple(flags.split()),
+                              zoned(date, offset), size, sealed)
+                for row_id, folder, special, digest, flags, date, offset, size, sealed in rows
                 if row_id is not None and sealed is not None
             ]
 

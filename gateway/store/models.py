@@ -21,7 +21,8 @@ them never creates tables other modules declare. This module does no I/O.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -38,6 +39,23 @@ from sqlmodel import Field, SQLModel, col
 
 # 64-bit ids on PostgreSQL; on SQLite "INTEGER PRIMARY KEY" (the rowid) is already 64-bit.
 _ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_offset_minutes(moment: datetime) -> int:
+    """The UTC offset of an aware `moment`, in whole minutes east of UTC."""
+    offset = moment.utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
+@lru_cache(maxsize=256)
+def _zone(minutes: int) -> timezone:
+    return UTC if minutes == 0 else timezone(timedelta(minutes=minutes))
+
+
+def zoned(moment: datetime, minutes: int) -> datetime:
+    """`moment` (aware, as read from a UTCDateTime column) shown in the zone `minutes`
+    east of UTC."""
+    return moment if minutes == 0 else moment.astimezone(_zone(minutes))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -112,6 +130,9 @@ class Message(StoreTable, table=True):
     envelope_id: bytes | None = None
     seal_id: bytes
     internal_date: datetime = Field(sa_type=UTCDateTime)
+    # The zone the date was given in (minutes east of UTC): RFC 3501 keeps it for FETCH
+    # INTERNALDATE and compares SEARCH BEFORE/ON/SINCE in it. Added after the table.
+    internal_offset: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     size: int = Field(sa_type=BigInteger)  # octets of the plaintext message
     flags: str = ""  # space-separated
     modseq: int = Field(sa_type=BigInteger)
@@ -309,6 +330,7 @@ class ImportedMessage(StoreTable, table=True):
     digest: bytes
     flags: str = ""  # space-separated, keywords included
     internal_date: datetime = Field(sa_type=UTCDateTime)
+    internal_offset: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # as above
     size: int = Field(sa_type=BigInteger)
     state: str = Field(max_length=8, index=True)  # "pending" | "filed" | "refused"
     sealed: bytes | None = None  # gateway.migrate.sealing; None once filed

@@ -64,7 +64,7 @@ from gateway.store.folder_rows import (
     uid_chunks,
 )
 from gateway.store.folder_state import canonical_folder_name, subscribed
-from gateway.store.models import ExpungedMessage, Folder, Message
+from gateway.store.models import ExpungedMessage, Folder, Message, zoned
 from gateway.store.sealing import open_message
 from gateway.store.snapshots import merged, snapshot_cache
 
@@ -73,12 +73,13 @@ log = logging.getLogger(__name__)
 # The largest message APPEND stores (the default of the gateway's `max_message_bytes`).
 MAX_APPEND_BYTES = 50 * 1024 * 1024
 
-_ID, _FOLDER_ID, _UID, _FLAGS, _DATE, _SIZE, _MODSEQ = (
+_ID, _FOLDER_ID, _UID, _FLAGS, _DATE, _OFFSET, _SIZE, _MODSEQ = (
     col(Message.id),
     col(Message.folder_id),
     col(Message.uid),
     col(Message.flags),
     col(Message.internal_date),
+    col(Message.internal_offset),
     col(Message.size),
     col(Message.modseq),
 )
@@ -89,14 +90,15 @@ _SELECT_FOLDERS = (
 )
 _IN_FOLDER = _FOLDER_ID == bindparam("folder_id")
 _UID_IN = _UID.in_(bindparam("uids", expanding=True))
-_SELECT_META = select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER).order_by(_UID)
+_META = (_UID, _FLAGS, _DATE, _OFFSET, _SIZE, _MODSEQ)  # what `_metas` reads
+_SELECT_META = select(*_META).where(_IN_FOLDER).order_by(_UID)
 _SELECT_SEALED = (
-    select(_ID, col(Message.seal_id), col(Message.sealed), _UID, _FLAGS, _DATE, _SIZE, _MODSEQ)
+    select(_ID, col(Message.seal_id), col(Message.sealed), *_META)
     .where(_IN_FOLDER, _UID_IN)
     .order_by(_UID)
 )
 _SELECT_FOR_STORE = (
-    select(_ID, _UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER, _UID_IN).order_by(_UID)
+    select(_ID, *_META).where(_IN_FOLDER, _UID_IN).order_by(_UID)
 )
 _UPDATE_FLAGS = (
     update(Message)
@@ -108,7 +110,7 @@ _SELECT_FLAGS_OF = _SELECT_FLAGS.where(_UID_IN)
 _DELETE_MESSAGES = delete(Message).where(_ID.in_(bindparam("ids", expanding=True)))
 _MODSEQ_RANGE = (bindparam("since") < _MODSEQ, _MODSEQ <= bindparam("upto"))
 _SELECT_CHANGED = (
-    select(_UID, _FLAGS, _DATE, _SIZE, _MODSEQ).where(_IN_FOLDER, *_MODSEQ_RANGE).order_by(_UID)
+    select(*_META).where(_IN_FOLDER, *_MODSEQ_RANGE).order_by(_UID)
 )
 _EXPUNGED_MODSEQ = col(ExpungedMessage.modseq)
 _SELECT_EXPUNGED = (
@@ -157,12 +159,15 @@ def _changes(connection: Connection, target: FolderRow, modseq: int) -> FolderCh
     )
 
 
-def _metas(rows: Iterable[Row[int, str, datetime, int, int]]) -> tuple[MessageMeta, ...]:
-    """MessageMeta of (uid, flags, internal date, size, modseq) rows."""
+def _metas(
+    rows: Iterable[Row[int, str, datetime, int, int, int]],
+) -> tuple[MessageMeta, ...]:
+    """MessageMeta of (uid, flags, internal date, its offset, size, modseq) rows."""
     parse_flags = FlagCache()
     return tuple(
-        MessageMeta(uid=uid, flags=parse_flags(flags), internal_date=date, size=size, modseq=seq)
-        for uid, flags, date, size, seq in rows
+        MessageMeta(uid=uid, flags=parse_flags(flags), internal_date=zoned(date, offset),
+                    size=size, modseq=seq)
+        for uid, flags, date, offset, size, seq in rows
     )
 
 
@@ -314,14 +319,14 @@ class StoreSession:
             target = folder_row(connection, self._account_id, folder)
             for chunk in uid_chunks(uids):
                 rows = connection.execute(_SELECT_SEALED, {"folder_id": target.id, "uids": chunk})
-                for row_id, seal_id, sealed, uid, flags, date, size, modseq in rows:
+                for row_id, seal_id, sealed, uid, flags, date, offset, size, modseq in rows:
                     body = open_message(storage_key, self._account_id, seal_id, size, sealed)
                     if body is None:
                         log.warning("stored message %s cannot be opened; skipped", row_id)
                         continue
                     meta = MessageMeta(
-                        uid=uid, flags=parse_flags(flags), internal_date=date, size=size,
-                        modseq=modseq,
+                        uid=uid, flags=parse_flags(flags), internal_date=zoned(date, offset),
+                        size=size, modseq=modseq,
                     )
                     result.append(StoredMessage(meta=meta, body=body))
         return result
@@ -360,8 +365,8 @@ class StoreSession:
                     _SELECT_FOR_STORE, {"folder_id": target.id, "uids": chunk}
                 )
                 current.extend(
-                    (row_id, MessageMeta(uid, parse_flags(text), date, size, modseq))
-                    for row_id, uid, text, date, size, modseq in rows
+                    (row_id, MessageMeta(uid, parse_flags(text), zoned(date, offset), size, modseq))
+                    for row_id, uid, text, date, offset, size, modseq in rows
                     if row_id is not None
                     and (unchanged_since is None or modseq <= unchanged_since)
                 )

@@ -44,8 +44,8 @@ _TAKE_UIDS = (
             highest_modseq=col(Folder.highest_modseq) + 1)
     .returning(col(Folder.uid_next), col(Folder.highest_modseq))
 )
-_KEPT_NAMES = ("envelope_id", "seal_id", "internal_date", "size", "flags", "sealed_header",
-               "sealed")
+_KEPT_NAMES = ("envelope_id", "seal_id", "internal_date", "internal_offset", "size", "flags",
+               "sealed_header", "sealed")
 _KEPT = tuple(Message.__table__.c[name] for name in _KEPT_NAMES)  # type: ignore[attr-defined]
 _COPY_ROW = insert(Message).from_select(
     ["folder_id", "uid", "modseq", *_KEPT_NAMES],

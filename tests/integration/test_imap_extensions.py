@@ -229,6 +229,52 @@ def test_append_takes_a_literal8(server: ServerThread, backend: MailBackend):
     assert len(backend.uids(USER, "INBOX")) == 4
 
 
+
+MIXED_BINARY = (
+    b"From: bob@example.org\r\nSubject: Raw parts\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nstray\x00nul\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+    b"\r\n" + BLOB + b"\r\n--b--\r\n"
+)
+
+
+def test_binary_appended_parts_reach_body_fetches_without_nul(server: ServerThread):
+    """RFC 3516 4.3 and RFC 3501 CHAR8, as Dovecot does it: a binary part APPENDed as a
+    literal8 is kept in base64, so BODY[], RFC822 and BODYSTRUCTURE show base64 while
+    BINARY[2] gives the octets back; a NUL in a part not labelled binary is sent as 0x80."""
+    raw = session(server.port)
+    raw.send(b"a APPEND INBOX ~{%d+}\r\n" % len(MIXED_BINARY) + MIXED_BINARY + b"\r\n")
+    assert raw.until_tagged(b"a")[-1].startswith(b"a OK [APPENDUID ")
+    ask(raw, "n", "NOOP")
+    for item in ("BODY.PEEK[]", "RFC822", "BODY.PEEK[2]", "BODY.PEEK[1]", "BODY.PEEK[TEXT]"):
+        data = b"".join(ask(raw, "f", f"UID FETCH 3 ({item})"))
+        assert b"\x00" not in data and b"~{" not in data, item
+        assert data.endswith(b"f OK FETCH completed.\r\n")
+    body = b"".join(ask(raw, "f", "UID FETCH 3 (BODY.PEEK[2] BODY.PEEK[1])"))
+    encoded = base64.encodebytes(BLOB).rstrip(b"\n").replace(b"\n", b"\r\n")
+    assert b"BODY[2] {%d}\r\n%b" % (len(encoded), encoded) in body
+    assert b"BODY[1] {9}\r\nstray\x80nul" in body
+    structure = b"".join(ask(raw, "f", "UID FETCH 3 (BODYSTRUCTURE)"))
+    assert b'("application" "octet-stream" NIL NIL NIL "base64" %d' % len(encoded) in structure
+    data = b"".join(ask(raw, "f", "UID FETCH 3 (BINARY.SIZE[2] BINARY.PEEK[2])"))
+    assert b"BINARY.SIZE[2] %d BINARY[2] ~{%d}\r\n%b)" % (len(BLOB), len(BLOB), BLOB) in data
+    # A synchronizing literal8 is kept the same way.
+    raw.send(b"c APPEND INBOX ~{%d}\r\n" % len(MIXED_BINARY))
+    assert raw.line() == b"+ Ready for literal data.\r\n"
+    raw.send(MIXED_BINARY + b"\r\n")
+    assert raw.until_tagged(b"c")[-1].startswith(b"c OK [APPENDUID ")
+    again = b"".join(ask(raw, "f", "UID FETCH 4 (BODYSTRUCTURE)"))
+    assert again.replace(b"* 4 FETCH (UID 4", b"") == structure.replace(b"* 3 FETCH (UID 3", b"")
+    # The same octets sent as a plain literal (no NUL allowed there) are kept as sent.
+    plain = MIXED_BINARY.replace(b"\x00", b"")
+    raw.send(b"b APPEND INBOX {%d+}\r\n" % len(plain) + plain + b"\r\n")
+    assert raw.until_tagged(b"b")[-1].startswith(b"b OK [APPENDUID ")
+    data = b"".join(ask(raw, "f", "UID FETCH 5 (BODY.PEEK[])"))
+    assert b"{%d}\r\n%b)" % (len(plain), plain) in data
+    raw.close()
+
+
 # -- QUOTA
 
 

@@ -184,7 +184,9 @@ def test_a_message_that_does_not_parse_is_imported_as_it_is_and_listed(
 
     view = wait_for_view(lone, 3)
     (raw,) = view[900]
-    assert (raw.folder, raw.flags, raw.body) == ("INBOX", frozenset({"\\Seen"}), garbage)
+    # BODY[] sends its NUL as 0x80: a {n} literal may not hold one (RFC 3501 CHAR8).
+    shown = garbage.replace(b"\x00", b"\x80")
+    assert (raw.folder, raw.flags, raw.body) == ("INBOX", frozenset({"\\Seen"}), shown)
     assert_migrated({seq: seen for seq, seen in view.items() if seq != 900},
                     {m.seq: ("INBOX", m) for m in mails})
     assert files_containing(lone.state_dirs, [canary.encode()]) == []

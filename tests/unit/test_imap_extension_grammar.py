@@ -160,3 +160,26 @@ def test_quota_settings_reach_the_imap_config(tmp_path: Path):
         load_settings(GatewayConfig, {"imap_quota_messages": -1}, {"home": tmp_path})
     with pytest.raises(ValueError, match="quota limits must be positive"):
         ImapConfig(quota_storage=0)
+
+
+def test_stored_form_base64s_binary_leaves_only():
+    octets = b"a\x00b\r\nc" * 40
+    inner = b"Subject: in\r\nContent-Transfer-Encoding: binary\r\n\r\n" + octets
+    message = (
+        b'Content-Type: multipart/mixed; boundary="x"\r\nContent-Transfer-Encoding: binary\r\n\r\n'
+        b"--x\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        + inner + b"\r\n--x\r\nContent-Transfer-Encoding: 8bit\r\n\r\n8\x00bit\r\n--x--\r\n"
+    )
+    stored = binary.stored_form(message)
+    tree = fetch.parse_message(stored)
+    embedded = tree.children[0].embedded
+    assert embedded is not None and embedded.content.transfer_encoding == "base64"
+    assert b"\x00" not in embedded.body and max(map(len, embedded.body.split(b"\r\n"))) == 76
+    # The multipart and the message/rfc822 part keep their label; an 8bit part is as sent.
+    assert stored.count(b"Content-Transfer-Encoding: binary\r\n") == 2
+    assert stored.endswith(b"8\x00bit\r\n--x--\r\n")
+    assert binary.decoded(stored, lambda: tree, (1, 1)) == octets
+    plain = b"Subject: s\r\n\r\nno\x00label\r\n"
+    assert binary.stored_form(plain) is plain
+    # A NUL never reaches a plain literal; the length stays.
+    assert wire.literal(b"a\x00b") == b"{3}\r\na\x80b"

@@ -214,7 +214,7 @@ def test_rfc2231_parameters_are_given_back_extended():
 
 def test_internal_date_format():
     when = datetime(2024, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))
-    assert fetch.internal_date(when) == " 3-Feb-2024 04:05:06 -0730"
+    assert fetch.internal_date(when) == "03-Feb-2024 04:05:06 -0730"
     assert fetch.internal_date(datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)) == (
         "31-Dec-1999 23:59:59 +0000"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,24 @@ def test_a_failing_child_is_one_line_and_stores_nothing_of_its_batch(store_engin
     assert code == 1
     assert imports.counts(target.account_id) == {}
     assert imports.checkpoint(target.account_id + 1000, b"s" * 32, "INBOX") is None
+
+
+def test_each_stage_keeps_the_zone_of_a_source_date(store_engine, alice):
+    imports = ImportStore(store_engine)
+    target = imports.target(ALICE)
+    late = datetime(2025, 1, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    batch = [SourceMessage(1, b"Subject: late\r\n\r\nbody\r\n", ("\\Seen",), late, 20)]
+
+    async def go():
+        stage = await open_stage(imports, target, b"s" * 32, MigrateSettings(), dry_run=False)
+        try:
+            await stage.begin(FolderJob("INBOX", "INBOX", None, 7, checkpointed=True), set())
+            await stage.put(batch)
+            await stage.end()
+        finally:
+            await stage.close()
+
+    asyncio.run(go())
+    (pending,) = imports.pending(target.account_id, 10, 1 << 20)
+    assert pending.internal_date == late
+    assert pending.internal_date.utcoffset() == timedelta(hours=-5)

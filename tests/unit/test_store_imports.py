@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 
 import nacl.bindings
 import pytest
@@ -30,7 +30,7 @@ from tests.unit.store_support import ALICE, PASSWORD, add_account
 
 pytest_plugins = ["tests.unit.store_fixtures"]
 
-WHEN = datetime(2019, 3, 4, 5, 6, 7, tzinfo=UTC)
+WHEN = datetime(2019, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=-7)))  # kept, zone and all
 SOURCE = b"s" * 32
 
 
@@ -71,6 +71,7 @@ def test_imports_wait_for_unlock_then_file_with_flags_date_and_new_folder(parts)
     assert "\\Junk" in folders["Junk"]
     inbox = session.snapshot("INBOX").messages
     assert [(m.flags, m.internal_date) for m in inbox] == [(frozenset({"\\Seen", "$Work"}), WHEN)]
+    assert inbox[0].internal_date.utcoffset() == WHEN.utcoffset()
     (stored,) = session.fetch("INBOX", [inbox[0].uid])
     assert stored.body == b"Subject: one\r\n\r\nbody one\r\n"
     assert len(session.snapshot("Junk").messages) == 1

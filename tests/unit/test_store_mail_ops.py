@@ -13,7 +13,7 @@ from sqlalchemy import delete, update
 from sqlmodel import col
 
 from gateway.imap.backend import CannotDoThat, FolderInfo, MessageTooLarge
-from gateway.store.db import writing
+from gateway.store.db import ADDED_COLUMNS, writing
 from gateway.store.mailbox import MailboxStore
 from gateway.store.models import Folder, MailboxState, Subscription
 from tests.unit.store_support import ALICE
@@ -131,6 +131,9 @@ def test_appended_mail_survives_reopening_the_store(open_store, alice):
     assert after.messages == before.messages
     assert after.messages[0].flags == {"\\Draft", "pending"}
     assert after.messages[0].internal_date == WHEN
+    assert after.messages[0].internal_date.utcoffset() == WHEN.utcoffset()
+    (opened,) = reopened.fetch("Drafts", [1])
+    assert opened.meta.internal_date.utcoffset() == WHEN.utcoffset()
     assert reopened.append("Drafts", message(2)).uid == 2
 
 
@@ -163,3 +166,26 @@ def test_concurrent_moves_in_both_directions_lose_and_duplicate_nothing(store_en
         for m in setup.fetch(folder, [x.uid for x in setup.snapshot(folder).messages])
     )
     assert bodies == sorted([message(n) for n in range(20)] + [message(100 + n) for n in range(20)])
+
+
+def test_a_store_made_before_internal_offset_gets_the_column_and_keeps_its_mail(
+    open_store, alice
+):
+    engine = open_store()
+    session = MailboxStore(engine).session(ALICE, alice)
+    session.append("INBOX", message(1), internal_date=WHEN)
+    # The tables as stores made before the columns have them (SQLite >= 3.35 drops).
+    with writing(engine) as connection:
+        for table in {table for table, _, _ in ADDED_COLUMNS}:
+            connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN internal_offset")
+    engine.dispose()
+
+    upgraded = MailboxStore(open_store()).session(ALICE, alice)
+    (old,) = upgraded.fetch("INBOX", [1])
+    assert old.body == message(1)
+    assert old.meta.internal_date == WHEN  # the instant, shown in UTC: its zone was never kept
+    assert old.meta.internal_date.utcoffset() == timedelta(0)
+    assert upgraded.append("INBOX", message(2), internal_date=WHEN).uid == 2
+    (new,) = upgraded.fetch("INBOX", [2])
+    assert new.meta.internal_date.utcoffset() == WHEN.utcoffset()
+    open_store()  # opening an upgraded store again changes nothing

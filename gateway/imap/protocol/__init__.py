@@ -127,6 +127,7 @@ from gateway.imap.protocol.sequence import (
 )
 from gateway.imap.protocol.serialize import (
     encode_value,
+    literal,
     serialize,
 )
 
@@ -220,6 +221,7 @@ __all__ = [
     "decode_mailbox",
     "encode_mailbox",
     "encode_value",
+    "literal",
     "is_atom",
     "normalize_mailbox",
     "parse_command",

@@ -210,6 +210,7 @@ class Append(Command):
     flags: tuple[str, ...]
     internal_date: datetime | None  # timezone-aware; None: now
     message: bytes
+    binary: bool = False  # sent as a literal8 (RFC 3516): it may hold NUL
 
     def __repr__(self) -> str:
         return f"Append(tag={self.tag!r}, mailbox=..., {len(self.message)} octets)"

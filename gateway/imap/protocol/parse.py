@@ -351,13 +351,14 @@ def _parse_append(r: Reader, tag: str) -> Command:
     if r.at(b'"'):
         internal_date = r.date_time()
         r.sp()
-    if r.at(b"~{"):  # literal8 (RFC 3516): the message may hold NUL
+    binary = r.at(b"~{")  # literal8 (RFC 3516): the message may hold NUL
+    if binary:
         r.pos += 1
     elif r.peek() != 0x7B:  # {
         r.fail("Expected the message as a literal")
     message = r.literal()
     r.end()
-    return Append(tag, mailbox, flags, internal_date, message)
+    return Append(tag, mailbox, flags, internal_date, message, binary)
 
 
 def _parse_copy(cls: type[Copy] | type[Move], uid: bool) -> Callable[[Reader, str], Command]:

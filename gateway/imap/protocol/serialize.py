@@ -2,7 +2,9 @@
 for one value.
 
 Strings are quoted when they can be, else sent as literals; a response IMAP forbids
-(negative number, multi-line text) raises `LocalProtocolError`. Pure: no I/O.
+(negative number, multi-line text) raises `LocalProtocolError`. A literal may not hold
+NUL (RFC 3501 CHAR8): as Dovecot does, each NUL of one goes out as 0x80, the length
+unchanged; octets that must arrive intact with NUL are a `Literal8`. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ _QUOTABLE = frozenset(range(0x20, 0x7F))
 _MAX_QUOTED = 1024
 
 
+def literal(data: bytes) -> bytes:
+    """`{n}` and `data`, any NUL in it sent as 0x80."""
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"\x80")
+    return b"{%d}\r\n%b" % (len(data), data)
+
+
 def _write_value(value: Value, out: list[bytes]) -> None:
     if value is None:
         out.append(b"NIL")
@@ -41,12 +50,10 @@ def _write_value(value: Value, out: list[bytes]) -> None:
         if len(data) <= _MAX_QUOTED and _QUOTABLE.issuperset(data):
             out.append(b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
         else:
-            out.append(b"{%d}\r\n" % len(data))
-            out.append(data)
+            out.append(literal(data))
     elif isinstance(value, bytes):
         if value:
-            out.append(b"{%d}\r\n" % len(value))
-            out.append(value)
+            out.append(literal(value))
         else:
             out.append(b'""')
     elif isinstance(value, Literal8):

@@ -26,6 +26,7 @@ from gateway.imap.protocol import (
     SectionText,
     encode_value,
     flag_list,
+    literal,
 )
 from gateway.imap.render import fetch
 
@@ -139,5 +140,5 @@ def _header(head: fetch.HeaderFields | None) -> fetch.HeaderFields:
 
 
 def _literal(octets: bytes) -> bytes:
-    return b"{%d}\r\n%b" % (len(octets), octets) if octets else b'""'
+    return literal(octets) if octets else b'""'
 

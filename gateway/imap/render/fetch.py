@@ -439,13 +439,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def internal_date(when: datetime) -> str:
-    """`17-Jul-1996 02:44:25 -0700` (date-time, RFC 3501 section 9)."""
+    """`17-Jul-1996 02:44:25 -0700`, `01-Jan-2025 ...` (date-time, RFC 3501 section 9: of
+    date-day-fixed's two forms the 2DIGIT one, as Dovecot and the RFC's examples write it)."""
     offset = when.utcoffset()
     minutes = int(offset.total_seconds() // 60) if offset is not None else 0
     sign = "-" if minutes < 0 else "+"
     hours, mins = divmod(abs(minutes), 60)
     return (
-        f"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
+        f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
         f"{when:%H:%M:%S} {sign}{hours:02d}{mins:02d}"
     )
 

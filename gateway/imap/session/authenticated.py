@@ -20,6 +20,7 @@ from gateway.imap.protocol import (
     Value,
     encode_mailbox,
 )
+from gateway.imap.render import binary
 from gateway.imap.session.folders import (
     extended_listing,
     folder_tree,
@@ -204,9 +205,11 @@ def do_status(s: ImapState, cmd: protocol.StatusCommand) -> Reply:
 
 def do_append(s: ImapState, cmd: protocol.Append) -> Reply:
     """APPEND (RFC 3501 6.3.11) answering APPENDUID (RFC 4315); a message into the selected
-    folder is announced with EXISTS at once; NO [OVERQUOTA] past the account's quota."""
-    check_room(s, 1, len(cmd.message))
-    result = s.mail().append(cmd.mailbox, cmd.message, frozenset(cmd.flags), cmd.internal_date)
+    folder is announced with EXISTS at once; NO [OVERQUOTA] past the account's quota. A
+    message sent as a literal8 is kept with its binary parts in base64 (`binary.stored_form`)."""
+    message = binary.stored_form(cmd.message) if cmd.binary else cmd.message
+    check_room(s, 1, len(message))
+    result = s.mail().append(cmd.mailbox, message, frozenset(cmd.flags), cmd.internal_date)
     updates = s.sync(allow_expunge=True) if s.selected else []
     code = Code("APPENDUID", (result.uid_validity, result.uid))
     return Reply([*updates, ok(cmd.tag, "APPEND completed.", code)])
