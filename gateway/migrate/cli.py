@@ -23,8 +23,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.migrate.sources import MBOX_FORMATS
 from gateway.operator import command
+
+# How '>From ' lines are quoted (`gateway.migrate.sources.MboxSource`, `quoting`).
+MBOX_FORMATS = ("mboxrd", "mboxo")
 
 
 def _command(name: str) -> Any:
