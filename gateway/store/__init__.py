@@ -16,6 +16,40 @@
     directory_cache  DirectoryCache: replica of signed directory records
 
 The unlocked keys live in `gateway.keyring.KeyRing`, never here. This package never
-writes or logs message content in clear. Import the modules themselves: the package
-imports none of them, so a process that needs the outbox does not load the mailboxes.
+writes or logs message content in clear.
 """
+
+from gateway.store.accounts import AccountRow, AccountStore
+from gateway.store.db import (
+    AccountExists,
+    DuplicateEnvelope,
+    InvalidValue,
+    KeyMismatch,
+    SessionClosed,
+    StoreError,
+    UnknownAccount,
+    open_engine,
+)
+from gateway.store.directory_cache import DirectoryCache
+from gateway.store.mailbox import MailboxStore, StoreAuthenticator
+from gateway.store.outbox import Outbox, OutboxEntry
+from gateway.store.session import StoreSession
+
+__all__ = [
+    "AccountExists",
+    "AccountRow",
+    "AccountStore",
+    "DirectoryCache",
+    "DuplicateEnvelope",
+    "InvalidValue",
+    "KeyMismatch",
+    "MailboxStore",
+    "Outbox",
+    "OutboxEntry",
+    "SessionClosed",
+    "StoreAuthenticator",
+    "StoreError",
+    "StoreSession",
+    "UnknownAccount",
+    "open_engine",
+]
