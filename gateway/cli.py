@@ -37,30 +37,20 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.errors import BridgeError, RelayUnavailable
-from bridge.relay.client import RelayClient
-from bridge.relay.config import RelayConfig
-from bridge.relay.metrics import RelayStatus
-from bridge.relay.operator import status_table
-from bridge.relay.server import RelayServer
+from bridge.errors import BridgeError
 from bridge.settings import SettingsError, load_settings, parse_host_port, read_toml
-from gateway.config import GatewayConfig
 from gateway.homes import AdminHome, HomeError, Membership, load_root_public
 from gateway.migrate.cli import add_migrate_commands
 from gateway.migrate.errors import MigrateError
+from gateway.operator import KDF_COSTS, ProvisionError
 from gateway.pgp.cli import add_pgp_commands
-from gateway.provision import (
-    KDF_COSTS,
-    ProvisionError,
-    add_account,
-    drain_relay,
-    read_password_file,
-    revoke_account,
-    revoke_gateway,
-    rotate_account,
-)
+
+if TYPE_CHECKING:
+    from bridge.relay.config import RelayConfig
+    from bridge.relay.metrics import RelayStatus
+    from gateway.config import GatewayConfig
 
 log = logging.getLogger("sealgate")
 
@@ -89,6 +79,7 @@ async def run_until_signal(
 
 
 def cmd_bubble_init(args: argparse.Namespace) -> None:
+
     domain = args.domain.strip().lower()
     if not domain or "@" in domain or any(c.isspace() for c in domain):
         raise CliError(f"bad domain {args.domain!r}")
@@ -98,6 +89,8 @@ def cmd_bubble_init(args: argparse.Namespace) -> None:
 
 
 def relay_config(args: argparse.Namespace) -> RelayConfig:
+    from bridge.relay.config import RelayConfig
+
     host, port = parse_host_port(args.listen, "listen")
     base = load_settings(
         RelayConfig,
@@ -117,6 +110,8 @@ def relay_config(args: argparse.Namespace) -> RelayConfig:
 
 
 def cmd_relay_serve(args: argparse.Namespace) -> None:
+    from bridge.relay.server import RelayServer
+
     config = relay_config(args)
     if not config.trusted_roots:
         raise CliError("a relay needs at least one --trust-root (the bubble's root.pub)")
@@ -130,6 +125,10 @@ def cmd_relay_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_relay_status(args: argparse.Namespace) -> None:
+    from bridge.errors import RelayUnavailable
+    from bridge.relay.client import RelayClient
+    from bridge.relay.operator import status_table
+
     async def fetch() -> RelayStatus:
         async with RelayClient(args.url, timeout=10, ca_file=args.relay_ca) as client:
             return await client.status()
@@ -144,6 +143,8 @@ def cmd_relay_status(args: argparse.Namespace) -> None:
 
 
 def cmd_relay_drain(args: argparse.Namespace) -> None:
+    from gateway.provision import drain_relay
+
     draining = args.action == "drain"
     admin = AdminHome.load(args.bubble)
     statement = asyncio.run(drain_relay(
@@ -160,6 +161,8 @@ def cmd_relay_drain(args: argparse.Namespace) -> None:
 
 
 def cmd_account_add(args: argparse.Namespace) -> None:
+    from gateway.provision import add_account, read_password_file
+
     admin = AdminHome.load(args.bubble)
     password = read_password_file(args.password_file)
     entry = asyncio.run(
@@ -178,6 +181,8 @@ def cmd_account_add(args: argparse.Namespace) -> None:
 
 
 def cmd_account_rotate(args: argparse.Namespace) -> None:
+    from gateway.provision import read_password_file, rotate_account
+
     admin = AdminHome.load(args.bubble)
     password = read_password_file(args.password_file)
     entry = asyncio.run(rotate_account(
@@ -190,6 +195,8 @@ def cmd_account_rotate(args: argparse.Namespace) -> None:
 
 
 def cmd_account_revoke(args: argparse.Namespace) -> None:
+    from gateway.provision import revoke_account
+
     admin = AdminHome.load(args.bubble)
     entry = asyncio.run(revoke_account(
         args.address, admin=admin, relays=args.relay, relay_ca_file=args.relay_ca
@@ -200,6 +207,7 @@ def cmd_account_revoke(args: argparse.Namespace) -> None:
 
 def cmd_account_request(args: argparse.Namespace) -> None:
     from gateway.enrolment import request_account
+    from gateway.provision import read_password_file
 
     password = read_password_file(args.password_file)
     request = request_account(
@@ -242,6 +250,8 @@ def cmd_account_import(args: argparse.Namespace) -> None:
 
 
 def cmd_gateway_revoke(args: argparse.Namespace) -> None:
+    from gateway.provision import revoke_gateway
+
     admin = AdminHome.load(args.bubble)
     if args.gateway is not None:
         key = Membership.load(args.gateway).credential.verify_key
@@ -257,6 +267,8 @@ def cmd_gateway_revoke(args: argparse.Namespace) -> None:
 
 
 def gateway_config(args: argparse.Namespace) -> GatewayConfig:
+    from gateway.config import GatewayConfig
+
     overrides: dict[str, Any] = {"home": args.home}
     if args.smtp:
         overrides["smtp_host"], overrides["smtp_port"] = parse_host_port(args.smtp, "smtp")

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.directory import (
@@ -35,24 +35,15 @@ from bridge.keys import AccountKeys, AccountPublic, KdfCost, seal_seed, sealed_c
 from bridge.relay.client import RelayClient
 from bridge.revocation import GatewayRevocation
 from gateway.homes import AdminHome, HomeError, Membership, gateway_database_url
+from gateway.operator import KDF_COSTS as KDF_COSTS
+from gateway.operator import ProvisionError as ProvisionError
 from gateway.pgp.keyring import OpenPgpKeys
 from gateway.store.accounts import AccountRow, AccountStore
 from gateway.store.db import open_engine
 from gateway.store.directory_cache import DirectoryCache
 from gateway.store.openpgp import OpenPgpStore
 
-
-class ProvisionError(Exception):
-    """An operator action could not be done; the message is one line for the operator."""
-
-
 MIN_PASSWORD_CHARS = 12
-# The Argon2id cost an account's keys are sealed with (`account add --kdf-cost`).
-KDF_COSTS: dict[str, Callable[[], KdfCost]] = {
-    "moderate": KdfCost.moderate,
-    "interactive": KdfCost.interactive,
-    "minimum": KdfCost.minimum,
-}
 
 
 def check_password(password: str) -> str:

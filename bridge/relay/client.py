@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 import nacl.signing
@@ -39,8 +40,10 @@ from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailab
 from bridge.keys import GatewayCredential, mailbox_id_for
 from bridge.relay.auth import sign_deposit, sign_gateway_request, sign_request
 from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
-from bridge.relay.metrics import RelayStatus
 from bridge.revocation import GatewayRevocation
+
+if TYPE_CHECKING:
+    from bridge.relay.metrics import RelayStatus
 
 _REASON_MAX = 200
 _CHUNK = 64 * 1024
@@ -189,6 +192,10 @@ class RelayClient:
 
     async def status(self) -> RelayStatus:
         """The relay's operator figures (`GET /status.json`)."""
+        # Imported here: the metrics module brings prometheus_client and the relay's
+        # storage, which a gateway never uses.
+        from bridge.relay.metrics import RelayStatus
+
         _, body = await self._call("GET", "/status.json", expect=(200,))
         try:
             return RelayStatus.from_json(_json(body))

@@ -116,7 +116,6 @@ _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _MBOXO_QUOTED = re.compile(rb"^>(From )", re.MULTILINE)
 _MBOX_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft",
                "D": "\\Deleted"}
-MBOX_FORMATS = ("mboxrd", "mboxo")
 OVERSIZE = "over the size limit"
 
 
