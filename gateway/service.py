@@ -58,6 +58,9 @@ from gateway.worker import PeriodicJob
 
 log = logging.getLogger(__name__)
 
+# How long a gateway start waits for its first directory sync.
+STARTUP_SYNC_SECONDS = 5.0
+
 
 @dataclass
 class Gateway:
@@ -211,6 +214,13 @@ class Gateway:
                 **tls_options,
             )
 
+        # One directory sync before the listeners open: on a first start the replica is
+        # empty, and RCPT would refuse every member (550) until the periodic sync ran. A
+        # relay that does not answer in time leaves the replica as it is on disk.
+        try:
+            await asyncio.wait_for(recipients.sync(), timeout=STARTUP_SYNC_SECONDS)
+        except TimeoutError:
+            log.info("directory sync: no relay answered at start; using the replica on disk")
         self.smtp_port = await self._listen(
             lambda: submission(tls_context=tls, require_starttls=True), cfg.smtp_host,
             cfg.smtp_port, cap,
