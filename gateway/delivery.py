@@ -131,9 +131,15 @@ class DeliveryWorker(PeriodicJob):
         some were delivered (the budget cut the batch); a failed entry is not due
         again before its backoff, so the passes stop once nothing goes out.
         """
-        due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
-        _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
-        taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
+        try:
+            due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
+            _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
+            taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
+        except Exception:
+            # A pass that failed (the outbox unwritable: a full disk) is tried again after
+            # the shortest backoff, not after the idle wait.
+            self._retries.append(time.monotonic() + self._retry_initial)
+            raise
         relays = {entry.id: url for entry, url in zip(due, taken, strict=True) if url}
         del due, taken
         await asyncio.to_thread(
@@ -192,8 +198,8 @@ class DeliveryWorker(PeriodicJob):
         if resting:  # not later than the first resting relay may be tried again
             delay = min(delay, max(self.health.wait(resting), self._retry_initial))
         at = now + timedelta(seconds=delay)
+        self._retries.append(time.monotonic() + delay)  # also if the outbox write fails
         await asyncio.to_thread(self._outbox.retry_later, entry.id, at, reason[:500])
-        self._retries.append(time.monotonic() + delay)
         log.info(
             "delivery: envelope %s not deposited (%s); retry in %.0fs",
             entry.envelope_id.hex()[:8],
