@@ -59,6 +59,9 @@ class GatewayConfig:
     # sender gets an "undeliverable" notice in INBOX (gateway.delivery).
     delivery_give_up: float = 5 * 86400.0
     delivery_concurrency: int = 8  # deposits in flight at once
+    # CPU priority of the delivery process below the gateway's (nice increment, 0-19): a
+    # burst of submissions is answered first and deposited right behind it.
+    delivery_nice: int = 10
     strip_headers: tuple[str, ...] = ()  # operator additions to the metadata policy
     # IMAP (gateway.imap.config.ImapConfig says what each bounds; _IMAP_SETTINGS maps them)
     imap_idle_timeout: float = 1800.0
@@ -158,6 +161,8 @@ class GatewayConfig:
                 f"setting 'max_message_bytes': at most {MAX_MESSAGE_BYTES} (the envelope limit)"
             )
         self.header_limits()  # checks both
+        if not 0 <= self.delivery_nice <= 19:
+            raise ValueError("setting 'delivery_nice': must be a whole number from 0 to 19")
         if self.kdf_queue < 0:
             raise ValueError("setting 'kdf_queue': must not be negative")
         if not 0 <= self.login_failure_delay <= self.login_failure_delay_max:

@@ -16,7 +16,10 @@ directory replica (`gateway.drains`).
 The gateway sends the child its settings and then wakes it through the child's
 standard input, one byte per turn of the event loop that accepted messages; a wake
 that finds the pipe full is dropped, since one is pending then anyway. The child ends
-when the pipe closes: when the gateway stops, or when it dies. Its log records go to
+when the pipe closes: when the gateway stops, or when it dies. It runs `delivery_nice`
+steps below the gateway's CPU priority: when both want the cores (a burst of
+submissions), the gateway answers its clients first and the deposits follow as soon
+as it leaves CPU to spare; with CPU to spare, nothing waits. Its log records go to
 standard error at the gateway's level, in the CLI's format.
 """
 
@@ -64,6 +67,9 @@ class DeliveryProcess:
             [sys.executable, "-m", "gateway.delivery_process"], stdin=subprocess.PIPE,
         )
         assert process.stdin is not None  # noqa: S101 - stdin=PIPE
+        # Set here, not by the child, so that it holds from the child's first instruction.
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._config.delivery_nice)
+        os.setpriority(os.PRIO_PROCESS, process.pid, nice)
         settings = pickle.dumps((self._config, logging.getLogger().level))
         process.stdin.write(len(settings).to_bytes(_LENGTH, "big") + settings)
         process.stdin.flush()

@@ -1,6 +1,7 @@
 """The delivery worker's own process (`gateway.delivery_process`), beside a real
-`sealgate gateway serve`: it delivers what the gateway accepts, stops with the
-gateway, and does not outlive a gateway that is killed."""
+`sealgate gateway serve`: it delivers what the gateway accepts at a lower CPU
+priority than the gateway's, stops with the gateway, and does not outlive a gateway
+that is killed."""
 
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def test_the_delivery_process_delivers_stops_and_never_outlives_its_gateway(
         gateway = bubble.services["alice"].proc
         assert gateway is not None
         (delivery,) = children(gateway.pid)
+        # delivery_nice (10 by default) steps below the gateway: submissions go first.
+        nice = os.getpriority(os.PRIO_PROCESS, gateway.pid)
+        assert os.getpriority(os.PRIO_PROCESS, delivery) == min(19, nice + 10)
         token = "child-" + secrets.token_hex(6)
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = alice.address, bob.address, token

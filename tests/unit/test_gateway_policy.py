@@ -152,6 +152,17 @@ def test_header_limits_must_be_positive(name: str, tmp_path: Path) -> None:
         load_settings(GatewayConfig, {"home": str(tmp_path), name: 0})
 
 
+@pytest.mark.parametrize("value", [-1, 20, 2.5, True])
+def test_delivery_nice_must_be_a_nice_increment(tmp_path: Path, value: object) -> None:
+    from bridge.settings import SettingsError, load_settings
+    from gateway.config import GatewayConfig
+
+    assert load_settings(GatewayConfig, {"home": str(tmp_path), "delivery_nice": 0})
+    refused = "setting 'delivery_nice': (must be|expected) a whole number"
+    with pytest.raises(SettingsError, match=refused):
+        load_settings(GatewayConfig, {"home": str(tmp_path), "delivery_nice": value})
+
+
 def test_address_field_limit_is_passed_to_the_rules() -> None:
     from bridge.headers import HeaderLimits
 
