@@ -129,27 +129,39 @@ class DeliveryWorker(PeriodicJob):
         Up to `concurrency` deposits run at once; the entries the relays took are
         removed from the outbox together, in one transaction. More may be due when
         some were delivered (the budget cut the batch); a failed entry is not due
-        again before its backoff, so the passes stop once nothing goes out.
+        again before its backoff, so the passes stop once nothing goes out. When one
+        entry's outbox write fails (a full disk), the pass still waits for every other
+        deposit and removes what the relays took before it raises: no deposit of a
+        failed pass runs on into the next one.
         """
         try:
             due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
             _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
-            taken = await asyncio.gather(*(self._deliver(entry) for entry in due))
+            taken = await asyncio.gather(
+                *(self._deliver(entry) for entry in due), return_exceptions=True
+            )
+            relays = {
+                entry.id: url for entry, url in zip(due, taken, strict=True)
+                if isinstance(url, str)
+            }
+            failed = next((e for e in taken if isinstance(e, BaseException)), None)
+            del due, taken
+            if relays:
+                await asyncio.to_thread(
+                    functools.partial(
+                        self._outbox.delivered, *relays,
+                        relays={i: url for i, url in relays.items() if not self._is_smarthost(url)},
+                        check_at=datetime.now(UTC) + self._status_check,
+                        forget=[i for i, url in relays.items() if self._is_smarthost(url)],
+                    )
+                )
+            if failed is not None:
+                raise failed
         except Exception:
             # A pass that failed (the outbox unwritable: a full disk) is tried again after
             # the shortest backoff, not after the idle wait.
             self._retries.append(time.monotonic() + self._retry_initial)
             raise
-        relays = {entry.id: url for entry, url in zip(due, taken, strict=True) if url}
-        del due, taken
-        await asyncio.to_thread(
-            functools.partial(
-                self._outbox.delivered, *relays,
-                relays={i: url for i, url in relays.items() if not self._is_smarthost(url)},
-                check_at=datetime.now(UTC) + self._status_check,
-                forget=[i for i, url in relays.items() if self._is_smarthost(url)],
-            )
-        )
         return bool(relays)
 
     def next_wait(self) -> float:

@@ -1,12 +1,14 @@
-"""The delivery worker loads outbox work by a byte budget and still delivers it all.
+"""The delivery worker's passes: work loaded by a byte budget and all of it delivered,
+in shuffled order, and a pass whose outbox write fails part way.
 
 Real SQLite outbox, real relay on 127.0.0.1 (in process); the outbox is the real one,
-counting the envelope bytes each pass loads.
+counting the envelope bytes each pass loads, or failing one write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -23,6 +25,7 @@ from bridge.relay.server import RelayServer
 from gateway.delivery import DeliveryWorker
 from gateway.store.db import open_engine
 from gateway.store.outbox import Outbox, OutboxEntry
+from tests.bubble_processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +116,53 @@ def test_the_envelopes_of_one_message_are_not_deposited_in_a_row(
             assert any(runs[k:k + 5] != [runs[k]] * 5 for k in range(0, 20, 5))
         finally:
             await client.close()
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+class FullOutbox(Outbox):
+    """The real outbox, except that scheduling a retry fails as on a full disk (a fault
+    injected at the storage layer: tests/integration/test_disk_full.py fills a real one)."""
+
+    def retry_later(self, entry_id: int, at: datetime, error: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_pass_whose_retry_write_fails_still_removes_what_the_relay_took(
+    tmp_path: Path,
+) -> None:
+    root = RootKey.generate()
+    bob = AccountKeys.generate()
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: that deposit fails at once
+
+    async def scenario() -> None:
+        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
+        await server.start()
+        clients = {server.url: RelayClient(server.url, timeout=30),
+                   dead: RelayClient(dead, timeout=30)}
+        try:
+            outbox = FullOutbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
+            good = [envelope(bob.public.mailbox_id, MIN_BUCKET) for _ in range(6)]
+            lost = envelope(bob.public.mailbox_id, MIN_BUCKET)
+            outbox.put([*((i, e, (server.url,)) for i, e in good), (*lost, (dead,))])
+            worker = DeliveryWorker(
+                outbox, GatewayCredential.issue(root), clients.__getitem__,
+                retry_initial=60, retry_max=60,
+            )
+            with pytest.raises(OSError, match="No space left"):
+                await worker.run_once()
+            # The deposits that went through are out of the outbox, the failed one is
+            # kept, and none of the pass's deposits is still running.
+            assert outbox.pending_count() == 1
+            stored = {info.envelope_id for info in await clients[server.url].list(bob.mailbox)}
+            assert stored == {i for i, _ in good}
+            running = [task for task in asyncio.all_tasks()
+                       if task.get_coro().__qualname__ == "DeliveryWorker._deliver"]
+            assert running == []
+        finally:
+            for client in clients.values():
+                await client.close()
             await server.stop()
 
     asyncio.run(scenario())
