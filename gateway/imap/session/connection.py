@@ -202,8 +202,12 @@ class ImapState:
         selected = self.view()
         try:
             changes = self.mail().changes_since(selected.name, selected.highest_modseq)
-            if not selected.read_only and changes.uid_next > selected.claimed_until:
-                selected.add_recent(self.mail().claim_recent(selected.name))  # new mail
+            if changes.uid_next > selected.claimed_until:  # new mail
+                if selected.read_only:
+                    unclaimed = self.mail().peek_recent(selected.name)
+                    selected.add_unclaimed(unclaimed, changes.uid_next)
+                else:
+                    selected.add_recent(self.mail().claim_recent(selected.name))
         except MailboxNotFound as exc:
             raise CommandFailed(Status.BYE, "The selected mailbox no longer exists.") from exc
         return selected.sync(changes, allow_expunge=allow_expunge)
