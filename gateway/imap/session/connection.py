@@ -177,7 +177,8 @@ class ImapState:
         """The line that ended IDLE: DONE completes it; anything else is BAD."""
         if line.strip().upper() != b"DONE":
             return self.bad(request.tag, "Expected DONE to end IDLE.")
-        return Reply([ok(request.tag, "IDLE terminated.")])
+        code = self.selected.new_highest_modseq_code() if self.selected else None
+        return Reply([ok(request.tag, "IDLE terminated.", code)])
 
     # -- helpers the handlers share
 
@@ -223,7 +224,7 @@ class ImapState:
         if self.selected is None:
             return []
         self.selected.condstore = True
-        code = Code("HIGHESTMODSEQ", (self.selected.told_modseq,))
+        code = self.selected.highest_modseq_code()
         return [UntaggedStatus(Status.OK, "Highest modseq.", code)]
 
     def deselect(self) -> None:

@@ -71,6 +71,8 @@ class SelectedMailbox:
         # ... and told up to here: while an expunge waits, HIGHESTMODSEQ must stay below
         # its modseq (RFC 7162 section 3.2), or a client resyncing from it would miss it.
         self.told_modseq = snapshot.highest_modseq
+        # ... and last given as HIGHESTMODSEQ (SELECT's, or a code since).
+        self.reported_modseq = snapshot.highest_modseq
         self.messages: list[MessageMeta] = list(snapshot.messages)
         self.uids: list[int] = [m.uid for m in self.messages]
         self.pending_expunge: set[int] = set()
@@ -263,7 +265,19 @@ class SelectedMailbox:
     def highest_modseq_code(self) -> Code | None:
         """HIGHESTMODSEQ for the tagged OK of a command that told expunges, once CONDSTORE
         is on (as Dovecot does; RFC 7162 section 3.2 asks clients to keep it)."""
-        return Code("HIGHESTMODSEQ", (self.told_modseq,)) if self.condstore else None
+        if not self.condstore:
+            return None
+        self.reported_modseq = self.told_modseq
+        return Code("HIGHESTMODSEQ", (self.told_modseq,))
+
+    def new_highest_modseq_code(self) -> Code | None:
+        """HIGHESTMODSEQ for the tagged OK of NOOP, CHECK and IDLE, once CONDSTORE is on,
+        only when what the client was told has gone past the last one it was given (new
+        mail, flag changes, expunges told since), as Dovecot does: a client that keeps it
+        resyncs from there (RFC 7162 section 3.2.5) without asking STATUS."""
+        if self.told_modseq <= self.reported_modseq:
+            return None
+        return self.highest_modseq_code()
 
 
 def vanished_earlier(uids: list[int]) -> Untagged:
