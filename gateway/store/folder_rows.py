@@ -124,8 +124,8 @@ class PreparedMessage:
 
     seal_id: bytes
     size: int
-    sealed: bytes
-    sealed_header: bytes
+    sealed: bytearray  # as `sealing.seal` writes it: the drivers take it without a copy
+    sealed_header: bytearray
 
 
 def prepare_message(storage_key: bytes, account_id: int, message: bytes) -> PreparedMessage:

@@ -1,9 +1,14 @@
-"""A large APPEND literal costs the framing about one copy of the message.
+"""A large APPEND literal costs the framing about one copy of the message, and the SQL
+store one more: the sealed blob.
 
 The literal arrives in reads of 64 KiB, as the server hands them over; the framing keeps
 it apart from the command's lines and passes it to the parser as it is, so the peak of
 what Python allocates stays near the message's size (before, chunks plus their join
-plus the parser's slice: two to three copies).
+plus the parser's slice: two to three copies). Storing it, libsodium writes the
+ciphertext into the blob after the nonce (`gateway.store.sealing.seal`), so the store
+call allocates about the blob alone (before, the ciphertext and then nonce plus
+ciphertext: two copies on top of the message). On SQLite, and on PostgreSQL when it
+answers.
 """
 
 from __future__ import annotations
@@ -11,7 +16,13 @@ from __future__ import annotations
 import os
 import tracemalloc
 
+from sqlalchemy import Engine
+
 from gateway.imap.protocol import Append, Continuation, ImapServerConnection, NeedData
+from gateway.store.mailbox import MailboxStore
+from tests.unit.store_support import ALICE
+
+pytest_plugins = ["tests.unit.store_fixtures"]
 
 MiB = 1024 * 1024
 SIZE = 8 * MiB
@@ -37,6 +48,23 @@ def test_append_literal_is_held_once() -> None:
     assert isinstance(event, Append) and event.message == message
     assert event.flags == ("\\Seen",)
     assert peak < 1.25 * len(message), f"framing peak {peak / MiB:.1f} MiB"
+
+
+def test_storing_an_append_allocates_about_its_sealed_blob(store_engine: Engine, alice) -> None:
+    message = b"Subject: big\r\n\r\n" + os.urandom(SIZE)
+    session = MailboxStore(store_engine, max_message_bytes=2 * SIZE).session(ALICE, alice)
+    session.append("INBOX", b"Subject: warm\r\n\r\nup\r\n")  # schema, statements, caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        uid = session.append("INBOX", message, frozenset({"\\Seen"})).uid
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    [stored] = session.fetch("INBOX", [uid])
+    assert stored.body == message and stored.meta.flags == {"\\Seen"}
+    # The blob is the message plus 40 octets; the rest is a header and bookkeeping.
+    assert peak < 1.25 * len(message), f"store peak {peak / len(message):.2f} x the message"
 
 
 def test_literals_of_other_commands_still_parse_in_order() -> None:
