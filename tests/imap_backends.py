@@ -98,6 +98,9 @@ class ObservedSession:
     def claim_recent(self, folder: str) -> range:
         return self.inner.claim_recent(folder)
 
+    def peek_recent(self, folder: str) -> range:
+        return self.inner.peek_recent(folder)
+
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         return self.inner.changes_since(folder, modseq)
 

@@ -211,6 +211,11 @@ class MemorySession:
             target.first_recent_uid = claimed.stop
             return claimed
 
+    def peek_recent(self, folder: str) -> range:
+        with self._store.lock:
+            target = self._folder(folder)
+            return range(target.first_recent_uid, max(target.first_recent_uid, target.uid_next))
+
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         with self._store.lock:
             return self._folder(folder).changes_since(modseq)

@@ -304,6 +304,11 @@ class MailSession(Protocol):
         as recent. Raises MailboxNotFound."""
         ...
 
+    def peek_recent(self, folder: str) -> range:
+        """The UIDs `claim_recent` would take now, left for the next read-write session
+        (EXAMINE sees \\Recent and takes none, RFC 3501 6.3.2). Raises MailboxNotFound."""
+        ...
+
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         """What changed in the folder after `modseq` (see `FolderChanges`), read in one
         consistent snapshot, at a cost that grows with the changes, not the folder;

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import nacl.utils
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlmodel import col
 
 from gateway.imap.backend import MailboxNotFound
@@ -59,6 +59,14 @@ _TAKE_UIDS_AND_MODSEQS = (
     .returning(col(Folder.uid_next), col(Folder.highest_modseq))
 )
 _INSERT_MESSAGE = insert(Message)
+# SQLite copies a bound blob twice (the binding, then the row's record) before it writes a
+# page of it, so a sealed message of 40 MB would cost 80 MB more for a moment. A large one
+# goes in as zeroblob(n) instead, which takes no memory, and is written into its pages
+# through the blob handle, a piece at a time.
+_INSERT_ZEROED = insert(Message).values(sealed=func.zeroblob(bindparam("sealed_length")))
+_INSERT_ZEROED_ID = _INSERT_ZEROED.returning(col(Message.id))
+STREAMED_BLOB = 1 << 20  # octets of a sealed message from which SQLite gets it in pieces
+_BLOB_PIECE = 1 << 18
 _INSERT_EXPUNGED = insert(ExpungedMessage)
 
 
@@ -124,8 +132,8 @@ class PreparedMessage:
 
     seal_id: bytes
     size: int
-    sealed: bytes
-    sealed_header: bytes
+    sealed: bytearray  # as `sealing.seal` writes it: the drivers take it without a copy
+    sealed_header: bytearray
 
 
 def prepare_message(storage_key: bytes, account_id: int, message: bytes) -> PreparedMessage:
@@ -177,25 +185,43 @@ def store_prepared_many(
     envelope_id: bytes | None = None,
 ) -> list[int]:
     """Insert prepared messages (each with its internal date and flags) into a folder
-    whose row the caller locked, in two statements; their UIDs, in order."""
+    whose row the caller locked, in two statements (and on SQLite one more for each
+    sealed blob of `STREAMED_BLOB` octets or more); their UIDs, in order."""
     first_uid, first_modseq = take_uids(connection, folder_id, len(messages))
-    connection.execute(
-        _INSERT_MESSAGE,
-        [
-            {
-                "folder_id": folder_id,
-                "uid": first_uid + n,
-                "envelope_id": envelope_id,
-                "seal_id": prepared.seal_id,
-                "internal_date": utc(internal_date),
-                "internal_offset": utc_offset_minutes(internal_date),
-                "size": prepared.size,
-                "flags": flags_text(canonical_flags(flags)),
-                "modseq": first_modseq + n,
-                "sealed": prepared.sealed,
-                "sealed_header": prepared.sealed_header,
-            }
-            for n, (prepared, internal_date, flags) in enumerate(messages)
-        ],
-    )
+    streams = connection.dialect.name == "sqlite"
+    batch: list[dict[str, object]] = []
+    for n, (prepared, internal_date, flags) in enumerate(messages):
+        row: dict[str, object] = {
+            "folder_id": folder_id,
+            "uid": first_uid + n,
+            "envelope_id": envelope_id,
+            "seal_id": prepared.seal_id,
+            "internal_date": utc(internal_date),
+            "internal_offset": utc_offset_minutes(internal_date),
+            "size": prepared.size,
+            "flags": flags_text(canonical_flags(flags)),
+            "modseq": first_modseq + n,
+            "sealed_header": prepared.sealed_header,
+        }
+        if streams and len(prepared.sealed) >= STREAMED_BLOB:
+            if batch:  # rows go in in UID order
+                connection.execute(_INSERT_MESSAGE, batch)
+                batch = []
+            _insert_streamed(connection, row, prepared.sealed)
+        else:
+            batch.append({**row, "sealed": prepared.sealed})
+    if batch:
+        connection.execute(_INSERT_MESSAGE, batch)
     return [first_uid + n for n in range(len(messages))]
+
+
+def _insert_streamed(connection: Connection, row: dict[str, object], sealed: bytearray) -> None:
+    """Insert a message row on SQLite with its sealed blob written in pieces."""
+    params = {**row, "sealed_length": len(sealed)}
+    row_id = connection.execute(_INSERT_ZEROED_ID, params).scalar_one()
+    driver = connection.connection.driver_connection  # the sqlite3.Connection
+    blob = driver.blobopen(Message.__tablename__, "sealed", row_id)  # type: ignore[union-attr]
+    view = memoryview(sealed)
+    with blob:
+        for start in range(0, len(view), _BLOB_PIECE):
+            blob.write(view[start : start + _BLOB_PIECE])

@@ -297,6 +297,14 @@ class StoreSession:
             return recent.claim(connection, target.id, target.uid_next)
 
     @_raises_backend_errors
+    def peek_recent(self, folder: str) -> range:
+        self._storage_key()
+        with reading(self._engine) as connection:
+            target = folder_row(connection, self._account_id, folder)
+            first = recent.first_recent_uid(connection, target.id)
+            return range(first, max(first, target.uid_next))
+
+    @_raises_backend_errors
     def changes_since(self, folder: str, modseq: int) -> FolderChanges:
         """Rows changed and UIDs expunged after `modseq`, up to the folder's highest modseq
         read first (a change committed meanwhile is left for the next call)."""

@@ -2,8 +2,9 @@
 
 Raw clients against an ImapServer on 127.0.0.1:0, on every backend (memory, SQLite,
 PostgreSQL): modseqs in FETCH, SEARCH and STATUS, conditional STORE, SELECT's QRESYNC
-resync, VANISHED in place of EXPUNGE, and two sessions on one mailbox where one changes
-flags and expunges while the other is told with MODSEQ and VANISHED.
+resync, VANISHED in place of EXPUNGE, HIGHESTMODSEQ in the tagged OK of NOOP, CHECK and
+IDLE when it moved, and two sessions on one mailbox where one changes flags and expunges
+while the other is told with MODSEQ and VANISHED.
 """
 
 from __future__ import annotations
@@ -184,13 +185,15 @@ def test_two_sessions_see_modseq_and_vanished(server: ServerThread, backend: Mai
     modseq = number(answer, rb"MODSEQ \((\d+)\)")
     assert answer == [
         b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % modseq,
-        b"t OK NOOP completed.",
+        b"t OK [HIGHESTMODSEQ %d] NOOP completed." % modseq,
     ]
     # An expunge by the other session is told as VANISHED, with UIDs, not EXPUNGE.
     ask(actor, b"STORE 2 +FLAGS.SILENT (\\Deleted)")
     assert ask(actor, b"EXPUNGE") == [b"* 2 EXPUNGE", b"t OK EXPUNGE completed."]
     # (its \\Deleted flag is not worth telling for a message that is gone)
-    assert ask(watcher, b"NOOP") == [b"* VANISHED 2", b"t OK NOOP completed."]
+    answer = ask(watcher, b"NOOP")
+    assert answer[0] == b"* VANISHED 2" and len(answer) == 2
+    assert number(answer, rb"t OK \[HIGHESTMODSEQ (\d+)\] NOOP completed\.$") > modseq
     # IDLE pushes them as they happen: new mail, then a CLOSE that expunges.
     watcher.send(b"i IDLE\r\n")
     assert watcher.line() == b"+ idling\r\n"
@@ -211,7 +214,8 @@ def test_two_sessions_see_modseq_and_vanished(server: ServerThread, backend: Mai
     ask(actor, b"CLOSE")
     assert watcher.line() == b"* VANISHED 3\r\n"
     watcher.send(b"DONE\r\n")
-    assert watcher.until_tagged(b"i") == [b"i OK IDLE terminated.\r\n"]
+    [done] = watcher.until_tagged(b"i")
+    assert re.fullmatch(rb"i OK \[HIGHESTMODSEQ \d+\] IDLE terminated\.\r\n", done)
     assert ask(watcher, b"FETCH 1:* (UID)") == [
         b"* 1 FETCH (UID 1)",
         b"* 2 FETCH (UID 4)",
@@ -235,6 +239,72 @@ def test_highestmodseq_stays_below_an_expunge_not_yet_told(server: ServerThread)
     answer = ask(watcher, b"EXPUNGE")
     assert answer[0] == b"* 2 EXPUNGE"
     assert number(answer, rb"\[HIGHESTMODSEQ (\d+)\]") >= expunged_at
+    for raw in (watcher, actor):
+        raw.close()
+
+
+def test_noop_check_and_idle_tell_a_new_highestmodseq(
+    server: ServerThread, backend: MailBackend
+):
+    """Once CONDSTORE is on, the tagged OK of NOOP, CHECK and IDLE carries HIGHESTMODSEQ
+    when what the session was told took it past the last one it was given; not when
+    nothing changed, and never without CONDSTORE."""
+    watcher = client(server, b"SELECT INBOX (CONDSTORE)")
+    plain = client(server, b"EXAMINE INBOX")
+    actor = client(server, b"SELECT INBOX")
+
+    def highest() -> int:
+        return number(ask(actor, b"STATUS INBOX (HIGHESTMODSEQ)"), rb"\(HIGHESTMODSEQ (\d+)\)")
+
+    assert ask(watcher, b"NOOP") == [b"t OK NOOP completed."]
+    assert ask(watcher, b"CHECK") == [b"t OK CHECK completed."]
+    ask(actor, b"STORE 1 +FLAGS.SILENT (\\Flagged)")
+    flagged = highest()
+    answer = ask(watcher, b"NOOP")
+    assert answer[1:] == [b"t OK [HIGHESTMODSEQ %d] NOOP completed." % flagged]
+    assert ask(watcher, b"NOOP") == [b"t OK NOOP completed."]  # given already
+    assert ask(plain, b"NOOP")[1:] == [b"t OK NOOP completed."]  # no CONDSTORE, no code
+
+    backend.deliver(USER, "INBOX", NOTE)
+    answer = ask(watcher, b"CHECK")
+    assert answer[:2] == [b"* 4 EXISTS", b"* 4 RECENT"]
+    assert answer[-1] == b"t OK [HIGHESTMODSEQ %d] CHECK completed." % highest()
+
+    ask(actor, b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert ask(watcher, b"NOOP")[-1] == b"t OK [HIGHESTMODSEQ %d] NOOP completed." % highest()
+    watcher.send(b"i IDLE\r\n")
+    assert watcher.line() == b"+ idling\r\n"
+    ask(actor, b"EXPUNGE")
+    assert watcher.line() == b"* 2 EXPUNGE\r\n"
+    watcher.send(b"DONE\r\n")
+    done = b"i OK [HIGHESTMODSEQ %d] IDLE terminated.\r\n" % highest()
+    assert watcher.until_tagged(b"i") == [done]
+    watcher.send(b"j IDLE\r\n")
+    assert watcher.line() == b"+ idling\r\n"
+    watcher.send(b"DONE\r\n")
+    assert watcher.until_tagged(b"j") == [b"j OK IDLE terminated.\r\n"]
+    for raw in (watcher, plain, actor):
+        raw.close()
+
+
+def test_noop_highestmodseq_never_passes_an_expunge_not_yet_told(server: ServerThread):
+    """A FETCH by number keeps an expunge waiting while it tells newer flags; the NOOP
+    that then tells the expunge gives the HIGHESTMODSEQ past both, and no command gave
+    one past the expunge before (RFC 7162 section 3.2)."""
+    watcher = client(server, b"SELECT INBOX (CONDSTORE)")
+    actor = client(server, b"SELECT INBOX")
+    ask(actor, b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+    ask(actor, b"EXPUNGE")
+    ask(actor, b"STORE 2 +FLAGS.SILENT (\\Flagged)")  # UID 3, after the expunge
+    after = number(ask(actor, b"STATUS INBOX (HIGHESTMODSEQ)"), rb"\(HIGHESTMODSEQ (\d+)\)")
+    answer = ask(watcher, b"FETCH 3 (UID)")  # by number: the expunge waits
+    assert answer == [
+        b"* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % after,
+        b"* 3 FETCH (UID 3)",
+        b"t OK FETCH completed.",
+    ]
+    answer = ask(watcher, b"NOOP")
+    assert answer == [b"* 2 EXPUNGE", b"t OK [HIGHESTMODSEQ %d] NOOP completed." % after]
     for raw in (watcher, actor):
         raw.close()
 

@@ -2,7 +2,7 @@
 7.3.2): the first session to SELECT a folder holds its new messages as recent (SELECT's
 RECENT, FLAGS, SEARCH RECENT/NEW/OLD, STATUS RECENT), the next one does not, EXAMINE
 and STATUS take nothing, and mail arriving while a session has the folder selected is
-recent in that session only.
+recent in that session only (and in EXAMINE sessions, while no read-write one took it).
 
 `backend` is USER's account with LUNCH (unseen) and NEWS (seen) in INBOX, never selected.
 """
@@ -107,3 +107,32 @@ def test_new_mail_is_recent_in_one_selected_session_only(
     finally:
         a.logout()
         b.logout()
+
+
+def test_new_mail_is_recent_to_examine_until_a_select_takes_it(
+    server: ServerThread, backend: MailBackend
+):
+    """A read-only session sees arriving mail as \\Recent while no read-write session
+    has taken it, and takes none of it itself (RFC 3501 2.3.2, 6.3.2)."""
+    a, b, c = login(server), login(server), login(server)
+    try:
+        assert a.select("INBOX", readonly=True)[0] == "OK"
+        assert a.response("RECENT") == ("RECENT", [b"2"])
+        backend.deliver(USER, "INBOX", NOTE)
+        assert noop_untagged(a) == [b"* 3 EXISTS", b"* 3 RECENT"]
+        assert b.append("INBOX", "", None, NOTE)[0] == "OK"  # from an unselected session
+        assert noop_untagged(a) == [b"* 4 EXISTS", b"* 4 RECENT"]
+        assert a.fetch("3:4", "(FLAGS)")[1] == [b"3 (FLAGS (\\Recent))", b"4 (FLAGS (\\Recent))"]
+        assert a.search(None, "RECENT") == ("OK", [b"1 2 3 4"])
+        assert recent_status(b) == b'"INBOX" (RECENT 4)'
+
+        assert c.select("INBOX")[0] == "OK"  # the first read-write session takes them all
+        assert c.response("RECENT") == ("RECENT", [b"4"])
+        assert c.fetch("3:4", "(FLAGS)")[1] == [b"3 (FLAGS (\\Recent))", b"4 (FLAGS (\\Recent))"]
+        backend.deliver(USER, "INBOX", NOTE)
+        assert noop_untagged(c) == [b"* 5 EXISTS", b"* 5 RECENT"]  # c saw it first: c's
+        assert noop_untagged(a) == [b"* 5 EXISTS", b"* 4 RECENT"]  # ... so not a's
+        assert a.fetch("5", "(FLAGS)")[1] == [b"5 (FLAGS ())"]
+    finally:
+        for client in (a, b, c):
+            client.logout()

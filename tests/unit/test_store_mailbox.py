@@ -12,7 +12,13 @@ from bridge.keys import AccountKeys
 from gateway.imap.backend import AuthenticationFailed, FlagMode, MailboxNotFound, StorageFailed
 from gateway.keyring import KeyRing
 from gateway.store.accounts import AccountStore
-from gateway.store.db import InvalidValue, KeyMismatch, SessionClosed, UnknownAccount
+from gateway.store.db import InvalidValue, KeyMismatch, SessionClosed, UnknownAccount, writing
+from gateway.store.folder_rows import (
+    STREAMED_BLOB,
+    folder_row,
+    prepare_message,
+    store_prepared_many,
+)
 from gateway.store.mailbox import MailboxStore, StoreAuthenticator
 from gateway.store.models import Message
 from tests.unit.store_support import ALICE, BOB, add_account
@@ -49,6 +55,26 @@ def test_deliver_snapshot_fetch_round_trip(mailboxes, alice):
     assert [stored.meta.uid for stored in fetched] == [1, 3]
     assert [stored.body for stored in fetched] == [bodies[0], bodies[2]]
     assert fetched[0].meta == snap.messages[0]
+
+
+def test_a_batch_with_a_large_message_keeps_its_order_and_contents(
+    store_engine, mailboxes, alice
+):
+    """A message sealed over `STREAMED_BLOB` goes in on its own on SQLite, its blob
+    written in pieces; the small ones around it still get the UIDs in batch order."""
+    account = AccountStore(store_engine).get(ALICE)
+    assert account is not None
+    account_id = account.id
+    bodies = [message(1), message(2, 3 * STREAMED_BLOB + 12345), message(3), message(4)]
+    prepared = [prepare_message(alice.storage_key, account_id, body) for body in bodies]
+    with writing(store_engine) as connection:
+        folder_id = folder_row(connection, account_id, "INBOX", lock=True).id
+        batch = [(p, WHEN, ["\\Seen"] if n == 1 else []) for n, p in enumerate(prepared)]
+        uids = store_prepared_many(connection, folder_id, batch)
+    assert uids == [1, 2, 3, 4]
+    fetched = mailboxes.session(ALICE, alice).fetch("INBOX", uids)
+    assert [m.body for m in fetched] == bodies
+    assert [m.meta.flags for m in fetched] == [set(), {"\\Seen"}, set(), set()]
 
 
 def test_fetch_of_many_uids_spans_query_chunks(mailboxes, alice):

@@ -21,8 +21,10 @@ def do_capability(s: ImapState, cmd: protocol.Capability) -> Reply:
 
 
 def do_noop(s: ImapState, cmd: protocol.Noop) -> Reply:
-    updates = s.sync(allow_expunge=True) if s.selected else []
-    return Reply([*updates, ok(cmd.tag, "NOOP completed.")])
+    if s.selected is None:
+        return Reply([ok(cmd.tag, "NOOP completed.")])
+    updates = s.sync(allow_expunge=True)
+    return Reply([*updates, ok(cmd.tag, "NOOP completed.", s.selected.new_highest_modseq_code())])
 
 
 def do_logout(s: ImapState, cmd: protocol.Logout) -> Reply:

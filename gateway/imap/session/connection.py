@@ -177,7 +177,8 @@ class ImapState:
         """The line that ended IDLE: DONE completes it; anything else is BAD."""
         if line.strip().upper() != b"DONE":
             return self.bad(request.tag, "Expected DONE to end IDLE.")
-        return Reply([ok(request.tag, "IDLE terminated.")])
+        code = self.selected.new_highest_modseq_code() if self.selected else None
+        return Reply([ok(request.tag, "IDLE terminated.", code)])
 
     # -- helpers the handlers share
 
@@ -202,8 +203,12 @@ class ImapState:
         selected = self.view()
         try:
             changes = self.mail().changes_since(selected.name, selected.highest_modseq)
-            if not selected.read_only and changes.uid_next > selected.claimed_until:
-                selected.add_recent(self.mail().claim_recent(selected.name))  # new mail
+            if changes.uid_next > selected.claimed_until:  # new mail
+                if selected.read_only:
+                    unclaimed = self.mail().peek_recent(selected.name)
+                    selected.add_unclaimed(unclaimed, changes.uid_next)
+                else:
+                    selected.add_recent(self.mail().claim_recent(selected.name))
         except MailboxNotFound as exc:
             raise CommandFailed(Status.BYE, "The selected mailbox no longer exists.") from exc
         return selected.sync(changes, allow_expunge=allow_expunge)
@@ -219,7 +224,7 @@ class ImapState:
         if self.selected is None:
             return []
         self.selected.condstore = True
-        code = Code("HIGHESTMODSEQ", (self.selected.told_modseq,))
+        code = self.selected.highest_modseq_code()
         return [UntaggedStatus(Status.OK, "Highest modseq.", code)]
 
     def deselect(self) -> None:

@@ -68,7 +68,8 @@ FLAG_MODES = {
 
 
 def do_check(s: ImapState, cmd: protocol.Check) -> Reply:
-    return Reply([*s.sync(allow_expunge=True), ok(cmd.tag, "CHECK completed.")])
+    updates = s.sync(allow_expunge=True)
+    return Reply([*updates, ok(cmd.tag, "CHECK completed.", s.view().new_highest_modseq_code())])
 
 
 def do_close(s: ImapState, cmd: protocol.Close) -> Reply:

@@ -20,7 +20,6 @@ from collections.abc import Iterable
 
 from gateway.imap.backend import FolderChanges, FolderSnapshot, MessageMeta
 from gateway.imap.protocol import (
-    MAX_NUMBER,
     RECENT,
     SYSTEM_FLAGS,
     Code,
@@ -47,8 +46,10 @@ class SelectedMailbox:
 
     \\Recent is the session's own (RFC 3501 2.3.2): a read-write view holds the UIDs its
     claims took (`claim_recent` at SELECT and whenever new mail shows up, so `claimed_until`
-    is how far it claimed); a read-only one claims nothing and shows as recent what the
-    folder still holds as recent (EXAMINE must not take it from the next session).
+    is how far it claimed). A read-only one claims nothing (EXAMINE must not take \\Recent
+    from the next session): it holds what the folder still held as recent when the message
+    was first told to it (`add_unclaimed`), so mail a read-write session saw first is not
+    recent here, and `claimed_until` is how far it looked.
     """
 
     def __init__(
@@ -70,16 +71,20 @@ class SelectedMailbox:
         # ... and told up to here: while an expunge waits, HIGHESTMODSEQ must stay below
         # its modseq (RFC 7162 section 3.2), or a client resyncing from it would miss it.
         self.told_modseq = snapshot.highest_modseq
+        # ... and last given as HIGHESTMODSEQ (SELECT's, or a code since).
+        self.reported_modseq = snapshot.highest_modseq
         self.messages: list[MessageMeta] = list(snapshot.messages)
         self.uids: list[int] = [m.uid for m in self.messages]
         self.pending_expunge: set[int] = set()
         self.keywords: set[str] = set()
         self._new_keywords(self.messages)
-        if recent is None:  # read-only: what no session took yet, now and later
-            recent = range(snapshot.first_recent_uid, MAX_NUMBER + 1)
         self._recent: list[range] = []
         self.claimed_until = 0
-        self.add_recent(recent)
+        if recent is None:  # read-only: what no session took yet
+            first = snapshot.first_recent_uid
+            self.add_unclaimed(range(first, max(first, self.uid_next)), self.uid_next)
+        else:
+            self.add_recent(recent)
 
     # -- \Recent
 
@@ -90,6 +95,13 @@ class SelectedMailbox:
         if self._recent and self._recent[-1].stop == claimed.start:
             claimed = range(self._recent.pop().start, claimed.stop)
         self._recent.append(claimed)
+
+    def add_unclaimed(self, unclaimed: range, until: int) -> None:
+        """Read-only: of the UIDs from `claimed_until` up to `until` (the UID next of the
+        changes this view takes in), those still in `unclaimed` (`peek_recent`) are
+        recent; later ones are decided when they are told."""
+        start, stop = max(unclaimed.start, self.claimed_until), min(unclaimed.stop, until)
+        self.add_recent(range(start, stop) if start < stop else range(until, until))
 
     def is_recent(self, uid: int) -> bool:
         return any(uid in claimed for claimed in self._recent)
@@ -253,7 +265,19 @@ class SelectedMailbox:
     def highest_modseq_code(self) -> Code | None:
         """HIGHESTMODSEQ for the tagged OK of a command that told expunges, once CONDSTORE
         is on (as Dovecot does; RFC 7162 section 3.2 asks clients to keep it)."""
-        return Code("HIGHESTMODSEQ", (self.told_modseq,)) if self.condstore else None
+        if not self.condstore:
+            return None
+        self.reported_modseq = self.told_modseq
+        return Code("HIGHESTMODSEQ", (self.told_modseq,))
+
+    def new_highest_modseq_code(self) -> Code | None:
+        """HIGHESTMODSEQ for the tagged OK of NOOP, CHECK and IDLE, once CONDSTORE is on,
+        only when what the client was told has gone past the last one it was given (new
+        mail, flag changes, expunges told since), as Dovecot does: a client that keeps it
+        resyncs from there (RFC 7162 section 3.2.5) without asking STATUS."""
+        if self.told_modseq <= self.reported_modseq:
+            return None
+        return self.highest_modseq_code()
 
 
 def vanished_earlier(uids: list[int]) -> Untagged:
