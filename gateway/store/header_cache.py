@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate, chain, pairwise, repeat
 from typing import cast
 
@@ -258,13 +258,13 @@ def read_headers(
     # at once, in UID order: per-row work is what a sync of thousands costs.
     keys: list[_Key]
     if high - low + 1 <= _RANGE_SLACK * len(wanted):
-        keys = _keys(connection.execute(_SELECT_KEYS_IN_RANGE, params))
+        keys = _keys(connection.execute(_SELECT_KEYS_IN_RANGE, params).all())
         if len(keys) > len(wanted):
             asked = set(wanted)
             keys = [key for key in keys if key[0] in asked]
     else:
         keys = [key for chunk in _chunks(wanted) for key in _keys(connection.execute(
-            _SELECT_KEYS_OF, {"folder_id": folder_id, "uids": chunk}))]
+            _SELECT_KEYS_OF, {"folder_id": folder_id, "uids": chunk}).all())]
     cached: dict[_Key, StoredHeader] = {}
     blocks = connection.execute(_SELECT_BLOCKS, params).all()
     for block_id, first_uid, last_uid, sealed in blocks:
@@ -293,7 +293,8 @@ def read_headers(
     return sorted(merged, key=_uid)
 
 
-def _keys(rows: Iterable[Row[int, bytes, int]]) -> list[_Key]:
+def _keys(rows: Sequence[Row[int, bytes, int]]) -> list[_Key]:
+    """Rows fetched whole (`all()`: iterating a result fetches them one by one)."""
     return cast(list[_Key], list(map(tuple, rows)))
 
 

@@ -116,16 +116,23 @@ def _cut(section: Section) -> Callable[[ParsedHeader], bytes]:
     wanted = frozenset(name.lower() for name in section.fields)
     exclude = section.text is SectionText.HEADER_FIELDS_NOT
     numbers: dict[tuple[str, ...], frozenset[int]] = {}
+    # The names last seen and their numbers: a block of the cache shares one tuple.
+    last_names: tuple[str, ...] | None = None
+    last_kept: frozenset[int] = frozenset()
 
     def cut(head: ParsedHeader) -> bytes:
-        kept = numbers.get(head.names)
-        if kept is None:
-            kept = frozenset(
-                i for i, name in enumerate(head.names) if name and (name in wanted) != exclude
-            )
-            if len(numbers) < _NAME_TUPLES_KEPT:
-                numbers[head.names] = kept
-        return head.cut(kept) + b"\r\n"
+        nonlocal last_names, last_kept
+        names = head.names
+        if names is not last_names:
+            kept = numbers.get(names)
+            if kept is None:
+                kept = frozenset(
+                    i for i, name in enumerate(names) if name and (name in wanted) != exclude
+                )
+                if len(numbers) < _NAME_TUPLES_KEPT:
+                    numbers[names] = kept
+            last_names, last_kept = names, kept
+        return head.cut(last_kept) + b"\r\n"
 
     return cut
 

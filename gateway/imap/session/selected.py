@@ -344,7 +344,15 @@ def _serialized(
     session = s.mail()
     config = s.config
     for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets):
-        found = {h.uid: h for h in session.fetch_headers(selected.name, [uids[i] for i in chunk])}
+        headers = session.fetch_headers(selected.name, [uids[i] for i in chunk])
+        if len(headers) == len(chunk) and not seen_now:  # the common case: all there, in order
+            line = plain.line
+            yield Serialized(b"".join([
+                line(i + 1, messages[i], recent(uids[i]), stored)
+                for i, stored in zip(chunk, headers, strict=True)
+            ]))
+            continue
+        found = {h.uid: h for h in headers}
         lines = []
         for i in chunk:
             stored = found.get(uids[i])
