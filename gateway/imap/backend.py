@@ -212,6 +212,16 @@ class ParsedHeader(StoredHeader):
     names: tuple[str, ...]
     spans: Sequence[int]
 
+    @classmethod
+    def of(cls, uid: int, header: bytes, names: tuple[str, ...], spans: Sequence[int]
+           ) -> ParsedHeader:
+        """`ParsedHeader(uid, header, names, spans)`, made without the frozen dataclass's
+        `object.__setattr__` per field, which cost more than the rest of opening a cached
+        header (a header sync makes one per message)."""
+        made = object.__new__(cls)
+        made.__dict__.update(uid=uid, header=header, names=names, spans=spans)
+        return made
+
     @property
     def fields(self) -> tuple[tuple[str, bytes], ...]:
         header, spans, names = self.header, self.spans, self.names

@@ -8,13 +8,16 @@ nothing; anything else reads whole messages. Header blocks are read in batches.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from gateway.imap import protocol as wire
-from gateway.imap.backend import FlagMode
+from gateway.imap.backend import FlagMode, MessageMeta, StoredHeader
 from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import Content
-from gateway.imap.render.plan import FetchPlan
+from gateway.imap.render.direct import direct_renderer
+from gateway.imap.render.plan import FetchPlan, with_recent
 from gateway.store import header_cache
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
@@ -136,6 +139,24 @@ def test_header_sync_items_written_directly_equal_the_generic_rendering(
     # This session's SELECT took the new messages as \Recent (RFC 3501 2.3.2).
     flags = h(b"f FETCH 1:* (UID FLAGS)")
     assert flags.count(b"FLAGS (\\Answered \\Recent kw") == len(ODD_MESSAGES)
+
+
+def test_the_direct_writer_takes_a_field_name_with_a_percent_sign():
+    # It formats each line with "%"; a field name is text of that format, not a field of it.
+    attributes = attribute_list(b'UID FLAGS BODY.PEEK[HEADER.FIELDS ("X-50%d" SUBJECT)]')
+    render = direct_renderer(attributes)
+    assert render is not None
+    header = b"Subject: Sale\r\nX-50%d: yes\r\nFrom: shop@example.org\r\n\r\n"
+    meta = MessageMeta(7, frozenset({"\\Seen"}), datetime(2024, 1, 1, tzinfo=UTC), 99, 1)
+    plan = FetchPlan(attributes)
+    generic = wire.serialize(wire.Untagged(
+        (3, wire.Raw(b"FETCH"), plan.items(with_recent(meta), header))
+    ))
+    assert render(3, meta, True, StoredHeader(7, header)) == generic
+    assert generic == (
+        b'* 3 FETCH (UID 7 FLAGS (\\Recent \\Seen) BODY[HEADER.FIELDS ("X-50%d" SUBJECT)] {30}'
+        b"\r\nSubject: Sale\r\nX-50%d: yes\r\n\r\n)\r\n"
+    )
 
 
 def test_header_fetch_sets_seen_and_reports_it(backend: MailBackend):

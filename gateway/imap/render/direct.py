@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.imap.backend import MessageMeta, ParsedHeader, StoredHeader
 from gateway.imap.protocol import (
+    RECENT,
     Content,
     FetchAttribute,
     FetchKind,
@@ -30,9 +31,12 @@ from gateway.imap.protocol import (
 )
 from gateway.imap.render import fetch
 
-# One message's response line: (message number, metadata, its header or None) -> octets.
-DirectRenderer = Callable[[int, MessageMeta, StoredHeader | None], bytes]
-_Item = Callable[[MessageMeta, "fetch.HeaderFields | None"], bytes]
+# One message's response line: (message number, metadata as stored, whether the client is
+# shown \Recent for it, its header or None) -> octets.
+DirectRenderer = Callable[[int, MessageMeta, bool, StoredHeader | None], bytes]
+# One item: its text with one %-placeholder (`UID %d`), and what fills the placeholder.
+_Value = Callable[[MessageMeta, bool, "fetch.HeaderFields | None"], bytes | int]
+_Item = tuple[bytes, _Value]
 
 _FLAG_LISTS_KEPT = 256
 _NAME_TUPLES_KEPT = 1024  # one a block of the store's header cache
@@ -41,52 +45,59 @@ _FIELD_TEXTS = (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
 
 def direct_renderer(attributes: Sequence[FetchAttribute]) -> DirectRenderer | None:
     """The octets writer for these FETCH items, or None if one of them needs more than
-    metadata and a header section."""
-    items: list[_Item] = []
+    metadata and a header section. A message's line is one %-format of the whole
+    response: no octets per item but the values themselves."""
+    forms: list[bytes] = []
+    values: list[_Value] = []
     reads_header = False
     for attr in attributes:
         item = _item(attr)
         if item is None:
             return None
         reads_header = reads_header or attr.content is Content.HEADER
-        items.append(item)
-    if not items:
+        forms.append(item[0])
+        values.append(item[1])
+    if not forms:
         return None
+    line = b"* %d FETCH (" + b" ".join(forms) + b")\r\n"
     parse = fetch.HeaderBlock.parse
 
-    def render(number: int, meta: MessageMeta, stored: StoredHeader | None) -> bytes:
+    def render(number: int, meta: MessageMeta, recent: bool, stored: StoredHeader | None) -> bytes:
         head: fetch.HeaderFields | None = None
         if reads_header:
             if stored is None:
                 raise ValueError("header items without a header")
             head = stored if isinstance(stored, ParsedHeader) else parse(stored.header)
-        return b"* %d FETCH (%b)\r\n" % (number, b" ".join([item(meta, head) for item in items]))
+        return line % (number, *[value(meta, recent, head) for value in values])
 
     return render
 
 
 def _item(attr: FetchAttribute) -> _Item | None:
-    prefix = attr.response_name.encode("ascii") + b" "
+    # A response name may quote a field name holding "%": it is text of the format.
+    name = attr.response_name.encode("ascii").replace(b"%", b"%%")
     kind = attr.kind
     if kind is FetchKind.UID:
-        return lambda meta, _: b"%b%d" % (prefix, meta.uid)
+        return name + b" %d", lambda meta, _, __: meta.uid
     if kind is FetchKind.RFC822_SIZE:
-        return lambda meta, _: b"%b%d" % (prefix, meta.size)
+        return name + b" %d", lambda meta, _, __: meta.size
     if kind is FetchKind.INTERNALDATE:
-        return lambda meta, _: prefix + encode_value(fetch.internal_date(meta.internal_date))
+        return name + b" %b", lambda meta, _, __: encode_value(
+            fetch.internal_date(meta.internal_date)
+        )
     if kind is FetchKind.FLAGS:
-        return _flags(prefix)
+        return name + b" %b", _flags()
     if attr.content is not Content.HEADER or kind is FetchKind.ENVELOPE:
         return None
     if kind is FetchKind.RFC822_HEADER:
-        return lambda _, head: prefix + _literal(_header(head).header)
+        return name + b" %b", lambda _, __, head: _literal(_header(head).header)
     section = attr.section
     if section is None:
         return None
     partial = attr.partial
     cut = _cut(section) if section.text in _FIELD_TEXTS else None
 
-    def header_section(_: MessageMeta, head: fetch.HeaderFields | None) -> bytes:
+    def header_section(_: MessageMeta, __: bool, head: fetch.HeaderFields | None) -> bytes:
         if cut is not None and isinstance(head, ParsedHeader):
             octets = cut(head)
         else:
@@ -94,9 +105,9 @@ def _item(attr: FetchAttribute) -> _Item | None:
         if partial is not None:
             origin, length = partial
             octets = octets[origin : origin + length]
-        return prefix + _literal(octets)
+        return _literal(octets)
 
-    return header_section
+    return name + b" %b", header_section
 
 
 def _cut(section: Section) -> Callable[[ParsedHeader], bytes]:
@@ -105,29 +116,39 @@ def _cut(section: Section) -> Callable[[ParsedHeader], bytes]:
     wanted = frozenset(name.lower() for name in section.fields)
     exclude = section.text is SectionText.HEADER_FIELDS_NOT
     numbers: dict[tuple[str, ...], frozenset[int]] = {}
+    # The names last seen and their numbers: a block of the cache shares one tuple.
+    last_names: tuple[str, ...] | None = None
+    last_kept: frozenset[int] = frozenset()
 
     def cut(head: ParsedHeader) -> bytes:
-        kept = numbers.get(head.names)
-        if kept is None:
-            kept = frozenset(
-                i for i, name in enumerate(head.names) if name and (name in wanted) != exclude
-            )
-            if len(numbers) < _NAME_TUPLES_KEPT:
-                numbers[head.names] = kept
-        return head.cut(kept) + b"\r\n"
+        nonlocal last_names, last_kept
+        names = head.names
+        if names is not last_names:
+            kept = numbers.get(names)
+            if kept is None:
+                kept = frozenset(
+                    i for i, name in enumerate(names) if name and (name in wanted) != exclude
+                )
+                if len(numbers) < _NAME_TUPLES_KEPT:
+                    numbers[names] = kept
+            last_names, last_kept = names, kept
+        return head.cut(last_kept) + b"\r\n"
 
     return cut
 
 
-def _flags(prefix: bytes) -> _Item:
-    rendered: dict[frozenset[str], bytes] = {}
+def _flags() -> _Value:
+    """FLAGS as the client sees them: \\Recent added where the session shows it (it is
+    never stored)."""
+    rendered = {False: dict[frozenset[str], bytes](), True: dict[frozenset[str], bytes]()}
 
-    def flags(meta: MessageMeta, _: fetch.HeaderFields | None) -> bytes:
-        octets = rendered.get(meta.flags)
+    def flags(meta: MessageMeta, recent: bool, _: fetch.HeaderFields | None) -> bytes:
+        kept = rendered[recent]
+        octets = kept.get(meta.flags)
         if octets is None:
-            octets = prefix + encode_value(flag_list(meta.flags))
-            if len(rendered) < _FLAG_LISTS_KEPT:
-                rendered[meta.flags] = octets
+            octets = encode_value(flag_list(meta.flags | {RECENT} if recent else meta.flags))
+            if len(kept) < _FLAG_LISTS_KEPT:
+                kept[meta.flags] = octets
         return octets
 
     return flags

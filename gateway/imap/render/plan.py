@@ -10,6 +10,7 @@ memory: it never calls storage and never keeps a message.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import traceback
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from gateway.imap.backend import MessageMeta, ParsedHeader, StoredHeader
 from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import (
+    RECENT,
     Content,
     FetchAttribute,
     FetchKind,
@@ -52,6 +54,12 @@ def header_octets(header: StoredHeader) -> Octets:
     if isinstance(header, ParsedHeader):
         return fetch.HeaderBlock(header.header, header.fields)
     return header.header
+
+
+def with_recent(meta: MessageMeta) -> MessageMeta:
+    """A message's metadata as a session shows it when it is \\Recent for it (the flag
+    is never stored)."""
+    return dataclasses.replace(meta, flags=meta.flags | {RECENT})
 
 
 def raw_octets(data: Octets | None) -> bytes | None:
@@ -123,16 +131,20 @@ class FetchPlan:
         metadata and header sections only."""
         return self._direct is not None
 
-    def line(self, number: int, meta: MessageMeta, stored: StoredHeader | None) -> bytes:
-        """The octets of `* number FETCH (...)` for one message, given its header (None
-        for items that read nothing); as `items` renders it when the direct writer fails."""
+    def line(
+        self, number: int, meta: MessageMeta, recent: bool, stored: StoredHeader | None
+    ) -> bytes:
+        """The octets of `* number FETCH (...)` for one message, given its metadata as
+        stored, whether the session shows it \\Recent, and its header (None for items
+        that read nothing); as `items` renders it when the direct writer fails."""
         if self._direct is not None:
             try:
-                return self._direct(number, meta, stored)
+                return self._direct(number, meta, recent, stored)
             except Exception:  # noqa: BLE001, S110 -- `items` serves it, opaque if it must
                 pass
         data = header_octets(stored) if stored is not None else None
-        return serialize(Untagged((number, _FETCH, self.items(meta, data))))
+        shown = with_recent(meta) if recent else meta
+        return serialize(Untagged((number, _FETCH, self.items(shown, data))))
 
     def items(self, meta: MessageMeta, data: Octets | None) -> tuple[Value, ...]:
         """The parenthesised FETCH data of one message. `data` is what `content` says:

@@ -331,25 +331,35 @@ def _serialized(
     """The FETCH responses of plans that write directly (a header sync), one `Serialized`
     per batch of messages: no response object per message."""
     plain, flagged = plans
-    shown, uids = selected.shown, selected.uids
+    messages, uids, recent = selected.messages, selected.uids, selected.is_recent
     if content is Content.NONE:
         for start in range(0, len(indexes), s.config.header_batch):
             chunk = indexes[start : start + s.config.header_batch]
             yield Serialized(b"".join([
-                (flagged if i in seen_now else plain).line(i + 1, shown(i), None)
+                (flagged if i in seen_now else plain).line(
+                    i + 1, messages[i], recent(uids[i]), None
+                )
                 for i in chunk
             ]))
         return
     session = s.mail()
     config = s.config
     for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets):
-        found = {h.uid: h for h in session.fetch_headers(selected.name, [uids[i] for i in chunk])}
+        headers = session.fetch_headers(selected.name, [uids[i] for i in chunk])
+        if len(headers) == len(chunk) and not seen_now:  # the common case: all there, in order
+            line = plain.line
+            yield Serialized(b"".join([
+                line(i + 1, messages[i], recent(uids[i]), stored)
+                for i, stored in zip(chunk, headers, strict=True)
+            ]))
+            continue
+        found = {h.uid: h for h in headers}
         lines = []
         for i in chunk:
             stored = found.get(uids[i])
             if stored is not None:  # else expunged by another session since this one looked
                 plan = flagged if i in seen_now else plain
-                lines.append(plan.line(i + 1, shown(i), stored))
+                lines.append(plan.line(i + 1, messages[i], recent(uids[i]), stored))
         yield Serialized(b"".join(lines))
 
 

@@ -14,13 +14,11 @@ QRESYNC parameter from one `FolderChanges`, so an unchanged folder costs nothing
 
 from __future__ import annotations
 
-import dataclasses
 from bisect import bisect_left
 from collections.abc import Iterable
 
 from gateway.imap.backend import FolderChanges, FolderSnapshot, MessageMeta
 from gateway.imap.protocol import (
-    RECENT,
     SYSTEM_FLAGS,
     Code,
     CommandFailed,
@@ -33,6 +31,7 @@ from gateway.imap.protocol import (
     Value,
     flag_list,
 )
+from gateway.imap.render.plan import with_recent
 from gateway.imap.session.reply import SEEN
 
 
@@ -104,7 +103,10 @@ class SelectedMailbox:
         self.add_recent(range(start, stop) if start < stop else range(until, until))
 
     def is_recent(self, uid: int) -> bool:
-        return any(uid in claimed for claimed in self._recent)
+        for claimed in self._recent:  # a loop, not any(): a header sync asks per message
+            if uid in claimed:
+                return True
+        return False
 
     def recent_count(self) -> int:
         uids = self.uids
@@ -113,9 +115,7 @@ class SelectedMailbox:
     def shown(self, i: int) -> MessageMeta:
         """Message i's metadata as the client sees it: \\Recent among the flags if it is."""
         meta = self.messages[i]
-        if self.is_recent(meta.uid):
-            return dataclasses.replace(meta, flags=meta.flags | {RECENT})
-        return meta
+        return with_recent(meta) if self.is_recent(meta.uid) else meta
 
     # -- what the client is told on SELECT
 
