@@ -183,6 +183,9 @@ class SqlRows:
             rows = conn.execute(sa.select(t.gateway_key, t.signature).order_by(t.gateway_key))
             return [GatewayRevocation(row.gateway_key, row.signature) for row in rows]
 
+    def revoked_gateway_keys(self) -> frozenset[bytes] | None:
+        return None  # a shared database: another process may add one at any time
+
     # shared pieces of the backends' writes
 
     def _after_write(self, hour: int) -> None:

@@ -32,7 +32,8 @@ so a file without a row is crash debris: a deposit that was never acknowledged t
 sender. Opening the storage removes such files and temporary files. Locks are taken in
 the order space -> envelope id -> counters, never the other way.
 
-One process owns a home at a time (the locks and counters are in-process); several
+One process owns a home at a time (the locks, counters and the set of revoked gateway
+keys, which deposits consult, are in-process); several
 relay processes share one PostgreSQL database instead (`bridge.relay.storage.postgres`).
 """
 
@@ -71,6 +72,7 @@ from bridge.relay.storage.rows import (
     expiry_cutoff,
 )
 from bridge.relay.storage.schema import envelopes_table, prepare
+from bridge.revocation import GatewayRevocation
 
 _ID_FILE_RE = re.compile(r"[0-9a-f]{32}")
 _SHARD_RE = re.compile(r"[0-9a-f]{2}")
@@ -124,6 +126,8 @@ class SqliteFileStorage(SqlRows):
             total = conn.execute(sa.select(sa.func.sum(envelopes_table.c.size))).scalar()
         self._stored = int(total or 0)  # bytes of stored envelopes
         self._reserved = 0  # bytes of deposits in flight
+        # This process alone writes them (see the module docstring): kept in memory.
+        self._revoked = frozenset(r.gateway_key for r in self.gateway_revocations())
 
     def close(self) -> None:
         self._engine.dispose()
@@ -132,6 +136,14 @@ class SqliteFileStorage(SqlRows):
     def stored_bytes(self) -> int:
         with self._counters:
             return self._stored
+
+    def revoked_gateway_keys(self) -> frozenset[bytes]:
+        return self._revoked
+
+    def put_gateway_revocation(self, revocation: GatewayRevocation) -> None:
+        super().put_gateway_revocation(revocation)
+        with self._counters:
+            self._revoked |= {revocation.gateway_key}
 
     # envelopes
 
