@@ -118,6 +118,7 @@ class SqliteFileStorage(SqlRows):
         self._quota = quota
         self._retention = retention
         self._envelope_dir = home / "envelopes"
+        self._dated = (home / "relay.db", home / "relay.db-wal", home)  # see _after_write
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._envelope_dir.mkdir(mode=0o700, exist_ok=True)
         engine = sa.create_engine(
@@ -137,6 +138,7 @@ class SqliteFileStorage(SqlRows):
         # deposits in flight end, so a deposit waiting for room can purge what they stored
         self._counters = threading.Lock()  # _stored, _reserved
         self._commits = GroupCommit(self._insert_rows)
+        self._writer: sa.Connection | None = None  # the group commits' (one at a time)
         self._remove_leftovers()
         with self._engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.sum(envelopes_table.c.size))).scalar()
@@ -146,6 +148,8 @@ class SqliteFileStorage(SqlRows):
         self._revoked = frozenset(r.gateway_key for r in self.gateway_revocations())
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self._engine.dispose()
 
     @property
@@ -344,7 +348,7 @@ class SqliteFileStorage(SqlRows):
     def _after_write(self, hour: int) -> None:
         # The database, its WAL and the home get the hour too, so a copy of the home
         # that keeps modification times (a backup, rsync, tar) keeps no exact time.
-        for path in (self._home / "relay.db", self._home / "relay.db-wal", self._home):
+        for path in self._dated:
             with contextlib.suppress(FileNotFoundError):
                 _set_hour(path, hour)
 
@@ -417,8 +421,10 @@ class SqliteFileStorage(SqlRows):
         for directory, hour in hours.items():
             _set_hour(directory, hour)
             _fsync_dir(directory)
-        with self._engine.begin() as conn:
-            conn.execute(_INSERT, [deposit.row for deposit in deposits])
+        if self._writer is None:  # kept: a checkout per commit costs more than the insert
+            self._writer = self._engine.connect()
+        with self._writer.begin():
+            self._writer.execute(_INSERT, [deposit.row for deposit in deposits])
         self._after_write(max(hours.values()))
 
     def _ensure_shard(self, shard: Path, hour: int) -> None:
