@@ -136,7 +136,7 @@ class SqliteFileStorage(SqlRows):
         self._locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
         self._space = threading.Condition()  # one purge decision at a time; notified as
         # deposits in flight end, so a deposit waiting for room can purge what they stored
-        self._counters = threading.Lock()  # _stored, _reserved
+        self._counters = threading.Lock()  # _stored, _reserved, _revoked
         self._commits = GroupCommit(self._insert_rows)
         self._writer: sa.Connection | None = None  # the group commits' (one at a time)
         self._remove_leftovers()
