@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "login_flood": "bench.login_flood",
     "migrate_imap": "bench.migrate_imap",
     "relay_storage": "bench.relay_storage",
+    "relay_deposit": "bench.relay_deposit",
     "push": "bench.push",
     "openpgp": "bench.openpgp",
 }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Collection, Mapping
@@ -51,6 +52,7 @@ _SIGNATURE_LEN = 64
 _TIME_RE = re.compile(r"0|[1-9][0-9]{0,11}")
 _METHOD_RE = re.compile(r"[A-Z]{1,16}")
 _HEADERS = (HEADER_KEY, HEADER_TIME, HEADER_SIGNATURE, HEADER_CREDENTIAL)
+CERTIFICATES_KEPT = 1024  # gateway certificates whose check is remembered (least recent go)
 
 
 class RequestError(BridgeError):
@@ -178,12 +180,21 @@ def check_gateway_credential(
     if HEADER_CREDENTIAL not in found:
         raise RequestAuthError(f"missing {HEADER_CREDENTIAL}")
     certificate = _decode(found, HEADER_CREDENTIAL, _SIGNATURE_LEN)
-    root = verify_root_signature(trusted_roots, GATEWAY_CERT_CONTEXT, verify_key, certificate)
+    root = _certifying_root(trusted_roots, verify_key, certificate)
     if root is None:
         raise RequestAuthError("gateway is not certified by a trusted root", 403)
     if verify_key in revoked:
         raise RequestAuthError("gateway credential is revoked", 403)
     return root
+
+
+@functools.lru_cache(maxsize=CERTIFICATES_KEPT)
+def _certifying_root(
+    trusted_roots: tuple[bytes, ...], verify_key: bytes, certificate: bytes
+) -> bytes | None:
+    # A gateway presents the same certificate with every deposit: its signature is
+    # checked once, not per request (the revocation check is never cached).
+    return verify_root_signature(trusted_roots, GATEWAY_CERT_CONTEXT, verify_key, certificate)
 
 
 def check_mailbox_owner(verify_key: bytes, mailbox_id: bytes) -> None:

@@ -33,14 +33,14 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
-from bridge.envelope import ENVELOPE_ID_LEN, parse_outer
+from bridge.envelope import ENVELOPE_ID_LEN, OuterHeader, parse_outer
 from bridge.errors import DirectoryError, EnvelopeFormatError
 from bridge.keys import MAILBOX_ID_LEN
 from bridge.relay.auth import (
@@ -104,17 +104,9 @@ class RelayHandler:
             await self._revoked_gateways(),
         )
         body = await _read_body(request, config.max_envelope_bytes)
-        await asyncio.to_thread(
-            verify_request, request.headers, request.method, request.raw_path, body,
-            arrived, config.max_clock_skew,
-        )
-        try:
-            header = parse_outer(body)
-        except EnvelopeFormatError as exc:
-            raise RequestError(400, str(exc)) from None
-        outcome = await asyncio.to_thread(
-            self.storage.put, header.mailbox_id, header.envelope_id, body,
-            coarse_hour(time.time()), signed.verify_key,
+        header, outcome = await asyncio.to_thread(  # one thread hop: verify, then store
+            self._verify_and_put, request.headers, request.method, request.raw_path, body,
+            arrived, signed.verify_key,
         )
         if outcome is PutOutcome.CONFLICT:
             raise RequestError(409, "a different envelope is stored under this id")
@@ -122,6 +114,20 @@ class RelayHandler:
             self.waiters.notify(header.mailbox_id)
         status = 201 if outcome is PutOutcome.CREATED else 200
         return web.json_response({"id": header.envelope_id.hex()}, status=status)
+
+    def _verify_and_put(
+        self, headers: Mapping[str, str], method: str, raw_path: str, body: bytes,
+        arrived: float, gateway_key: bytes,
+    ) -> tuple[OuterHeader, PutOutcome]:
+        verify_request(headers, method, raw_path, body, arrived, self.config.max_clock_skew)
+        try:
+            header = parse_outer(body)
+        except EnvelopeFormatError as exc:
+            raise RequestError(400, str(exc)) from None
+        outcome = self.storage.put(
+            header.mailbox_id, header.envelope_id, body, coarse_hour(time.time()), gateway_key,
+        )
+        return header, outcome
 
     async def handle_status(self, request: web.Request) -> web.Response:
         """What became of an envelope, told only to the gateway that deposited it."""
@@ -236,8 +242,12 @@ class RelayHandler:
         return web.json_response({"revocations": [r.to_json() for r in revocations]})
 
     async def _revoked_gateways(self) -> frozenset[bytes]:
-        # Read from storage each time: a revocation stored through another relay
-        # process on the same database counts at once.
+        # Storage that alone writes its revocations keeps them in memory; a shared
+        # database is read each time, so a revocation stored through another relay
+        # process on it counts at once.
+        known = self.storage.revoked_gateway_keys()
+        if known is not None:
+            return known
         stored = await asyncio.to_thread(self.storage.gateway_revocations)
         return frozenset(r.gateway_key for r in stored)
 

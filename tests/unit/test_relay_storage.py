@@ -256,3 +256,26 @@ def test_arrival_order_forgets_the_earliest_beyond_its_limit() -> None:
         order.add(row.envelope_id)
     assert sorted(rows[2:], key=order.key) == rows[2:]  # remembered: deposit order
     assert sorted(rows[:2], key=order.key) == [rows[1], rows[0]]  # forgotten: tiebreak
+
+
+def test_concurrent_deposits_are_all_stored_durably(tmp_path: Path) -> None:
+    store = SqliteFileStorage(tmp_path)
+    mailboxes = [os.urandom(32) for _ in range(4)]
+    items = [(mailboxes[n % 4], os.urandom(16)) for n in range(40)]
+    data = {envelope_id: envelope(mailbox_id, envelope_id) for mailbox_id, envelope_id in items}
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = list(pool.map(
+                lambda item: store.put(item[0], item[1], data[item[1]], HOUR_START, GATEWAY),
+                items,
+            ))
+    finally:
+        store.close()
+    assert outcomes == [PutOutcome.CREATED] * len(items)
+    reopened = SqliteFileStorage(tmp_path)  # keeps what it holds (no debris removed)
+    try:
+        for mailbox_id, envelope_id in items:
+            assert reopened.get(mailbox_id, envelope_id) == data[envelope_id]
+        assert reopened.usage().envelopes == len(items)
+    finally:
+        reopened.close()

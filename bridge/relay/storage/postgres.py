@@ -80,6 +80,18 @@ from bridge.relay.storage.schema import (
     usage_table,
 )
 
+# A deposit's statements, built and compiled once (executed with its values).
+_INSERT_ROW = pg_insert(envelopes_table).on_conflict_do_nothing().returning(
+    envelopes_table.c.envelope_id
+)
+_INSERT_BYTES = envelope_bytes_table.insert()
+_COUNT = usage_table.update().where(usage_table.c.stripe == sa.bindparam("chosen")).values(
+    envelopes=usage_table.c.envelopes + sa.bindparam("added"),
+    bytes=usage_table.c.bytes + sa.bindparam("added_bytes"),
+)
+_QUOTA_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()), :k)") \
+    .bindparams(k=QUOTA_LOCK)
+_STORED_BYTES = sa.select(sa.func.coalesce(sa.func.sum(usage_table.c.bytes), 0))
 _DISK_FULL = "53100"
 _UNAVAILABLE_STATES = ("08", "53", "57P01", "57P02", "57P03")  # prefixes of SQLSTATEs
 
@@ -146,18 +158,13 @@ class PostgresStorage(SqlRows):
         }
         while True:
             with self._engine.begin() as conn:
-                inserted = conn.execute(
-                    pg_insert(envelopes_table).values(row).on_conflict_do_nothing()
-                    .returning(envelopes_table.c.envelope_id)
-                ).first()
+                inserted = conn.execute(_INSERT_ROW, row).first()
                 if inserted is None:
                     known = self._outcome_if_stored(conn, mailbox_id, envelope_id, digest)
                     if known is not None:
                         return known
                     continue  # removed since it conflicted: try again
-                conn.execute(envelope_bytes_table.insert().values(
-                    envelope_id=envelope_id, data=data
-                ))
+                conn.execute(_INSERT_BYTES, {"envelope_id": envelope_id, "data": data})
                 purged = self._make_room(conn, envelope_id, size)
                 self._count(conn, 1 - len(purged), size - sum(s for _, s in purged))
             break
@@ -238,16 +245,14 @@ class PostgresStorage(SqlRows):
         quota = self._quota
         if quota is None:
             return []
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()), :k)"),
-                     {"k": QUOTA_LOCK})
-        e, u = envelopes_table.c, usage_table.c
+        conn.execute(_QUOTA_LOCK)
+        e = envelopes_table.c
         hour = coarse_hour(time.time())
         purged: builtins.list[tuple[bytes, int]] = []
         while True:
             # Each statement sees every transaction committed before it (READ COMMITTED):
             # removals racing with this one are counted as soon as they are done.
-            stored = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(u.bytes), 0)))
-                         .scalar_one())
+            stored = int(conn.execute(_STORED_BYTES).scalar_one())
             need = stored - sum(s for _, s in purged) + size - quota
             if need <= 0:
                 return purged
@@ -283,11 +288,9 @@ class PostgresStorage(SqlRows):
         """Add a transaction's net change to one usage row (its last statement)."""
         if not envelopes and not size:
             return
-        u = usage_table.c
-        conn.execute(
-            usage_table.update().where(u.stripe == secrets.randbelow(USAGE_STRIPES))
-            .values(envelopes=u.envelopes + envelopes, bytes=u.bytes + size)
-        )
+        conn.execute(_COUNT, {
+            "chosen": secrets.randbelow(USAGE_STRIPES), "added": envelopes, "added_bytes": size,
+        })
 
 
 def _map_error(context: sa.engine.ExceptionContext) -> None:

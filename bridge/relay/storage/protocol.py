@@ -155,6 +155,10 @@ class EnvelopeStorage(Protocol):
     def gateway_revocations(self) -> builtins.list[GatewayRevocation]:
         """Every gateway revocation, ordered by gateway key."""
 
+    def revoked_gateway_keys(self) -> frozenset[bytes] | None:
+        """The revoked gateway keys when known without I/O (storage that alone writes
+        them keeps them in memory); None: read `gateway_revocations` (it may block)."""
+
     def usage(self) -> StorageUsage:
         """Envelopes stored and their bytes, now."""
 

@@ -49,6 +49,9 @@ PURGE_BATCH = 10_000  # rows of the oldest hour considered per purge step
 ARRIVALS_KEPT = 100_000  # deposits whose order a process remembers (a few MiB)
 DEFAULT_RETENTION = 30 * 24 * HOUR
 PurgeHook = Callable[[str, int], None]  # (reason: "quota" | "expired", count)
+_STORED = sa.select(envelopes_table.c.mailbox_id, envelopes_table.c.sha256).where(
+    envelopes_table.c.envelope_id == sa.bindparam("envelope_id")
+)
 
 
 def expiry_cutoff(now: float, retention: int) -> int:
@@ -183,6 +186,9 @@ class SqlRows:
             rows = conn.execute(sa.select(t.gateway_key, t.signature).order_by(t.gateway_key))
             return [GatewayRevocation(row.gateway_key, row.signature) for row in rows]
 
+    def revoked_gateway_keys(self) -> frozenset[bytes] | None:
+        return None  # a shared database: another process may add one at any time
+
     # shared pieces of the backends' writes
 
     def _after_write(self, hour: int) -> None:
@@ -192,10 +198,7 @@ class SqlRows:
     def _outcome_if_stored(
         self, conn: sa.Connection, mailbox_id: bytes, envelope_id: bytes, digest: bytes
     ) -> PutOutcome | None:
-        t = envelopes_table.c
-        row = conn.execute(
-            sa.select(t.mailbox_id, t.sha256).where(t.envelope_id == envelope_id)
-        ).first()
+        row = conn.execute(_STORED, {"envelope_id": envelope_id}).first()
         if row is None:
             return None
         same = (row.mailbox_id, row.sha256) == (mailbox_id, digest)

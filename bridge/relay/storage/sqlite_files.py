@@ -25,14 +25,20 @@ first and retries the row, so acknowledgements still free space. Expired envelop
 (older than `retention`) are removed by `sweep`, which also forgets tombstones older
 than `retention`.
 
-Durability: bytes to a temporary file, fsync, rename to the final name, fsync of the
-directory, then the row. Removing deletes the row (and writes its tombstone in the same
-transaction), then the file. Puts and removals of one envelope id hold the same lock,
-so a file without a row is crash debris: a deposit that was never acknowledged to its
-sender. Opening the storage removes such files and temporary files. Locks are taken in
-the order space -> envelope id -> counters, never the other way.
+Durability: bytes to a temporary file, fsync, a link to the final name (which fails
+if an envelope is stored under it: that answers a racing retry), fsync of the
+directory, then the row. Deposits that arrive together share the last two steps
+(`GroupCommit`): each directory is synced once for all of their files in it, and
+their rows are inserted in one transaction, one commit; each is answered once that
+commit is durable. Removing deletes the row (and writes its tombstone in the same
+transaction), then the file. Puts and removals of one envelope id hold the same lock
+(a put until its row is committed), so a file without a row is crash debris: a
+deposit that was never acknowledged to its sender. Opening the storage removes such
+files and temporary files. Locks are taken in the order space -> envelope id ->
+counters, never the other way.
 
-One process owns a home at a time (the locks and counters are in-process); several
+One process owns a home at a time (the locks, counters and the set of revoked gateway
+keys, which deposits consult, are in-process); several
 relay processes share one PostgreSQL database instead (`bridge.relay.storage.postgres`).
 """
 
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -47,12 +54,14 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from bridge.relay.storage.group_commit import GroupCommit
 from bridge.relay.storage.protocol import (
     EnvelopeStatus,
     PutOutcome,
@@ -71,11 +80,19 @@ from bridge.relay.storage.rows import (
     expiry_cutoff,
 )
 from bridge.relay.storage.schema import envelopes_table, prepare
+from bridge.revocation import GatewayRevocation
 
 _ID_FILE_RE = re.compile(r"[0-9a-f]{32}")
 _SHARD_RE = re.compile(r"[0-9a-f]{2}")
 _LOCK_STRIPES = 64
 _NOATIME = getattr(os, "O_NOATIME", 0)
+_INSERT = envelopes_table.insert()  # compiled once, executed with many rows
+
+
+@dataclass(frozen=True)
+class _Deposit:
+    directory: Path  # where its file was linked (synced before the row is committed)
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,7 @@ class SqliteFileStorage(SqlRows):
         self._quota = quota
         self._retention = retention
         self._envelope_dir = home / "envelopes"
+        self._dated = (home / "relay.db", home / "relay.db-wal", home)  # see _after_write
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._envelope_dir.mkdir(mode=0o700, exist_ok=True)
         engine = sa.create_engine(
@@ -118,20 +136,34 @@ class SqliteFileStorage(SqlRows):
         self._locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
         self._space = threading.Condition()  # one purge decision at a time; notified as
         # deposits in flight end, so a deposit waiting for room can purge what they stored
-        self._counters = threading.Lock()  # _stored, _reserved
+        self._counters = threading.Lock()  # _stored, _reserved, _revoked
+        self._commits = GroupCommit(self._insert_rows)
+        self._writer: sa.Connection | None = None  # the group commits' (one at a time)
         self._remove_leftovers()
         with self._engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.sum(envelopes_table.c.size))).scalar()
         self._stored = int(total or 0)  # bytes of stored envelopes
         self._reserved = 0  # bytes of deposits in flight
+        # This process alone writes them (see the module docstring): kept in memory.
+        self._revoked = frozenset(r.gateway_key for r in self.gateway_revocations())
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self._engine.dispose()
 
     @property
     def stored_bytes(self) -> int:
         with self._counters:
             return self._stored
+
+    def revoked_gateway_keys(self) -> frozenset[bytes]:
+        return self._revoked
+
+    def put_gateway_revocation(self, revocation: GatewayRevocation) -> None:
+        super().put_gateway_revocation(revocation)
+        with self._counters:
+            self._revoked |= {revocation.gateway_key}
 
     # envelopes
 
@@ -140,38 +172,33 @@ class SqliteFileStorage(SqlRows):
         depositor: bytes,
     ) -> PutOutcome:
         digest = hashlib.sha256(data).digest()
-        known = self._stored_outcome(mailbox_id, envelope_id, digest)
-        if known is not None:  # a retry: answer without reserving (or purging) anything
-            return known
+        path = self._path(mailbox_id, envelope_id)
+        if path.exists():  # a retry: answer without reserving (or purging) anything
+            known = self._stored_outcome(mailbox_id, envelope_id, digest)
+            if known is not None:
+                return known
         size = len(data)
         self._reserve(size)
         stored = False
         try:
             with self._lock(envelope_id):
-                known = self._stored_outcome(mailbox_id, envelope_id, digest)
+                known = self._place_file(path, data, received, functools.partial(
+                    self._stored_outcome, mailbox_id, envelope_id, digest,
+                ))
                 if known is not None:
                     return known
-                path = self._path(mailbox_id, envelope_id)
-                self._write_file(path, data, received)
-                try:
-                    with self._engine.begin() as conn:
-                        conn.execute(envelopes_table.insert().values(
-                            envelope_id=envelope_id, mailbox_id=mailbox_id, size=size,
-                            sha256=digest, received=received,
-                            tiebreak=secrets.randbits(63),
-                            depositor=depositor_tag(depositor, envelope_id),
-                        ))
-                except sa.exc.OperationalError as exc:
-                    path.unlink(missing_ok=True)
-                    if _is_disk_full(exc):
-                        raise StorageFull("relay storage is full") from None
-                    raise
+                known = self._commit_row(path, {
+                    "envelope_id": envelope_id, "mailbox_id": mailbox_id, "size": size,
+                    "sha256": digest, "received": received, "tiebreak": secrets.randbits(63),
+                    "depositor": depositor_tag(depositor, envelope_id),
+                })
+                if known is not None:
+                    return known
                 with self._counters:
                     self._reserved -= size
                     self._stored += size
                 self._order.add(envelope_id)
                 stored = True
-                self._after_write(received)
         finally:
             if not stored:
                 with self._counters:
@@ -321,7 +348,7 @@ class SqliteFileStorage(SqlRows):
     def _after_write(self, hour: int) -> None:
         # The database, its WAL and the home get the hour too, so a copy of the home
         # that keeps modification times (a backup, rsync, tar) keeps no exact time.
-        for path in (self._home / "relay.db", self._home / "relay.db-wal", self._home):
+        for path in self._dated:
             with contextlib.suppress(FileNotFoundError):
                 _set_hour(path, hour)
 
@@ -331,9 +358,35 @@ class SqliteFileStorage(SqlRows):
     def _lock(self, envelope_id: bytes) -> threading.Lock:
         return self._locks[envelope_id[0] % _LOCK_STRIPES]
 
-    def _write_file(self, path: Path, data: bytes, hour: int) -> None:
-        """Write `path` durably, dated `hour`; it replaces only crash debris (callers hold
-        the lock). StorageFull if the disk is full; nothing is left behind then."""
+    def _commit_row(self, path: Path, row: dict[str, Any]) -> PutOutcome | None:
+        """Commit the row of the file just placed at `path`, with the rows of deposits
+        waiting at the same time: None once durable. If a row is stored under its id
+        (one whose file a removal on a full disk took), that one's outcome; a conflicting
+        file is removed again. Otherwise a failure removes the file (StorageFull if the
+        disk is full)."""
+        try:
+            self._commits.commit(_Deposit(path.parent, row))
+        except sa.exc.IntegrityError:
+            known = self._stored_outcome(row["mailbox_id"], row["envelope_id"], row["sha256"])
+            if known is not PutOutcome.DUPLICATE:  # the same bytes restore its file
+                path.unlink(missing_ok=True)
+            if known is None:
+                raise
+            return known
+        except BaseException as exc:
+            path.unlink(missing_ok=True)
+            if isinstance(exc, sa.exc.OperationalError) and _is_disk_full(exc):
+                raise StorageFull("relay storage is full") from None
+            raise
+        return None
+
+    def _place_file(
+        self, path: Path, data: bytes, hour: int, stored: Callable[[], PutOutcome | None]
+    ) -> PutOutcome | None:
+        """Write `path` durably, dated `hour`, but for its directory (synced by the commit
+        of its row); callers hold the lock. If an envelope is stored under that name,
+        `stored()` instead (None: written). It replaces only crash debris. StorageFull
+        if the disk is full; nothing is left behind then."""
         shard = path.parent
         temporary = shard / f".{path.name}.{secrets.token_hex(8)}.tmp"
         try:
@@ -345,16 +398,34 @@ class SqliteFileStorage(SqlRows):
                     file.flush()
                     os.fsync(file.fileno())
                     os.utime(file.fileno(), (hour, hour))
-                os.replace(temporary, path)
-            except BaseException:
+                try:  # a link, unlike a rename, never replaces a stored envelope
+                    os.link(temporary, path)
+                except FileExistsError:
+                    known = stored()
+                    if known is not None:
+                        _set_hour(shard, hour)
+                        return known
+                    os.replace(temporary, path)  # crash debris: a file without its row
+            finally:
                 temporary.unlink(missing_ok=True)
-                raise
-            _set_hour(shard, hour)
-            _fsync_dir(shard)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull("relay storage is full") from None
             raise
+        return None
+
+    def _insert_rows(self, deposits: Sequence[_Deposit]) -> None:
+        """Sync the deposits' directories, then insert their rows in one transaction
+        (`GroupCommit` calls this once for all the deposits waiting together)."""
+        hours = {deposit.directory: deposit.row["received"] for deposit in deposits}
+        for directory, hour in hours.items():
+            _set_hour(directory, hour)
+            _fsync_dir(directory)
+        if self._writer is None:  # kept: a checkout per commit costs more than the insert
+            self._writer = self._engine.connect()
+        with self._writer.begin():
+            self._writer.execute(_INSERT, [deposit.row for deposit in deposits])
+        self._after_write(max(hours.values()))
 
     def _ensure_shard(self, shard: Path, hour: int) -> None:
         if shard.name in self._known_shards:
