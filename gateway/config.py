@@ -75,7 +75,7 @@ class GatewayConfig:
     imap_max_login_failures: int = 3
     imap_max_connections: int = 512
     imap_fetch_batch: int = 64
-    imap_header_batch: int = 256
+    imap_header_batch: int = 1024
     imap_header_batch_octets: int = 16 * MiB
     imap_tls_handshake_timeout: float = 30.0
     max_header_block: int = MAX_HEADER_BLOCK  # bytes of a message's header block

@@ -71,7 +71,7 @@ class ImapConfig:
     fetch_batch_octets: int = 8_388_608
     max_mime_depth: int = 32
     max_mime_parts: int = 10_000
-    header_batch: int = 256
+    header_batch: int = 1024
     header_batch_octets: int = 16_777_216
     idle_timeout: float = 1800.0
     login_idle_timeout: float = 60.0
