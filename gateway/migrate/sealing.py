@@ -38,10 +38,9 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.secret
-import nacl.utils
-from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # PyNaCl's cffi module
 
 from bridge.keys import AccountKeys
+from gateway.store.sealing import seal_after
 
 MAGIC = b"SGI2"
 MAGIC_V1 = b"SGI1"  # inside a sealed box: MAGIC_V1 || binding || message
@@ -51,8 +50,6 @@ _BINDING_PERSON = b"sg-import-v1".ljust(16, b"\0")
 _DIGEST_PERSON = b"sg-import-dedup".ljust(16, b"\0")
 _LENGTH = struct.Struct(">Q")
 DIGEST_LEN = 32
-_NONCE_LEN = nacl.secret.Aead.NONCE_SIZE
-_TAG_LEN = nacl.secret.Aead.MACBYTES
 
 
 class ImportCannotOpen(Exception):
@@ -104,31 +101,22 @@ class ImportSealer:
     """Seals the messages of one batch to `encryption_key` under one fresh sender key.
 
     `seal` is `head || Aead(key).encrypt(message, aad)` (nonce || ciphertext), with
-    libsodium writing the ciphertext straight into the result: PyNaCl's `encrypt`
-    would copy a message's octets three times more, a fifth of the sealing's cost."""
+    libsodium writing the ciphertext straight into the result (`seal_after`): PyNaCl's
+    `encrypt` would copy a message's octets three times more, a fifth of the sealing's
+    cost."""
 
     def __init__(self, encryption_key: bytes) -> None:
         sender = nacl.public.PrivateKey.generate()
         self._head = MAGIC + bytes(sender.public_key)
         self._key = _message_key_bytes(
             nacl.public.Box(sender, nacl.public.PublicKey(encryption_key)))
-        self._length = ffi.new("unsigned long long *")
 
     def seal(
         self, message: bytes, *, folder: str, flags: Iterable[str], internal_date: datetime,
         message_digest: bytes,
     ) -> bytearray:
         aad = self._head + _binding(folder, flags, internal_date, len(message), message_digest)
-        nonce = nacl.utils.random(_NONCE_LEN)
-        start = len(self._head) + _NONCE_LEN
-        sealed = bytearray(start + len(message) + _TAG_LEN)
-        sealed[:start] = self._head + nonce
-        failed = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            ffi.from_buffer(sealed) + start, self._length, message, len(message), aad,
-            len(aad), ffi.NULL, nonce, self._key)
-        if failed or self._length[0] != len(message) + _TAG_LEN:
-            raise RuntimeError("libsodium refused to seal")  # never seen: lengths are ours
-        return sealed  # SQLite takes a bytearray as it is
+        return seal_after(self._head, self._key, message, aad)  # SQLite takes a bytearray
 
 
 def seal_import(

@@ -52,13 +52,20 @@ def seal(storage_key: bytes, plaintext: bytes, ad: bytes) -> bytearray:
     """nonce || XChaCha20-Poly1305(storage_key, plaintext, ad), written in place."""
     if len(storage_key) != nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES:
         raise ValueError("a storage key is 32 octets")
+    return seal_after(b"", storage_key, plaintext, ad)
+
+
+def seal_after(prefix: bytes, key: bytes, plaintext: bytes, ad: bytes) -> bytearray:
+    """prefix || nonce(24, random) || XChaCha20-Poly1305(key, plaintext, ad): one
+    allocation, libsodium writing the ciphertext into it (also `gateway.migrate.sealing`)."""
     nonce = nacl.utils.random(NONCE_LEN)
-    sealed = bytearray(NONCE_LEN + len(plaintext) + TAG_LEN)
-    sealed[:NONCE_LEN] = nonce
+    start = len(prefix) + NONCE_LEN
+    sealed = bytearray(start + len(plaintext) + TAG_LEN)
+    sealed[:start] = prefix + nonce
     length = ffi.new("unsigned long long *")
     failed = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        ffi.from_buffer(sealed) + NONCE_LEN, length, plaintext, len(plaintext), ad, len(ad),
-        ffi.NULL, nonce, storage_key,
+        ffi.from_buffer(sealed) + start, length, plaintext, len(plaintext), ad, len(ad),
+        ffi.NULL, nonce, key,
     )
     if failed or length[0] != len(plaintext) + TAG_LEN:
         raise RuntimeError("libsodium refused to seal")  # never seen: the lengths are ours
