@@ -345,7 +345,9 @@ def test_when_the_retries_run_out_the_run_stops_in_one_line_and_the_next_resumes
     lone: Bubble, legacy: LegacyServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "no-retry.toml"
-    config.write_text("batch_messages = 10\nmax_messages_per_second = 150\nimap_retries = 0\n")
+    # Paced so that 100 messages take 5 s: the kick lands mid-run however slowly
+    # `doveadm` starts (at 150 msg/s the run could end before it, and exit 0).
+    config.write_text("batch_messages = 10\nmax_messages_per_second = 20\nimap_retries = 0\n")
     args = migrate_args(lone, legacy, "--folders", "INBOX", "--config", config)
     proc = run_until_rows(args, lone.accounts["alice"].home, 30)
     legacy.dovecot.kick(legacy.user)
