@@ -164,9 +164,9 @@ def run_until_rows(args: list[str], gateway: Path, rows: int) -> subprocess.Pope
     return proc
 
 
-def paced(tmp_path: Path) -> Path:
+def paced(tmp_path: Path, per_second: int = 150) -> Path:
     config = tmp_path / "migrate.toml"
-    config.write_text("batch_messages = 10\nmax_messages_per_second = 150\n"
+    config.write_text(f"batch_messages = 10\nmax_messages_per_second = {per_second}\n"
                       "imap_retry_delay = 0.1\n")
     return config
 
@@ -289,7 +289,9 @@ def test_a_dropped_connection_is_retried_and_a_new_uidvalidity_never_duplicates(
     lone: Bubble, legacy: LegacyServer, tmp_path: Path
 ) -> None:
     alice = lone.accounts["alice"]
-    proc = run_until_rows(migrate_args(lone, legacy, "--config", paced(tmp_path)),
+    # 50 msg/s: the 195 messages after the first 30 take about 4 s, so the kick lands
+    # mid-run however slowly `doveadm` starts.
+    proc = run_until_rows(migrate_args(lone, legacy, "--config", paced(tmp_path, 50)),
                           alice.home, 30)
     legacy.dovecot.kick(legacy.user)  # the server drops the connection mid-folder
     out, err = proc.communicate(timeout=60)
