@@ -38,7 +38,7 @@ DirectRenderer = Callable[[int, MessageMeta, bool, StoredHeader | None], bytes]
 _Value = Callable[[MessageMeta, bool, "fetch.HeaderFields | None"], bytes | int]
 _Item = tuple[bytes, _Value]
 
-_FLAG_LISTS_KEPT = 256
+FLAG_LISTS_KEPT = 256  # distinct flag lists a FETCH keeps rendered
 _NAME_TUPLES_KEPT = 1024  # one a block of the store's header cache
 _FIELD_TEXTS = (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
 
@@ -147,7 +147,7 @@ def _flags() -> _Value:
         octets = kept.get(meta.flags)
         if octets is None:
             octets = encode_value(flag_list(meta.flags | {RECENT} if recent else meta.flags))
-            if len(kept) < _FLAG_LISTS_KEPT:
+            if len(kept) < FLAG_LISTS_KEPT:
                 kept[meta.flags] = octets
         return octets
 

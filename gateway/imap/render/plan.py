@@ -32,7 +32,7 @@ from gateway.imap.protocol import (
     serialize,
 )
 from gateway.imap.render import binary, fetch
-from gateway.imap.render.direct import direct_renderer
+from gateway.imap.render.direct import FLAG_LISTS_KEPT, direct_renderer
 from gateway.imap.render.search import Candidate
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class FetchPlan:
         rendered = self._flag_lists.get(flags)
         if rendered is None:
             rendered = flag_list(flags)
-            if len(self._flag_lists) < _FLAG_LISTS_KEPT:
+            if len(self._flag_lists) < FLAG_LISTS_KEPT:
                 self._flag_lists[flags] = rendered
         return rendered
 
@@ -230,7 +230,6 @@ class FetchPlan:
         return tuple(out)
 
 
-_FLAG_LISTS_KEPT = 256
 _FETCH = Raw(b"FETCH")
 _WHOLE_SECTION = Section()
 _TEXT_SECTION = Section(text=SectionText.TEXT)
