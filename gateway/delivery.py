@@ -39,9 +39,10 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from bridge.errors import RelayError, RelayRejected
+from bridge.envelope_batch import FRAME_OVERHEAD, BatchOutcome
+from bridge.errors import BatchUnsupported, RelayError, RelayRejected
 from bridge.keys import GatewayCredential
 from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
@@ -55,6 +56,27 @@ class Depositor(Protocol):
     """Where an entry goes: a relay (`RelayClient`), or the smarthost (`gateway.pgp`)."""
 
     async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None: ...
+
+
+@runtime_checkable
+class BatchDepositor(Depositor, Protocol):
+    """A relay that may take many envelopes in one request (`RelayClient`)."""
+
+    takes_batches: bool  # False once the relay answered that it has no batch deposit
+    max_batch_envelopes: int
+    max_batch_bytes: int
+
+    async def deposit_many(
+        self, envelopes: list[bytes], credential: GatewayCredential
+    ) -> list[BatchOutcome]: ...
+
+
+_REFUSALS = {  # what a relay's batch answer means for one envelope not taken
+    BatchOutcome.CONFLICT: "409 a different envelope is stored under this id",
+    BatchOutcome.MALFORMED: "400 malformed envelope",
+    BatchOutcome.STORAGE_FULL: "relay storage is full",
+}
+Taken = str | None | BaseException  # per entry: the relay that took it, none, or a failure
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -137,9 +159,17 @@ class DeliveryWorker(PeriodicJob):
         try:
             due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
             _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
-            taken = await asyncio.gather(
-                *(self._deliver(entry) for entry in due), return_exceptions=True
+            groups = self._group(due)
+            answers = await asyncio.gather(
+                *(self._deliver_group(url, entries) for url, entries in groups),
+                return_exceptions=True,
             )
+            due = []
+            taken: list[Taken] = []
+            for (_, entries), answer in zip(groups, answers, strict=True):
+                due += entries
+                taken += [answer] * len(entries) if isinstance(answer, BaseException) else answer
+            del groups, answers
             relays = {
                 entry.id: url for entry, url in zip(due, taken, strict=True)
                 if isinstance(url, str)
@@ -170,18 +200,105 @@ class DeliveryWorker(PeriodicJob):
         first = min(self._retries, default=now + _IDLE_MAX)
         return min(_IDLE_MAX, max(first - now, self._retry_initial))
 
-    async def _deliver(self, entry: OutboxEntry) -> str | None:
-        """Deposit on the first relay that takes it; that relay's URL, or None."""
-        async with self._slots:
-            return await self._deposit(entry)
+    def _group(self, due: list[OutboxEntry]) -> list[tuple[str | None, list[OutboxEntry]]]:
+        """The pass's entries as batches for the relay each would be deposited on first,
+        in the order of `due`, each within that relay's batch limits; (None, [entry])
+        for one deposited alone (the smarthost, a relay without batches, a lone one)."""
+        alone: list[tuple[str | None, list[OutboxEntry]]] = []
+        batches: list[tuple[str | None, list[OutboxEntry]]] = []
+        filling: dict[str, list[OutboxEntry]] = {}  # per relay, the batch being filled
+        sizes: dict[str, int] = {}  # its body's bytes
+        for entry in due:
+            url = next((u for u in entry.relays
+                        if not self._drained(u) and self.health.ready(u)), None)
+            client = None if url is None or self._is_smarthost(url) else self._client_for(url)
+            size = len(entry.envelope) + FRAME_OVERHEAD
+            if url is None or not isinstance(client, BatchDepositor) \
+                    or not client.takes_batches or size > client.max_batch_bytes:
+                alone.append((None, [entry]))
+                continue
+            entries = filling.setdefault(url, [])
+            if len(entries) == client.max_batch_envelopes \
+                    or sizes.get(url, 0) + size > client.max_batch_bytes:
+                batches.append((url, entries))
+                entries = filling[url] = []
+                sizes[url] = 0
+            entries.append(entry)
+            sizes[url] = sizes.get(url, 0) + size
+        batches += filling.items()
+        return alone + [(url, entries) if len(entries) > 1 else (None, entries)
+                        for url, entries in batches]
 
-    async def _deposit(self, entry: OutboxEntry) -> str | None:
+    async def _deliver_group(self, url: str | None, entries: list[OutboxEntry]) -> list[Taken]:
+        """Deliver a group of `_group`: per entry, the relay that took it, or None."""
+        if url is None:
+            return [await self._deliver(entries[0])]
+        async with self._slots:
+            refusals = await self._deposit_batch(url, entries)
+        if refusals is None:  # the relay takes no such batch: one by one, from the start
+            return list(await asyncio.gather(
+                *(self._deliver(entry) for entry in entries), return_exceptions=True
+            ))
+        return list(await asyncio.gather(*(
+            self._taken(url) if refusal is None else self._deliver(entry, url, refusal)
+            for entry, refusal in zip(entries, refusals, strict=True)
+        ), return_exceptions=True))
+
+    async def _deposit_batch(self, url: str, entries: list[OutboxEntry]) -> list[str | None] | None:
+        """Deposit `entries` on `url` in one request. Per entry: None if the relay took
+        it, else the relay's refusal; None for all when the relay takes no such batch
+        (an older relay, one with lower batch limits)."""
+        client = self._client_for(url)
+        assert isinstance(client, BatchDepositor)  # noqa: S101 - as `_group` chose
+        try:
+            outcomes = await client.deposit_many([e.envelope for e in entries], self._credential)
+        except BatchUnsupported:
+            log.info("delivery: relay %s takes no batches; depositing one by one", url)
+            return None
+        except RelayRejected as e:  # e.g. 403 once this gateway's credential is revoked
+            if e.status == 413:
+                return None
+            return [f"{url}: {e.status} {e.reason}"] * len(entries)
+        except RelayError as e:
+            rest = self.health.failed(url)
+            log.info("delivery: relay %s failed (%s); set aside for %.0fs", url, e, rest)
+            return [f"{url}: {e}"] * len(entries)
+        refusals: list[str | None] = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome.taken:
+                log.debug("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
+                refusals.append(None)
+            else:
+                refusals.append(f"{url}: {_REFUSALS[outcome]}")
+        if BatchOutcome.STORAGE_FULL in outcomes:  # as a 507 to a single deposit
+            rest = self.health.failed(url)
+            log.info("delivery: relay %s is full; set aside for %.0fs", url, rest)
+        else:
+            self.health.succeeded(url)
+        return refusals
+
+    @staticmethod
+    async def _taken(url: str) -> str:
+        return url
+
+    async def _deliver(
+        self, entry: OutboxEntry, tried: str | None = None, refusal: str = ""
+    ) -> str | None:
+        """Deposit on the first relay that takes it; that relay's URL, or None. `tried`
+        is a relay that refused it already in this pass (`refusal`: why)."""
+        async with self._slots:
+            return await self._deposit(entry, tried, refusal)
+
+    async def _deposit(self, entry: OutboxEntry, tried: str | None, refusal: str) -> str | None:
         errors = []
         usable = [url for url in entry.relays if not self._drained(url)]
         resting = [url for url in usable if not self.health.ready(url)]
         errors += [f"{url}: drained" for url in entry.relays if url not in usable]
-        errors += [f"{url}: failed recently" for url in resting]
+        errors += [f"{url}: failed recently" for url in resting if url != tried]
         for url in usable:
+            if url == tried:
+                errors.append(refusal)
+                continue
             if url in resting:
                 continue
             try:
