@@ -24,10 +24,18 @@ earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway
 not look at an empty outbox every second. Entries come only from this process (woken
 when written) or from before its start (the first pass), so nothing due is missed.
 
-A pass deposits its entries in random order, up to `concurrency` at once, so the
-envelopes of one message (one per recipient, written next to each other) reach the
+A pass deposits its entries in random order, up to `concurrency` requests at once, so
+the envelopes of one message (one per recipient, written next to each other) reach the
 relays mixed with whatever else is due rather than in a row; a relay that sees only
 one message's envelopes in a pass still sees them at about the same time.
+
+Entries whose first usable relay is the same go to it in batches (one request for
+many envelopes, `RelayClient.deposit_many`, within the relay's batch limits), in the
+shuffled order. What that relay did not take (a refusal of one envelope or of the
+whole batch, a failure) goes on alone to the entry's next relays, as if that relay
+had been tried alone. A relay that has no batch deposit, or refuses a batch as too
+large, gets those envelopes one by one; a lone entry, the smarthost and relays
+without batches are deposited one by one as before.
 """
 
 from __future__ import annotations
