@@ -190,7 +190,7 @@ class RelayHandler:
                 if isinstance(result, StorageFull):
                     answer.update(outcome=BatchOutcome.STORAGE_FULL.value, error=result.reason)
                 else:
-                    answer["outcome"] = result.value  # PutOutcome's values are BatchOutcome's
+                    answer["outcome"] = BatchOutcome(result.value).value
         return answers
 
     async def handle_status(self, request: web.Request) -> web.Response:
