@@ -14,17 +14,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bridge.envelope_batch import BatchOutcome, pack_batch
-from bridge.errors import RelayRejected
+from bridge.errors import BatchUnsupported, RelayRejected, RelayUnavailable
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.auth import sign_deposit
+from bridge.relay.client import RelayClient
 from bridge.relay.server import RelayServer
 from bridge.revocation import GatewayRevocation
 from tests.integration.test_relay import (
     Answer,
     Bubble,
     envelope_id_of,
+    fake_relay,
     make_envelope,
     raw,
     relay,
@@ -239,5 +242,44 @@ def test_random_ids_in_a_batch_do_not_deadlock_on_shared_locks(
             assert answers[:6] == [[BatchOutcome.CREATED] * 30] * 6
             assert len(await client.list(bubble.alice.mailbox)) == 180
             assert len(await client.list(bubble.bob.mailbox)) == 20
+
+    run(scenario())
+
+
+def test_the_client_checks_batch_answers_and_learns_an_older_relay(bubble: Bubble) -> None:
+    """A relay whose batch answers do not match the envelopes sent is unavailable; one
+    that does not know the route (405 here: only GET) is asked no more."""
+    batch = [make_envelope(bubble.alice), make_envelope(bubble.alice)]
+    answers = [
+        {"results": [{"id": envelope_id_of(batch[0]).hex(), "outcome": "created"}]},
+        {"results": [{"id": envelope_id_of(batch[1]).hex(), "outcome": "created"},
+                     {"id": envelope_id_of(batch[0]).hex(), "outcome": "created"}]},
+        {"results": [{"id": envelope_id_of(e).hex(), "outcome": "stored"} for e in batch]},
+    ]
+    routes = web.RouteTableDef()
+
+    @routes.post(BATCH)
+    async def misanswers(request: web.Request) -> web.Response:
+        return web.json_response(answers.pop(0))
+
+    older = web.RouteTableDef()
+
+    @older.get(BATCH)
+    async def only_get(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def scenario() -> None:
+        async with fake_relay(routes) as url, RelayClient(url) as client:
+            for _ in range(3):
+                with pytest.raises(RelayUnavailable, match="malformed relay answer"):
+                    await client.deposit_many(batch, bubble.gateway)
+            assert client.takes_batches
+        async with fake_relay(older) as url, RelayClient(url) as client:
+            with pytest.raises(BatchUnsupported) as caught:
+                await client.deposit_many(batch, bubble.gateway)
+            assert caught.value.status == 405
+            assert not client.takes_batches
+            with pytest.raises(BatchUnsupported):  # without asking again
+                await client.deposit_many(batch, bubble.gateway)
 
     run(scenario())
