@@ -32,10 +32,11 @@ one message's envelopes in a pass still sees them at about the same time.
 Entries whose first usable relay is the same go to it in batches (one request for
 many envelopes, `RelayClient.deposit_many`, within the relay's batch limits), in the
 shuffled order. What that relay did not take (a refusal of one envelope or of the
-whole batch, a failure) goes on alone to the entry's next relays, as if that relay
-had been tried alone. A relay that has no batch deposit, or refuses a batch as too
-large, gets those envelopes one by one; a lone entry, the smarthost and relays
-without batches are deposited one by one as before.
+whole batch, a failure) goes on to each entry's next relay, grouped in batches again,
+with the refusal recorded as if that relay had been tried alone. A relay that has no
+batch deposit, or refuses a batch as too large, gets those envelopes one by one; a
+lone entry, the smarthost and relays without batches are deposited one by one as
+before.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -85,6 +86,7 @@ _REFUSALS = {  # what a relay's batch answer means for one envelope not taken
     BatchOutcome.STORAGE_FULL: "relay storage is full",
 }
 Taken = str | None | BaseException  # per entry: the relay that took it, none, or a failure
+Tried = Mapping[int, Mapping[str, str]]  # per entry id: relays that refused it this pass, why
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -208,17 +210,22 @@ class DeliveryWorker(PeriodicJob):
         first = min(self._retries, default=now + _IDLE_MAX)
         return min(_IDLE_MAX, max(first - now, self._retry_initial))
 
-    def _group(self, due: list[OutboxEntry]) -> list[tuple[str | None, list[OutboxEntry]]]:
-        """The pass's entries as batches for the relay each would be deposited on first,
-        in the order of `due`, each within that relay's batch limits; (None, [entry])
-        for one deposited alone (the smarthost, a relay without batches, a lone one)."""
+    def _group(
+        self, due: list[OutboxEntry], tried: Tried | None = None,
+    ) -> list[tuple[str | None, list[OutboxEntry]]]:
+        """The entries as batches for the relay each would be deposited on first (one
+        it has not `tried` in this pass), in the order of `due`, each within that
+        relay's batch limits; (None, [entry]) for one deposited alone (the smarthost, a
+        relay without batches, a lone one)."""
+        tried = tried or {}
         alone: list[tuple[str | None, list[OutboxEntry]]] = []
         batches: list[tuple[str | None, list[OutboxEntry]]] = []
         filling: dict[str, list[OutboxEntry]] = {}  # per relay, the batch being filled
         sizes: dict[str, int] = {}  # its body's bytes
         for entry in due:
-            url = next((u for u in entry.relays
-                        if not self._drained(u) and self.health.ready(u)), None)
+            done = tried.get(entry.id, {})
+            url = next((u for u in entry.relays if u not in done
+                        and not self._drained(u) and self.health.ready(u)), None)
             client = None if url is None or self._is_smarthost(url) else self._client_for(url)
             size = len(entry.envelope) + FRAME_OVERHEAD
             if url is None or not isinstance(client, BatchDepositor) \
@@ -237,20 +244,39 @@ class DeliveryWorker(PeriodicJob):
         return alone + [(url, entries) if len(entries) > 1 else (None, entries)
                         for url, entries in batches]
 
-    async def _deliver_group(self, url: str | None, entries: list[OutboxEntry]) -> list[Taken]:
-        """Deliver a group of `_group`: per entry, the relay that took it, or None."""
+    async def _deliver_group(
+        self, url: str | None, entries: list[OutboxEntry], tried: Tried | None = None,
+    ) -> list[Taken]:
+        """Deliver a group of `_group`: per entry, the relay that took it, or None.
+        What the relay did not take is grouped again for the entries' next relays."""
+        tried = tried or {}
         if url is None:
-            return [await self._deliver(entries[0])]
+            return [await self._deliver(entries[0], tried.get(entries[0].id, {}))]
         async with self._slots:
             refusals = await self._deposit_batch(url, entries)
-        if refusals is None:  # the relay takes no such batch: one by one, from the start
+        if refusals is None:  # the relay takes no such batch: one by one
             return list(await asyncio.gather(
-                *(self._deliver(entry) for entry in entries), return_exceptions=True
+                *(self._deliver(entry, tried.get(entry.id, {})) for entry in entries),
+                return_exceptions=True,
             ))
-        return list(await asyncio.gather(*(
-            self._taken(url) if refusal is None else self._deliver(entry, url, refusal)
-            for entry, refusal in zip(entries, refusals, strict=True)
-        ), return_exceptions=True))
+        taken: dict[int, Taken] = {}
+        left: list[OutboxEntry] = []
+        refused = dict(tried)
+        for entry, refusal in zip(entries, refusals, strict=True):
+            if refusal is None:
+                taken[entry.id] = url
+            else:
+                refused[entry.id] = {**tried.get(entry.id, {}), url: refusal}
+                left.append(entry)
+        groups = self._group(left, refused)
+        answers = await asyncio.gather(
+            *(self._deliver_group(next_url, group, refused) for next_url, group in groups),
+            return_exceptions=True,
+        )
+        for (_, group), answer in zip(groups, answers, strict=True):
+            for n, entry in enumerate(group):
+                taken[entry.id] = answer if isinstance(answer, BaseException) else answer[n]
+        return [taken[entry.id] for entry in entries]
 
     async def _deposit_batch(self, url: str, entries: list[OutboxEntry]) -> list[str | None] | None:
         """Deposit `entries` on `url` in one request. Per entry: None if the relay took
@@ -285,27 +311,21 @@ class DeliveryWorker(PeriodicJob):
             self.health.succeeded(url)
         return refusals
 
-    @staticmethod
-    async def _taken(url: str) -> str:
-        return url
-
-    async def _deliver(
-        self, entry: OutboxEntry, tried: str | None = None, refusal: str = ""
-    ) -> str | None:
-        """Deposit on the first relay that takes it; that relay's URL, or None. `tried`
-        is a relay that refused it already in this pass (`refusal`: why)."""
+    async def _deliver(self, entry: OutboxEntry, tried: Mapping[str, str]) -> str | None:
+        """Deposit on the first relay that takes it; that relay's URL, or None. `tried`:
+        the relays that refused it already in this pass, and why."""
         async with self._slots:
-            return await self._deposit(entry, tried, refusal)
+            return await self._deposit(entry, tried)
 
-    async def _deposit(self, entry: OutboxEntry, tried: str | None, refusal: str) -> str | None:
+    async def _deposit(self, entry: OutboxEntry, tried: Mapping[str, str]) -> str | None:
         errors = []
         usable = [url for url in entry.relays if not self._drained(url)]
         resting = [url for url in usable if not self.health.ready(url)]
         errors += [f"{url}: drained" for url in entry.relays if url not in usable]
-        errors += [f"{url}: failed recently" for url in resting if url != tried]
+        errors += [f"{url}: failed recently" for url in resting if url not in tried]
         for url in usable:
-            if url == tried:
-                errors.append(refusal)
+            if url in tried:
+                errors.append(tried[url])
                 continue
             if url in resting:
                 continue

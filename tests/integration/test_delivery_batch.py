@@ -27,6 +27,7 @@ from bridge.relay.client import RelayClient
 from bridge.relay.config import RelayConfig
 from bridge.relay.server import RelayServer, build_app
 from bridge.relay.storage import SqliteFileStorage
+from bridge.revocation import GatewayRevocation
 from gateway.delivery import DeliveryWorker
 from gateway.store.db import open_engine
 from gateway.store.outbox import Outbox
@@ -169,12 +170,15 @@ def test_a_dead_first_relay_costs_one_try_and_the_next_takes_everything(
                 sorted(i for i, _ in items)
             assert set(outbox.taken_by) == {server.url}
             assert not worker.health.ready(dead)  # set aside for the next passes
+            # What the dead relay did not take went on to the live one in a batch.
+            assert await asyncio.to_thread(requests, server.url, BATCH_COUNT) == 1
 
             more = [envelope(bob.public.mailbox_id) for _ in range(12)]
             outbox.put([(i, e, (dead, server.url)) for i, e in more])
             assert await worker.run_once()  # straight to the live relay, in a batch
             assert len(await stored_ids(clients[server.url], bob)) == 24
-            assert await asyncio.to_thread(requests, server.url, BATCH_COUNT) == 1
+            assert await asyncio.to_thread(requests, server.url, BATCH_COUNT) == 2
+            assert await asyncio.to_thread(requests, server.url, SINGLE_COUNT) == 0
         finally:
             for client in clients.values():
                 await client.close()
@@ -237,5 +241,45 @@ def test_an_older_relay_without_batches_gets_single_deposits_from_then_on(
                 assert not client.takes_batches
             finally:
                 await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_a_relay_refuses_whole_goes_on_to_the_next_in_a_batch(tmp_path: Path) -> None:
+    """The first relay has revoked this gateway (403 for the batch): the entries go on
+    to their second relay, together, and the first is not set aside (a 4xx)."""
+    root = RootKey.generate()
+    bob = AccountKeys.generate()
+    credential = GatewayCredential.issue(root)
+
+    async def scenario() -> None:
+        first = RelayServer(RelayConfig(home=tmp_path / "r1", trusted_roots=(root.public,)))
+        second = RelayServer(RelayConfig(home=tmp_path / "r2", trusted_roots=(root.public,)))
+        await first.start()
+        await second.start()
+        clients = {s.url: RelayClient(s.url, timeout=30) for s in (first, second)}
+        try:
+            await clients[first.url].revoke_gateway(
+                GatewayRevocation.issue(root, credential.verify_key)
+            )
+            items = [envelope(bob.public.mailbox_id) for _ in range(8)]
+            outbox = outbox_at(tmp_path / "gateway.db")
+            outbox.put([(i, e, (first.url, second.url)) for i, e in items])
+            worker = DeliveryWorker(outbox, credential, clients.__getitem__,
+                                    retry_initial=60, retry_max=60)
+            assert await worker.run_once()
+            assert outbox.pending_count() == 0
+            assert await stored_ids(clients[first.url], bob) == []
+            assert sorted(await stored_ids(clients[second.url], bob)) == \
+                sorted(i for i, _ in items)
+            assert outbox.taken_by == [second.url] * 8
+            assert await asyncio.to_thread(requests, second.url, BATCH_COUNT) == 1
+            assert await asyncio.to_thread(requests, second.url, SINGLE_COUNT) == 0
+            assert worker.health.ready(first.url)
+        finally:
+            for client in clients.values():
+                await client.close()
+            await first.stop()
+            await second.stop()
 
     asyncio.run(scenario())
