@@ -107,6 +107,25 @@ def test_a_pass_deposits_its_entries_in_batches(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def two_relays(
+    tmp_path: Path, root: RootKey
+) -> AsyncIterator[tuple[RelayServer, RelayServer, dict[str, RelayClient]]]:
+    """Two relays trusting `root`, and a client for each by URL."""
+    first = RelayServer(RelayConfig(home=tmp_path / "r1", trusted_roots=(root.public,)))
+    second = RelayServer(RelayConfig(home=tmp_path / "r2", trusted_roots=(root.public,)))
+    await first.start()
+    await second.start()
+    clients = {s.url: RelayClient(s.url, timeout=30) for s in (first, second)}
+    try:
+        yield first, second, clients
+    finally:
+        for client in clients.values():
+            await client.close()
+        await first.stop()
+        await second.stop()
+
+
 def test_entries_a_relay_refuses_in_a_batch_fail_over_to_the_next(tmp_path: Path) -> None:
     """The first relay holds other bytes under one entry's id: that entry alone goes on
     to the second relay, the rest stay on the first."""
@@ -115,12 +134,7 @@ def test_entries_a_relay_refuses_in_a_batch_fail_over_to_the_next(tmp_path: Path
     credential = GatewayCredential.issue(root)
 
     async def scenario() -> None:
-        first = RelayServer(RelayConfig(home=tmp_path / "r1", trusted_roots=(root.public,)))
-        second = RelayServer(RelayConfig(home=tmp_path / "r2", trusted_roots=(root.public,)))
-        await first.start()
-        await second.start()
-        clients = {s.url: RelayClient(s.url, timeout=30) for s in (first, second)}
-        try:
+        async with two_relays(tmp_path, root) as (first, second, clients):
             items = [envelope(bob.public.mailbox_id) for _ in range(10)]
             clash_id = items[3][0]
             await clients[first.url].deposit(envelope(bob.public.mailbox_id, clash_id)[1],
@@ -137,11 +151,6 @@ def test_entries_a_relay_refuses_in_a_batch_fail_over_to_the_next(tmp_path: Path
             by_id = {i: e for i, e in items}
             assert await clients[second.url].fetch(bob.mailbox, clash_id) == by_id[clash_id]
             assert sorted(outbox.taken_by) == sorted([first.url] * 9 + [second.url])
-        finally:
-            for client in clients.values():
-                await client.close()
-            await first.stop()
-            await second.stop()
 
     asyncio.run(scenario())
 
@@ -253,12 +262,7 @@ def test_a_batch_a_relay_refuses_whole_goes_on_to_the_next_in_a_batch(tmp_path: 
     credential = GatewayCredential.issue(root)
 
     async def scenario() -> None:
-        first = RelayServer(RelayConfig(home=tmp_path / "r1", trusted_roots=(root.public,)))
-        second = RelayServer(RelayConfig(home=tmp_path / "r2", trusted_roots=(root.public,)))
-        await first.start()
-        await second.start()
-        clients = {s.url: RelayClient(s.url, timeout=30) for s in (first, second)}
-        try:
+        async with two_relays(tmp_path, root) as (first, second, clients):
             await clients[first.url].revoke_gateway(
                 GatewayRevocation.issue(root, credential.verify_key)
             )
@@ -276,10 +280,5 @@ def test_a_batch_a_relay_refuses_whole_goes_on_to_the_next_in_a_batch(tmp_path: 
             assert await asyncio.to_thread(requests, second.url, BATCH_COUNT) == 1
             assert await asyncio.to_thread(requests, second.url, SINGLE_COUNT) == 0
             assert worker.health.ready(first.url)
-        finally:
-            for client in clients.values():
-                await client.close()
-            await first.stop()
-            await second.stop()
 
     asyncio.run(scenario())
