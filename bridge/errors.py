@@ -12,6 +12,7 @@
     └── RelayError            a relay could not be used
         ├── RelayUnavailable  connection refused, timeout, 5xx: try again or another relay
         └── RelayRejected     4xx: the relay refused this request; retrying will not help
+            └── BatchUnsupported  404/405 to a batch deposit: an older relay
 
 Messages never carry message content, addresses or key material.
 """
@@ -58,3 +59,7 @@ class RelayRejected(RelayError):
         super().__init__(f"relay rejected the request: {status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class BatchUnsupported(RelayRejected):
+    """The relay has no batch deposit (404 or 405: an older relay); deposit one by one."""

@@ -24,10 +24,19 @@ earliest retry it scheduled is due, at most `_IDLE_MAX` seconds: an idle gateway
 not look at an empty outbox every second. Entries come only from this process (woken
 when written) or from before its start (the first pass), so nothing due is missed.
 
-A pass deposits its entries in random order, up to `concurrency` at once, so the
-envelopes of one message (one per recipient, written next to each other) reach the
+A pass deposits its entries in random order, up to `concurrency` requests at once, so
+the envelopes of one message (one per recipient, written next to each other) reach the
 relays mixed with whatever else is due rather than in a row; a relay that sees only
 one message's envelopes in a pass still sees them at about the same time.
+
+Entries whose first usable relay is the same go to it in batches (one request for
+many envelopes, `RelayClient.deposit_many`, within the relay's batch limits), in the
+shuffled order. What that relay did not take (a refusal of one envelope or of the
+whole batch, a failure) goes on to each entry's next relay, grouped in batches again,
+with the refusal recorded as if that relay had been tried alone. A relay that has no
+batch deposit, or refuses a batch as too large, gets those envelopes one by one; a
+lone entry, the smarthost and relays without batches are deposited one by one as
+before.
 """
 
 from __future__ import annotations
@@ -37,11 +46,12 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from bridge.errors import RelayError, RelayRejected
+from bridge.envelope_batch import FRAME_OVERHEAD, BatchOutcome
+from bridge.errors import BatchUnsupported, RelayError, RelayRejected
 from bridge.keys import GatewayCredential
 from gateway.store.outbox import Outbox, OutboxEntry
 from gateway.worker import PeriodicJob
@@ -55,6 +65,28 @@ class Depositor(Protocol):
     """Where an entry goes: a relay (`RelayClient`), or the smarthost (`gateway.pgp`)."""
 
     async def deposit(self, envelope: bytes, credential: GatewayCredential) -> None: ...
+
+
+@runtime_checkable
+class BatchDepositor(Depositor, Protocol):
+    """A relay that may take many envelopes in one request (`RelayClient`)."""
+
+    takes_batches: bool  # False once the relay answered that it has no batch deposit
+    max_batch_envelopes: int
+    max_batch_bytes: int
+
+    async def deposit_many(
+        self, envelopes: list[bytes], credential: GatewayCredential
+    ) -> list[BatchOutcome]: ...
+
+
+_REFUSALS = {  # what a relay's batch answer means for one envelope not taken
+    BatchOutcome.CONFLICT: "409 a different envelope is stored under this id",
+    BatchOutcome.MALFORMED: "400 malformed envelope",
+    BatchOutcome.STORAGE_FULL: "relay storage is full",
+}
+Taken = str | None | BaseException  # per entry: the relay that took it, none, or a failure
+Tried = Mapping[int, Mapping[str, str]]  # per entry id: relays that refused it this pass, why
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
@@ -137,9 +169,17 @@ class DeliveryWorker(PeriodicJob):
         try:
             due = await asyncio.to_thread(self._outbox.due, datetime.now(UTC), self._batch_bytes)
             _SHUFFLE.shuffle(due)  # the envelopes of one message are not deposited in a row
-            taken = await asyncio.gather(
-                *(self._deliver(entry) for entry in due), return_exceptions=True
+            groups = self._group(due)
+            answers = await asyncio.gather(
+                *(self._deliver_group(url, entries) for url, entries in groups),
+                return_exceptions=True,
             )
+            due = []
+            taken: list[Taken] = []
+            for (_, entries), answer in zip(groups, answers, strict=True):
+                due += entries
+                taken += [answer] * len(entries) if isinstance(answer, BaseException) else answer
+            del groups, answers
             relays = {
                 entry.id: url for entry, url in zip(due, taken, strict=True)
                 if isinstance(url, str)
@@ -170,18 +210,123 @@ class DeliveryWorker(PeriodicJob):
         first = min(self._retries, default=now + _IDLE_MAX)
         return min(_IDLE_MAX, max(first - now, self._retry_initial))
 
-    async def _deliver(self, entry: OutboxEntry) -> str | None:
-        """Deposit on the first relay that takes it; that relay's URL, or None."""
-        async with self._slots:
-            return await self._deposit(entry)
+    def _group(
+        self, due: list[OutboxEntry], tried: Tried | None = None,
+    ) -> list[tuple[str | None, list[OutboxEntry]]]:
+        """The entries as batches for the relay each would be deposited on first (one
+        it has not `tried` in this pass), in the order of `due`, each within that
+        relay's batch limits; (None, [entry]) for one deposited alone (the smarthost, a
+        relay without batches, a lone one)."""
+        tried = tried or {}
+        alone: list[tuple[str | None, list[OutboxEntry]]] = []
+        batches: list[tuple[str | None, list[OutboxEntry]]] = []
+        filling: dict[str, list[OutboxEntry]] = {}  # per relay, the batch being filled
+        sizes: dict[str, int] = {}  # its body's bytes
+        for entry in due:
+            done = tried.get(entry.id, {})
+            url = next((u for u in entry.relays if u not in done
+                        and not self._drained(u) and self.health.ready(u)), None)
+            client = None if url is None or self._is_smarthost(url) else self._client_for(url)
+            size = len(entry.envelope) + FRAME_OVERHEAD
+            if url is None or not isinstance(client, BatchDepositor) \
+                    or not client.takes_batches or size > client.max_batch_bytes:
+                alone.append((None, [entry]))
+                continue
+            entries = filling.setdefault(url, [])
+            if len(entries) == client.max_batch_envelopes \
+                    or sizes.get(url, 0) + size > client.max_batch_bytes:
+                batches.append((url, entries))
+                entries = filling[url] = []
+                sizes[url] = 0
+            entries.append(entry)
+            sizes[url] = sizes.get(url, 0) + size
+        batches += filling.items()
+        return alone + [(url, entries) if len(entries) > 1 else (None, entries)
+                        for url, entries in batches]
 
-    async def _deposit(self, entry: OutboxEntry) -> str | None:
+    async def _deliver_group(
+        self, url: str | None, entries: list[OutboxEntry], tried: Tried | None = None,
+    ) -> list[Taken]:
+        """Deliver a group of `_group`: per entry, the relay that took it, or None.
+        What the relay did not take is grouped again for the entries' next relays."""
+        tried = tried or {}
+        if url is None:
+            return [await self._deliver(entries[0], tried.get(entries[0].id, {}))]
+        async with self._slots:
+            refusals = await self._deposit_batch(url, entries)
+        if refusals is None:  # the relay takes no such batch: one by one
+            return list(await asyncio.gather(
+                *(self._deliver(entry, tried.get(entry.id, {})) for entry in entries),
+                return_exceptions=True,
+            ))
+        taken: dict[int, Taken] = {}
+        left: list[OutboxEntry] = []
+        refused = dict(tried)
+        for entry, refusal in zip(entries, refusals, strict=True):
+            if refusal is None:
+                taken[entry.id] = url
+            else:
+                refused[entry.id] = {**tried.get(entry.id, {}), url: refusal}
+                left.append(entry)
+        groups = self._group(left, refused)
+        answers = await asyncio.gather(
+            *(self._deliver_group(next_url, group, refused) for next_url, group in groups),
+            return_exceptions=True,
+        )
+        for (_, group), answer in zip(groups, answers, strict=True):
+            for n, entry in enumerate(group):
+                taken[entry.id] = answer if isinstance(answer, BaseException) else answer[n]
+        return [taken[entry.id] for entry in entries]
+
+    async def _deposit_batch(self, url: str, entries: list[OutboxEntry]) -> list[str | None] | None:
+        """Deposit `entries` on `url` in one request. Per entry: None if the relay took
+        it, else the relay's refusal; None for all when the relay takes no such batch
+        (an older relay, one with lower batch limits)."""
+        client = self._client_for(url)
+        assert isinstance(client, BatchDepositor)  # noqa: S101 - as `_group` chose
+        try:
+            outcomes = await client.deposit_many([e.envelope for e in entries], self._credential)
+        except BatchUnsupported:
+            log.info("delivery: relay %s takes no batches; depositing one by one", url)
+            return None
+        except RelayRejected as e:  # e.g. 403 once this gateway's credential is revoked
+            if e.status == 413:
+                return None
+            return [f"{url}: {e.status} {e.reason}"] * len(entries)
+        except RelayError as e:
+            rest = self.health.failed(url)
+            log.info("delivery: relay %s failed (%s); set aside for %.0fs", url, e, rest)
+            return [f"{url}: {e}"] * len(entries)
+        refusals: list[str | None] = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome.taken:
+                log.debug("delivery: envelope %s deposited", entry.envelope_id.hex()[:8])
+                refusals.append(None)
+            else:
+                refusals.append(f"{url}: {_REFUSALS[outcome]}")
+        if BatchOutcome.STORAGE_FULL in outcomes:  # as a 507 to a single deposit
+            rest = self.health.failed(url)
+            log.info("delivery: relay %s is full; set aside for %.0fs", url, rest)
+        else:
+            self.health.succeeded(url)
+        return refusals
+
+    async def _deliver(self, entry: OutboxEntry, tried: Mapping[str, str]) -> str | None:
+        """Deposit on the first relay that takes it; that relay's URL, or None. `tried`:
+        the relays that refused it already in this pass, and why."""
+        async with self._slots:
+            return await self._deposit(entry, tried)
+
+    async def _deposit(self, entry: OutboxEntry, tried: Mapping[str, str]) -> str | None:
         errors = []
         usable = [url for url in entry.relays if not self._drained(url)]
         resting = [url for url in usable if not self.health.ready(url)]
         errors += [f"{url}: drained" for url in entry.relays if url not in usable]
-        errors += [f"{url}: failed recently" for url in resting]
+        errors += [f"{url}: failed recently" for url in resting if url not in tried]
         for url in usable:
+            if url in tried:
+                errors.append(tried[url])
+                continue
             if url in resting:
                 continue
             try:

@@ -36,10 +36,21 @@ import yarl
 
 from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
 from bridge.envelope import ENVELOPE_ID_LEN, parse_outer
-from bridge.errors import BridgeError, RelayError, RelayRejected, RelayUnavailable
+from bridge.envelope_batch import BatchOutcome, pack_batch
+from bridge.errors import (
+    BatchUnsupported,
+    BridgeError,
+    RelayError,
+    RelayRejected,
+    RelayUnavailable,
+)
 from bridge.keys import GatewayCredential, mailbox_id_for
 from bridge.relay.auth import sign_deposit, sign_gateway_request, sign_request
-from bridge.relay.config import DEFAULT_MAX_ENVELOPE_BYTES
+from bridge.relay.config import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_ENVELOPES,
+    DEFAULT_MAX_ENVELOPE_BYTES,
+)
 from bridge.revocation import GatewayRevocation
 
 if TYPE_CHECKING:
@@ -50,6 +61,7 @@ _CHUNK = 64 * 1024
 # Below the relay's header_timeout (default 15 s), so that the client, not the
 # relay, closes an idle connection and a request never races the relay's close.
 _KEEPALIVE = 5.0
+_ID_AT = slice(4, 4 + ENVELOPE_ID_LEN)  # an envelope's id, after its magic (bridge.envelope)
 _DEPOSITS, _READS, _WAITS = "deposits", "reads", "waits"  # the connection pools
 
 
@@ -75,7 +87,15 @@ class DepositStatus:
 
 class RelayClient:
     """An HTTP client for one relay; its two aiohttp sessions (deposits, everything
-    else) are created on first use."""
+    else) are created on first use.
+
+    `takes_batches` is True until the relay answers a batch deposit with 404 or 405;
+    a batch is at most `max_batch_envelopes` envelopes and `max_batch_bytes` of body
+    (the relay's documented defaults).
+    """
+
+    max_batch_envelopes = DEFAULT_MAX_BATCH_ENVELOPES
+    max_batch_bytes = DEFAULT_MAX_BATCH_BYTES
 
     def __init__(
         self, url: str, *, timeout: float = 10.0,
@@ -90,6 +110,7 @@ class RelayClient:
         if timeout <= 0 or max_response_bytes <= 0 or max_waiting <= 0:
             raise ValueError("timeout, max_response_bytes and max_waiting must be positive")
         self._max_waiting = max_waiting
+        self.takes_batches = True
         self.url = url
         self._base = base
         self._prefix = base.path.rstrip("/")
@@ -129,6 +150,29 @@ class RelayClient:
         await self._call(
             "POST", url, body=envelope, headers=headers, expect=(200, 201), pool=_DEPOSITS,
         )
+
+    async def deposit_many(
+        self, envelopes: builtins.list[bytes], credential: GatewayCredential
+    ) -> builtins.list[BatchOutcome]:
+        """Hand envelopes to the relay in one request: what it did with each, in order
+        (CREATED and DUPLICATE ones are stored durably). BatchUnsupported from a relay
+        without batch deposits (`takes_batches` is False from then on)."""
+        if not self.takes_batches:
+            raise BatchUnsupported(404, "relay has no batch deposit")
+        body = pack_batch(envelopes)
+        url = self._url("/v1/envelope-batches")
+        headers = sign_deposit(credential, url.raw_path_qs, body, time.time())
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            _, answer = await self._call(
+                "POST", url, body=body, headers=headers, expect=(200,), pool=_DEPOSITS,
+            )
+        except RelayRejected as e:
+            if e.status in (404, 405):
+                self.takes_batches = False
+                raise BatchUnsupported(e.status, e.reason) from None
+            raise
+        return _batch_outcomes(_json(answer), envelopes)
 
     async def envelope_status(
         self, envelope_id: bytes, credential: GatewayCredential
@@ -337,6 +381,23 @@ def _reason(payload: bytes, status: int) -> str:
     if not isinstance(text, str) or not text:
         return f"HTTP {status}"
     return "".join(c if c.isprintable() else "?" for c in text[:_REASON_MAX])
+
+
+def _batch_outcomes(data: object, envelopes: builtins.list[bytes]) -> builtins.list[BatchOutcome]:
+    """The outcomes of a batch answer, checked against the envelopes sent."""
+    items = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(items, builtins.list) or len(items) != len(envelopes):
+        raise RelayUnavailable("malformed relay answer")
+    outcomes = []
+    for item, envelope in zip(items, envelopes, strict=True):
+        try:
+            outcome = BatchOutcome(item["outcome"])
+            if outcome is not BatchOutcome.MALFORMED and item["id"] != envelope[_ID_AT].hex():
+                raise ValueError("a different envelope's answer")
+        except (KeyError, TypeError, ValueError):
+            raise RelayUnavailable("malformed relay answer") from None
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _envelope_info(item: object) -> EnvelopeInfo:

@@ -16,6 +16,10 @@ from bridge.settings import Duration, Size
 
 MIB = 1024 * 1024
 DEFAULT_MAX_ENVELOPE_BYTES = MAX_ENVELOPE_LEN  # the largest envelope the format allows
+# A batch deposit's limits; a gateway assumes these (a relay set lower answers 413,
+# and the gateway then deposits that batch's envelopes one by one).
+DEFAULT_MAX_BATCH_ENVELOPES = 100
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 ROOT_KEY_LEN = 32
 DAY = 86400
 _POSTGRES_URL = re.compile(r"postgres(ql)?(\+psycopg)?://\S*")
@@ -30,6 +34,8 @@ class RelayConfig:
     port: int = 0  # 0: let the OS choose (RelayServer.port tells which)
     trusted_roots: tuple[bytes, ...] = ()  # Ed25519 root public keys, 32 bytes each
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES  # larger deposits get 413
+    max_batch_envelopes: int = DEFAULT_MAX_BATCH_ENVELOPES  # in one batch deposit; more: 413
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # a batch deposit's body; larger: 413
     max_clock_skew: int = 300  # seconds between a request's Sealgate-Time and ours
     max_list: int = 1000  # envelopes in one list answer (oldest first)
     max_record_bytes: int = 256 * 1024  # a directory record's JSON body
@@ -65,6 +71,8 @@ class RelayConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         _check_int("max_envelope_bytes", self.max_envelope_bytes, OUTER_HEADER_LEN, 2**31)
+        _check_int("max_batch_envelopes", self.max_batch_envelopes, 1, 100_000)
+        _check_int("max_batch_bytes", self.max_batch_bytes, 1024, 2**31)
         _check_int("max_clock_skew", self.max_clock_skew, 1, 86400)
         _check_int("max_list", self.max_list, 1, 100_000)
         _check_int("max_record_bytes", self.max_record_bytes, 256, 16 * MIB)

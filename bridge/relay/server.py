@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 
 from bridge.directory import LOOKUP_ID_LEN, DirectoryRecord
 from bridge.envelope import ENVELOPE_ID_LEN, OuterHeader, parse_outer
+from bridge.envelope_batch import BatchFormatError, BatchOutcome, parse_batch
 from bridge.errors import DirectoryError, EnvelopeFormatError
 from bridge.keys import MAILBOX_ID_LEN
 from bridge.relay.auth import (
@@ -55,7 +56,14 @@ from bridge.relay.capacity import ConnectionCap
 from bridge.relay.config import RelayConfig
 from bridge.relay.metrics import RelayMetrics
 from bridge.relay.operator import OperatorPages
-from bridge.relay.storage import EnvelopeStorage, PutOutcome, coarse_hour, open_storage
+from bridge.relay.storage import (
+    EnvelopeStorage,
+    NewEnvelope,
+    PutOutcome,
+    StorageFull,
+    coarse_hour,
+    open_storage,
+)
 from bridge.relay.waiting import MailboxWaiters
 from bridge.revocation import GatewayRevocation
 
@@ -70,6 +78,7 @@ _ROUTE = web.RequestKey("sealgate_route", str)  # the route template, for log li
 METRICS = web.AppKey("sealgate_metrics", RelayMetrics)
 _BODY_TIMEOUT = web.AppKey("sealgate_body_timeout", int)
 _DEPOSIT_ROUTE = "/v1/envelopes"  # the route templates that _observe counts
+_BATCH_ROUTE = "/v1/envelope-batches"  # counted by its handler, per envelope created
 _FETCH_ROUTE = "/v1/mailboxes/{mailbox_id}/envelopes/{envelope_id}"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _STATUS_REASONS = {
@@ -128,6 +137,61 @@ class RelayHandler:
             header.mailbox_id, header.envelope_id, body, coarse_hour(time.time()), gateway_key,
         )
         return header, outcome
+
+    async def handle_deposit_batch(self, request: web.Request) -> web.Response:
+        """Many envelopes in one signed request: one outcome per envelope, in order."""
+        config = self.config
+        arrived = time.time()
+        signed = read_signed_headers(request.headers)  # as a single deposit: before the body
+        check_fresh(signed, arrived, config.max_clock_skew)
+        check_gateway_credential(
+            request.headers, signed.verify_key, config.trusted_roots,
+            await self._revoked_gateways(),
+        )
+        body = await _read_body(request, config.max_batch_bytes)
+        results = await asyncio.to_thread(
+            self._verify_and_put_batch, request.headers, request.method, request.raw_path,
+            body, arrived, signed.verify_key,
+        )
+        metrics = request.app[METRICS]
+        for mailbox_id, result in results:
+            if result["outcome"] == BatchOutcome.CREATED.value:
+                self.waiters.notify(mailbox_id)
+                metrics.count_deposit()
+        return web.json_response({"results": [result for _, result in results]})
+
+    def _verify_and_put_batch(
+        self, headers: Mapping[str, str], method: str, raw_path: str, body: bytes,
+        arrived: float, gateway_key: bytes,
+    ) -> list[tuple[bytes, dict[str, str]]]:
+        """Each envelope's (mailbox id, answer); a malformed one has no mailbox (b"")."""
+        config = self.config
+        verify_request(headers, method, raw_path, body, arrived, config.max_clock_skew)
+        try:
+            framed = parse_batch(body, max_envelopes=config.max_batch_envelopes,
+                                 max_envelope_bytes=config.max_envelope_bytes)
+        except BatchFormatError as exc:
+            raise RequestError(413 if exc.too_large else 400, exc.reason) from None
+        answers: list[tuple[bytes, dict[str, str]]] = []
+        envelopes: list[NewEnvelope] = []
+        for data in framed:
+            try:
+                header = parse_outer(data)
+            except EnvelopeFormatError as exc:
+                answers.append((b"", {"outcome": BatchOutcome.MALFORMED.value,
+                                      "error": str(exc)}))
+                continue
+            envelopes.append(NewEnvelope(header.mailbox_id, header.envelope_id, data))
+            answers.append((header.mailbox_id, {"id": header.envelope_id.hex()}))
+        stored = iter(self.storage.put_many(envelopes, coarse_hour(time.time()), gateway_key))
+        for _, answer in answers:
+            if "id" in answer:
+                result = next(stored)
+                if isinstance(result, StorageFull):
+                    answer.update(outcome=BatchOutcome.STORAGE_FULL.value, error=result.reason)
+                else:
+                    answer["outcome"] = BatchOutcome(result.value).value
+        return answers
 
     async def handle_status(self, request: web.Request) -> web.Response:
         """What became of an envelope, told only to the gateway that deposited it."""
@@ -285,7 +349,9 @@ def build_app(
     # client_max_size only backs that up for anything that would call request.read().
     app = web.Application(
         middlewares=[_observe, _json_errors],
-        client_max_size=max(config.max_envelope_bytes, config.max_record_bytes),
+        client_max_size=max(
+            config.max_envelope_bytes, config.max_batch_bytes, config.max_record_bytes
+        ),
     )
     app[METRICS] = pages.metrics
     app[_BODY_TIMEOUT] = config.body_timeout
@@ -297,6 +363,7 @@ def build_app(
     router = app.router
     router.add_get("/v1/health", handler.handle_health)
     router.add_post("/v1/envelopes", handler.handle_deposit)
+    router.add_post(_BATCH_ROUTE, handler.handle_deposit_batch)
     router.add_get("/v1/envelopes/{envelope_id}/status", handler.handle_status, allow_head=False)
     router.add_get(mailbox, handler.handle_list, allow_head=False)
     router.add_get(mailbox + "/{envelope_id}", handler.handle_fetch, allow_head=False)

@@ -17,6 +17,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.host, config.port, config.trusted_roots) == ("127.0.0.1", 0, ())
     assert config.max_envelope_bytes == DEFAULT_MAX_ENVELOPE_BYTES == MAX_ENVELOPE_LEN
     assert (config.max_clock_skew, config.max_list) == (300, 1000)
+    assert (config.max_batch_envelopes, config.max_batch_bytes) == (100, 8 * 1024 * 1024)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,8 @@ def test_defaults(tmp_path: Path) -> None:
         ("max_wait", 3601),
         ("wait_recheck", 0),
         ("max_connections", 0),
+        ("max_batch_envelopes", 0),
+        ("max_batch_bytes", 100),
     ],
 )
 def test_invalid_setting_is_named(tmp_path: Path, setting: str, value: object) -> None:
@@ -84,3 +87,10 @@ def test_db_takes_a_postgresql_url_from_toml_and_keeps_it_out_of_repr(tmp_path: 
     for bad in ("mysql://relay@db/relay", "relay.db", "postgresql://has space", ""):
         with pytest.raises(SettingsError, match="db must be a postgresql:// URL"):
             load_settings(RelayConfig, {"db": bad}, {"home": tmp_path})
+
+
+def test_batch_limits_from_toml(tmp_path: Path) -> None:
+    config = load_settings(
+        RelayConfig, {"max_batch_envelopes": 20, "max_batch_bytes": 1048576}, {"home": tmp_path}
+    )
+    assert (config.max_batch_envelopes, config.max_batch_bytes) == (20, 1048576)

@@ -67,3 +67,31 @@ def test_a_failing_item_fails_alone() -> None:
         bad.result(10)
     written = [item for batch in log.batches for item in batch]
     assert sorted(written) == ["first", "one", "two"]
+
+
+def test_one_callers_items_share_a_commit_and_a_bad_one_fails_alone() -> None:
+    log = Log()
+    log.release.set()
+    group = GroupCommit(log.write)
+    errors = group.commit_all(["one", "bad", "two"])
+    assert [type(error) for error in errors] == [type(None), ValueError, type(None)]
+    assert [item for batch in log.batches for item in batch] == ["one", "two"]
+    assert group.commit_all([]) == []
+
+
+def test_a_callers_items_wait_behind_a_running_commit_and_go_together() -> None:
+    log = Log()
+    group = GroupCommit(log.write)
+    pool = ThreadPoolExecutor(3)
+    first = pool.submit(group.commit, "first")
+    assert log.writing.wait(10)
+    many = pool.submit(group.commit_all, ["a", "b", "c"])
+    other = pool.submit(group.commit, "other")
+    queued(group, 4)
+    log.release.set()
+    pool.shutdown(wait=True)
+    first.result(10)
+    other.result(10)
+    assert many.result(10) == [None, None, None]
+    assert log.batches[0] == ["first"]
+    assert sorted(log.batches[1]) == ["a", "b", "c", "other"]

@@ -17,6 +17,7 @@ from bridge.relay.config import RelayConfig
 from bridge.relay.storage import (
     HOUR,
     EnvelopeStatus,
+    NewEnvelope,
     PutOutcome,
     SqliteFileStorage,
     StatusAnswer,
@@ -336,3 +337,58 @@ def test_quota_and_retention_from_toml_and_flags(tmp_path: Path) -> None:
         with pytest.raises(SettingsError, match=message):
             load_settings(RelayConfig, values, {"home": tmp_path})
 
+
+
+def fill_by_batches_until_full(store: Storage) -> dict[bytes, bytes]:
+    """Deposit batches of eight 64 KiB envelopes until one is answered storage full;
+    what was stored. Each refused envelope is unknown to the storage."""
+    stored: dict[bytes, bytes] = {}
+    for first in range(0, 1000, 8):
+        blobs = {eid(n): envelope(eid(n), size=64 * 1024) for n in range(first, first + 8)}
+        results = store.put_many(
+            [NewEnvelope(MAILBOX, i, blob) for i, blob in blobs.items()], HOUR_START, GATEWAY
+        )
+        for (envelope_id, blob), result in zip(blobs.items(), results, strict=True):
+            if result is PutOutcome.CREATED:
+                stored[envelope_id] = blob
+            else:
+                assert isinstance(result, StorageFull), result
+                assert (result.status, result.reason) == (507, "relay storage is full")
+                assert store.status(envelope_id, GATEWAY).status is EnvelopeStatus.UNKNOWN
+        if len(stored) < first + 8:
+            assert stored, "the disk took nothing at all"
+            return stored
+    raise AssertionError("the disk never filled")
+
+
+def test_a_full_disk_refuses_the_batch_envelopes_that_do_not_fit(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "small", "2m") as home:
+        store = SqliteFileStorage(home)
+        try:
+            stored = fill_by_batches_until_full(store)
+            assert list((home / "envelopes").rglob("*.tmp")) == []
+            assert_intact(store, stored)
+        finally:
+            store.close()
+        store = SqliteFileStorage(home)  # opens again; everything acknowledged is intact
+        try:
+            assert_intact(store, stored)
+            files = [p for p in (home / "envelopes").rglob("*") if p.is_file()]
+            assert len(files) == len(stored)  # nothing of a refused one left behind
+        finally:
+            store.close()
+
+
+def test_a_full_postgresql_disk_refuses_the_batch_envelopes_that_do_not_fit() -> None:
+    with small_tablespace("sg_relay_full", "4m") as url:
+        store = PostgresStorage(url)
+        try:
+            stored = fill_by_batches_until_full(store)
+            assert_intact(store, stored)
+        finally:
+            store.close()
+        store = PostgresStorage(url)
+        try:
+            assert_intact(store, stored)
+        finally:
+            store.close()

@@ -17,9 +17,13 @@ import sqlalchemy as sa
 from bridge.directory import DirectoryRecord
 from bridge.envelope import OuterHeader
 from bridge.relay.storage import (
+    EnvelopeStatus,
     EnvelopeStorage,
+    NewEnvelope,
     PutOutcome,
     SqliteFileStorage,
+    StorageFull,
+    StorageUsage,
     StoredEnvelope,
     coarse_hour,
 )
@@ -277,5 +281,76 @@ def test_concurrent_deposits_are_all_stored_durably(tmp_path: Path) -> None:
         for mailbox_id, envelope_id in items:
             assert reopened.get(mailbox_id, envelope_id) == data[envelope_id]
         assert reopened.usage().envelopes == len(items)
+    finally:
+        reopened.close()
+
+
+def test_put_many_answers_each_envelope_in_order(
+    storage: SqliteFileStorage | PostgresStorage,
+) -> None:
+    mailbox = os.urandom(32)
+    old, new, other = os.urandom(16), os.urandom(16), os.urandom(16)
+    stored = envelope(mailbox, old)
+    assert storage.put(mailbox, old, stored, HOUR_START, GATEWAY) is PutOutcome.CREATED
+    fresh, clash, second = envelope(mailbox, new), envelope(mailbox, old), envelope(mailbox, other)
+    batch = [
+        NewEnvelope(mailbox, new, fresh), NewEnvelope(mailbox, old, stored),
+        NewEnvelope(mailbox, old, clash), NewEnvelope(mailbox, new, fresh),
+        NewEnvelope(mailbox, other, second), NewEnvelope(mailbox, other, fresh),
+    ]
+    assert storage.put_many(batch, HOUR_START, GATEWAY) == [
+        PutOutcome.CREATED, PutOutcome.DUPLICATE, PutOutcome.CONFLICT,
+        PutOutcome.DUPLICATE, PutOutcome.CREATED, PutOutcome.CONFLICT,
+    ]
+    assert storage.get(mailbox, new) == fresh
+    assert storage.get(mailbox, old) == stored
+    assert storage.get(mailbox, other) == second
+    assert storage.usage() == StorageUsage(3, len(stored) + len(fresh) + len(second))
+    assert storage.status(new, GATEWAY).status is EnvelopeStatus.PENDING
+
+
+def test_put_many_refuses_only_what_exceeds_the_quota(relay_backend: Backend) -> None:
+    store = relay_backend.open(quota=1000)
+    mailbox = os.urandom(32)
+    small, large = os.urandom(16), os.urandom(16)
+    try:
+        results = store.put_many([
+            NewEnvelope(mailbox, small, envelope(mailbox, small, 100)),
+            NewEnvelope(mailbox, large, envelope(mailbox, large, 2000)),
+        ], HOUR_START, GATEWAY)
+        assert results[0] is PutOutcome.CREATED
+        assert isinstance(results[1], StorageFull)
+        assert [item.envelope_id for item in store.list(mailbox, 10)] == [small]
+        assert store.get(mailbox, large) is None
+    finally:
+        store.close()
+
+
+def test_concurrent_batches_and_puts_of_the_same_ids_store_each_once(tmp_path: Path) -> None:
+    """Batches and single puts race for the same ids (sharing lock stripes): each id is
+    stored once, every caller hears CREATED or DUPLICATE, and a reopen finds no debris."""
+    store = SqliteFileStorage(tmp_path)
+    mailbox = os.urandom(32)
+    ids = [os.urandom(16) for _ in range(60)]
+    data = {envelope_id: envelope(mailbox, envelope_id) for envelope_id in ids}
+    batches = [[NewEnvelope(mailbox, i, data[i]) for i in ids[k::3]] for k in range(3)] * 2
+
+    def deposit(n: int) -> list[PutOutcome | StorageFull]:
+        if n < len(batches):
+            return store.put_many(batches[n], HOUR_START, GATEWAY)
+        envelope_id = ids[n % len(ids)]
+        return [store.put(mailbox, envelope_id, data[envelope_id], HOUR_START, GATEWAY)]
+
+    try:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = [r for rs in pool.map(deposit, range(len(batches) + 60)) for r in rs]
+    finally:
+        store.close()
+    assert set(answers) == {PutOutcome.CREATED, PutOutcome.DUPLICATE}
+    assert answers.count(PutOutcome.CREATED) == len(ids)
+    reopened = SqliteFileStorage(tmp_path)
+    try:
+        assert reopened.usage().envelopes == len(ids)
+        assert all(reopened.get(mailbox, i) == data[i] for i in ids)
     finally:
         reopened.close()

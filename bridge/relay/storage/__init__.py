@@ -20,7 +20,9 @@ from bridge.relay.storage.protocol import (
     HOUR,
     EnvelopeStatus,
     EnvelopeStorage,
+    NewEnvelope,
     PutOutcome,
+    PutResult,
     StatusAnswer,
     StorageFull,
     StorageSchemaError,
@@ -35,7 +37,8 @@ from bridge.relay.storage.rows import PurgeHook
 from bridge.relay.storage.sqlite_files import SqliteFileStorage
 
 __all__ = [
-    "DEPOSITOR_TAG_LEN", "HOUR", "EnvelopeStatus", "EnvelopeStorage", "PutOutcome",
+    "DEPOSITOR_TAG_LEN", "HOUR", "EnvelopeStatus", "EnvelopeStorage", "NewEnvelope",
+    "PutOutcome", "PutResult",
     "SqliteFileStorage", "StatusAnswer", "StorageFull", "StorageSchemaError",
     "StorageUnavailable", "StorageUsage", "StoredEnvelope", "SweepResult", "coarse_hour",
     "depositor_tag", "open_storage",

@@ -1,7 +1,8 @@
 """Group commit for threads: concurrent writers that wait for the same commit share it.
 
 `GroupCommit.commit(item)` returns once `item` is written durably by `write_batch`, or
-raises what writing it raised. The first caller to find no commit running writes
+raises what writing it raised; `commit_all(items)` queues one caller's items at once
+and tells what became of each. The first caller to find no commit running writes
 everything queued until then in one call (one transaction, one fsync); callers that
 arrive meanwhile queue their items and wait, and when that commit ends one of them
 writes all of theirs together. At low load an item waits for nobody; at high load
@@ -37,12 +38,24 @@ class GroupCommit(Generic[T]):
 
     def commit(self, item: T) -> None:
         waiter = _Waiter(item)
+        self._commit([waiter])
+        self._raise(waiter)
+
+    def commit_all(self, items: Sequence[T]) -> list[BaseException | None]:
+        """Commit `items` together (with whatever else is queued): what writing each
+        raised, in order (None: durable)."""
+        waiters = [_Waiter(item) for item in items]
+        if waiters:
+            self._commit(waiters)
+        return [waiter.error for waiter in waiters]
+
+    def _commit(self, waiters: list[_Waiter[T]]) -> None:
         with self._changed:
-            self._queued.append(waiter)
-            while self._writing and not waiter.done:
+            self._queued += waiters
+            # Queued together, taken together: the last one done means all are.
+            while self._writing and not waiters[-1].done:
                 self._changed.wait()
-            if waiter.done:
-                self._raise(waiter)
+            if waiters[-1].done:
                 return
             batch, self._queued = self._queued, []
             self._writing = True
@@ -54,7 +67,6 @@ class GroupCommit(Generic[T]):
                     other.done = True
                 self._writing = False
                 self._changed.notify_all()
-        self._raise(waiter)
 
     def _write(self, batch: list[_Waiter[T]]) -> None:
         try:

@@ -44,9 +44,11 @@ order deposits; the embedded backend keeps neither.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import secrets
 import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -55,13 +57,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from bridge.relay.storage.protocol import (
     EnvelopeStatus,
+    NewEnvelope,
     PutOutcome,
+    PutResult,
     StorageFull,
     StorageUnavailable,
     StorageUsage,
     SweepResult,
+    all_answered,
     coarse_hour,
     depositor_tag,
+    put_each,
+    put_in_rounds,
 )
 from bridge.relay.storage.rows import (
     DEFAULT_RETENTION,
@@ -150,12 +157,8 @@ class PostgresStorage(SqlRows):
     ) -> PutOutcome:
         size = len(data)
         check_fits_quota(size, self._quota)
-        digest = hashlib.sha256(data).digest()
-        row = {
-            "envelope_id": envelope_id, "mailbox_id": mailbox_id, "size": size,
-            "sha256": digest, "received": received, "tiebreak": secrets.randbits(63),
-            "depositor": depositor_tag(depositor, envelope_id),
-        }
+        row = _row(NewEnvelope(mailbox_id, envelope_id, data), received, depositor)
+        digest = row["sha256"]
         while True:
             with self._engine.begin() as conn:
                 inserted = conn.execute(_INSERT_ROW, row).first()
@@ -165,7 +168,7 @@ class PostgresStorage(SqlRows):
                         return known
                     continue  # removed since it conflicted: try again
                 conn.execute(_INSERT_BYTES, {"envelope_id": envelope_id, "data": data})
-                purged = self._make_room(conn, envelope_id, size)
+                purged = self._make_room(conn, [envelope_id], size)
                 self._count(conn, 1 - len(purged), size - sum(s for _, s in purged))
             break
         self._order.add(envelope_id)
@@ -174,6 +177,67 @@ class PostgresStorage(SqlRows):
         if purged and self._on_purge is not None:
             self._on_purge("quota", len(purged))
         return PutOutcome.CREATED
+
+    def put_many(
+        self, envelopes: Sequence[NewEnvelope], received: int, depositor: bytes,
+    ) -> builtins.list[PutResult]:
+        return put_in_rounds(envelopes, functools.partial(
+            self._put_distinct, received=received, depositor=depositor,
+        ))
+
+    def _put_distinct(
+        self, envelopes: builtins.list[NewEnvelope], *, received: int, depositor: bytes,
+    ) -> builtins.list[PutResult]:
+        """`put` for envelopes of distinct ids in one transaction (one quota decision
+        for all); if they do not fit together, one by one."""
+        results: builtins.list[PutResult | None] = [None] * len(envelopes)
+        rows: builtins.list[tuple[int, NewEnvelope, dict[str, Any]]] = []
+        for index, envelope in enumerate(envelopes):
+            if self._quota is not None and len(envelope.data) > self._quota:
+                results[index] = StorageFull("envelope is larger than the relay's whole quota")
+            else:
+                rows.append((index, envelope, _row(envelope, received, depositor)))
+        inserted: builtins.list[tuple[int, NewEnvelope]] = []
+        again: builtins.list[tuple[int, NewEnvelope]] = []  # removed since they conflicted
+        purged: builtins.list[tuple[bytes, int]] = []
+        try:
+            with self._engine.begin() as conn:
+                for index, envelope, row in rows:
+                    if conn.execute(_INSERT_ROW, row).first() is not None:
+                        inserted.append((index, envelope))
+                        continue
+                    known = self._outcome_if_stored(
+                        conn, envelope.mailbox_id, envelope.envelope_id, row["sha256"]
+                    )
+                    if known is None:
+                        again.append((index, envelope))
+                    else:
+                        results[index] = known
+                if inserted:
+                    conn.execute(_INSERT_BYTES, [
+                        {"envelope_id": envelope.envelope_id, "data": envelope.data}
+                        for _, envelope in inserted
+                    ])
+                    size = sum(len(envelope.data) for _, envelope in inserted)
+                    purged = self._make_room(
+                        conn, [envelope.envelope_id for _, envelope in inserted], size
+                    )
+                    self._count(conn, len(inserted) - len(purged),
+                                size - sum(s for _, s in purged))
+        except StorageFull:  # rolled back whole: one by one, as far as they fit
+            again = [(index, envelope) for index, envelope, _ in rows]
+            inserted, purged = [], []
+        for index, envelope in inserted:
+            self._order.add(envelope.envelope_id)
+            results[index] = PutOutcome.CREATED
+        for victim, _ in purged:
+            self._order.forget(victim)
+        if purged and self._on_purge is not None:
+            self._on_purge("quota", len(purged))
+        alone = put_each(self, [envelope for _, envelope in again], received, depositor)
+        for (index, _), result in zip(again, alone, strict=True):
+            results[index] = result
+        return all_answered(results)
 
     def get(self, mailbox_id: bytes, envelope_id: bytes) -> bytes | None:
         e, b = envelopes_table.c, envelope_bytes_table.c
@@ -236,9 +300,10 @@ class PostgresStorage(SqlRows):
     # internals
 
     def _make_room(
-        self, conn: sa.Connection, envelope_id: bytes, size: int
+        self, conn: sa.Connection, own: Collection[bytes], size: int
     ) -> builtins.list[tuple[bytes, int]]:
-        """Under the quota lock, purge the oldest envelopes until `size` more bytes fit.
+        """Under the quota lock, purge the oldest envelopes (not those of `own`, the
+        transaction's new ones) until `size` more bytes fit.
 
         The (id, size) of each envelope purged; StorageFull if nothing is left to purge.
         """
@@ -257,7 +322,7 @@ class PostgresStorage(SqlRows):
             if need <= 0:
                 return purged
             chosen = []
-            for row in self._oldest_hour(conn, excluding=envelope_id):
+            for row in self._oldest_hour(conn, excluding=own):
                 if need <= 0:
                     break
                 chosen.append(row.envelope_id)
@@ -291,6 +356,16 @@ class PostgresStorage(SqlRows):
         conn.execute(_COUNT, {
             "chosen": secrets.randbelow(USAGE_STRIPES), "added": envelopes, "added_bytes": size,
         })
+
+
+def _row(envelope: NewEnvelope, received: int, depositor: bytes) -> dict[str, Any]:
+    """An envelope's row: what its outer header shows, its digest, hour and depositor tag."""
+    return {
+        "envelope_id": envelope.envelope_id, "mailbox_id": envelope.mailbox_id,
+        "size": len(envelope.data), "sha256": hashlib.sha256(envelope.data).digest(),
+        "received": received, "tiebreak": secrets.randbits(63),
+        "depositor": depositor_tag(depositor, envelope.envelope_id),
+    }
 
 
 def _map_error(context: sa.engine.ExceptionContext) -> None:

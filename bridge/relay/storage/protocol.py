@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import enum
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +68,18 @@ class StorageSchemaError(BridgeError):
 
 
 @dataclass(frozen=True)
+class NewEnvelope:
+    """One envelope of a batch deposit, as its outer header names it."""
+
+    mailbox_id: bytes
+    envelope_id: bytes
+    data: bytes
+
+
+PutResult = PutOutcome | StorageFull  # one envelope's answer in a batch
+
+
+@dataclass(frozen=True)
 class StoredEnvelope:
     """One line of a mailbox listing."""
 
@@ -101,6 +114,52 @@ def coarse_hour(now: float) -> int:
     return seconds - seconds % HOUR
 
 
+def put_in_rounds(
+    envelopes: Sequence[NewEnvelope],
+    put_distinct: Callable[[builtins.list[NewEnvelope]], builtins.list[PutResult]],
+) -> builtins.list[PutResult]:
+    """`put_many` by `put_distinct`, which stores envelopes of distinct ids: a batch
+    that repeats an id stores the first in one round, then the repeat against it."""
+    rounds: builtins.list[builtins.list[int]] = []
+    seen: dict[bytes, int] = {}  # envelope id -> rounds it is in so far
+    for index, envelope in enumerate(envelopes):
+        taken = seen.get(envelope.envelope_id, 0)
+        seen[envelope.envelope_id] = taken + 1
+        if taken == len(rounds):
+            rounds.append([])
+        rounds[taken].append(index)
+    results: dict[int, PutResult] = {}
+    for indexes in rounds:
+        answers = put_distinct([envelopes[i] for i in indexes])
+        results.update(zip(indexes, answers, strict=True))
+    return [results[i] for i in range(len(envelopes))]
+
+
+def all_answered(results: Sequence[PutResult | None]) -> builtins.list[PutResult]:
+    """`results` once every envelope has its answer (a backend's own check)."""
+    done = [result for result in results if result is not None]
+    if len(done) != len(results):
+        raise RuntimeError("an envelope of the batch got no answer")
+    return done
+
+
+def put_each(
+    storage: EnvelopeStorage, envelopes: Sequence[NewEnvelope], received: int,
+    depositor: bytes,
+) -> builtins.list[PutResult]:
+    """`put_many` as one `put` per envelope (what a batch falls back to when the room
+    it needs as a whole cannot be found)."""
+    results: builtins.list[PutResult] = []
+    for envelope in envelopes:
+        try:
+            results.append(storage.put(
+                envelope.mailbox_id, envelope.envelope_id, envelope.data, received, depositor,
+            ))
+        except StorageFull as full:
+            results.append(full)
+    return results
+
+
 def depositor_tag(gateway_key: bytes, envelope_id: bytes) -> bytes:
     """What storage keeps of who deposited an envelope: BLAKE2b of the gateway key,
     keyed by the envelope id. The tags of one gateway's envelopes are unrelated to
@@ -121,6 +180,14 @@ class EnvelopeStorage(Protocol):
 
         `depositor` is the gateway key that signed the deposit. Raises `StorageFull`.
         """
+
+    def put_many(
+        self, envelopes: Sequence[NewEnvelope], received: int, depositor: bytes,
+    ) -> builtins.list[PutResult]:
+        """`put` for each envelope, in one transaction: one answer per envelope, in
+        order, a `StorageFull` for one that does not fit (each CREATED is durable
+        when this returns). Other errors (`StorageUnavailable`) refuse the whole call;
+        envelopes stored before it stay stored, and a retry answers DUPLICATE."""
 
     def list(self, mailbox_id: bytes, limit: int) -> builtins.list[StoredEnvelope]:
         """At most `limit` envelopes of one mailbox, oldest deposit first."""

@@ -20,7 +20,7 @@ import builtins
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -228,10 +228,10 @@ class SqlRows:
                 tombstones_table.delete().where(tombstones_table.c.hour <= cutoff)
             ).rowcount)
 
-    def _oldest_hour(self, conn: sa.Connection, *, excluding: bytes | None = None) -> Any:
+    def _oldest_hour(self, conn: sa.Connection, *, excluding: Collection[bytes] = ()) -> Any:
         """Rows (id, mailbox, size, received, tiebreak) of the oldest hour, oldest first."""
         e = envelopes_table.c
-        where = [] if excluding is None else [e.envelope_id != excluding]
+        where = [e.envelope_id.not_in(excluding)] if excluding else []
         oldest = conn.execute(sa.select(sa.func.min(e.received)).where(*where)).scalar()
         if oldest is None:
             return []

@@ -30,7 +30,9 @@ if an envelope is stored under it: that answers a racing retry), fsync of the
 directory, then the row. Deposits that arrive together share the last two steps
 (`GroupCommit`): each directory is synced once for all of their files in it, and
 their rows are inserted in one transaction, one commit; each is answered once that
-commit is durable. Removing deletes the row (and writes its tombstone in the same
+commit is durable. A batch (`put_many`) places all of its files first, holding their
+locks (taken in stripe order), and commits their rows together the same way.
+Removing deletes the row (and writes its tombstone in the same
 transaction), then the file. Puts and removals of one envelope id hold the same lock
 (a put until its row is committed), so a file without a row is crash debris: a
 deposit that was never acknowledged to its sender. Opening the storage removes such
@@ -64,12 +66,17 @@ import sqlalchemy as sa
 from bridge.relay.storage.group_commit import GroupCommit
 from bridge.relay.storage.protocol import (
     EnvelopeStatus,
+    NewEnvelope,
     PutOutcome,
+    PutResult,
     StorageFull,
     StorageUsage,
     SweepResult,
+    all_answered,
     coarse_hour,
     depositor_tag,
+    put_each,
+    put_in_rounds,
 )
 from bridge.relay.storage.rows import (
     DEFAULT_RETENTION,
@@ -206,6 +213,113 @@ class SqliteFileStorage(SqlRows):
             with self._space:  # no envelope lock is held here (lock order)
                 self._space.notify_all()
         return PutOutcome.CREATED
+
+    def put_many(
+        self, envelopes: Sequence[NewEnvelope], received: int, depositor: bytes,
+    ) -> list[PutResult]:
+        return put_in_rounds(envelopes, functools.partial(
+            self._put_distinct, received=received, depositor=depositor,
+        ))
+
+    def _put_distinct(
+        self, envelopes: list[NewEnvelope], *, received: int, depositor: bytes,
+    ) -> list[PutResult]:
+        """`put` for envelopes of distinct ids, their rows in one commit: the files
+        are placed (durable) under their locks, taken in stripe order, and held
+        until the rows are committed."""
+        results: list[PutResult | None] = [None] * len(envelopes)
+        pending: list[tuple[int, NewEnvelope, bytes, Path]] = []
+        for index, envelope in enumerate(envelopes):
+            digest = hashlib.sha256(envelope.data).digest()
+            path = self._path(envelope.mailbox_id, envelope.envelope_id)
+            known = self._stored_outcome(envelope.mailbox_id, envelope.envelope_id, digest) \
+                if path.exists() else None
+            if known is not None:
+                results[index] = known
+            elif self._quota is not None and len(envelope.data) > self._quota:
+                results[index] = StorageFull("envelope is larger than the relay's whole quota")
+            else:
+                pending.append((index, envelope, digest, path))
+        if not pending:
+            return all_answered(results)
+        reserved = sum(len(envelope.data) for _, envelope, _, _ in pending)
+        try:
+            self._reserve(reserved)
+        except StorageFull:  # no room for all at once: one by one, as far as they fit
+            alone = put_each(self, [envelope for _, envelope, _, _ in pending], received,
+                             depositor)
+            for (index, _, _, _), result in zip(pending, alone, strict=True):
+                results[index] = result
+            return all_answered(results)
+        try:
+            with contextlib.ExitStack() as held:
+                for stripe in sorted({self._stripe(e.envelope_id) for _, e, _, _ in pending}):
+                    held.enter_context(self._locks[stripe])
+                placed = self._place_files(pending, received, depositor, results)
+                errors = self._commits.commit_all(
+                    [_Deposit(path.parent, row) for _, path, row in placed]
+                )
+                reserved -= self._settle_rows(placed, errors, results)
+        finally:
+            with self._counters:
+                self._reserved -= reserved
+            with self._space:  # no envelope lock is held here (lock order)
+                self._space.notify_all()
+        return all_answered(results)
+
+    def _place_files(
+        self, pending: list[tuple[int, NewEnvelope, bytes, Path]], received: int,
+        depositor: bytes, results: list[PutResult | None],
+    ) -> list[tuple[int, Path, dict[str, Any]]]:
+        """Place the files of `pending` (index, envelope, digest, path): the (index,
+        path, row) of each placed; the others' answers go to `results`."""
+        placed: list[tuple[int, Path, dict[str, Any]]] = []
+        for index, envelope, digest, path in pending:
+            mailbox_id, envelope_id = envelope.mailbox_id, envelope.envelope_id
+            try:
+                known = self._place_file(path, envelope.data, received, functools.partial(
+                    self._stored_outcome, mailbox_id, envelope_id, digest,
+                ))
+            except StorageFull as full:
+                results[index] = full
+                continue
+            if known is not None:
+                results[index] = known
+                continue
+            placed.append((index, path, {
+                "envelope_id": envelope_id, "mailbox_id": mailbox_id,
+                "size": len(envelope.data), "sha256": digest, "received": received,
+                "tiebreak": secrets.randbits(63),
+                "depositor": depositor_tag(depositor, envelope_id),
+            }))
+        return placed
+
+    def _settle_rows(
+        self, placed: list[tuple[int, Path, dict[str, Any]]],
+        errors: list[BaseException | None], results: list[PutResult | None],
+    ) -> int:
+        """Answer each placed envelope by what its row's commit did; the bytes now
+        stored. An error other than StorageFull is raised once all are settled."""
+        stored = 0
+        failure: BaseException | None = None
+        for (index, path, row), error in zip(placed, errors, strict=True):
+            if error is None:
+                with self._counters:
+                    self._reserved -= row["size"]
+                    self._stored += row["size"]
+                stored += row["size"]
+                self._order.add(row["envelope_id"])
+                results[index] = PutOutcome.CREATED
+                continue
+            try:
+                results[index] = self._row_failed(path, row, error)
+            except StorageFull as full:
+                results[index] = full
+            except BaseException as other:  # noqa: BLE001 - raised below
+                failure = failure or other
+        if failure is not None:
+            raise failure
+        return stored
 
     def get(self, mailbox_id: bytes, envelope_id: bytes) -> bytes | None:
         t = envelopes_table.c
@@ -356,29 +470,37 @@ class SqliteFileStorage(SqlRows):
         return self._envelope_dir / mailbox_id[:1].hex() / envelope_id.hex()
 
     def _lock(self, envelope_id: bytes) -> threading.Lock:
-        return self._locks[envelope_id[0] % _LOCK_STRIPES]
+        return self._locks[self._stripe(envelope_id)]
+
+    @staticmethod
+    def _stripe(envelope_id: bytes) -> int:
+        return envelope_id[0] % _LOCK_STRIPES
 
     def _commit_row(self, path: Path, row: dict[str, Any]) -> PutOutcome | None:
         """Commit the row of the file just placed at `path`, with the rows of deposits
-        waiting at the same time: None once durable. If a row is stored under its id
-        (one whose file a removal on a full disk took), that one's outcome; a conflicting
-        file is removed again. Otherwise a failure removes the file (StorageFull if the
-        disk is full)."""
+        waiting at the same time: None once durable, else what `_row_failed` says."""
         try:
             self._commits.commit(_Deposit(path.parent, row))
-        except sa.exc.IntegrityError:
+        except BaseException as exc:
+            return self._row_failed(path, row, exc)
+        return None
+
+    def _row_failed(self, path: Path, row: dict[str, Any], exc: BaseException) -> PutOutcome:
+        """After the row of `path` failed with `exc`: if a row is stored under its id
+        (one whose file a removal on a full disk took), that one's outcome; a
+        conflicting file is removed again. Otherwise the file is removed and `exc`
+        raised (StorageFull if the disk is full)."""
+        if isinstance(exc, sa.exc.IntegrityError):
             known = self._stored_outcome(row["mailbox_id"], row["envelope_id"], row["sha256"])
             if known is not PutOutcome.DUPLICATE:  # the same bytes restore its file
                 path.unlink(missing_ok=True)
             if known is None:
-                raise
+                raise exc
             return known
-        except BaseException as exc:
-            path.unlink(missing_ok=True)
-            if isinstance(exc, sa.exc.OperationalError) and _is_disk_full(exc):
-                raise StorageFull("relay storage is full") from None
-            raise
-        return None
+        path.unlink(missing_ok=True)
+        if isinstance(exc, sa.exc.OperationalError) and _is_disk_full(exc):
+            raise StorageFull("relay storage is full") from None
+        raise exc
 
     def _place_file(
         self, path: Path, data: bytes, hour: int, stored: Callable[[], PutOutcome | None]
