@@ -50,7 +50,12 @@ _TAKE_MODSEQ = (
     .values(highest_modseq=col(Folder.highest_modseq) + 1)
     .returning(col(Folder.highest_modseq))
 )
-# Every stored message goes through these two: plain SQL (`gateway.store.driver_sql`).
+# Every stored message goes through these: plain SQL (`gateway.store.driver_sql`).
+_FOLDER_ID = "SELECT id FROM folder WHERE account_id = ? AND name = ?"
+_LOCK_FOLDER_ID = {
+    "sqlite": DriverSql(_FOLDER_ID),  # BEGIN IMMEDIATE holds the lock already
+    "postgresql": DriverSql(_FOLDER_ID + " FOR UPDATE"),
+}
 _TAKE_UIDS = DriverSql(
     "UPDATE folder SET uid_next = uid_next + ?, highest_modseq = highest_modseq + ?"
     " WHERE id = ? RETURNING uid_next, highest_modseq"
@@ -153,10 +158,11 @@ def ensure_folder(
     name = canonical_folder_name(name)
     if not name or len(name) > _MAX_FOLDER_NAME or any(ord(ch) < 0x20 for ch in name):
         raise InvalidValue("folder name is empty, too long or holds a control character")
-    try:
-        return folder_row(connection, account_id, name, lock=True).id, False
-    except MailboxNotFound:
-        pass
+    folder_id = _LOCK_FOLDER_ID[connection.dialect.name].execute(
+        connection, (account_id, name)
+    ).scalar()
+    if folder_id is not None:
+        return folder_id, False
     return insert_folder(connection, account_id, name, special_use), True
 
 

@@ -377,12 +377,17 @@ def _rows(
     """The `_INSERT` rows of `items`, queued `now` (as `driver_datetime` gives it), their
     envelopes passed through `blob` (`driver_blob`)."""
     rows: list[DriverRow] = []
+    texts: dict[tuple[str, ...], str] = {}  # the recipients of a batch share their relays
     for envelope_id, envelope, relays, *_ in items:
         if not envelope_id:
             raise InvalidValue("envelope id is empty")
-        relays_json = relays_to_json(relays)
-        if relays_json == "[]":
-            raise InvalidValue("an envelope needs at least one relay")
+        relays_json = texts.get(relays) if type(relays) is tuple else None
+        if relays_json is None:
+            relays_json = relays_to_json(relays)
+            if relays_json == "[]":
+                raise InvalidValue("an envelope needs at least one relay")
+            if type(relays) is tuple:
+                texts[relays] = relays_json
         rows.append((envelope_id, blob(envelope), relays_json, 0, now, None, now))
     return rows
 
