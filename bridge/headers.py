@@ -310,6 +310,8 @@ def _full_parse(value: str) -> tuple[AddressList | None, bool]:
 
 def decoded_text(value: str) -> str:
     """A field value with RFC 2047 encoded words decoded (as is when they do not decode)."""
+    if "=?" not in value:  # no encoded word: the stdlib gives the value back as it is
+        return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):

@@ -4,6 +4,9 @@ IMAP renderer see the same fields."""
 
 from __future__ import annotations
 
+import email.errors
+import email.header
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 from bridge.headers import (
     HeaderError,
     HeaderTooLarge,
+    decoded_text,
     parse_addresses,
     parse_header,
 )
@@ -95,3 +99,20 @@ def test_header_values_never_reach_the_error_message() -> None:
     with pytest.raises(HeaderTooLarge) as err:
         parse_header(b"Subject: secret-" + b"x" * 100, limit=50)
     assert "secret" not in str(err.value)
+
+
+def _decoded_by_the_stdlib(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return value
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.text(), st.text(st.sampled_from(list(" \t\r\nab=?:_QBé\x00\ud800")))))
+@example("plain subject")
+@example("=?utf-8?q?caf=C3=A9?=")
+@example("a =?iso-8859-1?b?Y2Fm6Q==?= b")
+@example("=? not a word")
+def test_decoded_text_answers_as_the_stdlib_does(value: str) -> None:
+    assert decoded_text(value) == _decoded_by_the_stdlib(value)
