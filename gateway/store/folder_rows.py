@@ -197,12 +197,18 @@ def store_prepared_many(
     streams = dialect.name == "sqlite"
     blob = driver_blob(dialect)
     batch: list[tuple[object, ...]] = []
+    texts: dict[frozenset[str], str] = {}  # the messages of a batch share their flags
     for n, (prepared, internal_date, flags) in enumerate(messages):
         when = utc(internal_date)
         fields = (folder_id, first_uid + n, envelope_id, prepared.seal_id)
+        text = texts.get(flags) if type(flags) is frozenset else None
+        if text is None:
+            text = flags_text(canonical_flags(flags))
+            if type(flags) is frozenset:
+                texts[flags] = text
         rest = (
-            utc_offset_minutes(internal_date), prepared.size, flags_text(canonical_flags(flags)),
-            first_modseq + n, prepared.sealed_header,
+            utc_offset_minutes(internal_date), prepared.size, text, first_modseq + n,
+            prepared.sealed_header,
         )
         if streams and len(prepared.sealed) >= STREAMED_BLOB:
             if batch:  # rows go in in UID order
