@@ -228,6 +228,28 @@ def parse_header(
     return HeaderBlock(tuple(fields), end, None, False, stray)
 
 
+
+def block_end(message: bytes, *, start: int = 0, stop: int | None = None) -> int:
+    """`parse_header(message, limit=None, start=start, stop=stop).end`, without making the
+    fields: whole fields are skipped with the parser's quick pattern, and an input that
+    does not end its header block with an empty line after them is left to the parser."""
+    end = len(message) if stop is None else stop
+    pos = start
+    whole_field = _WHOLE_FIELD.match
+    while pos < end:
+        whole = whole_field(message, pos, end)
+        if whole is None:
+            break
+        pos = whole.end()
+    else:
+        return end
+    first = message[pos]
+    if first == _LF:
+        return pos + 1
+    if first == _CR and (pos + 1 == end or message[pos + 1] == _LF):
+        return min(pos + 2, end)
+    return parse_header(message, limit=None, start=start, stop=stop).end
+
 # ---------------------------------------------------------------------------------------
 # Addresses
 

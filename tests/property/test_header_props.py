@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bridge.headers import (
     HeaderError,
     HeaderTooLarge,
+    block_end,
     decoded_text,
     parse_addresses,
     parse_header,
@@ -116,3 +117,21 @@ def _decoded_by_the_stdlib(value: str) -> str:
 @example("=? not a word")
 def test_decoded_text_answers_as_the_stdlib_does(value: str) -> None:
     assert decoded_text(value) == _decoded_by_the_stdlib(value)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header_bytes, st.binary(max_size=16), st.integers(0, 8), st.integers(0, 8))
+@example(b"A: b\r\n\r\nbody", b"", 0, 0)
+@example(b"A: b\r\n c\r", b"", 0, 0)
+@example(b"A: b\r\n\r", b"", 0, 1)
+@example(b"", b"", 0, 0)
+def test_the_header_end_is_where_the_parser_ends_the_block(
+    head: bytes, body: bytes, skip: int, cut: int
+) -> None:
+    message = head + body
+    start = min(skip, len(message))
+    stop = max(start, len(message) - cut)
+    assert block_end(message, start=start, stop=stop) == parse_header(
+        message, limit=None, start=start, stop=stop
+    ).end
+    assert block_end(message) == parse_header(message, limit=None).end
