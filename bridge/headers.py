@@ -250,6 +250,32 @@ def block_end(message: bytes, *, start: int = 0, stop: int | None = None) -> int
         return min(pos + 2, end)
     return parse_header(message, limit=None, start=start, stop=stop).end
 
+
+def field_spans(block: bytes) -> list[tuple[int, int, bytes]]:
+    """(start, end, lower-case name) of every field `parse_header(block, limit=None)`
+    finds, each field being `block[start:end]`. Whole fields up to an empty line (a stored
+    header block, as a rule) are read with the parser's quick pattern, no `Field` made;
+    anything else is left to the parser."""
+    spans: list[tuple[int, int, bytes]] = []
+    end = len(block)
+    pos = 0
+    whole_field = _WHOLE_FIELD.match
+    while pos < end:
+        whole = whole_field(block, pos, end)
+        if whole is None:
+            break
+        spans.append((pos, whole.end(), whole.group(1).lower()))
+        pos = whole.end()
+    if pos == end or block.startswith((b"\n", b"\r\n"), pos) or block[pos:] == b"\r":
+        return spans
+    spans = []
+    pos = 0
+    for name, raw in parse_header(block, limit=None).fields:
+        start = block.find(raw, pos)  # a field's octets follow the one before, or a stray line
+        pos = start + len(raw)
+        spans.append((start, pos, name.encode("ascii")))
+    return spans
+
 # ---------------------------------------------------------------------------------------
 # Addresses
 

@@ -53,7 +53,7 @@ from typing import cast
 from sqlalchemy import Connection, Row, bindparam, insert, select
 from sqlmodel import col
 
-from bridge.headers import parse_header
+from bridge.headers import field_spans
 from gateway.imap.backend import ParsedHeader, StoredHeader
 from gateway.store.driver_sql import DriverSql
 from gateway.store.models import HeaderCacheBlock, Message
@@ -121,22 +121,18 @@ def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 def _field_spans(header: bytes, names: dict[bytes, int]) -> list[tuple[int, int, int]] | None:
-    """(start, end, name number) of each field `parse_header` finds, numbering the new
-    names in `names`; None (and `names` unchanged) if one cannot be recorded. A header's
-    fields are consecutive slices of it."""
+    """(start, end, name number) of each field `parse_header` finds (`field_spans`),
+    numbering the new names in `names`; None (and `names` unchanged) if one cannot be
+    recorded."""
     spans: list[tuple[int, int, int]] = []
     added: dict[bytes, int] = {}
-    position = 0
-    for name, raw in parse_header(header, limit=None).fields:
-        start = header.find(raw, position)
-        encoded = name.encode("ascii")
-        number = names.get(encoded)
+    for start, end, name in field_spans(header):
+        number = names.get(name)
         if number is None:
-            number = added.setdefault(encoded, len(names) + len(added))
-        if start < 0 or len(encoded) > 0xFF or number > 0xFF or len(spans) >= _UNSPLIT:
+            number = added.setdefault(name, len(names) + len(added))
+        if start < 0 or len(name) > 0xFF or number > 0xFF or len(spans) >= _UNSPLIT:
             return None
-        position = start + len(raw)
-        spans.append((start, position, number))
+        spans.append((start, end, number))
     names.update(added)
     return spans
 

@@ -16,6 +16,7 @@ from bridge.headers import (
     HeaderTooLarge,
     block_end,
     decoded_text,
+    field_spans,
     parse_addresses,
     parse_header,
 )
@@ -135,3 +136,17 @@ def test_the_header_end_is_where_the_parser_ends_the_block(
         message, limit=None, start=start, stop=stop
     ).end
     assert block_end(message) == parse_header(message, limit=None).end
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header_bytes, st.sampled_from([b"", b"\r\n", b"\n", b"\r", b"\r\nbody", b"x"]))
+@example(b"A: b\r\nC: d\r\n", b"\r\n")
+@example(b"From x\r\nA: b\r\n", b"\r\n")
+@example(b"A: b\r\n c\r", b"")
+def test_field_spans_are_the_parsers_fields(head: bytes, tail: bytes) -> None:
+    block = head + tail
+    fields = parse_header(block, limit=None).fields
+    spans = field_spans(block)
+    assert [(name.decode("ascii"), block[start:end]) for start, end, name in spans] == [
+        (field.name, field.raw) for field in fields
+    ]
