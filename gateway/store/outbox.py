@@ -258,9 +258,10 @@ class Outbox:
             w for w in writes
             if isinstance(w, Part) and w.last and not w.earlier and holds[w.hold] == 1
         ]
+        in_whole = {id(part) for part in whole}
         steps: list[tuple[OutboxWrite, list[DriverRow]]] = [
             (w, _rows(w.items, now, blob) if isinstance(w, Part) else [])
-            for w in writes if not any(w is part for part in whole)
+            for w in writes if id(w) not in in_whole
         ]
         whole_items = [item for part in whole for item in part.items]
         whole_rows = _rows(whole_items, now, blob)
