@@ -63,6 +63,8 @@ _VERSION = struct.Struct(">Q")
 
 def _printable(text: str) -> bool:
     """No whitespace, control, format, surrogate or private-use characters."""
+    if text.isascii():  # the rule for ASCII alone: "!" to "~" (every address, as a rule)
+        return text.isprintable() and " " not in text
     return not any(
         char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text
     )

@@ -228,6 +228,54 @@ def parse_header(
     return HeaderBlock(tuple(fields), end, None, False, stray)
 
 
+
+def block_end(message: bytes, *, start: int = 0, stop: int | None = None) -> int:
+    """`parse_header(message, limit=None, start=start, stop=stop).end`, without making the
+    fields: whole fields are skipped with the parser's quick pattern, and an input that
+    does not end its header block with an empty line after them is left to the parser."""
+    end = len(message) if stop is None else stop
+    pos = start
+    whole_field = _WHOLE_FIELD.match
+    while pos < end:
+        whole = whole_field(message, pos, end)
+        if whole is None:
+            break
+        pos = whole.end()
+    else:
+        return end
+    first = message[pos]
+    if first == _LF:
+        return pos + 1
+    if first == _CR and (pos + 1 == end or message[pos + 1] == _LF):
+        return min(pos + 2, end)
+    return parse_header(message, limit=None, start=start, stop=stop).end
+
+
+def field_spans(block: bytes) -> list[tuple[int, int, bytes]]:
+    """(start, end, lower-case name) of every field `parse_header(block, limit=None)`
+    finds, each field being `block[start:end]`. Whole fields up to an empty line (a stored
+    header block, as a rule) are read with the parser's quick pattern, no `Field` made;
+    anything else is left to the parser."""
+    spans: list[tuple[int, int, bytes]] = []
+    end = len(block)
+    pos = 0
+    whole_field = _WHOLE_FIELD.match
+    while pos < end:
+        whole = whole_field(block, pos, end)
+        if whole is None:
+            break
+        spans.append((pos, whole.end(), whole.group(1).lower()))
+        pos = whole.end()
+    if pos == end or block.startswith((b"\n", b"\r\n"), pos) or block[pos:] == b"\r":
+        return spans
+    spans = []
+    pos = 0
+    for name, raw in parse_header(block, limit=None).fields:
+        start = block.find(raw, pos)  # a field's octets follow the one before, or a stray line
+        pos = start + len(raw)
+        spans.append((start, pos, name.encode("ascii")))
+    return spans
+
 # ---------------------------------------------------------------------------------------
 # Addresses
 
@@ -310,6 +358,8 @@ def _full_parse(value: str) -> tuple[AddressList | None, bool]:
 
 def decoded_text(value: str) -> str:
     """A field value with RFC 2047 encoded words decoded (as is when they do not decode)."""
+    if "=?" not in value:  # no encoded word: the stdlib gives the value back as it is
+        return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):

@@ -87,8 +87,8 @@ class AccountPublic:
             if len(getattr(self, name)) != 32:
                 raise ValueError(f"{name} must be 32 bytes")
 
-    @property
-    def mailbox_id(self) -> bytes:
+    @cached_property
+    def mailbox_id(self) -> bytes:  # a hash for every envelope sealed to it: kept
         return mailbox_id_for(self.mailbox_key)
 
 

@@ -93,8 +93,9 @@ def check_structure(header: HeaderBlock) -> None:
             raise SenderRefused("A header field name must not be followed by white space")
     if header.stray_lines or (header.body_start is not None and not header.blank_line):
         raise SenderRefused("Every header line must belong to a field")
+    names = [field.name for field in header.fields]
     for name in SINGLE_FIELDS:
-        if len(header.get_all(name)) > 1:
+        if names.count(name) > 1:
             raise SenderRefused(f"The message must not have more than one {_spelt(name)} field")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -56,12 +57,22 @@ _NOTE_PERSON = b"sg-sent-note"
 CHECK_BATCH = 500  # envelopes asked about per pass
 
 
+# Derived once per unlocked account (every envelope's note uses it), and forgotten
+# with the account's keys: keyed by the AccountKeys object, held weakly.
+_NOTE_KEYS: weakref.WeakKeyDictionary[AccountKeys, nacl.secret.Aead] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _note_key(keys: AccountKeys) -> nacl.secret.Aead:
-    key = nacl.hash.blake2b(
-        b"", key=keys.storage_key, person=_NOTE_PERSON, digest_size=32,
-        encoder=nacl.encoding.RawEncoder,
-    )
-    return nacl.secret.Aead(key)
+    aead = _NOTE_KEYS.get(keys)
+    if aead is None:
+        key = nacl.hash.blake2b(
+            b"", key=keys.storage_key, person=_NOTE_PERSON, digest_size=32,
+            encoder=nacl.encoding.RawEncoder,
+        )
+        aead = _NOTE_KEYS[keys] = nacl.secret.Aead(key)
+    return aead
 
 
 def seal_note(

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from bridge.headers import parse_header
+from bridge.headers import block_end
 
 
 class BackendError(Exception):
@@ -292,7 +292,7 @@ def header_block(message: bytes) -> bytes:
 def header_end(message: bytes, start: int = 0, end: int | None = None) -> int:
     """Where `header_block` of message[start:end] ends, as an index into `message` (so a
     part inside a message is cut without copying it)."""
-    return parse_header(message, limit=None, start=start, stop=end).end
+    return block_end(message, start=start, stop=end)
 
 
 class MailSession(Protocol):

@@ -66,7 +66,7 @@ class DataReader:
         if self.state is DataState.NOMINAL:
             if self._over(len(buffer) - len(_CRLF)):
                 self.state = DataState.TOO_MUCH
-            elif _longest_line(buffer) > self._line_limit:
+            elif has_long_line(buffer, self._line_limit):
                 self.state = DataState.TOO_LONG
         if self.state is DataState.NOMINAL:
             self._content = bytes(buffer).replace(b"\r\n.", _CRLF)[len(_CRLF) :]
@@ -84,6 +84,15 @@ class DataReader:
         return bool(self._size_limit) and size > (self._size_limit or 0)
 
 
-def _longest_line(buffer: bytearray) -> int:
-    """The longest line of `buffer` (which starts and ends with CR LF), its CR LF counted."""
-    return max(map(len, buffer.split(_CRLF))) + len(_CRLF)
+def has_long_line(buffer: bytes | bytearray, limit: int) -> bool:
+    """Whether a line of `buffer` (split at CR LF), its CR LF counted, is longer than
+    `limit` octets: one C search per `limit` octets, not an object per line. From a line
+    start, the last CR LF that a line of at most `limit` octets could end with is found;
+    none means the line there is too long, else every line up to it is short enough."""
+    pos, end = 0, len(buffer)
+    while end - pos > limit - len(_CRLF):  # a line from here could be too long
+        crlf = buffer.rfind(_CRLF, pos, pos + limit)
+        if crlf < 0:
+            return True
+        pos = crlf + len(_CRLF)
+    return False

@@ -8,7 +8,9 @@ for "nothing acknowledged with 250 is lost". Transactions that write begin with
 `BEGIN IMMEDIATE` (`writing`), so a read followed by a write in one
 transaction never fails with a stale snapshot; reads (`reading`) begin
 deferred and never block writers. The repositories use SQLAlchemy Core statements
-over the SQLModel tables (the ORM unit of work costs more than the work here).
+over the SQLModel tables (the ORM unit of work costs more than the work here); the
+statements of every submission's commit (the outbox's rows, filing a message, the
+header cache's check) are plain SQL run by the driver (`gateway.store.driver_sql`).
 
 Errors raised by the store (the IMAP-facing parts also raise `MailboxNotFound` and
 `AuthenticationFailed` from `gateway.imap.backend`, which the IMAP layer renders):

@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from gateway.imap.backend import MailboxNotFound
 from gateway.store.db import InvalidValue, utc
+from gateway.store.driver_sql import DriverSql, driver_blob, driver_datetime, insert_sql
 from gateway.store.flags import canonical_flags, flags_text
 from gateway.store.folder_state import canonical_folder_name, insert_folder
 from gateway.store.models import ExpungedMessage, Folder, Message, utc_offset_minutes
@@ -49,16 +50,21 @@ _TAKE_MODSEQ = (
     .values(highest_modseq=col(Folder.highest_modseq) + 1)
     .returning(col(Folder.highest_modseq))
 )
-_TAKE_UIDS_AND_MODSEQS = (
-    update(Folder)
-    .where(col(Folder.id) == bindparam("folder_id"))
-    .values(
-        uid_next=col(Folder.uid_next) + bindparam("count"),
-        highest_modseq=col(Folder.highest_modseq) + bindparam("count"),
-    )
-    .returning(col(Folder.uid_next), col(Folder.highest_modseq))
+# Every stored message goes through these: plain SQL (`gateway.store.driver_sql`).
+_FOLDER_ID = "SELECT id FROM folder WHERE account_id = ? AND name = ?"
+_LOCK_FOLDER_ID = {
+    "sqlite": DriverSql(_FOLDER_ID),  # BEGIN IMMEDIATE holds the lock already
+    "postgresql": DriverSql(_FOLDER_ID + " FOR UPDATE"),
+}
+_TAKE_UIDS = DriverSql(
+    "UPDATE folder SET uid_next = uid_next + ?, highest_modseq = highest_modseq + ?"
+    " WHERE id = ? RETURNING uid_next, highest_modseq"
 )
-_INSERT_MESSAGE = insert(Message)
+_MESSAGE_COLUMNS = (
+    "folder_id", "uid", "envelope_id", "seal_id", "internal_date", "internal_offset", "size",
+    "flags", "modseq", "sealed_header",
+)
+_INSERT_MESSAGE = insert_sql("message", (*_MESSAGE_COLUMNS, "sealed"))
 # SQLite copies a bound blob twice (the binding, then the row's record) before it writes a
 # page of it, so a sealed message of 40 MB would cost 80 MB more for a moment. A large one
 # goes in as zeroblob(n) instead, which takes no memory, and is written into its pages
@@ -99,9 +105,7 @@ def take_modseq(connection: Connection, folder_id: int) -> int:
 
 def take_uids(connection: Connection, folder_id: int, count: int) -> tuple[int, int]:
     """The first of the folder's next `count` UIDs and modseqs, all taken."""
-    uid_next, modseq = connection.execute(
-        _TAKE_UIDS_AND_MODSEQS, {"folder_id": folder_id, "count": count}
-    ).one()
+    uid_next, modseq = _TAKE_UIDS.execute(connection, (count, count, folder_id)).one()
     return uid_next - count, modseq - count + 1
 
 
@@ -154,10 +158,11 @@ def ensure_folder(
     name = canonical_folder_name(name)
     if not name or len(name) > _MAX_FOLDER_NAME or any(ord(ch) < 0x20 for ch in name):
         raise InvalidValue("folder name is empty, too long or holds a control character")
-    try:
-        return folder_row(connection, account_id, name, lock=True).id, False
-    except MailboxNotFound:
-        pass
+    folder_id = _LOCK_FOLDER_ID[connection.dialect.name].execute(
+        connection, (account_id, name)
+    ).scalar()
+    if folder_id is not None:
+        return folder_id, False
     return insert_folder(connection, account_id, name, special_use), True
 
 
@@ -188,30 +193,35 @@ def store_prepared_many(
     whose row the caller locked, in two statements (and on SQLite one more for each
     sealed blob of `STREAMED_BLOB` octets or more); their UIDs, in order."""
     first_uid, first_modseq = take_uids(connection, folder_id, len(messages))
-    streams = connection.dialect.name == "sqlite"
-    batch: list[dict[str, object]] = []
+    dialect = connection.dialect
+    streams = dialect.name == "sqlite"
+    blob = driver_blob(dialect)
+    batch: list[tuple[object, ...]] = []
+    texts: dict[frozenset[str], str] = {}  # the messages of a batch share their flags
     for n, (prepared, internal_date, flags) in enumerate(messages):
-        row: dict[str, object] = {
-            "folder_id": folder_id,
-            "uid": first_uid + n,
-            "envelope_id": envelope_id,
-            "seal_id": prepared.seal_id,
-            "internal_date": utc(internal_date),
-            "internal_offset": utc_offset_minutes(internal_date),
-            "size": prepared.size,
-            "flags": flags_text(canonical_flags(flags)),
-            "modseq": first_modseq + n,
-            "sealed_header": prepared.sealed_header,
-        }
+        when = utc(internal_date)
+        fields = (folder_id, first_uid + n, envelope_id, prepared.seal_id)
+        text = texts.get(flags) if type(flags) is frozenset else None
+        if text is None:
+            text = flags_text(canonical_flags(flags))
+            if type(flags) is frozenset:
+                texts[flags] = text
+        rest = (
+            utc_offset_minutes(internal_date), prepared.size, text, first_modseq + n,
+            prepared.sealed_header,
+        )
         if streams and len(prepared.sealed) >= STREAMED_BLOB:
             if batch:  # rows go in in UID order
-                connection.execute(_INSERT_MESSAGE, batch)
+                _INSERT_MESSAGE.execute(connection, batch)
                 batch = []
+            row: dict[str, object] = dict(
+                zip(_MESSAGE_COLUMNS, (*fields, when, *rest), strict=True)
+            )
             _insert_streamed(connection, row, prepared.sealed)
         else:
-            batch.append({**row, "sealed": prepared.sealed})
+            batch.append((*fields, driver_datetime(dialect, when), *rest, blob(prepared.sealed)))
     if batch:
-        connection.execute(_INSERT_MESSAGE, batch)
+        _INSERT_MESSAGE.execute(connection, batch)
     return [first_uid + n for n in range(len(messages))]
 
 

@@ -50,11 +50,12 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate, chain, pairwise, repeat
 from typing import cast
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select
+from sqlalchemy import Connection, Row, bindparam, insert, select
 from sqlmodel import col
 
-from bridge.headers import parse_header
+from bridge.headers import field_spans
 from gateway.imap.backend import ParsedHeader, StoredHeader
+from gateway.store.driver_sql import DriverSql
 from gateway.store.models import HeaderCacheBlock, Message
 from gateway.store.sealing import open_header, open_sealed, seal
 
@@ -78,10 +79,13 @@ _RANGE_SLACK = 4
 _B = HeaderCacheBlock
 _M = Message
 _IN_FOLDER = col(_M.folder_id) == bindparam("folder_id")
-_SELECT_LAST_BLOCK = select(func.max(col(_B.last_uid))).where(
-    col(_B.folder_id) == bindparam("folder_id")
+# The last UID in a block of the folder (0 if none) and how many messages come after it:
+# one plain statement (`gateway.store.driver_sql`) for every addition to a folder.
+_UNCACHED_COUNT = DriverSql(
+    "SELECT cached.uid, (SELECT count(*) FROM message WHERE folder_id = ? AND uid > cached.uid)"
+    " FROM (SELECT coalesce(max(last_uid), 0) AS uid FROM header_cache_block"
+    " WHERE folder_id = ?) AS cached"
 )
-_COUNT_AFTER = select(func.count()).where(_IN_FOLDER, col(_M.uid) > bindparam("after"))
 _SELECT_UNCACHED = (
     select(col(_M.id), col(_M.uid), col(_M.seal_id), col(_M.size), col(_M.sealed_header))
     .where(_IN_FOLDER, col(_M.uid) > bindparam("after"))
@@ -117,22 +121,18 @@ def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 def _field_spans(header: bytes, names: dict[bytes, int]) -> list[tuple[int, int, int]] | None:
-    """(start, end, name number) of each field `parse_header` finds, numbering the new
-    names in `names`; None (and `names` unchanged) if one cannot be recorded. A header's
-    fields are consecutive slices of it."""
+    """(start, end, name number) of each field `parse_header` finds (`field_spans`),
+    numbering the new names in `names`; None (and `names` unchanged) if one cannot be
+    recorded."""
     spans: list[tuple[int, int, int]] = []
     added: dict[bytes, int] = {}
-    position = 0
-    for name, raw in parse_header(header, limit=None).fields:
-        start = header.find(raw, position)
-        encoded = name.encode("ascii")
-        number = names.get(encoded)
+    for start, end, name in field_spans(header):
+        number = names.get(name)
         if number is None:
-            number = added.setdefault(encoded, len(names) + len(added))
-        if start < 0 or len(encoded) > 0xFF or number > 0xFF or len(spans) >= _UNSPLIT:
+            number = added.setdefault(name, len(names) + len(added))
+        if start < 0 or len(name) > 0xFF or number > 0xFF or len(spans) >= _UNSPLIT:
             return None
-        position = start + len(raw)
-        spans.append((start, position, number))
+        spans.append((start, end, number))
     names.update(added)
     return spans
 
@@ -156,10 +156,10 @@ def extend(connection: Connection, storage_key: bytes, account_id: int, folder_i
     """Seal the messages after the folder's last block into blocks, while they make full
     runs; the number of blocks made. Call it in the transaction that added messages,
     with the folder row locked."""
-    after = connection.execute(_SELECT_LAST_BLOCK, {"folder_id": folder_id}).scalar() or 0
-    params = {"folder_id": folder_id, "after": after}
-    if connection.execute(_COUNT_AFTER, params).scalar_one() < BLOCK_MESSAGES:
+    after, count = _UNCACHED_COUNT.execute(connection, (folder_id, folder_id)).one()
+    if count < BLOCK_MESSAGES:
         return 0
+    params = {"folder_id": folder_id, "after": after}
     rows = connection.execute(
         _SELECT_UNCACHED.limit(BLOCK_MESSAGES * BLOCKS_PER_ADDITION), params
     ).all()

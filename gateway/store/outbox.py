@@ -28,7 +28,7 @@ must not put content or addresses in it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,7 +40,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     select,
     update,
 )
@@ -61,8 +60,15 @@ from gateway.store.db import (
     utc_now,
     writing,
 )
+from gateway.store.driver_sql import (
+    DriverRow,
+    DriverSql,
+    driver_blob,
+    driver_datetime,
+    insert_sql,
+)
 from gateway.store.folder_rows import PreparedMessage, ensure_folder, store_prepared_many
-from gateway.store.models import Account, OutboxHold, OutboxItem, SentEnvelope
+from gateway.store.models import OutboxHold, OutboxItem, SentEnvelope
 
 MAX_ERROR_LEN = 200
 HOLD_LEN = 16
@@ -141,9 +147,13 @@ class OutboxEntry:
     created_at: datetime  # when the submission was accepted
 
 
-_INSERT = insert(OutboxItem)
-_INSERT_HOLD = insert(OutboxHold)
-_RELEASE = delete(OutboxHold).where(col(OutboxHold.hold) == bindparam("hold"))
+# The statements of every submission's commit, as plain SQL (`gateway.store.driver_sql`).
+_INSERT = insert_sql("outbox_item", (
+    "envelope_id", "envelope", "relays", "attempts", "next_attempt", "last_error", "created_at",
+))
+_INSERT_HOLD = insert_sql("outbox_hold", ("envelope_id", "hold"))
+_RELEASE = DriverSql("DELETE FROM outbox_hold WHERE hold = ?")
+_ENVELOPE_ID, _CREATED_AT = 0, 6  # in a row of _INSERT
 _COUNT_HELD = select(func.count()).where(col(OutboxHold.hold) == bindparam("hold"))
 _HELD = select(col(OutboxHold.envelope_id))
 _DISCARD = delete(OutboxItem).where(
@@ -154,8 +164,11 @@ _DISCARD_SENT = delete(SentEnvelope).where(
     col(SentEnvelope.envelope_id).in_(_HELD.where(col(OutboxHold.hold) == bindparam("hold")))
 )
 _DISCARD_ALL_SENT = delete(SentEnvelope).where(col(SentEnvelope.envelope_id).in_(_HELD))
-_INSERT_SENT = insert(SentEnvelope)
-_ACCOUNT_ID = select(col(Account.id)).where(col(Account.address) == bindparam("address"))
+_INSERT_SENT = insert_sql("sent_envelope", (
+    "envelope_id", "account_id", "note", "relay", "next_check", "outcome", "outcome_hour",
+    "created_at",
+))
+_ACCOUNT_ID = DriverSql("SELECT id FROM account WHERE address = ?")
 _MARK_DEPOSITED = (
     update(SentEnvelope)
     .where(
@@ -235,7 +248,8 @@ class Outbox:
         Raises like `put`, `HeldPartsMissing`, or `StorageFull` when the disk has no room;
         then nothing of any of `writes` is kept, and what was committed before is intact.
         """
-        now = utc_now()
+        dialect = self._engine.dialect
+        now, blob = driver_datetime(dialect, utc_now()), driver_blob(dialect)
         # Last parts with no earlier part to check whose hold nothing else in `writes`
         # names (a whole submission, as a rule) go in together, a few statements for all
         # of them, after the other steps: those touch none of their rows.
@@ -244,21 +258,22 @@ class Outbox:
             w for w in writes
             if isinstance(w, Part) and w.last and not w.earlier and holds[w.hold] == 1
         ]
-        steps: list[tuple[OutboxWrite, list[dict[str, object]]]] = [
-            (w, _rows(w.items, now) if isinstance(w, Part) else [])
-            for w in writes if not any(w is part for part in whole)
+        in_whole = {id(part) for part in whole}
+        steps: list[tuple[OutboxWrite, list[DriverRow]]] = [
+            (w, _rows(w.items, now, blob) if isinstance(w, Part) else [])
+            for w in writes if id(w) not in in_whole
         ]
         whole_items = [item for part in whole for item in part.items]
-        whole_rows = _rows(whole_items, now)
+        whole_rows = _rows(whole_items, now, blob)
         try:
             with writing(self._engine) as connection:
                 for step, rows in steps:
                     _apply(connection, step, rows)
                 if whole_rows:
-                    connection.execute(_INSERT, whole_rows)
+                    _INSERT.execute(connection, whole_rows)
                     _insert_sent(connection, whole_items, whole_rows)
                 if whole:
-                    connection.execute(_RELEASE, [{"hold": part.hold} for part in whole])
+                    _RELEASE.execute(connection, [(part.hold,) for part in whole])
                 _store_copies(connection, [copy for part in whole for copy in part.copies])
         except IntegrityError:
             raise DuplicateEnvelope() from None
@@ -357,47 +372,45 @@ class Outbox:
             return connection.execute(_COUNT).scalar_one()
 
 
-def _rows(items: Sequence[Item], now: datetime) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+def _rows(
+    items: Sequence[Item], now: object, blob: Callable[[bytes | bytearray], object]
+) -> list[DriverRow]:
+    """The `_INSERT` rows of `items`, queued `now` (as `driver_datetime` gives it), their
+    envelopes passed through `blob` (`driver_blob`)."""
+    rows: list[DriverRow] = []
+    texts: dict[tuple[str, ...], str] = {}  # the recipients of a batch share their relays
     for envelope_id, envelope, relays, *_ in items:
         if not envelope_id:
             raise InvalidValue("envelope id is empty")
-        relays_json = relays_to_json(relays)
-        if relays_json == "[]":
-            raise InvalidValue("an envelope needs at least one relay")
-        rows.append(
-            {
-                "envelope_id": envelope_id,
-                "envelope": envelope,
-                "relays": relays_json,
-                "attempts": 0,
-                "next_attempt": now,
-                "last_error": None,
-                "created_at": now,
-            }
-        )
+        relays_json = texts.get(relays) if type(relays) is tuple else None
+        if relays_json is None:
+            relays_json = relays_to_json(relays)
+            if relays_json == "[]":
+                raise InvalidValue("an envelope needs at least one relay")
+            if type(relays) is tuple:
+                texts[relays] = relays_json
+        rows.append((envelope_id, blob(envelope), relays_json, 0, now, None, now))
     return rows
 
 
-def _apply(connection: Connection, step: OutboxWrite, rows: list[dict[str, object]]) -> None:
+def _apply(connection: Connection, step: OutboxWrite, rows: list[DriverRow]) -> None:
     if isinstance(step, Discard):
         connection.execute(_DISCARD_SENT, {"hold": step.hold})
         connection.execute(_DISCARD, {"hold": step.hold})
-        connection.execute(_RELEASE, {"hold": step.hold})
+        _RELEASE.execute(connection, (step.hold,))
         return
     if step.last and step.earlier:
         held = connection.execute(_COUNT_HELD, {"hold": step.hold}).scalar_one()
         if held != step.earlier:  # discarded meanwhile (another process's start-up)
             raise HeldPartsMissing()
     if rows:
-        connection.execute(_INSERT, rows)
+        _INSERT.execute(connection, rows)
         _insert_sent(connection, step.items, rows)
     if step.last:
-        connection.execute(_RELEASE, {"hold": step.hold})
+        _RELEASE.execute(connection, (step.hold,))
         _store_copies(connection, step.copies)
     elif rows:
-        holds = [{"envelope_id": row["envelope_id"], "hold": step.hold} for row in rows]
-        connection.execute(_INSERT_HOLD, holds)
+        _INSERT_HOLD.execute(connection, [(row[_ENVELOPE_ID], step.hold) for row in rows])
 
 
 def _store_copies(connection: Connection, copies: Sequence[StoredCopy]) -> None:
@@ -415,26 +428,21 @@ def _store_copies(connection: Connection, copies: Sequence[StoredCopy]) -> None:
         header_cache.extend(connection, stored[0].storage_key, account_id, folder_id)
 
 
-def _insert_sent(
-    connection: Connection, items: Sequence[Item], rows: list[dict[str, object]]
-) -> None:
+def _insert_sent(connection: Connection, items: Sequence[Item], rows: list[DriverRow]) -> None:
     accounts: dict[str, int | None] = {}
-    sent: list[dict[str, object]] = []
+    sent: list[DriverRow] = []
     for item, row in zip(items, rows, strict=True):
         if len(item) < 4:
             continue
         note = item[3]
         if note.account not in accounts:
-            accounts[note.account] = connection.execute(
-                _ACCOUNT_ID, {"address": note.account}
-            ).scalar()
+            accounts[note.account] = _ACCOUNT_ID.execute(connection, (note.account,)).scalar()
         account_id = accounts[note.account]
         if account_id is None:
             raise InvalidValue("a sent note names no account of this gateway")
-        sent.append({
-            "envelope_id": row["envelope_id"], "account_id": account_id, "note": note.sealed,
-            "relay": None, "next_check": row["created_at"], "outcome": None,
-            "outcome_hour": None, "created_at": row["created_at"],
-        })
+        created = row[_CREATED_AT]
+        sent.append(
+            (row[_ENVELOPE_ID], account_id, note.sealed, None, created, None, None, created)
+        )
     if sent:
-        connection.execute(_INSERT_SENT, sent)
+        _INSERT_SENT.execute(connection, sent)

@@ -4,6 +4,9 @@ IMAP renderer see the same fields."""
 
 from __future__ import annotations
 
+import email.errors
+import email.header
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -11,6 +14,9 @@ from hypothesis import strategies as st
 from bridge.headers import (
     HeaderError,
     HeaderTooLarge,
+    block_end,
+    decoded_text,
+    field_spans,
     parse_addresses,
     parse_header,
 )
@@ -95,3 +101,52 @@ def test_header_values_never_reach_the_error_message() -> None:
     with pytest.raises(HeaderTooLarge) as err:
         parse_header(b"Subject: secret-" + b"x" * 100, limit=50)
     assert "secret" not in str(err.value)
+
+
+def _decoded_by_the_stdlib(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return value
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.text(), st.text(st.sampled_from(list(" \t\r\nab=?:_QBé\x00\ud800")))))
+@example("plain subject")
+@example("=?utf-8?q?caf=C3=A9?=")
+@example("a =?iso-8859-1?b?Y2Fm6Q==?= b")
+@example("=? not a word")
+def test_decoded_text_answers_as_the_stdlib_does(value: str) -> None:
+    assert decoded_text(value) == _decoded_by_the_stdlib(value)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header_bytes, st.binary(max_size=16), st.integers(0, 8), st.integers(0, 8))
+@example(b"A: b\r\n\r\nbody", b"", 0, 0)
+@example(b"A: b\r\n c\r", b"", 0, 0)
+@example(b"A: b\r\n\r", b"", 0, 1)
+@example(b"", b"", 0, 0)
+def test_the_header_end_is_where_the_parser_ends_the_block(
+    head: bytes, body: bytes, skip: int, cut: int
+) -> None:
+    message = head + body
+    start = min(skip, len(message))
+    stop = max(start, len(message) - cut)
+    assert block_end(message, start=start, stop=stop) == parse_header(
+        message, limit=None, start=start, stop=stop
+    ).end
+    assert block_end(message) == parse_header(message, limit=None).end
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header_bytes, st.sampled_from([b"", b"\r\n", b"\n", b"\r", b"\r\nbody", b"x"]))
+@example(b"A: b\r\nC: d\r\n", b"\r\n")
+@example(b"From x\r\nA: b\r\n", b"\r\n")
+@example(b"A: b\r\n c\r", b"")
+def test_field_spans_are_the_parsers_fields(head: bytes, tail: bytes) -> None:
+    block = head + tail
+    fields = parse_header(block, limit=None).fields
+    spans = field_spans(block)
+    assert [(name.decode("ascii"), block[start:end]) for start, end, name in spans] == [
+        (field.name, field.raw) for field in fields
+    ]

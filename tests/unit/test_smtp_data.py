@@ -4,10 +4,10 @@ the same as aiosmtpd's line-by-line reader for any stream cut into any pieces.""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.smtp.data import DataReader, DataState
+from gateway.smtp.data import DataReader, DataState, has_long_line
 
 LINE_LIMIT = 1001
 
@@ -126,3 +126,23 @@ def test_the_same_as_aiosmtpd_line_by_line(
     assert reader.leftover + stream[fed:] == leftover
     if state is DataState.NOMINAL:
         assert reader.content == content
+
+
+def _longest_line(buffer: bytes) -> int:
+    """The longest CR LF line of `buffer`, its CR LF counted: the plain way."""
+    return max(map(len, buffer.split(b"\r\n"))) + 2
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    body=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"a", b"xyz", b"x" * 17]), max_size=40),
+    limit=st.integers(min_value=0, max_value=60),
+)
+@example(body=[b"\r\n", b"x" * 17, b"\r\n"], limit=19)
+@example(body=[b"\r\n", b"x" * 17, b"\r\n"], limit=18)
+@example(body=[b"\r", b"\r\n", b"\n"], limit=2)
+def test_the_long_line_search_answers_as_splitting_does(body: list[bytes], limit: int) -> None:
+    buffer = b"".join(body)
+    expected = _longest_line(buffer) > limit
+    assert has_long_line(buffer, limit) is expected
+    assert has_long_line(bytearray(buffer), limit) is expected
