@@ -18,7 +18,6 @@ from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import Content
 from gateway.imap.render.direct import direct_renderer
 from gateway.imap.render.plan import FetchPlan, with_recent
-from gateway.imap.session.selected import FIRST_HEADER_BATCH
 from gateway.store import header_cache
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
@@ -201,18 +200,6 @@ def test_header_blocks_are_read_in_batches(backend: MailBackend):
     out = h(b"f FETCH 1:* ENVELOPE")
     assert out.count(b" FETCH (ENVELOPE (") == 5
     assert backend.header_calls == [2, 2, 1] and backend.fetch_calls == []
-
-
-def test_a_header_sync_answers_one_cache_block_first(backend: MailBackend):
-    # The first responses go out after one block of the header cache, not a whole batch.
-    h = Harness(backend, config=ImapConfig(header_batch=200))
-    count = FIRST_HEADER_BATCH + 250
-    for _ in range(count):
-        h.deliver()
-    h.select()
-    out = h(b"f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-    assert out.count(b" FETCH (UID ") == count
-    assert backend.header_calls == [FIRST_HEADER_BATCH, 200, 50]
 
 
 def test_a_header_batch_is_bounded_by_message_sizes(backend: MailBackend):

@@ -65,10 +65,6 @@ FLAG_MODES = {
     StoreMode.ADD: FlagMode.ADD,
     StoreMode.REMOVE: FlagMode.REMOVE,
 }
-# A header sync's first batch is one block of the store's header cache: its responses
-# go out while the next, full batch is read, so the client starts reading after one
-# block's work instead of `header_batch` messages' (TLS and the client run meanwhile).
-FIRST_HEADER_BATCH = 128
 
 
 def do_check(s: ImapState, cmd: protocol.Check) -> Reply:
@@ -348,8 +344,7 @@ def _serialized(
         return
     session = s.mail()
     config = s.config
-    for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets,
-                          first=FIRST_HEADER_BATCH):
+    for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets):
         headers = session.fetch_headers(selected.name, [uids[i] for i in chunk])
         if len(headers) == len(chunk) and not seen_now:  # the common case: all there, in order
             line = plain.line
@@ -397,20 +392,17 @@ def _contents(
 
 
 def _batches(
-    selected: SelectedMailbox, indexes: Sequence[int], count: int, octets: int,
-    first: int | None = None,
+    selected: SelectedMailbox, indexes: Sequence[int], count: int, octets: int
 ) -> Iterator[list[int]]:
-    """Batches of at most `count` messages (the first one of at most `first`) whose sizes
-    (RFC822.SIZE, the decrypted octets) add up to at most `octets`; a message bigger than
-    that goes alone."""
+    """Batches of at most `count` messages whose sizes (RFC822.SIZE, the decrypted octets)
+    add up to at most `octets`; a message bigger than that goes alone."""
     chunk: list[int] = []
     total = 0
-    limit = count if first is None else min(first, count)
     for i in indexes:
         size = selected.messages[i].size
-        if chunk and (len(chunk) >= limit or total + size > octets):
+        if chunk and (len(chunk) >= count or total + size > octets):
             yield chunk
-            chunk, total, limit = [], 0, count
+            chunk, total = [], 0
         chunk.append(i)
         total += size
     if chunk:
