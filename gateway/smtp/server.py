@@ -22,6 +22,12 @@ the end of DATA as aiosmtpd answers them. Bytes the client pipelined after the e
 back to the front of the session's stream for the command reader. MAIL and RCPT parse
 a plain `<local@domain>` path with one regular expression (the answer aiosmtpd's own
 parser gives, at a fraction of its cost) and anything else with aiosmtpd's parser.
+
+The session timeout (`smtp_timeout`) counts silence: every command and every chunk of
+DATA starts it again (aiosmtpd's own counts from the last command, so a long upload was
+cut at the timeout however fast its bytes came). Starting it again only moves a
+deadline; one timer per session, when it fires early, waits out the rest (aiosmtpd
+cancels and makes a timer per command, a good share of a small message's loop time).
 """
 
 from __future__ import annotations
@@ -86,8 +92,24 @@ class _Session(Session):
 
 
 class GatewaySMTP(SMTP):
+    _deadline = 0.0  # loop time at which the silent session is closed
+
     def _create_session(self) -> Session:
         return _Session(self.loop)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        if self.loop.time() < self._deadline:  # heard from since: wait out the rest
+            self._timeout_handle = self.loop.call_at(self._deadline, self._on_deadline)
+            return
+        self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of a MAIL or RCPT path, without its cost for a plain
@@ -126,6 +148,7 @@ class GatewaySMTP(SMTP):
                 raise
             if not chunk:
                 return  # end of stream: aiosmtpd's session ends with it
+            self._reset_timeout()
             if reader.feed(chunk):
                 break
         if reader.leftover:
