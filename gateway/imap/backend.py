@@ -196,47 +196,61 @@ class MessageTooLarge(BackendError):
 
 
 @dataclass(frozen=True)
+class FieldTable:
+    """The fields of many headers (a store's cache block of them), as offsets: field i
+    is `header[starts[i] : ends[i]]` of the header it belongs to, called
+    `names[numbers[i]]`. Shared, so that splitting a run of headers makes no object per
+    field."""
+
+    names: tuple[str, ...]  # lower-case field names
+    starts: Sequence[int]
+    ends: Sequence[int]
+    numbers: Sequence[int]
+
+
+@dataclass(frozen=True)
 class ParsedHeader(StoredHeader):
     """A header block with its fields already split, as `MailSession.fetch_headers` may
     return it (the SQL store does for every header its cache holds).
 
-    The fields are those of `bridge.headers.parse_header(header, limit=None).fields`, kept
-    as offsets: `names` holds lower-case field names (a store may share one tuple between
-    many headers), `spans` one (start, end, name number) triple per field, flattened, in
-    order; field i is `header[spans[3i] : spans[3i + 1]]`, called `names[spans[3i + 2]]`.
-    `fields` gives them as (name, raw octets) pairs, so FETCH can build ENVELOPE without
-    parsing the header again; `cut` takes a few of them (HEADER.FIELDS) without making
-    the others.
+    The fields are those of `bridge.headers.parse_header(header, limit=None).fields`,
+    fields `first` to `last` (excluded) of `table`, in order. `fields` gives them as
+    (name, raw octets) pairs, so FETCH can build ENVELOPE without parsing the header
+    again; `cut` takes a few of them (HEADER.FIELDS) without making the others.
     """
 
-    names: tuple[str, ...]
-    spans: Sequence[int]
+    table: FieldTable
+    first: int
+    last: int
 
     @classmethod
-    def of(cls, uid: int, header: bytes, names: tuple[str, ...], spans: Sequence[int]
+    def of(cls, uid: int, header: bytes, table: FieldTable, first: int, last: int
            ) -> ParsedHeader:
-        """`ParsedHeader(uid, header, names, spans)`, made without the frozen dataclass's
-        `object.__setattr__` per field, which cost more than the rest of opening a cached
-        header (a header sync makes one per message)."""
+        """`ParsedHeader(uid, header, table, first, last)`, made without the frozen
+        dataclass's `object.__setattr__` per field, which cost more than the rest of
+        opening a cached header (a header sync makes one per message)."""
         made = object.__new__(cls)
-        made.__dict__.update(uid=uid, header=header, names=names, spans=spans)
+        made.__dict__.update(uid=uid, header=header, table=table, first=first, last=last)
         return made
 
     @property
+    def names(self) -> tuple[str, ...]:
+        return self.table.names
+
+    @property
     def fields(self) -> tuple[tuple[str, bytes], ...]:
-        header, spans, names = self.header, self.spans, self.names
+        header, table = self.header, self.table
+        names, starts, ends, numbers = table.names, table.starts, table.ends, table.numbers
         return tuple([
-            (names[spans[at + 2]], header[spans[at] : spans[at + 1]])
-            for at in range(0, len(spans), 3)
+            (names[numbers[i]], header[starts[i] : ends[i]]) for i in range(self.first, self.last)
         ])
 
     def cut(self, numbers: AbstractSet[int]) -> bytes:
         """The octets of the fields whose name numbers are in `numbers`, in order."""
-        header, spans = self.header, self.spans
+        header, table = self.header, self.table
+        starts, ends, kept = table.starts, table.ends, table.numbers
         return b"".join([
-            header[spans[at] : spans[at + 1]]
-            for at in range(0, len(spans), 3)
-            if spans[at + 2] in numbers
+            header[starts[i] : ends[i]] for i in range(self.first, self.last) if kept[i] in numbers
         ])
 
 

@@ -7,7 +7,8 @@ message, that was a good share of the gateway's CPU. A `DriverSql` holds its SQL
 once, with `?` placeholders (turned into `%s` for psycopg), and runs it with
 `Connection.exec_driver_sql`, which still raises what `execute` raises (SQLAlchemy's
 `IntegrityError`, `OperationalError`, ... with the driver's error as `orig`) and keeps
-the connection's transaction and events.
+the connection's transaction and events. `rows` returns a query's rows as the driver's
+tuples, for reads of thousands of rows where a `Row` each is most of the cost.
 
 Its rows are tuples of values the driver takes as they are (bytes, bytearray, str, int,
 None); a datetime for a `UTCDateTime` column goes through `driver_datetime` first, once
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Dialect, LargeBinary
+from sqlalchemy.exc import DBAPIError
 
 from gateway.store.models import StoreTable, UTCDateTime
 
@@ -46,6 +48,20 @@ class DriverSql:
     ) -> CursorResult[*tuple[Any, ...]]:
         """Run it with one row of parameters (a tuple) or for each of a list of rows."""
         return connection.exec_driver_sql(self.sql(connection.dialect), rows)
+
+    def rows(self, connection: Connection, params: DriverRow) -> list[Any]:
+        """Run it with one row of parameters; every row as the driver's own tuple, taken
+        from its cursor at once (no `Row` per row). What the driver raises while fetching
+        is raised as SQLAlchemy's error, as from `execute`."""
+        sql = self.sql(connection.dialect)
+        result = connection.exec_driver_sql(sql, params)
+        dbapi_error = connection.dialect.loaded_dbapi.Error
+        try:
+            return cast(list[Any], result.cursor.fetchall())
+        except dbapi_error as error:
+            raise DBAPIError.instance(sql, params, error, dbapi_error) from error
+        finally:
+            result.close()
 
 
 def insert_sql(table: str, columns: Sequence[str], *, returning: str | None = None) -> DriverSql:

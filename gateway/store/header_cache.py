@@ -46,15 +46,18 @@ from __future__ import annotations
 
 import logging
 import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from itertools import accumulate, chain, pairwise, repeat
+from itertools import accumulate, pairwise, repeat
 from typing import cast
 
 from sqlalchemy import Connection, Row, bindparam, insert, select
 from sqlmodel import col
 
 from bridge.headers import field_spans
-from gateway.imap.backend import ParsedHeader, StoredHeader
+from gateway.imap.backend import FieldTable, ParsedHeader, StoredHeader
 from gateway.store.driver_sql import DriverSql
 from gateway.store.models import HeaderCacheBlock, Message
 from gateway.store.sealing import open_header, open_sealed, seal
@@ -70,7 +73,7 @@ _AD_NUMBERS = struct.Struct(">QQQ")
 _COUNT = struct.Struct(">IB")
 _ENTRY = struct.Struct(">Q16sQIH")
 _FIELD = struct.Struct(">IIB")
-_FIELDS = struct.Struct(">" + "IIB" * 64)  # 64 fields at a time: one C call, not 64
+_UINT32 = next(code for code in "IL" if array(code).itemsize == 4)
 _UNSPLIT = 0xFFFF  # the header's fields are not in the block
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 # A UID range is read whole when at most this many times larger than the UIDs asked for.
@@ -91,16 +94,17 @@ _SELECT_UNCACHED = (
     .where(_IN_FOLDER, col(_M.uid) > bindparam("after"))
     .order_by(col(_M.uid))
 )
-_SELECT_BLOCKS = (
-    select(col(_B.id), col(_B.first_uid), col(_B.last_uid), col(_B.sealed))
-    .where(col(_B.folder_id) == bindparam("folder_id"),
-           col(_B.first_uid) <= bindparam("high"), col(_B.last_uid) >= bindparam("low"))
-    .order_by(col(_B.first_uid))
+# The reads of every header sync, as plain statements (`gateway.store.driver_sql`) whose
+# rows come straight from the driver's cursor.
+_SELECT_BLOCKS = DriverSql(
+    "SELECT id, first_uid, last_uid, sealed FROM header_cache_block"
+    " WHERE folder_id = ? AND first_uid <= ? AND last_uid >= ? ORDER BY first_uid"
+)
+_SELECT_KEYS_IN_RANGE = DriverSql(
+    "SELECT uid, seal_id, size FROM message WHERE folder_id = ? AND uid BETWEEN ? AND ?"
+    " ORDER BY uid"
 )
 _KEYS = (col(_M.uid), col(_M.seal_id), col(_M.size))
-_SELECT_KEYS_IN_RANGE = select(*_KEYS).where(
-    _IN_FOLDER, col(_M.uid).between(bindparam("low"), bindparam("high"))
-).order_by(col(_M.uid))
 _UID_IN = col(_M.uid).in_(bindparam("uids", expanding=True))
 _SELECT_KEYS_OF = select(*_KEYS).where(_IN_FOLDER, _UID_IN).order_by(col(_M.uid))
 _SELECT_SEALED_HEADERS = select(
@@ -190,56 +194,62 @@ def extend(connection: Connection, storage_key: bytes, account_id: int, folder_i
 _Key = tuple[int, bytes, int]
 
 
-def _entries(payload: bytes) -> dict[_Key, StoredHeader]:
-    """(UID, seal_id, size) -> header of an opened block. The slices and headers are made
-    by `map` over the table's columns: a sync opens every entry of every block, and a
-    Python loop per entry was most of what reading a cached header cost."""
+def _block_headers(payload: bytes, keys: Sequence[_Key]) -> list[StoredHeader | None]:
+    """The headers an opened block holds for `keys` (in UID order, within its range), in
+    their order; None for a key it holds no valid entry for. The slices and headers are
+    made by `map` over the table's columns, the field table is read column by column into
+    one shared `FieldTable`, and a block whose entries are exactly `keys` (a sync of a
+    folder nobody changed) is matched by one list comparison: a sync opens every entry
+    of every block, and a Python step per entry or field was most of its cost."""
     count, name_count = _COUNT.unpack_from(payload)
     at = _COUNT.size
     table = _ENTRY.iter_unpack(payload[at : at + count * _ENTRY.size])
     uids, seal_ids, sizes, lengths, field_counts = zip(*table, strict=True) if count else ((),) * 5
     at += count * _ENTRY.size
     ends = list(accumulate(lengths, initial=at))
-    headers = list(map(payload.__getitem__, map(slice, ends, ends[1:])))
     at = ends[-1]
     name_ends = list(accumulate(payload[at : at + name_count], initial=at + name_count))
-    shared = tuple(payload[a:b].decode("ascii") for a, b in pairwise(name_ends))
+    names = tuple(payload[a:b].decode("ascii") for a, b in pairwise(name_ends))
     at = name_ends[-1]
-    if _UNSPLIT in field_counts:
-        return _entries_with_unsplit(payload[at:], uids, seal_ids, sizes, headers,
-                                     field_counts, shared)
-    spans = _spans(payload[at : at + sum(field_counts) * _FIELD.size])
-    cuts = list(accumulate(map((3).__mul__, field_counts), initial=0))
-    parsed = map(ParsedHeader.of, uids, headers, repeat(shared),
-                 map(spans.__getitem__, map(slice, cuts, cuts[1:])))
-    return dict(zip(zip(uids, seal_ids, sizes, strict=True), parsed, strict=True))
+    entries = list(zip(uids, seal_ids, sizes, strict=True))
+    if entries == keys:
+        wanted: Sequence[int] = range(count)
+    else:  # some expunged or replaced since the block was made, or not all asked for
+        index = dict(zip(uids, range(count), strict=True))
+        wanted = [-1 if (i := index.get(key[0], -1)) < 0 or entries[i] != key else i
+                  for key in keys]
+    split = [0 if n == _UNSPLIT else n for n in field_counts]
+    firsts = list(accumulate(split, initial=0))
+    fields = _field_table(names, payload[at : at + firsts[-1] * _FIELD.size], firsts[-1])
+    if isinstance(wanted, range) and _UNSPLIT not in field_counts:
+        return list(map(ParsedHeader.of, uids, map(payload.__getitem__, map(slice, ends, ends[1:])),
+                        repeat(fields), firsts, firsts[1:]))
+    return [
+        None if i < 0
+        else StoredHeader(uids[i], payload[ends[i] : ends[i + 1]]) if field_counts[i] == _UNSPLIT
+        else ParsedHeader.of(uids[i], payload[ends[i] : ends[i + 1]], fields, firsts[i],
+                             firsts[i + 1])
+        for i in wanted
+    ]
 
 
-def _spans(fields: bytes) -> tuple[int, ...]:
-    """The field table of a block, flattened: start, end, name number, start, ..."""
-    whole = len(fields) - len(fields) % _FIELDS.size
-    return tuple(chain(chain.from_iterable(_FIELDS.iter_unpack(fields[:whole])),
-                       chain.from_iterable(_FIELD.iter_unpack(fields[whole:]))))
+def _field_table(names: tuple[str, ...], fields: bytes, count: int) -> FieldTable:
+    """A block's `count` fields ([start (4) || end (4) || name (1)] each) as columns: the
+    octets of each column gathered by strided slices into a big-endian array, no int
+    object made until a field is read."""
+    return FieldTable(names, _column(fields, 0, count), _column(fields, 4, count),
+                      fields[8 :: _FIELD.size])
 
 
-def _entries_with_unsplit(
-    fields: bytes, uids: Sequence[int], seal_ids: Sequence[bytes], sizes: Sequence[int],
-    headers: Sequence[bytes], field_counts: Sequence[int], shared: tuple[str, ...],
-) -> dict[_Key, StoredHeader]:
-    """`_entries` of a block holding a header whose fields it could not record."""
-    total = sum(n for n in field_counts if n != _UNSPLIT)
-    spans = _spans(fields[: total * _FIELD.size])
-    entries: dict[_Key, StoredHeader] = {}
-    first = 0
-    for uid, seal_id, size, header, n in zip(uids, seal_ids, sizes, headers, field_counts,
-                                             strict=True):
-        if n == _UNSPLIT:
-            entries[uid, seal_id, size] = StoredHeader(uid, header)
-            continue
-        last = first + 3 * n
-        entries[uid, seal_id, size] = ParsedHeader.of(uid, header, shared, spans[first:last])
-        first = last
-    return entries
+def _column(fields: bytes, offset: int, count: int) -> array[int]:
+    octets = bytearray(4 * count)
+    for k in range(4):
+        octets[k::4] = fields[offset + k :: _FIELD.size]
+    column = array(_UINT32)
+    column.frombytes(octets)
+    if sys.byteorder == "little":
+        column.byteswap()
+    return column
 
 
 def read_headers(
@@ -253,29 +263,33 @@ def read_headers(
     if not wanted:
         return []
     low, high = wanted[0], wanted[-1]
-    params = {"folder_id": folder_id, "low": low, "high": high}
-    # Rows as plain tuples (hashed as the cache's keys: a Row hashes ~6x slower), fetched
-    # at once, in UID order: per-row work is what a sync of thousands costs.
+    # Rows as plain tuples, fetched at once, in UID order: per-row work is what a sync
+    # of thousands costs.
     keys: list[_Key]
     if high - low + 1 <= _RANGE_SLACK * len(wanted):
-        keys = _keys(connection.execute(_SELECT_KEYS_IN_RANGE, params).all())
+        keys = _SELECT_KEYS_IN_RANGE.rows(connection, (folder_id, low, high))
         if len(keys) > len(wanted):
             asked = set(wanted)
             keys = [key for key in keys if key[0] in asked]
     else:
         keys = [key for chunk in _chunks(wanted) for key in _keys(connection.execute(
             _SELECT_KEYS_OF, {"folder_id": folder_id, "uids": chunk}).all())]
-    cached: dict[_Key, StoredHeader] = {}
-    blocks = connection.execute(_SELECT_BLOCKS, params).all()
-    for block_id, first_uid, last_uid, sealed in blocks:
+    key_uids = [key[0] for key in keys]
+    # An entry counts only for the message it was made from: same UID, seal_id and size.
+    found: list[StoredHeader | None] = [None] * len(keys)
+    for block_id, first_uid, last_uid, sealed in _SELECT_BLOCKS.rows(
+        connection, (folder_id, high, low)
+    ):
+        start = bisect_left(key_uids, first_uid)
+        stop = bisect_right(key_uids, last_uid, start)
+        if start == stop:
+            continue
         payload = open_sealed(storage_key, sealed,
                               _associated_data(account_id, first_uid, last_uid))
         if payload is None:
             log.warning("header cache block %s cannot be opened; skipped", block_id)
             continue
-        cached.update(_entries(payload))
-    # An entry counts only for the message it was made from: same UID, seal_id and size.
-    found = list(map(cached.get, keys))
+        found[start:stop] = _block_headers(payload, keys[start:stop])
     missing = [key[0] for key, header in zip(keys, found, strict=True) if header is None]
     if not missing:
         return cast(list[StoredHeader], found)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col
 
 from gateway.store.db import reading, writing
@@ -61,6 +61,34 @@ def test_errors_are_wrapped_as_sqlalchemy_raises_them(store_engine: Engine) -> N
         _INSERT.execute(connection, [row, row])
     with reading(store_engine) as connection:
         assert connection.execute(select(col(OutboxItem.id))).all() == []
+
+
+def test_rows_come_as_the_drivers_tuples_and_errors_while_fetching_are_wrapped(
+    store_engine: Engine,
+) -> None:
+    now = driver_datetime(store_engine.dialect, datetime.now(UTC))
+    with writing(store_engine) as connection:
+        _INSERT.execute(connection, [
+            (bytes([n]) * 16, b"x", '["r"]', n, now, None, now) for n in range(3)
+        ])
+    select_attempts = DriverSql("SELECT attempts, envelope_id FROM outbox_item ORDER BY attempts")
+    with reading(store_engine) as connection:
+        assert select_attempts.rows(connection, ()) == [
+            (n, bytes([n]) * 16) for n in range(3)
+        ]
+    # An error the driver raises only once rows are fetched: the third row divides by
+    # zero (SQLite steps row by row, so it fails in `fetchall`; PostgreSQL at once).
+    if store_engine.dialect.name == "sqlite":
+        def check(left: int) -> int:
+            return 1 // left
+
+        failing = DriverSql("SELECT check_attempts(2 - attempts) FROM outbox_item")
+    else:
+        failing = DriverSql("SELECT 1 / (2 - attempts) FROM outbox_item")
+    with pytest.raises(DBAPIError), reading(store_engine) as connection:
+        if store_engine.dialect.name == "sqlite":
+            connection.connection.driver_connection.create_function("check_attempts", 1, check)
+        failing.rows(connection, ())
 
 
 def test_statements_name_only_columns_the_store_has() -> None:
