@@ -8,6 +8,7 @@ nothing; anything else reads whole messages. Header blocks are read in batches.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -18,6 +19,7 @@ from gateway.imap.config import ImapConfig
 from gateway.imap.protocol import Content
 from gateway.imap.render.direct import direct_renderer
 from gateway.imap.render.plan import FetchPlan, with_recent
+from gateway.imap.session import selected
 from gateway.store import header_cache
 from tests.imap_backends import MailBackend
 from tests.unit.test_imap_state import PASSWORD, PLAIN, USER, Harness, lines, mixed
@@ -200,6 +202,19 @@ def test_header_blocks_are_read_in_batches(backend: MailBackend):
     out = h(b"f FETCH 1:* ENVELOPE")
     assert out.count(b" FETCH (ENVELOPE (") == 5
     assert backend.header_calls == [2, 2, 1] and backend.fetch_calls == []
+
+
+def test_the_first_batches_are_small_so_the_answer_starts_early(
+    backend: MailBackend, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(selected, "FIRST_BATCH", 2)
+    h = Harness(backend, config=ImapConfig(header_batch=8))
+    for _ in range(20):
+        h.deliver()
+    h.select()
+    out = h(b"f UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert [int(n) for n in re.findall(rb"\* (\d+) FETCH", out)] == list(range(1, 21))
+    assert backend.header_calls == [2, 4, 8, 6]  # doubling from the first, up to the setting
 
 
 def test_a_header_batch_is_bounded_by_message_sizes(backend: MailBackend):

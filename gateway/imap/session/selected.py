@@ -391,18 +391,27 @@ def _contents(
             yield i, found.get(selected.uids[i])
 
 
+# The first batch of a FETCH: its answer starts after this many messages are read, and
+# each batch after it is twice the one before, up to the configured count. A client
+# reads and parses the first messages while the server reads the next.
+FIRST_BATCH = 128
+
+
 def _batches(
     selected: SelectedMailbox, indexes: Sequence[int], count: int, octets: int
 ) -> Iterator[list[int]]:
-    """Batches of at most `count` messages whose sizes (RFC822.SIZE, the decrypted octets)
-    add up to at most `octets`; a message bigger than that goes alone."""
+    """Batches of at most `count` messages (from `FIRST_BATCH`, doubling) whose sizes
+    (RFC822.SIZE, the decrypted octets) add up to at most `octets`; a message bigger
+    than that goes alone."""
     chunk: list[int] = []
     total = 0
+    limit = min(count, FIRST_BATCH)
     for i in indexes:
         size = selected.messages[i].size
-        if chunk and (len(chunk) >= count or total + size > octets):
+        if chunk and (len(chunk) >= limit or total + size > octets):
             yield chunk
             chunk, total = [], 0
+            limit = min(count, 2 * limit)
         chunk.append(i)
         total += size
     if chunk:
