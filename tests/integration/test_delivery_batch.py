@@ -32,6 +32,7 @@ from gateway.delivery import DeliveryWorker
 from gateway.store.db import open_engine
 from gateway.store.outbox import Outbox
 from tests.bubble_processes import free_port
+from tests.relay_servers import serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -211,14 +212,10 @@ async def older_relay(home: Path, root: RootKey, batch_tries: list[int]) -> Asyn
         return await handler(request)
 
     app.middlewares.insert(0, no_batches)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with serve_app(app) as url:
+            yield url
     finally:
-        await runner.cleanup()
         storage.close()
 
 

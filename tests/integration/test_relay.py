@@ -40,6 +40,7 @@ from bridge.relay.server import RelayServer, serve_forever
 from bridge.relay.storage import PutOutcome, SqliteFileStorage
 from bridge.revocation import GatewayRevocation
 from tests.relay_backends import Backend
+from tests.relay_servers import serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -796,14 +797,8 @@ async def fake_relay(routes: web.RouteTableDef) -> AsyncIterator[str]:
     """A misbehaving HTTP server on 127.0.0.1:0, to see how the client copes."""
     app = web.Application()
     app.add_routes(routes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 def test_client_maps_misbehaving_relays(bubble: Bubble) -> None:
