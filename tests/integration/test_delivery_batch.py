@@ -25,14 +25,14 @@ from bridge.envelope import MIN_BUCKET, OuterHeader
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
 from bridge.relay.client import RelayClient
 from bridge.relay.config import RelayConfig
-from bridge.relay.server import RelayServer, build_app
+from bridge.relay.server import build_app
 from bridge.relay.storage import SqliteFileStorage
 from bridge.revocation import GatewayRevocation
 from gateway.delivery import DeliveryWorker
 from gateway.store.db import open_engine
 from gateway.store.outbox import Outbox
 from tests.bubble_processes import free_port
-from tests.relay_servers import serve_app
+from tests.relay_servers import relays, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +85,8 @@ def test_a_pass_deposits_its_entries_in_batches(tmp_path: Path) -> None:
     bob = AccountKeys.generate()
 
     async def scenario() -> None:
-        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
-        await server.start()
-        client = RelayClient(server.url, timeout=30)
-        try:
+        async with relays(tmp_path, root) as ([server], clients):
+            client = clients[server.url]
             outbox = outbox_at(tmp_path / "gateway.db")
             items = [envelope(bob.public.mailbox_id) for _ in range(30)]
             outbox.put([(i, e, (server.url,)) for i, e in items])
@@ -101,30 +99,8 @@ def test_a_pass_deposits_its_entries_in_batches(tmp_path: Path) -> None:
             assert len(outbox.taken_by) == 30
             assert await asyncio.to_thread(requests, server.url, BATCH_COUNT) == 1
             assert await asyncio.to_thread(requests, server.url, SINGLE_COUNT) == 0
-        finally:
-            await client.close()
-            await server.stop()
 
     asyncio.run(scenario())
-
-
-@contextlib.asynccontextmanager
-async def two_relays(
-    tmp_path: Path, root: RootKey
-) -> AsyncIterator[tuple[RelayServer, RelayServer, dict[str, RelayClient]]]:
-    """Two relays trusting `root`, and a client for each by URL."""
-    first = RelayServer(RelayConfig(home=tmp_path / "r1", trusted_roots=(root.public,)))
-    second = RelayServer(RelayConfig(home=tmp_path / "r2", trusted_roots=(root.public,)))
-    await first.start()
-    await second.start()
-    clients = {s.url: RelayClient(s.url, timeout=30) for s in (first, second)}
-    try:
-        yield first, second, clients
-    finally:
-        for client in clients.values():
-            await client.close()
-        await first.stop()
-        await second.stop()
 
 
 def test_entries_a_relay_refuses_in_a_batch_fail_over_to_the_next(tmp_path: Path) -> None:
@@ -135,7 +111,7 @@ def test_entries_a_relay_refuses_in_a_batch_fail_over_to_the_next(tmp_path: Path
     credential = GatewayCredential.issue(root)
 
     async def scenario() -> None:
-        async with two_relays(tmp_path, root) as (first, second, clients):
+        async with relays(tmp_path, root, 2) as ([first, second], clients):
             items = [envelope(bob.public.mailbox_id) for _ in range(10)]
             clash_id = items[3][0]
             await clients[first.url].deposit(envelope(bob.public.mailbox_id, clash_id)[1],
@@ -164,11 +140,7 @@ def test_a_dead_first_relay_costs_one_try_and_the_next_takes_everything(
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
     async def scenario() -> None:
-        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
-        await server.start()
-        clients = {server.url: RelayClient(server.url, timeout=30),
-                   dead: RelayClient(dead, timeout=30)}
-        try:
+        async with relays(tmp_path, root, dead=[dead]) as ([server], clients):
             outbox = outbox_at(tmp_path / "gateway.db")
             items = [envelope(bob.public.mailbox_id) for _ in range(12)]
             outbox.put([(i, e, (dead, server.url)) for i, e in items])
@@ -189,10 +161,6 @@ def test_a_dead_first_relay_costs_one_try_and_the_next_takes_everything(
             assert len(await stored_ids(clients[server.url], bob)) == 24
             assert await asyncio.to_thread(requests, server.url, BATCH_COUNT) == 2
             assert await asyncio.to_thread(requests, server.url, SINGLE_COUNT) == 0
-        finally:
-            for client in clients.values():
-                await client.close()
-            await server.stop()
 
     asyncio.run(scenario())
 
@@ -259,7 +227,7 @@ def test_a_batch_a_relay_refuses_whole_goes_on_to_the_next_in_a_batch(tmp_path: 
     credential = GatewayCredential.issue(root)
 
     async def scenario() -> None:
-        async with two_relays(tmp_path, root) as (first, second, clients):
+        async with relays(tmp_path, root, 2) as ([first, second], clients):
             await clients[first.url].revoke_gateway(
                 GatewayRevocation.issue(root, credential.verify_key)
             )

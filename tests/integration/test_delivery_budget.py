@@ -19,13 +19,11 @@ import pytest
 
 from bridge.envelope import MIN_BUCKET, OuterHeader
 from bridge.keys import AccountKeys, GatewayCredential, RootKey
-from bridge.relay.client import RelayClient
-from bridge.relay.config import RelayConfig
-from bridge.relay.server import RelayServer
 from gateway.delivery import DeliveryWorker
 from gateway.store.db import open_engine
 from gateway.store.outbox import Outbox, OutboxEntry
 from tests.bubble_processes import free_port
+from tests.relay_servers import relays
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +50,7 @@ def test_each_pass_stays_within_the_budget_and_everything_is_deposited(tmp_path:
     bob = AccountKeys.generate()
 
     async def scenario() -> None:
-        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
-        await server.start()
-        client = RelayClient(server.url, timeout=30)
-        try:
+        async with relays(tmp_path, root) as ([server], clients):
             outbox = MeasuredOutbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
             outbox.loads = []
             small = [envelope(bob.public.mailbox_id, MIN_BUCKET) for _ in range(7)]
@@ -63,21 +58,18 @@ def test_each_pass_stays_within_the_budget_and_everything_is_deposited(tmp_path:
             outbox.put([(i, e, (server.url,)) for i, e in [*small[:3], large, *small[3:]]])
             budget = 2 * len(small[0][1])
             worker = DeliveryWorker(
-                outbox, GatewayCredential.issue(root), lambda url: client,
+                outbox, GatewayCredential.issue(root), clients.__getitem__,
                 retry_initial=60, retry_max=60, batch_bytes=budget,
             )
             while await worker.run_once():
                 pass
             assert outbox.pending_count() == 0
-            stored = {info.envelope_id for info in await client.list(bob.mailbox)}
+            stored = {info.envelope_id for info in await clients[server.url].list(bob.mailbox)}
             assert stored == {i for i, _ in [*small, large]}
             one, big = len(small[0][1]), len(large[1])
             # in schedule order: two small, one (the large one would overflow), the large
             # one alone (it exceeds the budget by itself), two, two, then nothing is due
             assert outbox.loads == [2 * one, one, big, 2 * one, 2 * one, 0]
-        finally:
-            await client.close()
-            await server.stop()
 
     asyncio.run(scenario())
 
@@ -91,16 +83,13 @@ def test_the_envelopes_of_one_message_are_not_deposited_in_a_row(
     recipients = [AccountKeys.generate() for _ in range(5)]
 
     async def scenario() -> None:
-        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
-        await server.start()
-        client = RelayClient(server.url, timeout=30)
-        try:
+        async with relays(tmp_path, root) as ([server], clients):
             outbox = Outbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
             messages = [[envelope(r.public.mailbox_id, MIN_BUCKET) for r in recipients]
                         for _ in range(4)]
             outbox.put([(i, e, (server.url,)) for message in messages for i, e in message])
             worker = DeliveryWorker(
-                outbox, GatewayCredential.issue(root), lambda url: client,
+                outbox, GatewayCredential.issue(root), clients.__getitem__,
                 retry_initial=60, retry_max=60, concurrency=1,
             )
             with caplog.at_level(logging.DEBUG, logger="gateway.delivery"):
@@ -114,9 +103,6 @@ def test_the_envelopes_of_one_message_are_not_deposited_in_a_row(
             # In outbox order each message's five would be a run; shuffled, keeping all
             # four runs whole has a chance of about 1 in 10^9.
             assert any(runs[k:k + 5] != [runs[k]] * 5 for k in range(0, 20, 5))
-        finally:
-            await client.close()
-            await server.stop()
 
     asyncio.run(scenario())
 
@@ -137,11 +123,7 @@ def test_a_pass_whose_retry_write_fails_still_removes_what_the_relay_took(
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: that deposit fails at once
 
     async def scenario() -> None:
-        server = RelayServer(RelayConfig(home=tmp_path / "relay", trusted_roots=(root.public,)))
-        await server.start()
-        clients = {server.url: RelayClient(server.url, timeout=30),
-                   dead: RelayClient(dead, timeout=30)}
-        try:
+        async with relays(tmp_path, root, dead=[dead]) as ([server], clients):
             outbox = FullOutbox(open_engine(f"sqlite:///{tmp_path}/gateway.db"))
             good = [envelope(bob.public.mailbox_id, MIN_BUCKET) for _ in range(6)]
             lost = envelope(bob.public.mailbox_id, MIN_BUCKET)
@@ -160,9 +142,5 @@ def test_a_pass_whose_retry_write_fails_still_removes_what_the_relay_took(
             running = [task for task in asyncio.all_tasks()
                        if task.get_coro().__qualname__ == "DeliveryWorker._deliver"]
             assert running == []
-        finally:
-            for client in clients.values():
-                await client.close()
-            await server.stop()
 
     asyncio.run(scenario())
