@@ -8,6 +8,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -258,30 +259,20 @@ def assert_intact(store: Storage, stored: dict[bytes, bytes]) -> None:
 def test_a_full_disk_refuses_deposits_with_507_and_keeps_what_is_stored(tmp_path: Path) -> None:
     # A real full file system: a 2 MiB tmpfs, no quota, so the disk fills first.
     with small_tmpfs(tmp_path / "small", "2m") as home:
-        store = SqliteFileStorage(home)
-        try:
+        with closing(SqliteFileStorage(home)) as store:
             stored = fill_until_full(store)
             assert list((home / "envelopes").rglob("*.tmp")) == []
-        finally:
-            store.close()
-        store = SqliteFileStorage(home)  # opens again; everything acknowledged is intact
-        try:
+        with closing(SqliteFileStorage(home)) as store:  # opens again; all acknowledged intact
             assert_intact(store, stored)
             assert store.delete(MAILBOX, next(iter(stored)))  # and an ack frees room
-        finally:
-            store.close()
 
 
 def test_a_full_postgresql_disk_refuses_deposits_with_507_and_keeps_what_is_stored() -> None:
     # The database's tables on a 4 MiB tmpfs tablespace, no quota: that disk fills first.
     with small_tablespace("sg_relay_full", "4m") as url:
-        store = PostgresStorage(url)
-        try:
+        with closing(PostgresStorage(url)) as store:
             stored = fill_until_full(store)
-        finally:
-            store.close()
-        store = PostgresStorage(url)  # opens again; everything acknowledged is intact
-        try:
+        with closing(PostgresStorage(url)) as store:  # opens again; all acknowledged intact
             assert_intact(store, stored)
             # An acknowledgement needs room for its tombstone (a deleted row frees none
             # until VACUUM): it is refused whole, and the gateway acknowledges again later.
@@ -290,8 +281,6 @@ def test_a_full_postgresql_disk_refuses_deposits_with_507_and_keeps_what_is_stor
                 store.delete(MAILBOX, first)
             assert store.status(first, GATEWAY).status is EnvelopeStatus.PENDING
             assert_intact(store, stored)
-        finally:
-            store.close()
 
 
 @pytest.mark.parametrize(
@@ -363,32 +352,20 @@ def fill_by_batches_until_full(store: Storage) -> dict[bytes, bytes]:
 
 def test_a_full_disk_refuses_the_batch_envelopes_that_do_not_fit(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "small", "2m") as home:
-        store = SqliteFileStorage(home)
-        try:
+        with closing(SqliteFileStorage(home)) as store:
             stored = fill_by_batches_until_full(store)
             assert list((home / "envelopes").rglob("*.tmp")) == []
             assert_intact(store, stored)
-        finally:
-            store.close()
-        store = SqliteFileStorage(home)  # opens again; everything acknowledged is intact
-        try:
+        with closing(SqliteFileStorage(home)) as store:  # opens again; all acknowledged intact
             assert_intact(store, stored)
             files = [p for p in (home / "envelopes").rglob("*") if p.is_file()]
             assert len(files) == len(stored)  # nothing of a refused one left behind
-        finally:
-            store.close()
 
 
 def test_a_full_postgresql_disk_refuses_the_batch_envelopes_that_do_not_fit() -> None:
     with small_tablespace("sg_relay_full", "4m") as url:
-        store = PostgresStorage(url)
-        try:
+        with closing(PostgresStorage(url)) as store:
             stored = fill_by_batches_until_full(store)
             assert_intact(store, stored)
-        finally:
-            store.close()
-        store = PostgresStorage(url)
-        try:
+        with closing(PostgresStorage(url)) as store:
             assert_intact(store, stored)
-        finally:
-            store.close()
