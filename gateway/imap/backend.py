@@ -48,10 +48,11 @@ import asyncio
 import contextlib
 import enum
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 from typing import Protocol
 
 from bridge.headers import block_end
@@ -195,17 +196,50 @@ class MessageTooLarge(BackendError):
         self.limit = limit
 
 
+# Of a FieldTable's fields with some names, the runs of adjacent ones within a header:
+# the index of each run's first field, and where each run starts and ends.
+_Runs = tuple[list[int], list[int], list[int]]
+_RUNS_KEPT = 8  # distinct name sets a table keeps the runs of
+
+
 @dataclass(frozen=True)
 class FieldTable:
     """The fields of many headers (a store's cache block of them), as offsets: field i
     is `header[starts[i] : ends[i]]` of the header it belongs to, called
-    `names[numbers[i]]`. Shared, so that splitting a run of headers makes no object per
-    field."""
+    `names[numbers[i]]`; `firsts` holds the index of each header's first field. Shared,
+    so that splitting a run of headers makes no object per field."""
 
     names: tuple[str, ...]  # lower-case field names
     starts: Sequence[int]
     ends: Sequence[int]
     numbers: Sequence[int]
+    firsts: Sequence[int]
+    _runs: dict[frozenset[int], _Runs] = field(default_factory=dict, compare=False, repr=False)
+
+    def runs(self, numbers: frozenset[int]) -> _Runs:
+        """The fields whose name numbers are in `numbers`, adjacent ones of one header
+        joined into one run, found once per set of names for all the headers: a header
+        sync cuts the same few fields, often neighbours, from each of its headers."""
+        runs = self._runs.get(numbers)
+        if runs is not None:
+            return runs
+        starts, ends, headers_from = self.starts, self.ends, frozenset(self.firsts)
+        run_firsts: list[int] = []
+        run_starts: list[int] = []
+        run_ends: list[int] = []
+        last = -2
+        for i in compress(range(len(self.numbers)), map(numbers.__contains__, self.numbers)):
+            if i == last + 1 and i not in headers_from and starts[i] == run_ends[-1]:
+                run_ends[-1] = ends[i]
+            else:
+                run_firsts.append(i)
+                run_starts.append(starts[i])
+                run_ends.append(ends[i])
+            last = i
+        runs = (run_firsts, run_starts, run_ends)
+        if len(self._runs) < _RUNS_KEPT:
+            self._runs[numbers] = runs
+        return runs
 
 
 @dataclass(frozen=True)
@@ -245,13 +279,15 @@ class ParsedHeader(StoredHeader):
             (names[numbers[i]], header[starts[i] : ends[i]]) for i in range(self.first, self.last)
         ])
 
-    def cut(self, numbers: AbstractSet[int]) -> bytes:
+    def cut(self, numbers: frozenset[int]) -> bytes:
         """The octets of the fields whose name numbers are in `numbers`, in order."""
-        header, table = self.header, self.table
-        starts, ends, kept = table.starts, table.ends, table.numbers
-        return b"".join([
-            header[starts[i] : ends[i]] for i in range(self.first, self.last) if kept[i] in numbers
-        ])
+        firsts, starts, ends = self.table.runs(numbers)
+        low = bisect_left(firsts, self.first)
+        high = bisect_left(firsts, self.last, low)
+        header = self.header
+        if high - low == 1:
+            return header[starts[low] : ends[low]]
+        return b"".join([header[starts[k] : ends[k]] for k in range(low, high)])
 
 
 @dataclass(frozen=True)

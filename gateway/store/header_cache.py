@@ -64,7 +64,7 @@ from gateway.store.sealing import open_header, open_sealed, seal
 
 log = logging.getLogger(__name__)
 
-BLOCK_MESSAGES = 128
+BLOCK_MESSAGES = 64
 # Blocks one addition makes at most, so that a folder filled without the cache (a
 # migration) is caught up over several additions, never in one long write transaction.
 BLOCKS_PER_ADDITION = 8
@@ -220,7 +220,7 @@ def _block_headers(payload: bytes, keys: Sequence[_Key]) -> list[StoredHeader | 
                   for key in keys]
     split = [0 if n == _UNSPLIT else n for n in field_counts]
     firsts = list(accumulate(split, initial=0))
-    fields = _field_table(names, payload[at : at + firsts[-1] * _FIELD.size], firsts[-1])
+    fields = _field_table(names, payload[at : at + firsts[-1] * _FIELD.size], firsts)
     if isinstance(wanted, range) and _UNSPLIT not in field_counts:
         return list(map(ParsedHeader.of, uids, map(payload.__getitem__, map(slice, ends, ends[1:])),
                         repeat(fields), firsts, firsts[1:]))
@@ -233,12 +233,13 @@ def _block_headers(payload: bytes, keys: Sequence[_Key]) -> list[StoredHeader | 
     ]
 
 
-def _field_table(names: tuple[str, ...], fields: bytes, count: int) -> FieldTable:
-    """A block's `count` fields ([start (4) || end (4) || name (1)] each) as columns: the
-    octets of each column gathered by strided slices into a big-endian array, no int
-    object made until a field is read."""
+def _field_table(names: tuple[str, ...], fields: bytes, firsts: Sequence[int]) -> FieldTable:
+    """A block's fields ([start (4) || end (4) || name (1)] each; header i's from
+    `firsts[i]`) as columns: the octets of each column gathered by strided slices into
+    a big-endian array, no int object made until a field is read."""
+    count = firsts[-1]
     return FieldTable(names, _column(fields, 0, count), _column(fields, 4, count),
-                      fields[8 :: _FIELD.size])
+                      fields[8 :: _FIELD.size], firsts)
 
 
 def _column(fields: bytes, offset: int, count: int) -> array[int]:

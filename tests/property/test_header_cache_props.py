@@ -1,0 +1,59 @@
+"""gateway.store.header_cache properties: the headers of a cache block come back from its
+payload with the fields the parser finds, and a cut of any set of field names (joined
+into runs of neighbours for the whole block at once) is exactly those fields, in order."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.headers import parse_header
+from gateway.imap.backend import ParsedHeader, header_block
+from gateway.store import header_cache
+from tests.property.test_header_props import header_bytes
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NAMES = ["from", "to", "subject", "sender", "received", "message-id", "references", "x-a"]
+
+
+@given(st.lists(header_bytes, min_size=1, max_size=12), st.sets(st.sampled_from(NAMES)))
+@FAST
+def test_a_blocks_headers_cut_any_names_as_the_parser_splits_them(
+    messages: list[bytes], names: set[str]
+) -> None:
+    headers = [header_block(message) for message in messages]
+    entries = [(uid, os.urandom(16), 100 + uid, header) for uid, header in enumerate(headers, 1)]
+    payload = header_cache._payload(entries)
+    keys = [(uid, seal_id, size) for uid, seal_id, size, _ in entries]
+    opened = header_cache._block_headers(payload, keys)
+    assert [h.header if h else None for h in opened] == headers
+    for h in opened:
+        assert h is not None
+        fields = parse_header(h.header, limit=None).fields
+        if not isinstance(h, ParsedHeader):  # a field the block could not record
+            continue
+        assert h.fields == fields
+        kept = frozenset(i for i, name in enumerate(h.names) if name in names)
+        assert h.cut(kept) == b"".join(raw for name, raw in fields if name in names)
+
+
+@given(st.lists(header_bytes, min_size=2, max_size=8), st.data())
+@FAST
+def test_a_block_answers_only_for_the_messages_it_was_made_from(
+    messages: list[bytes], data: st.DataObject
+) -> None:
+    headers = [header_block(message) for message in messages]
+    entries = [(uid, os.urandom(16), 100 + uid, header) for uid, header in enumerate(headers, 1)]
+    payload = header_cache._payload(entries)
+    keys = [(uid, seal_id, size) for uid, seal_id, size, _ in entries]
+    asked = data.draw(st.lists(st.sampled_from(keys), unique=True).map(sorted))
+    changed = data.draw(st.sets(st.sampled_from(keys)))
+    # a message replaced under the same UID (another seal) has no valid entry
+    asked = [(uid, b"\0" * 16, size) if (uid, s, size) in changed else (uid, s, size)
+             for uid, s, size in asked]
+    opened = header_cache._block_headers(payload, asked)
+    assert [h.header if h else None for h in opened] == [
+        None if key not in keys else headers[key[0] - 1] for key in asked
+    ]
