@@ -34,7 +34,9 @@ class ImapConfig:
                         shown as opaque leaves (application/octet-stream)
     max_mime_parts      parts one message is cut into at most; the last holds the rest
     header_batch        header blocks decrypted per storage call, for FETCH/SEARCH items
-                        that read only headers (a header block is usually under 4 KB)
+                        that read only headers (a header block is usually under 4 KB);
+                        a FETCH's batches start smaller and double up to this (and to
+                        fetch_batch), so that its answer starts early
     header_batch_octets  a header batch also ends before the sizes of its messages (which
                         bound their header blocks) add up to more than this
     idle_timeout        seconds without a complete command before BYE once logged in
