@@ -146,6 +146,19 @@ class FetchPlan:
         shown = with_recent(meta) if recent else meta
         return serialize(Untagged((number, _FETCH, self.items(shown, data))))
 
+    def lines(
+        self, numbers: Sequence[int], metas: Sequence[MessageMeta], recents: Sequence[bool],
+        stored: Sequence[StoredHeader | None],
+    ) -> bytes:
+        """`line` of each message, joined: the direct writer's `lines` (values worked out
+        column by column) where it writes these items, else one `line` a message."""
+        if self._direct is not None:
+            try:
+                return self._direct.lines(numbers, metas, recents, stored)
+            except Exception:  # noqa: BLE001, S110 -- `line` serves each, opaque if it must
+                pass
+        return b"".join(map(self.line, numbers, metas, recents, stored))
+
     def items(self, meta: MessageMeta, data: Octets | None) -> tuple[Value, ...]:
         """The parenthesised FETCH data of one message. `data` is what `content` says:
         the whole message, its header block alone, or None. A message whose rendering

@@ -347,11 +347,10 @@ def _serialized(
     for chunk in _batches(selected, indexes, config.header_batch, config.header_batch_octets):
         headers = session.fetch_headers(selected.name, [uids[i] for i in chunk])
         if len(headers) == len(chunk) and not seen_now:  # the common case: all there, in order
-            line = plain.line
-            yield Serialized(b"".join([
-                line(i + 1, messages[i], recent(uids[i]), stored)
-                for i, stored in zip(chunk, headers, strict=True)
-            ]))
+            yield Serialized(plain.lines(
+                [i + 1 for i in chunk], [messages[i] for i in chunk],
+                [recent(uids[i]) for i in chunk], headers,
+            ))
             continue
         found = {h.uid: h for h in headers}
         lines = []
