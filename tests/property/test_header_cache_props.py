@@ -5,6 +5,7 @@ into runs of neighbours for the whole block at once) is exactly those fields, in
 from __future__ import annotations
 
 import os
+from array import array
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,13 @@ from hypothesis import strategies as st
 
 from bridge.headers import parse_header
 from gateway.imap import protocol as wire
-from gateway.imap.backend import MessageMeta, ParsedHeader, StoredHeader, header_block
+from gateway.imap.backend import (
+    FieldTable,
+    MessageMeta,
+    ParsedHeader,
+    StoredHeader,
+    header_block,
+)
 from gateway.imap.render.direct import direct_renderer
 from gateway.store import header_cache
 from tests.property.test_header_props import header_bytes
@@ -99,3 +106,17 @@ def test_lines_of_many_messages_are_the_lines_of_each(
     assert render.lines(numbers, metas, recents, stored) == b"".join(
         map(render.line, numbers, metas, recents, stored)
     )
+
+
+def test_runs_never_join_the_fields_of_two_headers() -> None:
+    # The first header's last field ends at octet 17, where the second header's first
+    # wanted field starts (after a line of its own that is no field): neighbours in the
+    # table, and at touching offsets, yet of two headers.
+    first = b"Subject: aaaaaa\r\n"
+    second = b"garbage-line-xx\r\nSubject: b\r\n"
+    table = FieldTable(("subject",), array("I", [0, 17]), array("I", [17, 29]), b"\0\0",
+                       [0, 1, 2])
+    one = ParsedHeader.of(1, first, table, 0, 1)
+    two = ParsedHeader.of(2, second, table, 1, 2)
+    assert table.runs(frozenset({0}))[0] == [0, 1]  # two runs, one a header
+    assert (one.cut(frozenset({0})), two.cut(frozenset({0}))) == (first, b"Subject: b\r\n")
