@@ -79,7 +79,6 @@ _IN_CHUNK = 500  # bound parameters per IN (...) list
 # A UID range is read whole when at most this many times larger than the UIDs asked for.
 _RANGE_SLACK = 4
 
-_B = HeaderCacheBlock
 _M = Message
 _IN_FOLDER = col(_M.folder_id) == bindparam("folder_id")
 # The last UID in a block of the folder (0 if none) and how many messages come after it:

@@ -154,7 +154,7 @@ def test_the_direct_writer_takes_a_field_name_with_a_percent_sign():
     generic = wire.serialize(wire.Untagged(
         (3, wire.Raw(b"FETCH"), plan.items(with_recent(meta), header))
     ))
-    assert render(3, meta, True, StoredHeader(7, header)) == generic
+    assert render.line(3, meta, True, StoredHeader(7, header)) == generic
     assert generic == (
         b'* 3 FETCH (UID 7 FLAGS (\\Recent \\Seen) BODY[HEADER.FIELDS ("X-50%d" SUBJECT)] {30}'
         b"\r\nSubject: Sale\r\nX-50%d: yes\r\n\r\n)\r\n"

@@ -71,10 +71,6 @@ class DirectRenderer:
         self._columns = [column for _, _, column in items]
         self._reads_header = reads_header
 
-    def __call__(self, number: int, meta: MessageMeta, recent: bool,
-                 stored: StoredHeader | None) -> bytes:
-        return self.line(number, meta, recent, stored)
-
     def line(self, number: int, meta: MessageMeta, recent: bool, stored: StoredHeader | None
              ) -> bytes:
         head = _head(stored) if self._reads_header else None

@@ -139,7 +139,7 @@ class FetchPlan:
         that read nothing); as `items` renders it when the direct writer fails."""
         if self._direct is not None:
             try:
-                return self._direct(number, meta, recent, stored)
+                return self._direct.line(number, meta, recent, stored)
             except Exception:  # noqa: BLE001, S110 -- `items` serves it, opaque if it must
                 pass
         data = header_octets(stored) if stored is not None else None
